@@ -1,0 +1,15 @@
+//! stackd keeps a host's Docker Compose deployments at their declared
+//! desired state. See ARCHITECTURE.md for the map of this crate.
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod dbus;
+pub mod engine;
+pub mod events;
+pub mod reconcile;
+pub mod store;
+pub mod systemd;
+pub mod tasks;
+pub mod world;

@@ -1,0 +1,116 @@
+//! stackctl's command line. Kept apart so the manual page and the shell
+//! completions are generated from the same definitions.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "stackctl",
+    version,
+    about = "Control the stackd daemon: Docker Compose services kept at their desired state",
+    long_about = None
+)]
+pub struct Args {
+    /// Talk to the daemon of the calling user on the session bus.
+    #[arg(long, global = true)]
+    pub user: bool,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text, global = true)]
+    pub output: Output,
+    /// Queue the task and print its id instead of waiting for it.
+    #[arg(long, global = true)]
+    pub no_block: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List the services of this host.
+    List,
+    /// Show a service like `systemctl status`, or the host when no name is given.
+    Status { names: Vec<String> },
+    /// Start services (docker compose up -d); their desired state becomes running.
+    Start {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop services; their desired state becomes stopped and survives reboots.
+    Stop {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Restart services.
+    Restart {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Pull images, then recreate; a failed pull leaves the service as it was.
+    Update {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Pull the services' images.
+    Pull {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop and remove the services' containers and networks (volumes are kept).
+    Down {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// List tasks, newest first.
+    Tasks {
+        /// Only tasks of this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only tasks in these states (pending, running, succeeded, failed, cancelled).
+        #[arg(long)]
+        state: Vec<String>,
+        /// At most this many.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        lines: u32,
+    },
+    /// Show one task with its whole log.
+    Task { id: u64 },
+    /// Cancel pending or running tasks.
+    Cancel {
+        #[arg(required = true)]
+        ids: Vec<u64>,
+    },
+    /// Show a service's container logs.
+    Logs {
+        name: String,
+        /// Keep following new lines.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// How many lines from the end (0: all).
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: u32,
+    },
+    /// Bring this host to its desired state now.
+    Apply,
+    /// Reload the configuration; a bad file keeps the running one.
+    Reload,
+    /// Check a configuration file without asking the daemon.
+    Validate {
+        /// [default: /etc/stackd/stackd.toml, or the user config with --user]
+        file: Option<PathBuf>,
+        /// The host name to check the file as.
+        #[arg(long)]
+        host: Option<String>,
+    },
+}
+
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
+}

@@ -1,0 +1,485 @@
+//! stackctl: systemctl's habits for stackd. Only this module knows the
+//! terminal; it talks to the daemon through `dbus::client`.
+
+pub mod args;
+mod time;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config;
+use crate::dbus::client::{Client, ClientError, ServiceInfo, Target, TaskInfo};
+pub use args::{command, Args, Command, Output};
+
+/// Exit codes, following systemctl and the LSB.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// A task failed, the daemon is unreachable, or access was denied.
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    /// `status`: the service is not running.
+    pub const NOT_RUNNING: u8 = 3;
+    /// No such service or task.
+    pub const NO_SUCH: u8 = 4;
+}
+
+struct Failed(u8, String);
+
+impl From<ClientError> for Failed {
+    fn from(e: ClientError) -> Self {
+        let code = match e.remote_name() {
+            Some("NoSuchService" | "NoSuchTask") => exit::NO_SUCH,
+            Some("InvalidArgument") => exit::USAGE,
+            _ => exit::FAILURE,
+        };
+        Failed(code, e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, Failed>;
+
+pub fn main() -> ExitCode {
+    let args = <Args as clap::Parser>::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stackctl: cannot start: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    match rt.block_on(run(&args)) {
+        Ok(code) => ExitCode::from(code),
+        Err(Failed(code, msg)) => {
+            eprintln!("{msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(args: &Args) -> Result<u8> {
+    if let Command::Validate { file, host } = &args.command {
+        return validate(args, file.clone(), host.clone());
+    }
+    let client = Client::connect(&Target::default_for(args.user)).await?;
+    let json = args.output == Output::Json;
+    match &args.command {
+        Command::List => list(&client, json).await,
+        Command::Status { names } if names.is_empty() => host_status(&client, json).await,
+        Command::Status { names } => status(&client, names, json).await,
+        Command::Start { names } => ops(&client, args, "StartService", names).await,
+        Command::Stop { names } => ops(&client, args, "StopService", names).await,
+        Command::Restart { names } => ops(&client, args, "RestartService", names).await,
+        Command::Update { names } => ops(&client, args, "UpdateService", names).await,
+        Command::Pull { names } => ops(&client, args, "PullService", names).await,
+        Command::Down { names } => ops(&client, args, "DownService", names).await,
+        Command::Tasks {
+            service,
+            state,
+            lines,
+        } => tasks(&client, service.as_deref(), state, *lines, json).await,
+        Command::Task { id } => task(&client, *id, json).await,
+        Command::Cancel { ids } => {
+            for id in ids {
+                client.cancel(*id).await?;
+            }
+            Ok(exit::OK)
+        }
+        Command::Logs {
+            name,
+            follow,
+            lines,
+        } => logs(&client, name, *lines, *follow).await,
+        Command::Apply => {
+            let ids = client.apply().await?;
+            let mut code = exit::OK;
+            for id in ids {
+                code = code.max(follow_task(&client, args, id, "apply").await?);
+            }
+            Ok(code)
+        }
+        Command::Reload => {
+            client.reload().await?;
+            Ok(exit::OK)
+        }
+        Command::Validate { .. } => unreachable!("handled above"),
+    }
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<u8> {
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| Failed(exit::FAILURE, e.to_string()))?;
+    println!("{text}");
+    Ok(exit::OK)
+}
+
+fn validate(args: &Args, file: Option<std::path::PathBuf>, host: Option<String>) -> Result<u8> {
+    let path = file.unwrap_or_else(|| config::default_config_path(args.user));
+    let opts = config::LoadOptions {
+        user_mode: args.user,
+        host_override: host,
+    };
+    match config::load(&path, &opts) {
+        Ok(cfg) => {
+            println!(
+                "{}: ok ({} services, {} on host {})",
+                path.display(),
+                cfg.services.len(),
+                cfg.local_services().count(),
+                cfg.host
+            );
+            Ok(exit::OK)
+        }
+        Err(e) => Err(Failed(exit::FAILURE, e.to_string())),
+    }
+}
+
+/// A colored dot as systemctl draws it, only on a terminal.
+fn dot(active: &str, health: &str) -> &'static str {
+    if !std::io::stdout().is_terminal() {
+        return "●";
+    }
+    match (active, health) {
+        ("failed", _) | (_, "unhealthy") => "\x1b[0;1;31m●\x1b[0m",
+        ("active", "healthy") => "\x1b[0;1;32m●\x1b[0m",
+        ("active", _) | ("activating", _) | ("deactivating", _) => "\x1b[0;1;33m●\x1b[0m",
+        _ => "●",
+    }
+}
+
+async fn list(client: &Client, json: bool) -> Result<u8> {
+    let rows = client.list_services().await?;
+    if json {
+        return print_json(&rows);
+    }
+    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(7);
+    println!(
+        "{:w$}  {:8} {:12} {:10} {:10} CONTAINERS",
+        "SERVICE", "DESIRED", "ACTIVE", "SUB", "HEALTH"
+    );
+    for r in &rows {
+        println!(
+            "{:w$}  {:8} {:12} {:10} {:10} {}",
+            r.name, r.desired_state, r.active_state, r.sub_state, r.health, r.containers
+        );
+    }
+    println!("\n{} services listed.", rows.len());
+    Ok(exit::OK)
+}
+
+async fn host_status(client: &Client, json: bool) -> Result<u8> {
+    let m = client.manager().await?;
+    if json {
+        return print_json(&m);
+    }
+    let rows = client.list_services().await?;
+    let running = rows.iter().filter(|r| r.active_state == "active").count();
+    let failed = rows
+        .iter()
+        .filter(|r| r.active_state == "failed" || r.health == "unhealthy")
+        .count();
+    println!("● {}", m.host);
+    println!("       State: {}", m.system_state);
+    println!(
+        "    Services: {} configured, {running} running, {failed} failed",
+        rows.len()
+    );
+    let docker = if m.docker_connected {
+        "connected".to_string()
+    } else {
+        format!("unavailable ({})", m.docker_error)
+    };
+    println!("      Docker: {docker}");
+    println!("      Config: {} ({})", m.config_path, m.config_hash);
+    println!("     Version: stackd {}", m.version);
+    Ok(exit::OK)
+}
+
+async fn status(client: &Client, names: &[String], json: bool) -> Result<u8> {
+    let mut infos = Vec::new();
+    for name in names {
+        infos.push(client.service(name).await?);
+    }
+    if json {
+        return print_json(&infos);
+    }
+    let mut code = exit::OK;
+    for (i, s) in infos.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        print_status(client, s).await?;
+        if s.active_state != "active" {
+            code = exit::NOT_RUNNING;
+        }
+    }
+    Ok(code)
+}
+
+async fn print_status(client: &Client, s: &ServiceInfo) -> Result<()> {
+    println!(
+        "{} {} - Compose project on {}",
+        dot(&s.active_state, &s.health),
+        s.name,
+        s.host
+    );
+    println!(
+        "     Desired: {} (set by {})",
+        s.desired_state, s.desired_source
+    );
+    println!(
+        "      Active: {} ({}) since {}; {}",
+        s.active_state,
+        s.sub_state,
+        time::timestamp(s.state_change_usec),
+        time::ago(s.state_change_usec)
+    );
+    let msg = if s.health_message.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", s.health_message)
+    };
+    println!("      Health: {}{msg}", s.health);
+    println!("    Restarts: {}", s.restart_count);
+    if !s.containers.is_empty() {
+        println!("  Containers:");
+        for c in &s.containers {
+            let mut line = format!(
+                "    {} {} ({})",
+                dot(
+                    if c.state == "running" {
+                        "active"
+                    } else {
+                        "inactive"
+                    },
+                    &c.health
+                ),
+                c.name,
+                c.state
+            );
+            if c.state == "running" && c.started_usec > 0 {
+                line.push_str(&format!(
+                    ", up {}",
+                    time::span(time::now_usec().saturating_sub(c.started_usec))
+                ));
+            }
+            if !c.health.is_empty() {
+                line.push_str(&format!(", {}", c.health));
+            }
+            if c.exit_code >= 0 && c.state != "running" {
+                line.push_str(&format!(", exit code {}", c.exit_code));
+            }
+            if c.restart_count > 0 {
+                line.push_str(&format!(", {} restarts", c.restart_count));
+            }
+            println!("{line}  {}", c.image);
+        }
+    }
+    let recent = client.tasks(Some(&s.name), &[], Some(5)).await?;
+    if !recent.is_empty() {
+        println!("       Tasks:");
+        for t in &recent {
+            let result = if t.result.is_empty() {
+                t.state.clone()
+            } else {
+                t.result.clone()
+            };
+            println!(
+                "    #{} {} {} ({})",
+                t.id,
+                t.kind,
+                result,
+                time::ago(t.created_usec)
+            );
+        }
+    }
+    if let Ok(file) = client.logs(&s.name, 10, false).await {
+        let lines: Vec<String> = std::io::BufReader::new(file)
+            .lines()
+            .map_while(|l| l.ok())
+            .collect();
+        if !lines.is_empty() {
+            println!();
+            for l in lines {
+                println!("{l}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn ops(client: &Client, args: &Args, method: &str, names: &[String]) -> Result<u8> {
+    let mut ids = Vec::new();
+    for name in names {
+        ids.push((name.clone(), client.service_op(method, name).await?));
+    }
+    if args.no_block {
+        for (_, id) in &ids {
+            println!("{id}");
+        }
+        return Ok(exit::OK);
+    }
+    let mut code = exit::OK;
+    for (name, id) in ids {
+        code = code.max(follow_task(client, args, id, &name).await?);
+    }
+    Ok(code)
+}
+
+/// Stream a task's log until it ends: plain lines when piped, plus a
+/// progress line on a terminal. Non-zero when the task did not succeed.
+async fn follow_task(client: &Client, args: &Args, id: u64, what: &str) -> Result<u8> {
+    if args.no_block {
+        println!("{id}");
+        return Ok(exit::OK);
+    }
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut seen = 0u32;
+    let mut out = std::io::stdout();
+    loop {
+        let info = client.task(id).await?;
+        let lines = client.task_log_since(id, seen).await?;
+        if tty && !lines.is_empty() {
+            eprint!("\r\x1b[2K");
+        }
+        for l in &lines {
+            let _ = writeln!(out, "{l}");
+        }
+        seen += lines.len() as u32;
+        if info.finished() {
+            if tty {
+                eprint!("\r\x1b[2K");
+            }
+            return Ok(report(&info, what));
+        }
+        if tty {
+            eprint!(
+                "\r\x1b[2K{} {} ({}: {}, {:.1}s)",
+                "⋯",
+                what,
+                info.kind,
+                info.state,
+                started.elapsed().as_secs_f32()
+            );
+        }
+        let _ = out.flush();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+fn report(t: &TaskInfo, what: &str) -> u8 {
+    if t.state == "succeeded" {
+        return exit::OK;
+    }
+    eprintln!(
+        "Task {} ({} {what}) {}: {}. See 'stackctl task {}' for its log.",
+        t.id,
+        t.kind,
+        t.result,
+        if t.error.is_empty() {
+            &t.state
+        } else {
+            &t.error
+        },
+        t.id
+    );
+    exit::FAILURE
+}
+
+async fn tasks(
+    client: &Client,
+    service: Option<&str>,
+    states: &[String],
+    limit: u32,
+    json: bool,
+) -> Result<u8> {
+    let rows = client.tasks(service, states, Some(limit)).await?;
+    if json {
+        return print_json(&rows);
+    }
+    println!(
+        "{:>6} {:10} {:20} {:10} {:12} CREATED",
+        "ID", "KIND", "SERVICE", "STATE", "RESULT"
+    );
+    for t in &rows {
+        let service = if t.service.is_empty() {
+            "(host)"
+        } else {
+            &t.service
+        };
+        println!(
+            "{:>6} {:10} {:20} {:10} {:12} {}",
+            t.id,
+            t.kind,
+            service,
+            t.state,
+            t.result,
+            time::timestamp(t.created_usec)
+        );
+    }
+    println!("\n{} tasks listed.", rows.len());
+    Ok(exit::OK)
+}
+
+async fn task(client: &Client, id: u64, json: bool) -> Result<u8> {
+    let info = client.task(id).await?;
+    let log = client.task_log_since(id, 0).await?;
+    if json {
+        #[derive(Serialize)]
+        struct WithLog<'a> {
+            #[serde(flatten)]
+            task: &'a TaskInfo,
+            log: &'a [String],
+        }
+        return print_json(&WithLog {
+            task: &info,
+            log: &log,
+        });
+    }
+    let service = if info.service.is_empty() {
+        "(host)"
+    } else {
+        &info.service
+    };
+    println!("Task {}: {} {}", info.id, info.kind, service);
+    println!(
+        "   State: {}{}",
+        info.state,
+        if info.result.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", info.result)
+        }
+    );
+    println!("  Origin: {}", info.origin);
+    println!(" Created: {}", time::timestamp(info.created_usec));
+    println!(" Started: {}", time::timestamp(info.started_usec));
+    println!("Finished: {}", time::timestamp(info.finished_usec));
+    if !info.error.is_empty() {
+        println!("   Error: {}", info.error);
+    }
+    println!();
+    for l in &log {
+        println!("{l}");
+    }
+    Ok(exit::OK)
+}
+
+async fn logs(client: &Client, name: &str, lines: u32, follow: bool) -> Result<u8> {
+    let file = client.logs(name, lines, follow).await?;
+    let reader = std::io::BufReader::new(file);
+    let mut out = std::io::stdout().lock();
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
+    }
+    Ok(exit::OK)
+}

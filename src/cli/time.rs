@@ -1,0 +1,90 @@
+//! Timestamps as systemctl prints them, without a time-zone database:
+//! "Wed 2026-11-25 17:02:03 UTC" and "5min 3s ago".
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub fn now_usec() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+pub fn timestamp(usec: u64) -> String {
+    if usec == 0 {
+        return "n/a".to_string();
+    }
+    let secs = (usec / 1_000_000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil(days);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    format!(
+        "{weekday} {y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// "2h 5min", "3s", "350ms".
+pub fn span(usec: u64) -> String {
+    let ms = usec / 1000;
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let s = ms / 1000;
+    let units = [(86_400, "d"), (3600, "h"), (60, "min"), (1, "s")];
+    let mut parts = Vec::new();
+    let mut left = s;
+    for (size, name) in units {
+        if left >= size {
+            parts.push(format!("{}{name}", left / size));
+            left %= size;
+        }
+        if parts.len() == 2 {
+            break;
+        }
+    }
+    parts.join(" ")
+}
+
+pub fn ago(usec: u64) -> String {
+    if usec == 0 {
+        return String::new();
+    }
+    format!("{} ago", span(now_usec().saturating_sub(usec)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_systemctl() {
+        assert_eq!(timestamp(0), "n/a");
+        assert_eq!(timestamp(1_000_000), "Thu 1970-01-01 00:00:01 UTC");
+        // 2026-11-25 16:56:33 UTC is a Wednesday.
+        assert_eq!(
+            timestamp(1_795_625_793_000_000),
+            "Wed 2026-11-25 16:56:33 UTC"
+        );
+        assert_eq!(span(350_000), "350ms");
+        assert_eq!(span(3_000_000), "3s");
+        assert_eq!(span(7_503_000_000), "2h 5min");
+    }
+}

@@ -1,0 +1,471 @@
+//! The cluster file: model, drop-in merge, validation.
+//!
+//! `load` reads `stackd.toml` and then every `stackd.d/*.toml` next to it in
+//! file-name order; later files override scalar keys of earlier ones and
+//! tables merge key by key. Every error names `file:line:col` of the key or
+//! value at fault and says what was expected. Validation collects all errors
+//! of the merged file, not just the first.
+
+mod build;
+mod raw;
+mod units;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use units::parse_duration;
+
+/// Compose file names looked for in a service directory, first match wins.
+pub const COMPOSE_FILE_NAMES: [&str; 4] = [
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yml",
+    "docker-compose.yaml",
+];
+
+/// How to read the cluster file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// `--user`: defaults under `$HOME` and the XDG directories.
+    pub user_mode: bool,
+    /// Own host name, overriding the `host` key and the machine's hostname.
+    pub host_override: Option<String>,
+}
+
+/// One place in one file, with what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.message
+        )
+    }
+}
+
+/// Why a cluster file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not TOML, or a key is unknown or has the wrong type.
+    #[error("{0}")]
+    Parse(Diagnostic),
+    /// The merged file parsed but says something impossible.
+    #[error("{}", DisplayAll(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl ConfigError {
+    /// Every diagnostic carried by the error (none for I/O errors).
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            ConfigError::Io { .. } => &[],
+            ConfigError::Parse(d) => std::slice::from_ref(d),
+            ConfigError::Invalid(v) => v,
+        }
+    }
+}
+
+struct DisplayAll<'a>(&'a [Diagnostic]);
+
+impl fmt::Display for DisplayAll<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `compose_command`: which Compose CLI to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComposeCommand {
+    /// Detect at start: `docker compose` if it works, else `docker-compose`.
+    Auto,
+    /// `docker compose`
+    V2,
+    /// `docker-compose`
+    V1,
+}
+
+/// The merged, validated cluster file as seen from one host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The main file.
+    pub path: PathBuf,
+    /// The main file, then the drop-ins, in merge order.
+    pub files: Vec<PathBuf>,
+    /// This host's name.
+    pub host: String,
+    pub compose_dir: PathBuf,
+    pub state_dir: PathBuf,
+    /// Not a key: `/run/stackd`, or `$XDG_RUNTIME_DIR/stackd` in user mode.
+    pub runtime_dir: PathBuf,
+    pub compose_command: ComposeCommand,
+    pub max_parallel: usize,
+    pub admin_group: Option<String>,
+    pub boot_id_file: PathBuf,
+    pub hosts: BTreeMap<String, HostConfig>,
+    pub peer: Option<PeerConfig>,
+    /// Host-wide resource thresholds (top-level `[resources]`); services
+    /// inherit these keys unless they set their own.
+    pub resources: Option<ResourcesConfig>,
+    pub services: BTreeMap<String, ServiceConfig>,
+    pub notify: NotifyConfig,
+    /// Stable hex digest of the source texts, in merge order.
+    pub hash: String,
+}
+
+impl Config {
+    /// Services assigned to this host, by name.
+    pub fn local_services(&self) -> impl Iterator<Item = &ServiceConfig> {
+        self.services
+            .values()
+            .filter(move |s| s.assigned_to(&self.host))
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.services.get(name)
+    }
+}
+
+/// `[hosts.NAME]`
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostConfig {
+    /// Base URL of the host's peer endpoint, e.g. `https://192.168.1.10:7780`.
+    pub peer: Option<String>,
+}
+
+/// `[peer]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub listen: String,
+    pub token_file: PathBuf,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    /// Lower-case hex, 64 digits, colons removed.
+    pub tls_pin_sha256: Option<String>,
+    pub timeout: Duration,
+    pub heartbeat: Duration,
+}
+
+/// Which hosts run a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostSelector {
+    All,
+    List(Vec<String>),
+}
+
+/// How a service moves between hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// Stop on the source, then start on the target.
+    StopFirst,
+    /// Start on the target, wait until healthy, then stop the source.
+    Overlap,
+}
+
+/// `[services.NAME]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub hosts: HostSelector,
+    pub auto_start: bool,
+    pub depends_on: Vec<String>,
+    pub conflicts: Vec<String>,
+    pub start_order: i64,
+    pub start_timeout: Duration,
+    /// `compose_dir/name`
+    pub dir: PathBuf,
+    /// The compose file found in `dir`; `dir/compose.yaml` when it was not
+    /// looked for (service of another host, or checks disabled).
+    pub compose_file: PathBuf,
+    pub health: Option<HealthConfig>,
+    pub restart: RestartConfig,
+    pub resources: Option<ResourcesConfig>,
+    pub handoff: Handoff,
+}
+
+impl ServiceConfig {
+    pub fn assigned_to(&self, host: &str) -> bool {
+        match &self.hosts {
+            HostSelector::All => true,
+            HostSelector::List(hosts) => hosts.iter().any(|h| h == host),
+        }
+    }
+}
+
+/// `health = { ... }`
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// `None`: only Docker's own health check counts.
+    pub probe: Option<Probe>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+}
+
+/// One probe kind; at most one per service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Http {
+        url: String,
+        /// Inclusive ranges of accepted status codes.
+        expect_status: Vec<(u16, u16)>,
+        body_contains: Option<String>,
+    },
+    Tcp {
+        address: String,
+    },
+    Command {
+        argv: Vec<String>,
+        /// Compose service to run it in; `None` runs it on the host.
+        container: Option<String>,
+    },
+    File {
+        /// Relative paths are resolved against the service directory.
+        path: PathBuf,
+        max_age: Option<Duration>,
+    },
+}
+
+/// `restart = { ... }`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartConfig {
+    pub on_failure: bool,
+    pub max_restarts: u32,
+    pub window: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        RestartConfig {
+            on_failure: true,
+            max_restarts: 5,
+            window: Duration::from_secs(600),
+            backoff_min: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `resources = { ... }`: spike thresholds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourcesConfig {
+    pub cpu_percent: Option<f64>,
+    pub memory_percent: Option<f64>,
+    pub memory: Option<u64>,
+    pub sustain: Duration,
+    /// A spike clears when usage falls below `threshold * clear_ratio`.
+    pub clear_ratio: f64,
+    pub cooldown: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Which events a channel receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelFilter {
+    /// The channel's own `min_severity`, else `[notify] min_severity`.
+    pub min_severity: Severity,
+    /// Empty: every service.
+    pub services: Vec<String>,
+    /// Empty: every event kind.
+    pub kinds: Vec<String>,
+}
+
+/// `[notify]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    pub min_severity: Severity,
+    pub email: Option<EmailConfig>,
+    pub webhooks: BTreeMap<String, WebhookConfig>,
+    pub desktop: Option<ChannelFilter>,
+}
+
+/// `[notify.email]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailConfig {
+    /// The URL as written.
+    pub smtp: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// `smtps://`: TLS from the first byte.
+    pub implicit_tls: bool,
+    /// `None`: STARTTLS when the server offers it.
+    pub starttls: Option<bool>,
+    pub from: String,
+    pub to: Vec<String>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub filter: ChannelFilter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    Json,
+    Ntfy,
+    Slack,
+    Discord,
+}
+
+/// `[notify.webhook.NAME]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    pub name: String,
+    pub url: String,
+    pub format: WebhookFormat,
+    /// HMAC key for the signature header.
+    pub secret_file: Option<PathBuf>,
+    pub filter: ChannelFilter,
+}
+
+/// Reads the main file and its drop-ins, merges and validates them.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigError> {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut sources = vec![(path.clone(), read(&path)?)];
+    for dropin in dropin_files(&path)? {
+        let text = read(&dropin)?;
+        sources.push((dropin, text));
+    }
+    parse_sources(&sources, opts, true)
+}
+
+/// Parses one file's text as if it were the whole cluster file (no drop-ins).
+/// With `compose_dir_check`, services of this host must have a compose file.
+pub fn parse_str(
+    text: &str,
+    file: &Path,
+    opts: &LoadOptions,
+    compose_dir_check: bool,
+) -> Result<Config, ConfigError> {
+    parse_sources(
+        &[(file.to_path_buf(), text.to_owned())],
+        opts,
+        compose_dir_check,
+    )
+}
+
+/// Parses and merges `(path, text)` pairs: the main file first, then the
+/// drop-ins in merge order.
+pub fn parse_sources(
+    sources: &[(PathBuf, String)],
+    opts: &LoadOptions,
+    compose_dir_check: bool,
+) -> Result<Config, ConfigError> {
+    build::build(sources, opts, compose_dir_check)
+}
+
+/// `/etc/stackd/stackd.toml`, or `$XDG_CONFIG_HOME/stackd/stackd.toml`
+/// (`~/.config/stackd/stackd.toml`) in user mode.
+pub fn default_config_path(user_mode: bool) -> PathBuf {
+    if user_mode {
+        xdg_dir("XDG_CONFIG_HOME", ".config").join("stackd/stackd.toml")
+    } else {
+        PathBuf::from("/etc/stackd/stackd.toml")
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `<dir of main>/stackd.d/*.toml`, sorted by file name; hidden files and
+/// anything that is not a regular file are skipped.
+fn dropin_files(main: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let dir = main
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("stackd.d");
+    let io_err = |source| ConfigError::Io {
+        path: dir.clone(),
+        source,
+    };
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || !name.ends_with(".toml") {
+            continue;
+        }
+        let path = entry.path();
+        if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            files.push(path);
+        }
+    }
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok(files)
+}
+
+/// The user's home directory: `$HOME`, else the password database, else `/`.
+fn home_dir() -> PathBuf {
+    if let Some(h) = std::env::var_os("HOME").map(PathBuf::from) {
+        if h.is_absolute() {
+            return h;
+        }
+    }
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map_or_else(|| PathBuf::from("/"), |u| u.dir)
+}
+
+/// An XDG base directory: `$VAR` when absolute, else `~/fallback`.
+fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
+    match std::env::var_os(var).map(PathBuf::from) {
+        Some(p) if p.is_absolute() => p,
+        _ => home_dir().join(fallback),
+    }
+}

@@ -1,0 +1,934 @@
+//! The one core the adapters share.
+//!
+//! D-Bus (and later the peer endpoint) call [`Control`]; it answers from the
+//! config, the store and the world, and turns requests into tasks. It knows
+//! nothing of D-Bus, HTTP or terminals.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use futures_util::stream::{self, BoxStream, StreamExt};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{self, Config, LoadOptions, ServiceConfig};
+use crate::engine::{Compose, ComposeChoice, ComposeError, ContainerInfo, Invocation};
+use crate::events::{Alert, Event, EventSender, Severity};
+use crate::reconcile::{self, Action, Facts};
+use crate::store::{
+    now_usec, DesiredSource, DesiredState, NewEvent, Store, StoreError, TaskFilter, TaskRecord,
+};
+use crate::systemd;
+use crate::tasks::{Failure, Log, Queue, QueueError, RunFuture, Runner, TaskKind};
+use crate::world::{self, Observed, World};
+
+#[derive(Debug, Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    NoSuchService(String),
+    #[error("no such task: {0}")]
+    NoSuchTask(u64),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Docker is unavailable: {0}")]
+    DockerUnavailable(String),
+    #[error("the configuration is invalid; the running one stays in force:\n{0}")]
+    InvalidConfig(String),
+    #[error("stackd is shutting down and takes no new tasks")]
+    ShuttingDown,
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<QueueError> for ControlError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Closed => ControlError::ShuttingDown,
+            QueueError::NoSuchTask(id) => ControlError::NoSuchTask(id),
+            QueueError::Finished(id) => {
+                ControlError::Conflict(format!("task {id} has already finished"))
+            }
+            QueueError::Store(e) => ControlError::Store(e),
+        }
+    }
+}
+
+/// What a person can ask of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Start,
+    Stop,
+    Restart,
+    Update,
+    Pull,
+    Down,
+}
+
+impl Op {
+    fn kind(self) -> TaskKind {
+        match self {
+            Op::Start => TaskKind::Deploy,
+            Op::Stop => TaskKind::Stop,
+            Op::Restart => TaskKind::Restart,
+            Op::Update => TaskKind::Update,
+            Op::Pull => TaskKind::Pull,
+            Op::Down => TaskKind::Down,
+        }
+    }
+
+    /// What the operation says about the desired state, if anything.
+    fn desired(self) -> Option<DesiredState> {
+        match self {
+            Op::Start | Op::Restart | Op::Update => Some(DesiredState::Running),
+            Op::Stop | Op::Down => Some(DesiredState::Stopped),
+            Op::Pull => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SystemState {
+    Starting,
+    Running,
+    Degraded,
+    Stopping,
+}
+
+impl SystemState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SystemState::Starting => "starting",
+            SystemState::Running => "running",
+            SystemState::Degraded => "degraded",
+            SystemState::Stopping => "stopping",
+        }
+    }
+}
+
+/// Everything `stackctl status NAME` and the D-Bus Service object show.
+#[derive(Clone, Debug)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub host: String,
+    pub desired: DesiredState,
+    /// "user" when a person said start/stop, else "config" (auto_start).
+    pub desired_source: &'static str,
+    pub active_state: &'static str,
+    pub sub_state: String,
+    pub health: &'static str,
+    pub health_message: String,
+    pub containers: Vec<ContainerInfo>,
+    pub state_change_usec: u64,
+    pub restart_count: u64,
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    pub compose_file: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct ManagerInfo {
+    pub version: &'static str,
+    pub host: String,
+    pub system_state: SystemState,
+    pub docker_connected: bool,
+    pub docker_error: String,
+    pub config_hash: String,
+    pub config_path: PathBuf,
+    pub boot_id: String,
+}
+
+struct Shared {
+    config: RwLock<Arc<Config>>,
+    load_options: LoadOptions,
+    store: Arc<Store>,
+    world: Arc<World>,
+    events: EventSender,
+    compose: tokio::sync::Mutex<Option<Compose>>,
+    queue: OnceLock<Queue>,
+    boot_id: String,
+    state: Mutex<SystemState>,
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Control {
+    shared: Arc<Shared>,
+}
+
+impl Control {
+    pub fn new(
+        config: Config,
+        load_options: LoadOptions,
+        store: Arc<Store>,
+        world: Arc<World>,
+        events: EventSender,
+        boot_id: String,
+    ) -> Control {
+        let max_parallel = config.max_parallel;
+        let shared = Arc::new(Shared {
+            config: RwLock::new(Arc::new(config)),
+            load_options,
+            store: store.clone(),
+            world,
+            events: events.clone(),
+            compose: tokio::sync::Mutex::new(None),
+            queue: OnceLock::new(),
+            boot_id,
+            state: Mutex::new(SystemState::Starting),
+        });
+        let runner = Arc::new(ComposeRunner {
+            shared: shared.clone(),
+        });
+        let queue = Queue::new(store, events, runner, max_parallel);
+        let _ = shared.queue.set(queue);
+        Control { shared }
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.config()
+    }
+
+    pub fn events(&self) -> &EventSender {
+        &self.shared.events
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.shared.store
+    }
+
+    pub fn queue(&self) -> &Queue {
+        self.shared.queue()
+    }
+
+    pub fn manager(&self) -> ManagerInfo {
+        let cfg = self.config();
+        ManagerInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            host: cfg.host.clone(),
+            system_state: self.system_state(),
+            docker_connected: self.shared.world.docker_connected(),
+            docker_error: self.shared.world.docker_error(),
+            config_hash: cfg.hash.clone(),
+            config_path: cfg.path.clone(),
+            boot_id: self.shared.boot_id.clone(),
+        }
+    }
+
+    pub fn system_state(&self) -> SystemState {
+        let state = *self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state != SystemState::Running {
+            return state;
+        }
+        let degraded = !self.shared.world.docker_connected()
+            || self
+                .list_services()
+                .iter()
+                .any(|s| s.active_state == "failed" || s.health == "unhealthy");
+        if degraded {
+            SystemState::Degraded
+        } else {
+            SystemState::Running
+        }
+    }
+
+    pub fn set_system_state(&self, state: SystemState) {
+        *self.shared.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        let _ = self.shared.events.send(Event::ManagerChanged);
+    }
+
+    /// Names of the services this host manages, sorted.
+    pub fn service_names(&self) -> Vec<String> {
+        let cfg = self.config();
+        cfg.local_services().map(|s| s.name.clone()).collect()
+    }
+
+    pub fn list_services(&self) -> Vec<ServiceStatus> {
+        let cfg = self.config();
+        cfg.local_services()
+            .filter_map(|s| self.shared.status(&cfg, s).ok())
+            .collect()
+    }
+
+    pub fn service(&self, name: &str) -> Result<ServiceStatus, ControlError> {
+        let cfg = self.config();
+        let svc = self.shared.local_service(&cfg, name)?;
+        self.shared.status(&cfg, svc)
+    }
+
+    /// Queue an operation. The desired state it implies is stored first, so
+    /// it holds even if the task fails or the host reboots before it runs.
+    pub fn submit(&self, op: Op, name: &str, origin: &str) -> Result<TaskRecord, ControlError> {
+        let cfg = self.config();
+        self.shared.local_service(&cfg, name)?;
+        if !self.shared.world.docker_connected() {
+            return Err(ControlError::DockerUnavailable(
+                self.shared.world.docker_error(),
+            ));
+        }
+        let task = self.queue().submit(op.kind(), name, origin)?;
+        if let Some(state) = op.desired() {
+            self.shared
+                .store
+                .set_desired(name, state, DesiredSource::User)?;
+        }
+        Ok(task)
+    }
+
+    /// Plan against the current config and queue what it takes.
+    pub fn apply(&self, origin: &str) -> Result<TaskRecord, ControlError> {
+        Ok(self.queue().submit(TaskKind::Reconcile, "", origin)?)
+    }
+
+    /// Re-read the config. A bad file changes nothing and says why.
+    pub fn reload(&self) -> Result<(), ControlError> {
+        systemd::reloading();
+        let path = self.config().path.clone();
+        let result = config::load(&path, &self.shared.load_options);
+        let outcome = match result {
+            Ok(new) => {
+                let old = self.config();
+                if new.max_parallel != old.max_parallel {
+                    warn!("max_parallel changed; the new value takes effect when stackd restarts");
+                }
+                info!(
+                    "configuration reloaded from {} ({})",
+                    path.display(),
+                    new.hash
+                );
+                *self
+                    .shared
+                    .config
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+                let _ = self.shared.events.send(Event::ServicesReloaded);
+                let _ = self.shared.events.send(Event::ManagerChanged);
+                Ok(())
+            }
+            Err(e) => {
+                error!(
+                    message_id = systemd::MESSAGE_RELOAD_FAILED,
+                    "reload refused, the running configuration stays in force:\n{e}"
+                );
+                Err(ControlError::InvalidConfig(e.to_string()))
+            }
+        };
+        systemd::ready(&self.status_line());
+        outcome
+    }
+
+    pub fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, ControlError> {
+        Ok(self.shared.store.list_tasks(filter)?)
+    }
+
+    pub fn task(&self, id: u64) -> Result<TaskRecord, ControlError> {
+        self.shared
+            .store
+            .task(id)?
+            .ok_or(ControlError::NoSuchTask(id))
+    }
+
+    pub fn task_log(&self, id: u64) -> Result<Vec<String>, ControlError> {
+        self.task(id)?;
+        Ok(self
+            .shared
+            .store
+            .task_log(id)?
+            .into_iter()
+            .map(|l| l.line)
+            .collect())
+    }
+
+    pub fn cancel(&self, id: u64) -> Result<(), ControlError> {
+        Ok(self.queue().cancel(id)?)
+    }
+
+    /// The service's container logs, prefixed with the container name as
+    /// `docker compose logs` does. With `follow`, the stream stays open.
+    pub fn logs(
+        &self,
+        name: &str,
+        tail: Option<usize>,
+        follow: bool,
+    ) -> Result<BoxStream<'static, String>, ControlError> {
+        let cfg = self.config();
+        self.shared.local_service(&cfg, name)?;
+        let docker = self
+            .shared
+            .world
+            .docker()
+            .ok_or_else(|| ControlError::DockerUnavailable(self.shared.world.docker_error()))?;
+        let mut containers = self.shared.world.containers(name);
+        containers.sort_by(|a, b| a.name.cmp(&b.name));
+        let streams = containers.into_iter().map(|c| {
+            let prefix = c.name.clone();
+            docker
+                .logs(&c.id, tail, follow)
+                .map(move |line| match line {
+                    Ok(l) => format!("{prefix} | {l}"),
+                    Err(e) => format!("{prefix} | (log stream ended: {e})"),
+                })
+                .boxed()
+        });
+        Ok(stream::select_all(streams).boxed())
+    }
+
+    /// The boot id changed since the store last saw one: this host rebooted.
+    pub fn is_new_boot(&self) -> Result<bool, ControlError> {
+        let last = self.shared.store.meta("boot_id")?;
+        Ok(last.as_deref() != Some(self.shared.boot_id.as_str()))
+    }
+
+    /// Queue the start-up reconcile (boot recovery when the boot id changed).
+    pub fn startup(&self) -> Result<TaskRecord, ControlError> {
+        let origin = if self.is_new_boot()? { "boot" } else { "start" };
+        let task = self.apply(origin)?;
+        self.shared
+            .store
+            .set_meta("boot_id", &self.shared.boot_id)?;
+        Ok(task)
+    }
+
+    /// The `STATUS=` line for systemd: "12 running, 1 unhealthy".
+    pub fn status_line(&self) -> String {
+        if !self.shared.world.docker_connected() {
+            return "waiting for Docker".to_string();
+        }
+        let services = self.list_services();
+        let running = services
+            .iter()
+            .filter(|s| s.active_state == "active")
+            .count();
+        let failed = services
+            .iter()
+            .filter(|s| s.active_state == "failed" || s.health == "unhealthy")
+            .count();
+        let busy = self.queue().running_count();
+        let mut line = format!("{running} running");
+        if failed > 0 {
+            line.push_str(&format!(", {failed} failed"));
+        }
+        if busy > 0 {
+            line.push_str(&format!(", {busy} tasks"));
+        }
+        line
+    }
+
+    /// Store an event and publish it as an alert.
+    pub fn alert(&self, severity: Severity, kind: &str, service: &str, summary: &str, body: &str) {
+        self.shared.alert(
+            severity,
+            kind,
+            service,
+            summary,
+            body,
+            serde_json::Value::Null,
+        );
+    }
+}
+
+impl Shared {
+    fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn queue(&self) -> &Queue {
+        self.queue.get().expect("queue is set in Control::new")
+    }
+
+    fn local_service<'c>(
+        &self,
+        cfg: &'c Config,
+        name: &str,
+    ) -> Result<&'c ServiceConfig, ControlError> {
+        match cfg.service(name) {
+            Some(s) if s.assigned_to(&cfg.host) => Ok(s),
+            Some(s) => Err(ControlError::NoSuchService(format!(
+                "service {name} is not assigned to this host ({}); it runs on {}",
+                cfg.host,
+                match &s.hosts {
+                    config::HostSelector::All => "all hosts".to_string(),
+                    config::HostSelector::List(l) => l.join(", "),
+                }
+            ))),
+            None => Err(ControlError::NoSuchService(format!(
+                "no such service: {name} (`stackctl list` shows the configured ones)"
+            ))),
+        }
+    }
+
+    fn desired(&self, svc: &ServiceConfig) -> (DesiredState, &'static str) {
+        let said = self.store.desired(&svc.name).ok().flatten();
+        let user = said
+            .as_ref()
+            .is_some_and(|d| d.source == DesiredSource::User);
+        let state = reconcile::effective_desired(
+            svc.auto_start,
+            said.filter(|d| d.source == DesiredSource::User)
+                .map(|d| d.state),
+        );
+        (state, if user { "user" } else { "config" })
+    }
+
+    fn status(&self, cfg: &Config, svc: &ServiceConfig) -> Result<ServiceStatus, ControlError> {
+        let containers = self.world.containers(&svc.name);
+        let observed = world::classify(&containers);
+        let (desired, desired_source) = self.desired(svc);
+        let running_kind = self.queue().running_kind(&svc.name);
+        let failed = world::any_failed(&containers);
+        let (active_state, sub_state) = match (running_kind, observed) {
+            (Some(k), _) if k.starts() => ("activating", k.as_str().to_string()),
+            (Some(k), _) if k != TaskKind::Pull => ("deactivating", k.as_str().to_string()),
+            (_, Observed::Running) => {
+                let long = containers
+                    .iter()
+                    .any(|c| !c.oneoff && !world::is_complete(c));
+                (
+                    "active",
+                    if long { "running" } else { "exited" }.to_string(),
+                )
+            }
+            (_, Observed::Partial) => ("active", "partial".to_string()),
+            (_, Observed::Stopped) if desired == DesiredState::Running && failed => {
+                ("failed", "failed".to_string())
+            }
+            (_, Observed::Stopped) => ("inactive", "exited".to_string()),
+            (_, Observed::Absent) => ("inactive", "dead".to_string()),
+        };
+        let (health, health_message) = health_of(&containers, observed, desired);
+        Ok(ServiceStatus {
+            name: svc.name.clone(),
+            host: cfg.host.clone(),
+            desired,
+            desired_source,
+            active_state,
+            sub_state,
+            health,
+            health_message,
+            state_change_usec: self.world.changed_usec(&svc.name),
+            restart_count: containers.iter().map(|c| c.restart_count).sum(),
+            cpu_percent: 0.0,
+            memory_bytes: 0,
+            compose_file: svc.compose_file.clone(),
+            containers,
+        })
+    }
+
+    fn alert(
+        &self,
+        severity: Severity,
+        kind: &str,
+        service: &str,
+        summary: &str,
+        body: &str,
+        data: serde_json::Value,
+    ) {
+        let host = self.config().host.clone();
+        if let Err(e) = self.store.append_event(&NewEvent {
+            kind: kind.to_string(),
+            severity: severity.as_str().to_string(),
+            service: (!service.is_empty()).then(|| service.to_string()),
+            summary: summary.to_string(),
+            data,
+        }) {
+            warn!("cannot store event {kind}: {e}");
+        }
+        let _ = self.events.send(Event::Alert(Alert {
+            severity,
+            kind: kind.to_string(),
+            host,
+            service: service.to_string(),
+            summary: summary.to_string(),
+            body: body.to_string(),
+            usec: now_usec(),
+        }));
+    }
+
+    async fn compose(&self) -> Result<Compose, Failure> {
+        let mut slot = self.compose.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let choice = match self.config().compose_command {
+            config::ComposeCommand::Auto => ComposeChoice::Auto,
+            config::ComposeCommand::V2 => ComposeChoice::V2,
+            config::ComposeCommand::V1 => ComposeChoice::V1,
+        };
+        let compose = Compose::detect(choice)
+            .await
+            .map_err(|e| Failure::failed(e.to_string()))?;
+        info!("using {}", compose.describe());
+        *slot = Some(compose.clone());
+        Ok(compose)
+    }
+
+    async fn run_task(
+        self: Arc<Self>,
+        task: TaskRecord,
+        log: Log,
+        cancel: CancellationToken,
+    ) -> Result<(), Failure> {
+        let kind = TaskKind::parse(&task.kind)
+            .ok_or_else(|| Failure::failed(format!("unknown task kind {}", task.kind)))?;
+        if kind == TaskKind::Reconcile {
+            return self.reconcile(&task, &log, &cancel).await;
+        }
+        let deadline = tokio::time::Instant::now() + kind.timeout();
+        let cfg = self.config();
+        let svc = cfg.service(&task.service).ok_or_else(|| {
+            Failure::failed(format!(
+                "{} is no longer in the configuration; its compose file is unknown",
+                task.service
+            ))
+        })?;
+        if !self.world.docker_connected() {
+            return Err(Failure::failed(format!(
+                "Docker is unavailable: {}",
+                self.world.docker_error()
+            )));
+        }
+        let compose = self.compose().await?;
+        let steps: &[&[&str]] = match kind {
+            TaskKind::Deploy => &[&["up", "-d", "--remove-orphans"]],
+            TaskKind::Stop => &[&["stop"]],
+            TaskKind::Down => &[&["down", "--remove-orphans"]],
+            TaskKind::Restart => &[&["restart"], &["up", "-d", "--remove-orphans"]],
+            TaskKind::Update => &[&["pull"], &["up", "-d", "--remove-orphans"]],
+            TaskKind::Pull => &[&["pull"]],
+            TaskKind::Reconcile => &[],
+        };
+        let sink = {
+            let log = log.clone();
+            move |line: &str| log.line(line)
+        };
+        let mut outcome = Ok(());
+        for args in steps {
+            let inv = Invocation {
+                project: svc.name.clone(),
+                dir: svc.dir.clone(),
+                file: svc.compose_file.clone(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+            };
+            log.line(&format!("$ {} {}", compose.describe(), args.join(" ")));
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Err(e) = compose.run(&inv, &sink, &cancel, left).await {
+                outcome = Err(match e {
+                    ComposeError::Cancelled => Failure {
+                        result: "canceled",
+                        message: "cancelled by request".into(),
+                    },
+                    ComposeError::TimedOut(t) => Failure {
+                        result: "timeout",
+                        message: format!("{} did not finish within {t:?}", args.join(" ")),
+                    },
+                    other => Failure::failed(format!("{}: {other}", args.join(" "))),
+                });
+                break;
+            }
+        }
+        if outcome.is_ok() {
+            let mark = match kind {
+                TaskKind::Deploy | TaskKind::Restart | TaskKind::Update => {
+                    self.store.mark_deployed(&svc.name)
+                }
+                TaskKind::Down => self.store.unmark_deployed(&svc.name),
+                _ => Ok(()),
+            };
+            if let Err(e) = mark {
+                warn!(stackd_service = %svc.name, "cannot record the deployment: {e}");
+            }
+        }
+        self.world.refresh(&svc.name, &self.events).await;
+        outcome
+    }
+
+    fn facts(&self) -> Vec<Facts> {
+        let cfg = self.config();
+        let deployed = self.store.deployed().unwrap_or_default();
+        let mut names: BTreeSet<String> = cfg.local_services().map(|s| s.name.clone()).collect();
+        names.extend(deployed.iter().cloned());
+        names
+            .into_iter()
+            .map(|name| {
+                let svc = cfg.service(&name).filter(|s| s.assigned_to(&cfg.host));
+                let said = self
+                    .store
+                    .desired(&name)
+                    .ok()
+                    .flatten()
+                    .filter(|d| d.source == DesiredSource::User);
+                Facts {
+                    configured: svc.is_some(),
+                    desired: reconcile::effective_desired(
+                        svc.is_some_and(|s| s.auto_start),
+                        said.as_ref().map(|d| d.state),
+                    ),
+                    user_said: said.is_some(),
+                    observed: world::classify(&self.world.containers(&name)),
+                    deployed_by_us: deployed.contains(&name),
+                    busy: self.queue().busy(&name),
+                    depends_on: svc.map(|s| s.depends_on.clone()).unwrap_or_default(),
+                    start_order: svc.map(|s| s.start_order).unwrap_or(0),
+                    name,
+                }
+            })
+            .collect()
+    }
+
+    /// Plan and carry out: stops at once, then deploys wave by wave.
+    async fn reconcile(
+        &self,
+        task: &TaskRecord,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<(), Failure> {
+        // The plan needs a complete view of Docker.
+        let mut waited = false;
+        while !self.world.docker_connected() {
+            if !waited {
+                log.line("waiting for Docker to answer");
+                systemd::status("waiting for Docker");
+                waited = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = cancel.cancelled() => return Err(Failure { result: "canceled", message: "cancelled while waiting for Docker".into() }),
+            }
+        }
+        let boot = task.origin == "boot";
+        let plan = reconcile::plan(&self.facts());
+        for (name, why) in &plan.left {
+            log.line(&format!("{name}: left alone ({why})"));
+        }
+        let total = plan.stops.len() + plan.deploys().count();
+        if total > 0 {
+            systemd::status(&format!("reconciling {total} services"));
+        }
+        let mut recovered = Vec::new();
+        let mut failed = Vec::new();
+        let mut pending = self.submit_wave(&plan.stops, task, log, &mut failed);
+        for wave in &plan.waves {
+            // Waves run one after another, so dependencies are up first.
+            for (name, kind, id) in pending.drain(..) {
+                self.settle(&name, kind, id, log, &mut recovered, &mut failed)
+                    .await;
+            }
+            if cancel.is_cancelled() {
+                return Err(Failure {
+                    result: "canceled",
+                    message: "cancelled between waves".into(),
+                });
+            }
+            pending = self.submit_wave(wave, task, log, &mut failed);
+        }
+        for (name, kind, id) in pending {
+            self.settle(&name, kind, id, log, &mut recovered, &mut failed)
+                .await;
+        }
+        let stopped: Vec<String> = plan
+            .left
+            .iter()
+            .filter(|(_, why)| why == "stopped by a user")
+            .map(|(n, _)| n.clone())
+            .collect();
+        let summary = recovery_summary(&recovered, &failed, &stopped);
+        log.line(&summary);
+        if boot || total > 0 {
+            let severity = if failed.is_empty() {
+                Severity::Info
+            } else {
+                Severity::Warning
+            };
+            let kind = if boot { "recovered" } else { "reconciled" };
+            let failed_names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+            info!(
+                message_id = systemd::MESSAGE_RECOVERED,
+                stackd_recovered = recovered.join(" "),
+                stackd_failed = failed_names.join(" "),
+                stackd_left_stopped = stopped.join(" "),
+                stackd_boot = boot,
+                "{summary}"
+            );
+            let body = failed
+                .iter()
+                .map(|(n, why)| format!("{n}: {why}"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            self.alert(
+                severity,
+                kind,
+                "",
+                &summary,
+                &body,
+                serde_json::json!({
+                    "boot": boot,
+                    "recovered": recovered,
+                    "failed": failed_names,
+                    "left_stopped": stopped,
+                }),
+            );
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(Failure {
+                result: "dependency",
+                message: format!("{} of {total} tasks failed", failed.len()),
+            })
+        }
+    }
+
+    fn submit_wave(
+        &self,
+        actions: &[Action],
+        task: &TaskRecord,
+        log: &Log,
+        failed: &mut Vec<(String, String)>,
+    ) -> Vec<(String, TaskKind, u64)> {
+        let mut ids = Vec::new();
+        for a in actions {
+            let kind = match a {
+                Action::Deploy { .. } => TaskKind::Deploy,
+                Action::Stop { .. } => TaskKind::Stop,
+            };
+            log.line(&format!(
+                "{}: {} ({})",
+                a.service(),
+                kind.as_str(),
+                a.reason()
+            ));
+            match self.queue().submit(kind, a.service(), &task.origin) {
+                Ok(t) => ids.push((a.service().to_string(), kind, t.id)),
+                Err(e) => failed.push((a.service().to_string(), e.to_string())),
+            }
+        }
+        ids
+    }
+
+    async fn settle(
+        &self,
+        name: &str,
+        kind: TaskKind,
+        id: u64,
+        log: &Log,
+        recovered: &mut Vec<String>,
+        failed: &mut Vec<(String, String)>,
+    ) {
+        match self.queue().wait(id).await {
+            Ok(t) if t.state == crate::store::TaskState::Succeeded => {
+                log.line(&format!("{name}: {} done (task {id})", kind.as_str()));
+                if kind == TaskKind::Deploy {
+                    recovered.push(name.to_string());
+                }
+            }
+            Ok(t) => {
+                let why = t.error.unwrap_or(t.result);
+                log.line(&format!(
+                    "{name}: {} failed (task {id}): {why}",
+                    kind.as_str()
+                ));
+                failed.push((name.to_string(), why));
+            }
+            Err(e) => failed.push((name.to_string(), e.to_string())),
+        }
+    }
+}
+
+fn recovery_summary(
+    recovered: &[String],
+    failed: &[(String, String)],
+    stopped: &[String],
+) -> String {
+    let mut parts = Vec::new();
+    if recovered.is_empty() && failed.is_empty() {
+        parts.push("nothing needed starting".to_string());
+    }
+    if !recovered.is_empty() {
+        parts.push(format!("started {}", recovered.join(", ")));
+    }
+    if !failed.is_empty() {
+        let names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+        parts.push(format!("failed {}", names.join(", ")));
+    }
+    if !stopped.is_empty() {
+        parts.push(format!("left stopped {}", stopped.join(", ")));
+    }
+    parts.join("; ")
+}
+
+/// Health as far as containers and Docker's healthchecks tell.
+fn health_of(
+    containers: &[ContainerInfo],
+    observed: Observed,
+    desired: DesiredState,
+) -> (&'static str, String) {
+    let live: Vec<&ContainerInfo> = containers.iter().filter(|c| !c.oneoff).collect();
+    if let Some(c) = live
+        .iter()
+        .find(|c| c.health.as_deref() == Some("unhealthy"))
+    {
+        return (
+            "unhealthy",
+            format!("{} fails its Docker healthcheck", c.name),
+        );
+    }
+    let bad = live
+        .iter()
+        .find(|c| world::any_failed(std::slice::from_ref(**c)));
+    match observed {
+        Observed::Absent | Observed::Stopped if desired == DesiredState::Running => match bad {
+            Some(c) if c.oom_killed => (
+                "unhealthy",
+                format!("{} was killed for lack of memory", c.name),
+            ),
+            Some(c) => (
+                "unhealthy",
+                format!("{} exited with code {}", c.name, c.exit_code.unwrap_or(-1)),
+            ),
+            None => ("unknown", "not running".to_string()),
+        },
+        Observed::Absent | Observed::Stopped => ("unknown", "stopped".to_string()),
+        Observed::Partial => {
+            let down: Vec<&str> = live
+                .iter()
+                .filter(|c| {
+                    !world::is_complete(c) && c.state != crate::engine::ContainerState::Running
+                })
+                .map(|c| c.name.as_str())
+                .collect();
+            ("degraded", format!("not running: {}", down.join(", ")))
+        }
+        Observed::Running => {
+            if let Some(c) = live
+                .iter()
+                .find(|c| c.health.as_deref() == Some("starting"))
+            {
+                (
+                    "starting",
+                    format!("{} is starting (Docker healthcheck)", c.name),
+                )
+            } else {
+                ("healthy", String::new())
+            }
+        }
+    }
+}
+
+/// The task runner the queue uses: Compose for service tasks, the planner
+/// for reconcile tasks.
+struct ComposeRunner {
+    shared: Arc<Shared>,
+}
+
+impl Runner for ComposeRunner {
+    fn run(&self, task: TaskRecord, log: Log, cancel: CancellationToken) -> RunFuture {
+        Box::pin(self.shared.clone().run_task(task, log, cancel))
+    }
+}

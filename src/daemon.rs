@@ -1,0 +1,168 @@
+//! Wires the parts together and owns the order of start-up and shutdown.
+//!
+//! Start-up: config → boot id → store (interrupted tasks marked) → observer →
+//! D-Bus (objects served before the name is taken) → READY=1 → start-up
+//! reconcile (boot recovery when the boot id changed). Shutdown: STOPPING=1,
+//! no new tasks, running Compose commands get a grace period, containers are
+//! left alone.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+use crate::config::{self, ConfigError, LoadOptions};
+use crate::control::{Control, SystemState};
+use crate::dbus::{self, DbusError};
+use crate::events::{self, Event};
+use crate::store::{Store, StoreError};
+use crate::systemd;
+use crate::world::{self, World};
+
+/// How long running Compose commands may take to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(90);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    pub user_mode: bool,
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot read the boot id from {path}: {source}")]
+    BootId {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Dbus(#[from] DbusError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+pub async fn run(opts: Options) -> Result<(), DaemonError> {
+    let load = LoadOptions {
+        user_mode: opts.user_mode,
+        host_override: opts.host.clone(),
+    };
+    let config = config::load(&opts.config, &load)?;
+    let boot_id =
+        systemd::read_boot_id(&config.boot_id_file).map_err(|source| DaemonError::BootId {
+            path: config.boot_id_file.clone(),
+            source,
+        })?;
+    let store = Arc::new(Store::open(&config.state_dir)?);
+    for t in store.interrupt_unfinished()? {
+        warn!(
+            stackd_task = t.id,
+            stackd_service = %t.service,
+            "task {} ({}) was interrupted when stackd stopped; marked failed",
+            t.id,
+            t.kind
+        );
+    }
+    let _ = store.prune_tasks(10_000);
+    let _ = store.prune_events(100_000);
+    info!(
+        stackd_host = %config.host,
+        "stackd {} starting for host {} with {} services from {}",
+        env!("CARGO_PKG_VERSION"),
+        config.host,
+        config.local_services().count(),
+        config.path.display()
+    );
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+
+    let events = events::channel();
+    let world = World::new();
+    let control = Control::new(config, load, store, world.clone(), events.clone(), boot_id);
+    let observer = tokio::spawn(world::observe(world, events.clone()));
+    let server = dbus::serve(control.clone(), opts.user_mode).await?;
+    systemd::ready("starting");
+    info!("ready; bus name org.stackd1 held");
+
+    // Start-up reconcile; the system is "running" once it is done.
+    match control.startup() {
+        Ok(task) => {
+            let c = control.clone();
+            tokio::spawn(async move {
+                let _ = c.queue().wait(task.id).await;
+                c.set_system_state(SystemState::Running);
+            });
+        }
+        Err(e) => {
+            warn!("cannot queue the start-up reconcile: {e}");
+            control.set_system_state(SystemState::Running);
+        }
+    }
+    let status = tokio::spawn(status_updater(control.clone()));
+    let watchdog = systemd::watchdog_interval().map(|every| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                systemd::watchdog_ping();
+            }
+        })
+    });
+
+    loop {
+        tokio::select! {
+            _ = sighup.recv() => {
+                info!("SIGHUP: reloading the configuration");
+                let _ = control.reload();
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+
+    info!("stopping; containers are left as they are");
+    systemd::stopping();
+    control.set_system_state(SystemState::Stopping);
+    let left = control.queue().shutdown(SHUTDOWN_GRACE).await;
+    if left > 0 {
+        warn!("{left} tasks were still running after {SHUTDOWN_GRACE:?}; they will be marked interrupted at the next start");
+    }
+    status.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    observer.abort();
+    drop(server);
+    Ok(())
+}
+
+/// Keep systemd's STATUS= line current, at most once a second.
+async fn status_updater(control: Control) {
+    let mut rx = control.events().subscribe();
+    let mut last = String::new();
+    loop {
+        match rx.recv().await {
+            Ok(
+                Event::ServiceChanged { .. } | Event::ManagerChanged | Event::TaskRemoved { .. },
+            ) => {}
+            Ok(_) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(_) => return,
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        while rx.try_recv().is_ok() {}
+        let line = control.status_line();
+        if line != last {
+            systemd::status(&line);
+            last = line;
+        }
+    }
+}

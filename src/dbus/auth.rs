@@ -1,0 +1,129 @@
+//! Who may change state. Reading is open to everyone; changing needs uid 0,
+//! the daemon's own uid (the point of `--user` mode), membership of
+//! `admin_group`, or the polkit action `org.stackd1.manage`.
+
+use std::collections::HashMap;
+
+use nix::unistd::{Gid, Group, Uid, User};
+use tracing::debug;
+use zbus::message::Header;
+use zbus::zvariant::Value;
+use zbus::Connection;
+
+use super::error::Error;
+
+pub const POLKIT_ACTION: &str = "org.stackd1.manage";
+
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub user_mode: bool,
+    pub admin_group: Option<String>,
+}
+
+/// The caller's uid: from the bus driver for bus clients, from the socket's
+/// peer credentials on the private peer-to-peer socket.
+async fn caller_uid(conn: &Connection, header: &Header<'_>) -> Result<u32, Error> {
+    match header.sender() {
+        Some(sender) => {
+            let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+            Ok(dbus
+                .get_connection_unix_user(sender.clone().into())
+                .await
+                .map_err(|e| Error::AccessDenied(format!("cannot identify the caller: {e}")))?)
+        }
+        None => conn
+            .peer_creds()
+            .await
+            .ok()
+            .and_then(|c| c.unix_user_id())
+            .ok_or_else(|| Error::AccessDenied("cannot identify the caller".into())),
+    }
+}
+
+fn in_group(uid: u32, group: &str) -> bool {
+    let Ok(Some(group)) = Group::from_name(group) else {
+        return false;
+    };
+    let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else {
+        return false;
+    };
+    if user.gid == group.gid || group.mem.iter().any(|m| m == &user.name) {
+        return true;
+    }
+    let Ok(name) = std::ffi::CString::new(user.name) else {
+        return false;
+    };
+    nix::unistd::getgrouplist(&name, user.gid)
+        .map(|gids: Vec<Gid>| gids.contains(&group.gid))
+        .unwrap_or(false)
+}
+
+async fn polkit_allows(conn: &Connection, header: &Header<'_>) -> bool {
+    let Some(sender) = header.sender() else {
+        return false;
+    };
+    let mut subject_details: HashMap<&str, Value<'_>> = HashMap::new();
+    subject_details.insert("name", Value::from(sender.as_str()));
+    let details: HashMap<&str, &str> = HashMap::new();
+    // Flag 1: AllowUserInteraction (an agent may ask for a password).
+    let reply = conn
+        .call_method(
+            Some("org.freedesktop.PolicyKit1"),
+            "/org/freedesktop/PolicyKit1/Authority",
+            Some("org.freedesktop.PolicyKit1.Authority"),
+            "CheckAuthorization",
+            &(
+                ("system-bus-name", subject_details),
+                POLKIT_ACTION,
+                details,
+                1u32,
+                "",
+            ),
+        )
+        .await;
+    match reply {
+        Ok(msg) => msg
+            .body()
+            .deserialize::<(bool, bool, HashMap<String, String>)>()
+            .map(|(authorized, _challenge, _)| authorized)
+            .unwrap_or(false),
+        Err(e) => {
+            debug!("polkit did not answer: {e}");
+            false
+        }
+    }
+}
+
+impl Policy {
+    /// Ok when the caller may change state; else a named AccessDenied that
+    /// says what would be needed.
+    pub async fn check(&self, conn: &Connection, header: &Header<'_>) -> Result<(), Error> {
+        let uid = caller_uid(conn, header).await?;
+        if uid == 0 || uid == Uid::effective().as_raw() {
+            return Ok(());
+        }
+        if !self.user_mode {
+            if let Some(group) = &self.admin_group {
+                if in_group(uid, group) {
+                    return Ok(());
+                }
+            }
+            if polkit_allows(conn, header).await {
+                return Ok(());
+            }
+        }
+        let how = if self.user_mode {
+            "this stackd runs in --user mode; only its own user may change state".to_string()
+        } else {
+            let group = self
+                .admin_group
+                .as_deref()
+                .map(|g| format!(", membership of group {g}"))
+                .unwrap_or_default();
+            format!("changing state needs root{group}, or polkit authorization {POLKIT_ACTION}")
+        };
+        Err(Error::AccessDenied(format!(
+            "uid {uid} may not do this: {how}"
+        )))
+    }
+}

@@ -1,0 +1,333 @@
+//! The client side, for stackctl: typed calls over whichever connection
+//! reaches the daemon, so the CLI never sees zbus.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use thiserror::Error;
+use zbus::zvariant::{OwnedFd, OwnedObjectPath, OwnedValue, Value};
+use zbus::Connection;
+
+use super::path::{self, MANAGER_PATH};
+use super::types::{ContainerRow, ServiceRow, TaskRow};
+use super::BUS_NAME;
+
+const MANAGER: &str = "org.stackd1.Manager";
+const SERVICE: &str = "org.stackd1.Service";
+const TASK: &str = "org.stackd1.Task";
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("cannot reach stackd: {0}")]
+    Connect(String),
+    /// The daemon answered with a named error.
+    #[error("{message}")]
+    Remote { name: String, message: String },
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The short error name, e.g. "NoSuchService" for org.stackd1.Error.NoSuchService.
+    pub fn remote_name(&self) -> Option<&str> {
+        match self {
+            ClientError::Remote { name, .. } => Some(name.rsplit('.').next().unwrap_or(name)),
+            _ => None,
+        }
+    }
+}
+
+impl From<zbus::Error> for ClientError {
+    fn from(e: zbus::Error) -> Self {
+        match e {
+            zbus::Error::MethodError(name, message, _) => ClientError::Remote {
+                name: name.to_string(),
+                message: message.unwrap_or_default(),
+            },
+            zbus::Error::FDO(fdo) => match *fdo {
+                zbus::fdo::Error::ServiceUnknown(m) | zbus::fdo::Error::NameHasNoOwner(m) => {
+                    ClientError::Connect(format!("stackd is not running on this bus ({m})"))
+                }
+                other => ClientError::Protocol(other.to_string()),
+            },
+            other => ClientError::Protocol(other.to_string()),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub host: String,
+    pub desired_state: String,
+    pub desired_source: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub health: String,
+    pub health_message: String,
+    pub containers: Vec<ContainerRow>,
+    pub state_change_usec: u64,
+    pub restart_count: u64,
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskInfo {
+    pub id: u64,
+    pub kind: String,
+    pub service: String,
+    pub origin: String,
+    pub state: String,
+    pub result: String,
+    pub created_usec: u64,
+    pub started_usec: u64,
+    pub finished_usec: u64,
+    pub error: String,
+}
+
+impl TaskInfo {
+    pub fn finished(&self) -> bool {
+        matches!(self.state.as_str(), "succeeded" | "failed" | "cancelled")
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ManagerInfo {
+    pub version: String,
+    pub host: String,
+    pub system_state: String,
+    pub docker_connected: bool,
+    pub docker_error: String,
+    pub config_hash: String,
+    pub config_path: String,
+    pub boot_id: String,
+}
+
+/// Where to find the daemon.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// The session bus (`--user`).
+    Session,
+    /// The system bus.
+    System,
+    /// The private peer-to-peer socket.
+    Private(std::path::PathBuf),
+}
+
+impl Target {
+    /// systemctl's habit: root talks to the private socket when it exists,
+    /// everybody else to the bus.
+    pub fn default_for(user_mode: bool) -> Target {
+        if user_mode {
+            return Target::Session;
+        }
+        let private = std::path::Path::new("/run/stackd/private");
+        if nix::unistd::geteuid().is_root() && private.exists() {
+            Target::Private(private.to_path_buf())
+        } else {
+            Target::System
+        }
+    }
+}
+
+pub struct Client {
+    conn: Connection,
+    p2p: bool,
+}
+
+fn prop<T>(map: &HashMap<String, OwnedValue>, key: &str) -> Result<T>
+where
+    T: TryFrom<OwnedValue>,
+{
+    let v = map
+        .get(key)
+        .ok_or_else(|| ClientError::Protocol(format!("the daemon did not send property {key}")))?;
+    let v = v
+        .try_clone()
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    T::try_from(v)
+        .map_err(|_| ClientError::Protocol(format!("property {key} has an unexpected type")))
+}
+
+impl Client {
+    pub async fn connect(target: &Target) -> Result<Client> {
+        let (conn, p2p) = match target {
+            Target::Session => (
+                Connection::session()
+                    .await
+                    .map_err(|e| ClientError::Connect(format!("session bus: {e}")))?,
+                false,
+            ),
+            Target::System => (
+                Connection::system()
+                    .await
+                    .map_err(|e| ClientError::Connect(format!("system bus: {e}")))?,
+                false,
+            ),
+            Target::Private(path) => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| ClientError::Connect(format!("{}: {e}", path.display())))?;
+                let conn = zbus::connection::Builder::unix_stream(stream)
+                    .p2p()
+                    .build()
+                    .await
+                    .map_err(|e| ClientError::Connect(format!("{}: {e}", path.display())))?;
+                (conn, true)
+            }
+        };
+        Ok(Client { conn, p2p })
+    }
+
+    async fn call<B, R>(&self, path: &str, iface: &str, method: &str, body: &B) -> Result<R>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+        R: for<'d> serde::Deserialize<'d> + zbus::zvariant::Type,
+    {
+        let dest = if self.p2p { None } else { Some(BUS_NAME) };
+        let reply = self
+            .conn
+            .call_method(dest, path, Some(iface), method, body)
+            .await?;
+        reply
+            .body()
+            .deserialize::<R>()
+            .map_err(|e| ClientError::Protocol(format!("{method}: {e}")))
+    }
+
+    async fn all(&self, path: &str, iface: &str) -> Result<HashMap<String, OwnedValue>> {
+        self.call(path, "org.freedesktop.DBus.Properties", "GetAll", &(iface,))
+            .await
+    }
+
+    pub async fn manager(&self) -> Result<ManagerInfo> {
+        let m = self.all(MANAGER_PATH, MANAGER).await?;
+        Ok(ManagerInfo {
+            version: prop(&m, "Version")?,
+            host: prop(&m, "Host")?,
+            system_state: prop(&m, "SystemState")?,
+            docker_connected: prop(&m, "DockerConnected")?,
+            docker_error: prop(&m, "DockerError")?,
+            config_hash: prop(&m, "ConfigHash")?,
+            config_path: prop(&m, "ConfigPath")?,
+            boot_id: prop(&m, "BootId")?,
+        })
+    }
+
+    pub async fn list_services(&self) -> Result<Vec<ServiceRow>> {
+        self.call(MANAGER_PATH, MANAGER, "ListServices", &()).await
+    }
+
+    pub async fn service(&self, name: &str) -> Result<ServiceInfo> {
+        let path: OwnedObjectPath = self
+            .call(MANAGER_PATH, MANAGER, "GetService", &(name,))
+            .await?;
+        let m = self.all(path.as_str(), SERVICE).await?;
+        let containers: Vec<ContainerRow> = {
+            let v = m
+                .get("Containers")
+                .ok_or_else(|| ClientError::Protocol("no Containers property".into()))?;
+            let value: Value<'_> = Value::from(
+                v.try_clone()
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?,
+            );
+            let arr = zbus::zvariant::Array::try_from(value)
+                .map_err(|e| ClientError::Protocol(format!("Containers: {e}")))?;
+            Vec::<ContainerRow>::try_from(arr)
+                .map_err(|e| ClientError::Protocol(format!("Containers: {e}")))?
+        };
+        Ok(ServiceInfo {
+            name: prop(&m, "Name")?,
+            host: prop(&m, "Host")?,
+            desired_state: prop(&m, "DesiredState")?,
+            desired_source: prop(&m, "DesiredSource")?,
+            active_state: prop(&m, "ActiveState")?,
+            sub_state: prop(&m, "SubState")?,
+            health: prop(&m, "Health")?,
+            health_message: prop(&m, "HealthMessage")?,
+            containers,
+            state_change_usec: prop(&m, "StateChangeTimestamp")?,
+            restart_count: prop(&m, "RestartCount")?,
+            cpu_percent: prop(&m, "CpuPercent")?,
+            memory_bytes: prop(&m, "MemoryBytes")?,
+        })
+    }
+
+    /// `method` is one of StartService, StopService, RestartService,
+    /// UpdateService, PullService, DownService. Returns the task id.
+    pub async fn service_op(&self, method: &str, name: &str) -> Result<u64> {
+        let path: OwnedObjectPath = self.call(MANAGER_PATH, MANAGER, method, &(name,)).await?;
+        path::task_id(path.as_str())
+            .ok_or_else(|| ClientError::Protocol(format!("{method} returned {path}, not a task")))
+    }
+
+    pub async fn apply(&self) -> Result<Vec<u64>> {
+        let paths: Vec<OwnedObjectPath> = self.call(MANAGER_PATH, MANAGER, "Apply", &()).await?;
+        Ok(paths
+            .iter()
+            .filter_map(|p| path::task_id(p.as_str()))
+            .collect())
+    }
+
+    pub async fn reload(&self) -> Result<()> {
+        self.call(MANAGER_PATH, MANAGER, "Reload", &()).await
+    }
+
+    pub async fn task(&self, id: u64) -> Result<TaskInfo> {
+        let path: OwnedObjectPath = self.call(MANAGER_PATH, MANAGER, "GetTask", &(id,)).await?;
+        let m = self.all(path.as_str(), TASK).await?;
+        Ok(TaskInfo {
+            id: prop(&m, "Id")?,
+            kind: prop(&m, "Kind")?,
+            service: prop(&m, "Service")?,
+            origin: prop(&m, "Origin")?,
+            state: prop(&m, "State")?,
+            result: prop(&m, "Result")?,
+            created_usec: prop(&m, "CreatedUsec")?,
+            started_usec: prop(&m, "StartedUsec")?,
+            finished_usec: prop(&m, "FinishedUsec")?,
+            error: prop(&m, "Error")?,
+        })
+    }
+
+    pub async fn task_log_since(&self, id: u64, skip: u32) -> Result<Vec<String>> {
+        self.call(path::task_path(id).as_str(), TASK, "LogSince", &(skip,))
+            .await
+    }
+
+    pub async fn tasks(
+        &self,
+        service: Option<&str>,
+        states: &[String],
+        limit: Option<u32>,
+    ) -> Result<Vec<TaskRow>> {
+        let mut filter: HashMap<&str, Value<'_>> = HashMap::new();
+        if let Some(s) = service {
+            filter.insert("service", Value::from(s));
+        }
+        if !states.is_empty() {
+            filter.insert("state", Value::from(states.to_vec()));
+        }
+        if let Some(l) = limit {
+            filter.insert("limit", Value::from(l));
+        }
+        self.call(MANAGER_PATH, MANAGER, "ListTasks", &(filter,))
+            .await
+    }
+
+    pub async fn cancel(&self, id: u64) -> Result<()> {
+        self.call(MANAGER_PATH, MANAGER, "CancelTask", &(id,)).await
+    }
+
+    /// The read end of a pipe carrying the service's container logs.
+    pub async fn logs(&self, name: &str, lines: u32, follow: bool) -> Result<std::fs::File> {
+        let fd: OwnedFd = self
+            .call(MANAGER_PATH, MANAGER, "ServiceLogs", &(name, lines, follow))
+            .await?;
+        let fd: std::os::fd::OwnedFd = fd.into();
+        Ok(std::fs::File::from(fd))
+    }
+}

@@ -1,0 +1,291 @@
+//! `org.stackd1.Manager` at `/org/stackd1`. Every method is one line over the
+//! core; conversions live in `types.rs`.
+
+use std::collections::HashMap;
+
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::{OwnedFd, OwnedObjectPath, OwnedValue};
+use zbus::{interface, Connection};
+
+use super::error::{Error, Result};
+use super::path::{service_path, task_path};
+use super::types::{ServiceRow, TaskRow};
+use super::Shared;
+use crate::control::Op;
+use crate::store::{TaskFilter, TaskState};
+
+pub struct Manager {
+    pub(super) shared: Shared,
+}
+
+impl Manager {
+    async fn op(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        op: Op,
+        name: &str,
+    ) -> Result<OwnedObjectPath> {
+        self.shared.policy.check(conn, header).await?;
+        let task = self.shared.control.submit(op, name, &origin(header))?;
+        self.shared.register_task(task.id).await;
+        Ok(task_path(task.id))
+    }
+}
+
+/// Who asked, for the task's `origin` ("dbus:1.42" or "private").
+pub(super) fn origin(header: &Header<'_>) -> String {
+    match header.sender() {
+        Some(s) => format!("dbus:{s}"),
+        None => "private".to_string(),
+    }
+}
+
+fn parse_filter(filter: HashMap<String, OwnedValue>) -> Result<TaskFilter> {
+    let mut out = TaskFilter::default();
+    for (key, value) in filter {
+        match key.as_str() {
+            "service" => {
+                out.service = Some(String::try_from(value).map_err(|_| bad("service", "a string"))?)
+            }
+            "limit" => {
+                out.limit =
+                    Some(u32::try_from(value).map_err(|_| bad("limit", "a uint32"))? as usize)
+            }
+            "state" => {
+                let states: Vec<String> = match String::try_from(
+                    value
+                        .try_clone()
+                        .map_err(|e| Error::Failed(e.to_string()))?,
+                ) {
+                    Ok(s) => vec![s],
+                    Err(_) => Vec::<String>::try_from(value)
+                        .map_err(|_| bad("state", "a string or an array of strings"))?,
+                };
+                for s in states {
+                    let st: TaskState = s
+                        .parse()
+                        .map_err(|e| Error::InvalidArgument(format!("{e}")))?;
+                    out.states.push(st);
+                }
+            }
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown filter key {other:?} (known: service, state, limit)"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn bad(key: &str, want: &str) -> Error {
+    Error::InvalidArgument(format!("filter {key} must be {want}"))
+}
+
+#[interface(name = "org.stackd1.Manager")]
+impl Manager {
+    async fn list_services(&self) -> Vec<ServiceRow> {
+        self.shared
+            .control
+            .list_services()
+            .iter()
+            .map(ServiceRow::from_status)
+            .collect()
+    }
+
+    async fn get_service(&self, name: &str) -> Result<OwnedObjectPath> {
+        self.shared.control.service(name)?;
+        Ok(service_path(name))
+    }
+
+    async fn start_service(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+    ) -> Result<OwnedObjectPath> {
+        self.op(conn, &header, Op::Start, name).await
+    }
+
+    async fn stop_service(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+    ) -> Result<OwnedObjectPath> {
+        self.op(conn, &header, Op::Stop, name).await
+    }
+
+    async fn restart_service(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+    ) -> Result<OwnedObjectPath> {
+        self.op(conn, &header, Op::Restart, name).await
+    }
+
+    /// Pull, then recreate; a failed pull leaves the deployment untouched.
+    async fn update_service(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+    ) -> Result<OwnedObjectPath> {
+        self.op(conn, &header, Op::Update, name).await
+    }
+
+    async fn pull_service(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+    ) -> Result<OwnedObjectPath> {
+        self.op(conn, &header, Op::Pull, name).await
+    }
+
+    /// Stop and remove the containers (volumes are kept).
+    async fn down_service(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+    ) -> Result<OwnedObjectPath> {
+        self.op(conn, &header, Op::Down, name).await
+    }
+
+    /// Bring the host to its desired state; returns the reconcile task.
+    async fn apply(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<OwnedObjectPath>> {
+        self.shared.policy.check(conn, &header).await?;
+        let task = self.shared.control.apply(&origin(&header))?;
+        self.shared.register_task(task.id).await;
+        Ok(vec![task_path(task.id)])
+    }
+
+    async fn reload(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<()> {
+        self.shared.policy.check(conn, &header).await?;
+        Ok(self.shared.control.reload()?)
+    }
+
+    async fn list_tasks(&self, filter: HashMap<String, OwnedValue>) -> Result<Vec<TaskRow>> {
+        let filter = parse_filter(filter)?;
+        Ok(self
+            .shared
+            .control
+            .list_tasks(&filter)?
+            .iter()
+            .map(TaskRow::from_record)
+            .collect())
+    }
+
+    async fn get_task(&self, id: u64) -> Result<OwnedObjectPath> {
+        self.shared.control.task(id)?;
+        self.shared.register_task(id).await;
+        Ok(task_path(id))
+    }
+
+    async fn cancel_task(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        id: u64,
+    ) -> Result<()> {
+        self.shared.policy.check(conn, &header).await?;
+        Ok(self.shared.control.cancel(id)?)
+    }
+
+    /// The service's container logs, written into the returned pipe; with
+    /// `follow` the pipe stays open until the reader closes it.
+    async fn service_logs(&self, name: &str, lines: u32, follow: bool) -> Result<OwnedFd> {
+        let tail = (lines > 0).then_some(lines as usize);
+        let stream = self.shared.control.logs(name, tail, follow)?;
+        super::logs::pipe(stream).map_err(|e| Error::Failed(format!("cannot open a pipe: {e}")))
+    }
+
+    #[zbus(property)]
+    async fn version(&self) -> String {
+        self.shared.control.manager().version.to_string()
+    }
+
+    #[zbus(property)]
+    async fn host(&self) -> String {
+        self.shared.control.manager().host
+    }
+
+    #[zbus(property)]
+    async fn system_state(&self) -> String {
+        self.shared.control.system_state().as_str().to_string()
+    }
+
+    #[zbus(property)]
+    async fn docker_connected(&self) -> bool {
+        self.shared.control.manager().docker_connected
+    }
+
+    /// Why Docker is not connected ("" when it is).
+    #[zbus(property)]
+    async fn docker_error(&self) -> String {
+        self.shared.control.manager().docker_error
+    }
+
+    #[zbus(property)]
+    async fn config_hash(&self) -> String {
+        self.shared.control.manager().config_hash
+    }
+
+    #[zbus(property)]
+    async fn config_path(&self) -> String {
+        self.shared
+            .control
+            .manager()
+            .config_path
+            .display()
+            .to_string()
+    }
+
+    #[zbus(property)]
+    async fn boot_id(&self) -> String {
+        self.shared.control.manager().boot_id
+    }
+
+    #[zbus(signal)]
+    pub async fn task_new(
+        emitter: &SignalEmitter<'_>,
+        id: u64,
+        task: OwnedObjectPath,
+        kind: &str,
+        service: &str,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    pub async fn task_removed(
+        emitter: &SignalEmitter<'_>,
+        id: u64,
+        task: OwnedObjectPath,
+        service: &str,
+        result: &str,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    #[allow(clippy::too_many_arguments)]
+    pub async fn alert(
+        emitter: &SignalEmitter<'_>,
+        severity: &str,
+        kind: &str,
+        host: &str,
+        service: &str,
+        summary: &str,
+        body: &str,
+        usec: u64,
+    ) -> zbus::Result<()>;
+}

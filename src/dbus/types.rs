@@ -1,0 +1,98 @@
+//! The shapes that cross the bus, shared by the server objects and the
+//! stackctl client so the two cannot drift. zvariant conversions live here,
+//! never in the core.
+
+use serde::{Deserialize, Serialize};
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Type, Value};
+
+use crate::control::ServiceStatus;
+use crate::engine::ContainerInfo;
+use crate::store::TaskRecord;
+
+/// One row of `ListServices`: `(ssssssuo)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Type)]
+pub struct ServiceRow {
+    pub name: String,
+    pub host: String,
+    pub desired_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub health: String,
+    pub containers: u32,
+    pub path: OwnedObjectPath,
+}
+
+impl ServiceRow {
+    pub fn from_status(s: &ServiceStatus) -> ServiceRow {
+        ServiceRow {
+            name: s.name.clone(),
+            host: s.host.clone(),
+            desired_state: s.desired.as_str().to_string(),
+            active_state: s.active_state.to_string(),
+            sub_state: s.sub_state.clone(),
+            health: s.health.to_string(),
+            containers: s.containers.iter().filter(|c| !c.oneoff).count() as u32,
+            path: super::path::service_path(&s.name),
+        }
+    }
+}
+
+/// One element of the Service `Containers` property: `(ssssxtts)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Type, Value, OwnedValue)]
+pub struct ContainerRow {
+    pub name: String,
+    /// The Compose service inside the project.
+    pub service: String,
+    pub state: String,
+    /// Docker healthcheck status, or "" when there is none.
+    pub health: String,
+    /// -1 while it never exited.
+    pub exit_code: i64,
+    /// When it last started (0 if never).
+    pub started_usec: u64,
+    pub restart_count: u64,
+    pub image: String,
+}
+
+impl ContainerRow {
+    pub fn from_info(c: &ContainerInfo) -> ContainerRow {
+        ContainerRow {
+            name: c.name.clone(),
+            service: c.service.clone(),
+            state: c.state.as_str().to_string(),
+            health: c.health.clone().unwrap_or_default(),
+            exit_code: c.exit_code.unwrap_or(-1),
+            started_usec: c.started_at_usec.unwrap_or(0),
+            restart_count: c.restart_count,
+            image: c.image.clone(),
+        }
+    }
+}
+
+/// One row of `ListTasks`: `(tsssssto)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Type)]
+pub struct TaskRow {
+    pub id: u64,
+    pub kind: String,
+    pub service: String,
+    pub state: String,
+    pub result: String,
+    pub origin: String,
+    pub created_usec: u64,
+    pub path: OwnedObjectPath,
+}
+
+impl TaskRow {
+    pub fn from_record(t: &TaskRecord) -> TaskRow {
+        TaskRow {
+            id: t.id,
+            kind: t.kind.clone(),
+            service: t.service.clone(),
+            state: t.state.as_str().to_string(),
+            result: t.result.clone(),
+            origin: t.origin.clone(),
+            created_usec: t.created_usec,
+            path: super::path::task_path(t.id),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The outside world: the Docker engine (through bollard) and the Compose CLI.
+//!
+//! Architecture invariant: only this module knows bollard and only this module
+//! spawns Compose. Everything above it sees [`Docker`], [`Compose`] and the
+//! plain data types re-exported here.
+
+pub mod compose;
+pub mod docker;
+
+pub use compose::{Compose, ComposeChoice, ComposeError, ComposeFlavor, Invocation};
+pub use docker::{ContainerInfo, ContainerState, Docker, EngineEvent, EngineInfo};
+
+/// Something went wrong talking to the Docker engine or finding Compose.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine did not answer at all (no socket, connection refused,
+    /// connection dropped, no answer in time).
+    #[error("cannot reach Docker at {address}: {reason}; is dockerd running, and may this user open its socket?")]
+    Unavailable { address: String, reason: String },
+
+    /// `DOCKER_HOST` (or the address given) is not one we can use.
+    #[error("unsupported Docker address {0:?}: use unix:///path/to/docker.sock or tcp://host:port (TLS and ssh:// are not supported)")]
+    BadAddress(String),
+
+    /// The engine answered, but refused or failed the request.
+    #[error("Docker {call} failed: {message}")]
+    Api { call: &'static str, message: String },
+
+    /// A container or image named in the request does not exist (any more).
+    #[error("Docker {call}: no such object {what:?}")]
+    NotFound { call: &'static str, what: String },
+
+    /// Neither `docker compose` nor `docker-compose` works.
+    #[error("no usable Compose command: {0}")]
+    NoCompose(String),
+}
+
+impl EngineError {
+    /// True when the engine itself is unreachable (as opposed to a request
+    /// it rejected); the daemon uses this for `DockerConnected`.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, EngineError::Unavailable { .. })
+    }
+}
+
+/// Helpers shared by this module's tests. A shared test harness will replace
+/// them; they stay deliberately small.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::sync::Mutex;
+
+    use super::{Compose, ComposeChoice, Docker};
+
+    pub const TEST_IMAGE: &str = "stackd-test/busybox:1";
+
+    fn in_ci() -> bool {
+        std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+    }
+
+    /// A real part is missing: fail under CI, otherwise say loudly what is
+    /// missing and let the caller return early.
+    pub fn missing(what: &str, install: &str) {
+        if in_ci() {
+            panic!("{what} is required under CI=true: {install}");
+        }
+        eprintln!("SKIPPED (not CI): {what} is missing; {install}");
+    }
+
+    /// Connects to the engine named by `DOCKER_HOST` (or the default socket).
+    pub async fn docker() -> Option<Docker> {
+        match Docker::connect().await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                missing(
+                    "Docker",
+                    &format!("{e}; install and start Docker Engine to run this test"),
+                );
+                None
+            }
+        }
+    }
+
+    pub async fn compose() -> Option<Compose> {
+        match Compose::detect(ComposeChoice::Auto).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                missing("Compose", &e.to_string());
+                None
+            }
+        }
+    }
+
+    static IMAGE_LOCK: Mutex<bool> = Mutex::new(false);
+
+    /// Builds `stackd-test/busybox:1` from the host's static busybox, once.
+    pub fn ensure_test_image() {
+        let mut done = IMAGE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        if *done {
+            return;
+        }
+        let present = Command::new("docker")
+            .args(["image", "inspect", TEST_IMAGE])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            build_test_image();
+        }
+        *done = true;
+    }
+
+    fn build_test_image() {
+        let busybox = Path::new("/bin/busybox");
+        let described = Command::new("file")
+            .arg("-L")
+            .arg(busybox)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        assert!(
+            busybox.exists() && (described.is_empty() || described.contains("statically linked")),
+            "the test image needs a static /bin/busybox: apt-get install -y busybox-static"
+        );
+        let root = tempfile::tempdir().expect("temp dir");
+        let bin = root.path().join("bin");
+        std::fs::create_dir(&bin).expect("mkdir bin");
+        std::fs::copy(busybox, bin.join("busybox")).expect("copy busybox");
+        std::os::unix::fs::symlink("busybox", bin.join("sh")).expect("symlink sh");
+        let mut tar = Command::new("tar")
+            .arg("-C")
+            .arg(root.path())
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run tar");
+        let status = Command::new("docker")
+            .args(["import", "--change", r#"CMD ["/bin/sh"]"#, "-", TEST_IMAGE])
+            .stdin(tar.stdout.take().expect("tar stdout"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("run docker import");
+        assert!(tar.wait().expect("tar").success(), "tar failed");
+        assert!(status.success(), "docker import of {TEST_IMAGE} failed");
+    }
+
+    /// One Compose project in a temp dir; `down`ed when dropped.
+    pub struct Project {
+        pub name: String,
+        pub dir: tempfile::TempDir,
+        pub file: PathBuf,
+        program: Vec<String>,
+    }
+
+    impl Project {
+        /// `suffix` makes the name unique per test; `services` is the YAML
+        /// under `services:`.
+        pub fn new(compose: &Compose, suffix: &str, services: &str) -> Project {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let file = dir.path().join("compose.yaml");
+            std::fs::write(&file, format!("services:\n{services}")).expect("write compose file");
+            Project {
+                name: format!("stackdeng{suffix}"),
+                dir,
+                file,
+                program: compose.program().to_vec(),
+            }
+        }
+
+        pub fn invocation(&self, args: &[&str]) -> super::Invocation {
+            super::Invocation {
+                project: self.name.clone(),
+                dir: self.dir.path().to_path_buf(),
+                file: self.file.clone(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+            }
+        }
+    }
+
+    impl Drop for Project {
+        fn drop(&mut self) {
+            let _ = Command::new(&self.program[0])
+                .args(&self.program[1..])
+                .arg("-p")
+                .arg(&self.name)
+                .arg("-f")
+                .arg(&self.file)
+                .args(["down", "-v", "--remove-orphans", "-t", "1"])
+                .current_dir(self.dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Desired state, the projects stackd deployed, and small metadata.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{now_usec, Desired, DesiredSource, DesiredState, Store, StoreError};
+
+impl Store {
+    /// The stored desired state of `service`, if any.
+    pub fn desired(&self, service: &str) -> Result<Option<Desired>, StoreError> {
+        let row = self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT state, source, since_usec FROM desired WHERE service = ?1",
+                    [service],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, u64>(2)?,
+                        ))
+                    },
+                )
+                .optional()?)
+        })?;
+        row.map(|(state, source, since)| self.desired_from_row(service, &state, &source, since))
+            .transpose()
+    }
+
+    /// Every stored desired state, by service.
+    pub fn all_desired(&self) -> Result<BTreeMap<String, Desired>, StoreError> {
+        let rows = self.read(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT service, state, source, since_usec FROM desired")?;
+            let rows = stmt.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, u64>(3)?,
+                ))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        rows.into_iter()
+            .map(|(service, state, source, since)| {
+                let desired = self.desired_from_row(&service, &state, &source, since)?;
+                Ok((service, desired))
+            })
+            .collect()
+    }
+
+    fn desired_from_row(
+        &self,
+        service: &str,
+        state: &str,
+        source: &str,
+        since_usec: u64,
+    ) -> Result<Desired, StoreError> {
+        let row = format!("service {service:?}");
+        Ok(Desired {
+            state: self.parse_enum(state, "desired.state", &row)?,
+            source: self.parse_enum(source, "desired.source", &row)?,
+            since_usec,
+        })
+    }
+
+    /// Records what `service` should be. `since_usec` moves only when the
+    /// state changes, so a config reload that says "running" again keeps
+    /// the time the service was first wanted running.
+    pub fn set_desired(
+        &self,
+        service: &str,
+        state: DesiredState,
+        source: DesiredSource,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO desired (service, state, source, since_usec)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (service) DO UPDATE SET
+                     since_usec = CASE WHEN state = excluded.state
+                                       THEN since_usec ELSE excluded.since_usec END,
+                     state = excluded.state,
+                     source = excluded.source",
+                params![service, state.as_str(), source.as_str(), now_usec()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Drops the stored desired state of `service` (no-op if there is none).
+    pub fn forget_desired(&self, service: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM desired WHERE service = ?1", [service])?;
+            Ok(())
+        })
+    }
+
+    /// Records that stackd deployed `service` (no-op if already recorded).
+    pub fn mark_deployed(&self, service: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO deployed (service, since_usec) VALUES (?1, ?2)
+                 ON CONFLICT (service) DO NOTHING",
+                params![service, now_usec()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Forgets that stackd deployed `service` (no-op if not recorded).
+    pub fn unmark_deployed(&self, service: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM deployed WHERE service = ?1", [service])?;
+            Ok(())
+        })
+    }
+
+    /// The projects stackd deployed and may therefore stop.
+    pub fn deployed(&self) -> Result<BTreeSet<String>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT service FROM deployed")?;
+            let rows = stmt.query_map([], |row| row.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// A metadata value (last boot id, ...).
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                    row.get(0)
+                })
+                .optional()?)
+        })
+    }
+
+    /// Sets a metadata value, replacing any earlier one.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )?;
+            Ok(())
+        })
+    }
+}

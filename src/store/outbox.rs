@@ -1,0 +1,129 @@
+//! The notification outbox: notifications survive restarts until a channel
+//! delivered them.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{now_usec, to_i64, OutboxItem, Store, StoreError};
+
+impl Store {
+    /// Queues `payload` for `channel`, due at once. The pair
+    /// (`channel`, `dedup_key`) is pushed at most once: pushing it again
+    /// (say, after a restart replayed the event) returns the first item's
+    /// id and changes nothing, delivered or not.
+    pub fn outbox_push(
+        &self,
+        channel: &str,
+        dedup_key: &str,
+        payload: &serde_json::Value,
+    ) -> Result<u64, StoreError> {
+        let payload = payload.to_string();
+        self.write(|tx| {
+            let existing: Option<u64> = tx
+                .query_row(
+                    "SELECT id FROM outbox WHERE channel = ?1 AND dedup_key = ?2",
+                    [channel, dedup_key],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(id) = existing {
+                return Ok(id);
+            }
+            let now = now_usec();
+            Ok(tx.query_row(
+                "INSERT INTO outbox (channel, dedup_key, payload, created_usec, next_attempt_usec)
+                 VALUES (?1, ?2, ?3, ?4, ?4)
+                 RETURNING id",
+                params![channel, dedup_key, payload, now],
+                |row| row.get(0),
+            )?)
+        })
+    }
+
+    /// Up to `limit` undelivered items due at `now_usec`, the longest due first.
+    pub fn outbox_due(&self, now_usec: u64, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, channel, dedup_key, payload, created_usec, attempts,
+                        next_attempt_usec, last_error
+                 FROM outbox
+                 WHERE delivered_usec IS NULL AND next_attempt_usec <= ?1
+                 ORDER BY next_attempt_usec, id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![to_i64(now_usec), to_i64(limit)], |row| {
+                Ok((
+                    OutboxItem {
+                        id: row.get(0)?,
+                        channel: row.get(1)?,
+                        dedup_key: row.get(2)?,
+                        payload: serde_json::Value::Null,
+                        created_usec: row.get(4)?,
+                        attempts: row.get(5)?,
+                        next_attempt_usec: row.get(6)?,
+                        last_error: row.get(7)?,
+                    },
+                    row.get::<_, String>(3)?,
+                ))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        rows.into_iter()
+            .map(|(mut item, payload)| {
+                item.payload = serde_json::from_str(&payload).map_err(|e| {
+                    self.corrupt(format_args!("outbox.payload of item {}: {e}", item.id))
+                })?;
+                Ok(item)
+            })
+            .collect()
+    }
+
+    /// Marks item `id` delivered; it is never due again. Marking it twice
+    /// keeps the first time.
+    pub fn outbox_delivered(&self, id: u64) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE outbox SET delivered_usec = COALESCE(delivered_usec, ?2) WHERE id = ?1",
+                params![id, now_usec()],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NoSuchOutboxItem(id));
+            }
+            Ok(())
+        })
+    }
+
+    /// Records a failed delivery of item `id`: one more attempt, `error`
+    /// kept, due again at `next_attempt_usec`.
+    pub fn outbox_retry(
+        &self,
+        id: u64,
+        next_attempt_usec: u64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE outbox
+                 SET attempts = attempts + 1, next_attempt_usec = ?2, last_error = ?3
+                 WHERE id = ?1",
+                params![id, to_i64(next_attempt_usec), error],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NoSuchOutboxItem(id));
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes delivered items but the newest `keep` (their dedup keys go
+    /// with them). Undelivered items are never deleted. Returns how many
+    /// were deleted.
+    pub fn outbox_prune(&self, keep: usize) -> Result<usize, StoreError> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM outbox WHERE delivered_usec IS NOT NULL AND id NOT IN (
+                     SELECT id FROM outbox WHERE delivered_usec IS NOT NULL
+                     ORDER BY id DESC LIMIT ?1)",
+                [to_i64(keep)],
+            )?)
+        })
+    }
+}

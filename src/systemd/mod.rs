@@ -1,0 +1,84 @@
+//! What systemd and journald expect of a well-behaved daemon: the notify
+//! protocol (READY, STATUS, RELOADING, STOPPING, WATCHDOG), the boot id, and
+//! the MESSAGE_IDs documented in `systemd/stackd.catalog`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tracing::warn;
+
+/// Boot recovery finished: what came back and what did not.
+pub const MESSAGE_RECOVERED: &str = "db51922c32c845bbafe3cb93a1603fcc";
+/// A task failed.
+pub const MESSAGE_TASK_FAILED: &str = "aad0d99b340044ada5fd61d5957160c1";
+/// Docker stopped answering / answers again.
+pub const MESSAGE_DOCKER_LOST: &str = "9b3153e0e5314871a91af83ce686fe84";
+/// A configuration reload was refused; the running configuration stays.
+pub const MESSAGE_RELOAD_FAILED: &str = "c273d99cff4c47a885f38ec5d2c2d975";
+
+fn send(states: &[NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(false, states) {
+        warn!("cannot notify the service manager: {e}");
+    }
+}
+
+pub fn ready(status: &str) {
+    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+pub fn status(status: &str) {
+    send(&[NotifyState::Status(status)]);
+}
+
+/// RELOADING=1 with MONOTONIC_USEC, as systemd ≥ 253 requires for
+/// `Type=notify-reload`; READY=1 follows when the reload is done.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[NotifyState::Reloading, now]),
+        Err(_) => send(&[NotifyState::Reloading]),
+    }
+}
+
+pub fn stopping() {
+    send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+}
+
+/// Half the watchdog interval the manager asked for, if it asked.
+pub fn watchdog_interval() -> Option<Duration> {
+    let mut usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        Some(Duration::from_micros(usec / 2))
+    } else {
+        None
+    }
+}
+
+pub fn watchdog_ping() {
+    send(&[NotifyState::Watchdog]);
+}
+
+/// The kernel's boot id (or the file tests point `boot_id_file` at).
+pub fn read_boot_id(path: &Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.trim().to_string())
+}
+
+/// True when stderr is connected to the journal (systemd sets
+/// `JOURNAL_STREAM=dev:ino` for the stream it hands us).
+pub fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let value = value.to_string_lossy();
+    let Some((dev, ino)) = value.split_once(':') else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse::<u64>().ok() == Some(meta.dev()) && ino.parse::<u64>().ok() == Some(meta.ino())
+}
