@@ -360,9 +360,7 @@ async fn follow_task(client: &Client, args: &Args, id: u64, what: &str) -> Resul
         }
         if tty {
             eprint!(
-                "\r\x1b[2K{} {} ({}: {}, {:.1}s)",
-                "⋯",
-                what,
+                "\r\x1b[2K⋯ {what} ({}: {}, {:.1}s)",
                 info.kind,
                 info.state,
                 started.elapsed().as_secs_f32()

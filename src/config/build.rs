@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{self, At, HostSpec, Loc, Merge, Num, RawFile, RawHealth, RawResources, StrOrInt};
+use super::raw::{
+    self, At, HostSpec, Loc, Merge, Num, RawFile, RawHealth, RawResources, StrOrInt, Strings,
+};
 use super::units::{self, parse_bytes, parse_duration, parse_status_ranges, Fnv};
 use super::{
     home_dir, xdg_dir, ChannelFilter, ComposeCommand, Config, ConfigError, Diagnostic, EmailConfig,
@@ -668,7 +670,7 @@ impl Ctx<'_> {
                 }
             }),
             Some("command") => h.command.as_ref().map(|l| {
-                if l.value.first().map_or(true, |p| p.is_empty()) {
+                if l.value.first().map_or(true, |p| p.value.is_empty()) {
                     self.err(
                         l.at,
                         "expected a command as a list of strings, program first, \
@@ -676,7 +678,7 @@ impl Ctx<'_> {
                     );
                 }
                 Probe::Command {
-                    argv: l.value.clone(),
+                    argv: l.value.values(),
                     container: h.container.as_ref().map(|c| c.value.clone()),
                 }
             }),
@@ -806,8 +808,8 @@ impl Ctx<'_> {
     fn filter(
         &mut self,
         min_severity: &Option<Loc<String>>,
-        services: &Option<Vec<Loc<String>>>,
-        kinds: &Option<Vec<Loc<String>>>,
+        services: &Option<Strings>,
+        kinds: &Option<Strings>,
         default: Severity,
         known: &BTreeSet<&str>,
     ) -> ChannelFilter {
@@ -934,12 +936,12 @@ impl Ctx<'_> {
                 if l.value.is_empty() {
                     self.err(l.at, "expected at least one recipient address");
                 }
-                for a in &l.value {
+                for a in l.value.iter() {
                     if !a.value.contains('@') {
                         self.err(a.at, "expected an email address such as ops@example.com");
                     }
                 }
-                names(&Some(l.value.clone()))
+                l.value.values()
             }
         };
         if !missing.is_empty() {
@@ -1129,12 +1131,8 @@ fn parse_smtp(url: &str) -> Result<(String, u16, bool), String> {
     Ok((host.to_owned(), port, implicit))
 }
 
-fn names(v: &Option<Vec<Loc<String>>>) -> Vec<String> {
-    v.as_deref()
-        .unwrap_or_default()
-        .iter()
-        .map(|l| l.value.clone())
-        .collect()
+fn names(v: &Option<Strings>) -> Vec<String> {
+    v.as_ref().map(Strings::values).unwrap_or_default()
 }
 
 fn list<'a>(items: impl Iterator<Item = &'a String>) -> String {

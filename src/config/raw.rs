@@ -91,13 +91,28 @@ impl<R> Default for LocMap<R> {
     }
 }
 
-impl<'de, R: Deserialize<'de>> Deserialize<'de> for LocMap<R> {
+/// The header of a named table, for error messages.
+pub(crate) trait Section {
+    const HEADER: &'static str;
+}
+
+impl Section for RawHost {
+    const HEADER: &'static str = "[hosts.NAME]";
+}
+impl Section for RawService {
+    const HEADER: &'static str = "[services.NAME]";
+}
+impl Section for RawWebhook {
+    const HEADER: &'static str = "[notify.webhook.NAME]";
+}
+
+impl<'de, R: Deserialize<'de> + Section> Deserialize<'de> for LocMap<R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct MapVisitor<R>(PhantomData<R>);
-        impl<'de, R: Deserialize<'de>> Visitor<'de> for MapVisitor<R> {
+        impl<'de, R: Deserialize<'de> + Section> Visitor<'de> for MapVisitor<R> {
             type Value = LocMap<R>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a table of named tables")
+                write!(f, "tables written as {}", R::HEADER)
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LocMap<R>, A::Error> {
                 let mut out = BTreeMap::new();
@@ -225,8 +240,46 @@ impl<'de> Deserialize<'de> for Num {
     }
 }
 
+/// A list of strings, each located; exists for the error message
+/// ("expected a list of strings", not "a sequence").
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Strings(pub Vec<Loc<String>>);
+
+impl<'de> Deserialize<'de> for Strings {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Strings;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of strings, e.g. [\"a\", \"b\"]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strings, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<Loc<String>>()? {
+                    out.push(s);
+                }
+                Ok(Strings(out))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+impl std::ops::Deref for Strings {
+    type Target = [Loc<String>];
+    fn deref(&self) -> &[Loc<String>] {
+        &self.0
+    }
+}
+
+impl Strings {
+    pub fn values(&self) -> Vec<String> {
+        self.0.iter().map(|l| l.value.clone()).collect()
+    }
+}
+
 type L<T> = Option<Loc<T>>;
-type Names = Option<Vec<Loc<String>>>;
+type Names = Option<Strings>;
 
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -288,7 +341,7 @@ pub(crate) struct RawHealth {
     pub expect_status: L<StrOrInt>,
     pub body_contains: L<String>,
     pub tcp: L<String>,
-    pub command: L<Vec<String>>,
+    pub command: L<Strings>,
     pub container: L<String>,
     pub file: L<PathBuf>,
     pub max_age: L<String>,
@@ -334,7 +387,7 @@ pub(crate) struct RawEmail {
     pub smtp: L<String>,
     pub starttls: L<bool>,
     pub from: L<String>,
-    pub to: L<Vec<Loc<String>>>,
+    pub to: L<Strings>,
     pub username: L<String>,
     pub password_file: L<PathBuf>,
     /// Accepted by the parser only to be refused with a useful message.

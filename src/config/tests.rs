@@ -234,6 +234,18 @@ fn wrong_type_names_value() {
         ["/cfg/stackd.toml:2:7: invalid type: string \"x\", expected a [services.NAME] table"]
     );
 
+    let e = errors(parse("[services.web]\ndepends_on = \"db\"\n"));
+    assert_eq!(
+        e,
+        ["/cfg/stackd.toml:2:14: invalid type: string \"db\", expected a list of strings, e.g. [\"a\", \"b\"]"]
+    );
+
+    let e = errors(parse("[[services]]\nname = \"web\"\n"));
+    assert_eq!(
+        e,
+        ["/cfg/stackd.toml:1:1: invalid type: sequence, expected tables written as [services.NAME]"]
+    );
+
     // A table where a value belongs (the implicit table has no span of its own).
     let e = errors(parse("[services.web.host.x]\ny = 1\n"));
     assert_eq!(e.len(), 1);
