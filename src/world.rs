@@ -265,6 +265,9 @@ pub async fn observe(world: Arc<World>, events: EventSender) {
                 Err(_elapsed) => break None, // periodic resync
                 Ok(None) => break Some("the event stream ended".to_string()),
                 Ok(Some(Err(e))) => break Some(e.to_string()),
+                // Healthchecks run as execs every interval; they change
+                // nothing a user sees (health_status events do).
+                Ok(Some(Ok(ev))) if ev.action.starts_with("exec_") => {}
                 Ok(Some(Ok(ev))) => world.refresh(&ev.project, &events).await,
             }
         };

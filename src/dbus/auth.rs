@@ -23,15 +23,17 @@ pub struct Policy {
 /// The caller's uid: from the bus driver for bus clients, from the socket's
 /// peer credentials on the private peer-to-peer socket.
 async fn caller_uid(conn: &Connection, header: &Header<'_>) -> Result<u32, Error> {
-    match header.sender() {
-        Some(sender) => {
+    // A peer-to-peer connection has no bus (and so no unique name): ask the
+    // socket. Asking a bus driver there would wait for an answer forever.
+    match (conn.unique_name(), header.sender()) {
+        (Some(_), Some(sender)) => {
             let dbus = zbus::fdo::DBusProxy::new(conn).await?;
             Ok(dbus
                 .get_connection_unix_user(sender.clone().into())
                 .await
                 .map_err(|e| Error::AccessDenied(format!("cannot identify the caller: {e}")))?)
         }
-        None => conn
+        _ => conn
             .peer_creds()
             .await
             .ok()
@@ -59,7 +61,7 @@ fn in_group(uid: u32, group: &str) -> bool {
 }
 
 async fn polkit_allows(conn: &Connection, header: &Header<'_>) -> bool {
-    let Some(sender) = header.sender() else {
+    let (Some(_), Some(sender)) = (conn.unique_name(), header.sender()) else {
         return false;
     };
     let mut subject_details: HashMap<&str, Value<'_>> = HashMap::new();

@@ -118,10 +118,21 @@ pub enum Target {
 }
 
 impl Target {
-    /// systemctl's habit: root talks to the private socket when it exists,
-    /// everybody else to the bus.
+    /// systemctl's habits: root talks to the private socket when it exists,
+    /// everybody else to the bus. In `--user` mode without a session bus,
+    /// the user's private socket under `$XDG_RUNTIME_DIR` serves instead.
     pub fn default_for(user_mode: bool) -> Target {
         if user_mode {
+            let have_bus =
+                std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some_and(|a| !a.is_empty());
+            if !have_bus {
+                if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+                    let private = std::path::Path::new(&dir).join("stackd/private");
+                    if private.exists() {
+                        return Target::Private(private);
+                    }
+                }
+            }
             return Target::Session;
         }
         let private = std::path::Path::new("/run/stackd/private");

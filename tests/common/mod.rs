@@ -1089,6 +1089,18 @@ pub fn stackctl(env: &TestEnv, bus: &Bus, args: &[&str]) -> Output {
     run(&mut cmd, COMMAND_TIMEOUT)
 }
 
+/// `stackctl --user ARGS` with no session bus in its environment: it
+/// reaches the daemon over the private socket in `$XDG_RUNTIME_DIR/stackd`.
+#[track_caller]
+pub fn stackctl_private(env: &TestEnv, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackctl"));
+    cmd.arg("--user")
+        .args(args)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env("XDG_RUNTIME_DIR", env.run_dir());
+    run(&mut cmd, COMMAND_TIMEOUT)
+}
+
 /// `stackctl --user --output json ARGS`, which must succeed; its stdout
 /// parsed.
 #[track_caller]
