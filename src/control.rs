@@ -19,7 +19,8 @@ use crate::engine::{Compose, ComposeChoice, ComposeError, ContainerInfo, Invocat
 use crate::events::{Alert, Event, EventSender, Severity};
 use crate::reconcile::{self, Action, Facts};
 use crate::store::{
-    now_usec, DesiredSource, DesiredState, NewEvent, Store, StoreError, TaskFilter, TaskRecord,
+    now_usec, Desired, DesiredSource, DesiredState, NewEvent, Store, StoreError, TaskFilter,
+    TaskRecord,
 };
 use crate::systemd;
 use crate::tasks::{Failure, Log, Queue, QueueError, RunFuture, Runner, TaskKind};
@@ -249,15 +250,18 @@ impl Control {
 
     pub fn list_services(&self) -> Vec<ServiceStatus> {
         let cfg = self.config();
+        // One read of the store for all of them, not one per service.
+        let said = self.shared.store.all_desired().unwrap_or_default();
         cfg.local_services()
-            .filter_map(|s| self.shared.status(&cfg, s).ok())
+            .map(|s| self.shared.status(&cfg, s, said.get(&s.name)))
             .collect()
     }
 
     pub fn service(&self, name: &str) -> Result<ServiceStatus, ControlError> {
         let cfg = self.config();
         let svc = self.shared.local_service(&cfg, name)?;
-        self.shared.status(&cfg, svc)
+        let said = self.shared.store.desired(name)?;
+        Ok(self.shared.status(&cfg, svc, said.as_ref()))
     }
 
     /// Queue an operation. The desired state it implies is stored first, so
@@ -311,7 +315,7 @@ impl Control {
             }
             Err(e) => {
                 error!(
-                    message_id = systemd::MESSAGE_RELOAD_FAILED,
+                    message_id = %systemd::MESSAGE_RELOAD_FAILED,
                     "reload refused, the running configuration stays in force:\n{e}"
                 );
                 Err(ControlError::InvalidConfig(e.to_string()))
@@ -375,6 +379,12 @@ impl Control {
                 .boxed()
         });
         Ok(stream::select_all(streams).boxed())
+    }
+
+    /// Find the Compose command ahead of the first task, so boot recovery
+    /// does not wait for the probe. A failure here is reported by the task.
+    pub async fn detect_compose(&self) {
+        let _ = self.shared.compose().await;
     }
 
     /// The boot id changed since the store last saw one: this host rebooted.
@@ -464,23 +474,18 @@ impl Shared {
         }
     }
 
-    fn desired(&self, svc: &ServiceConfig) -> (DesiredState, &'static str) {
-        let said = self.store.desired(&svc.name).ok().flatten();
-        let user = said
-            .as_ref()
-            .is_some_and(|d| d.source == DesiredSource::User);
-        let state = reconcile::effective_desired(
-            svc.auto_start,
-            said.filter(|d| d.source == DesiredSource::User)
-                .map(|d| d.state),
-        );
-        (state, if user { "user" } else { "config" })
+    /// The effective desired state, and who set it.
+    fn desired(svc: &ServiceConfig, said: Option<&Desired>) -> (DesiredState, &'static str) {
+        match said.filter(|d| d.source == DesiredSource::User) {
+            Some(d) => (d.state, "user"),
+            None => (reconcile::effective_desired(svc.auto_start, None), "config"),
+        }
     }
 
-    fn status(&self, cfg: &Config, svc: &ServiceConfig) -> Result<ServiceStatus, ControlError> {
+    fn status(&self, cfg: &Config, svc: &ServiceConfig, said: Option<&Desired>) -> ServiceStatus {
         let containers = self.world.containers(&svc.name);
         let observed = world::classify(&containers);
-        let (desired, desired_source) = self.desired(svc);
+        let (desired, desired_source) = Shared::desired(svc, said);
         let running_kind = self.queue().running_kind(&svc.name);
         let failed = world::any_failed(&containers);
         let (active_state, sub_state) = match (running_kind, observed) {
@@ -503,7 +508,7 @@ impl Shared {
             (_, Observed::Absent) => ("inactive", "dead".to_string()),
         };
         let (health, health_message) = health_of(&containers, observed, desired);
-        Ok(ServiceStatus {
+        ServiceStatus {
             name: svc.name.clone(),
             host: cfg.host.clone(),
             desired,
@@ -518,7 +523,7 @@ impl Shared {
             memory_bytes: 0,
             compose_file: svc.compose_file.clone(),
             containers,
-        })
+        }
     }
 
     fn alert(
@@ -652,23 +657,21 @@ impl Shared {
     fn facts(&self) -> Vec<Facts> {
         let cfg = self.config();
         let deployed = self.store.deployed().unwrap_or_default();
+        let all_said = self.store.all_desired().unwrap_or_default();
         let mut names: BTreeSet<String> = cfg.local_services().map(|s| s.name.clone()).collect();
         names.extend(deployed.iter().cloned());
         names
             .into_iter()
             .map(|name| {
                 let svc = cfg.service(&name).filter(|s| s.assigned_to(&cfg.host));
-                let said = self
-                    .store
-                    .desired(&name)
-                    .ok()
-                    .flatten()
+                let said = all_said
+                    .get(&name)
                     .filter(|d| d.source == DesiredSource::User);
                 Facts {
                     configured: svc.is_some(),
                     desired: reconcile::effective_desired(
                         svc.is_some_and(|s| s.auto_start),
-                        said.as_ref().map(|d| d.state),
+                        said.map(|d| d.state),
                     ),
                     user_said: said.is_some(),
                     observed: world::classify(&self.world.containers(&name)),
@@ -749,7 +752,7 @@ impl Shared {
             let kind = if boot { "recovered" } else { "reconciled" };
             let failed_names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
             info!(
-                message_id = systemd::MESSAGE_RECOVERED,
+                message_id = %systemd::MESSAGE_RECOVERED,
                 stackd_recovered = recovered.join(" "),
                 stackd_failed = failed_names.join(" "),
                 stackd_left_stopped = stopped.join(" "),

@@ -18,8 +18,9 @@ use crate::config::{self, ConfigError, LoadOptions};
 use crate::control::{Control, SystemState};
 use crate::dbus::{self, DbusError};
 use crate::events::{self, Event};
-use crate::store::{Store, StoreError};
+use crate::store::{DesiredState, Store, StoreError};
 use crate::systemd;
+use crate::tasks::TaskKind;
 use crate::world::{self, World};
 
 /// How long running Compose commands may take to finish at shutdown.
@@ -61,7 +62,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             source,
         })?;
     let store = Arc::new(Store::open(&config.state_dir)?);
-    for t in store.interrupt_unfinished()? {
+    let interrupted = store.interrupt_unfinished()?;
+    for t in &interrupted {
         warn!(
             stackd_task = t.id,
             stackd_service = %t.service,
@@ -88,9 +90,22 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let world = World::new();
     let control = Control::new(config, load, store, world.clone(), events.clone(), boot_id);
     let observer = tokio::spawn(world::observe(world, events.clone()));
+    tokio::spawn({
+        let control = control.clone();
+        async move { control.detect_compose().await }
+    });
     let server = dbus::serve(control.clone(), opts.user_mode).await?;
     systemd::ready("starting");
     info!("ready; bus name org.stackd1 held");
+
+    // A start cut short may have left a project half up (some containers
+    // running, the rest not yet created), which the planner cannot tell from
+    // a complete one: it is done again after the start-up reconcile.
+    let redo: std::collections::BTreeSet<String> = interrupted
+        .iter()
+        .filter(|t| TaskKind::parse(&t.kind).is_some_and(TaskKind::starts))
+        .map(|t| t.service.clone())
+        .collect();
 
     // Start-up reconcile; the system is "running" once it is done.
     match control.startup() {
@@ -98,6 +113,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             let c = control.clone();
             tokio::spawn(async move {
                 let _ = c.queue().wait(task.id).await;
+                redo_interrupted_starts(&c, &redo);
                 c.set_system_state(SystemState::Running);
             });
         }
@@ -142,6 +158,25 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     observer.abort();
     drop(server);
     Ok(())
+}
+
+/// Deploy again what an interrupted start left behind, while its desired
+/// state is still running.
+fn redo_interrupted_starts(control: &Control, names: &std::collections::BTreeSet<String>) {
+    for name in names {
+        if !control
+            .service(name)
+            .is_ok_and(|s| s.desired == DesiredState::Running)
+        {
+            continue;
+        }
+        if let Err(e) = control
+            .queue()
+            .submit(TaskKind::Deploy, name, "interrupted")
+        {
+            warn!(stackd_service = %name, "cannot redo the interrupted start: {e}");
+        }
+    }
 }
 
 /// Keep systemd's STATUS= line current, at most once a second.
