@@ -23,6 +23,8 @@ use crate::systemd;
 use crate::tasks::TaskKind;
 use crate::world::{self, World};
 
+/// How long start-up waits for the first answer (or refusal) from Docker.
+const FIRST_DOCKER_PROBE: Duration = Duration::from_secs(5);
 /// How long running Compose commands may take to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(90);
 
@@ -89,7 +91,17 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let events = events::channel();
     let world = World::new();
     let control = Control::new(config, load, store, world.clone(), events.clone(), boot_id);
-    let observer = tokio::spawn(world::observe(world, events.clone()));
+    let observer = tokio::spawn(world::observe(world.clone(), events.clone()));
+    // Let the observer's first try at Docker conclude (bounded), so that a
+    // request right after READY=1 meets a known Docker state instead of a
+    // spurious "Docker is unavailable" with no reason.
+    let probe_until = tokio::time::Instant::now() + FIRST_DOCKER_PROBE;
+    while !world.docker_connected()
+        && world.docker_error().is_empty()
+        && tokio::time::Instant::now() < probe_until
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::spawn({
         let control = control.clone();
         async move { control.detect_compose().await }
