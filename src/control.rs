@@ -587,12 +587,18 @@ impl Shared {
         }
         let deadline = tokio::time::Instant::now() + kind.timeout();
         let cfg = self.config();
-        let svc = cfg.service(&task.service).ok_or_else(|| {
-            Failure::failed(format!(
-                "{} is no longer in the configuration; its compose file is unknown",
-                task.service
-            ))
-        })?;
+        let (dir, file) = match cfg.service(&task.service) {
+            Some(svc) => (svc.dir.clone(), svc.compose_file.clone()),
+            // Removed from the config (stopping what stackd deployed): the
+            // project's folder is where the config would have put it.
+            None => compose_location(&cfg.compose_dir.join(&task.service)).ok_or_else(|| {
+                Failure::failed(format!(
+                    "{} is no longer in the configuration and {} holds no compose file",
+                    task.service,
+                    cfg.compose_dir.join(&task.service).display()
+                ))
+            })?,
+        };
         if !self.world.docker_connected() {
             return Err(Failure::failed(format!(
                 "Docker is unavailable: {}",
@@ -616,9 +622,9 @@ impl Shared {
         let mut outcome = Ok(());
         for args in steps {
             let inv = Invocation {
-                project: svc.name.clone(),
-                dir: svc.dir.clone(),
-                file: svc.compose_file.clone(),
+                project: task.service.clone(),
+                dir: dir.clone(),
+                file: file.clone(),
                 args: args.iter().map(|a| a.to_string()).collect(),
             };
             log.line(&format!("$ {} {}", compose.describe(), args.join(" ")));
@@ -641,16 +647,16 @@ impl Shared {
         if outcome.is_ok() {
             let mark = match kind {
                 TaskKind::Deploy | TaskKind::Restart | TaskKind::Update => {
-                    self.store.mark_deployed(&svc.name)
+                    self.store.mark_deployed(&task.service)
                 }
-                TaskKind::Down => self.store.unmark_deployed(&svc.name),
+                TaskKind::Down => self.store.unmark_deployed(&task.service),
                 _ => Ok(()),
             };
             if let Err(e) = mark {
-                warn!(stackd_service = %svc.name, "cannot record the deployment: {e}");
+                warn!(stackd_service = %task.service, "cannot record the deployment: {e}");
             }
         }
-        self.world.refresh(&svc.name, &self.events).await;
+        self.world.refresh(&task.service, &self.events).await;
         outcome
     }
 
@@ -842,6 +848,15 @@ impl Shared {
             Err(e) => failed.push((name.to_string(), e.to_string())),
         }
     }
+}
+
+/// The compose file in a project folder, as the config module finds it.
+fn compose_location(dir: &std::path::Path) -> Option<(PathBuf, PathBuf)> {
+    config::COMPOSE_FILE_NAMES
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|f| f.is_file())
+        .map(|f| (dir.to_path_buf(), f))
 }
 
 fn recovery_summary(

@@ -211,6 +211,10 @@ impl World {
 /// heal anything an event could not tell (a missed event, a clock jump).
 const RESYNC_EVERY: Duration = Duration::from_secs(60);
 
+/// How long events of a burst are collected before the projects they name
+/// are read again.
+const COALESCE: Duration = Duration::from_millis(50);
+
 /// The observer: connect to Docker (retrying with backoff), resync, then
 /// follow the event stream. Runs until the task is aborted.
 pub async fn observe(world: Arc<World>, events: EventSender) {
@@ -259,16 +263,35 @@ pub async fn observe(world: Arc<World>, events: EventSender) {
                 continue;
             }
         }
+        // Events of one project come in bursts (create, start, health...):
+        // collect them for a moment and read each project once per burst.
+        let mut dirty: std::collections::BTreeSet<String> = Default::default();
+        let mut flush_at: Option<tokio::time::Instant> = None;
+        let mut quiet_since = tokio::time::Instant::now();
         let lost = loop {
-            let next = tokio::time::timeout(RESYNC_EVERY, stream.next()).await;
-            match next {
-                Err(_elapsed) => break None, // periodic resync
-                Ok(None) => break Some("the event stream ended".to_string()),
-                Ok(Some(Err(e))) => break Some(e.to_string()),
-                // Healthchecks run as execs every interval; they change
-                // nothing a user sees (health_status events do).
-                Ok(Some(Ok(ev))) if ev.action.starts_with("exec_") => {}
-                Ok(Some(Ok(ev))) => world.refresh(&ev.project, &events).await,
+            let wake = flush_at.unwrap_or(quiet_since + RESYNC_EVERY);
+            tokio::select! {
+                next = stream.next() => match next {
+                    None => break Some("the event stream ended".to_string()),
+                    Some(Err(e)) => break Some(e.to_string()),
+                    // Healthchecks run as execs every interval; they change
+                    // nothing a user sees (health_status events do).
+                    Some(Ok(ev)) if ev.action.starts_with("exec_") => {}
+                    Some(Ok(ev)) => {
+                        dirty.insert(ev.project);
+                        flush_at.get_or_insert_with(|| tokio::time::Instant::now() + COALESCE);
+                    }
+                },
+                _ = tokio::time::sleep_until(wake) => {
+                    if dirty.is_empty() {
+                        break None; // quiet for a while: periodic resync
+                    }
+                    flush_at = None;
+                    for project in std::mem::take(&mut dirty) {
+                        world.refresh(&project, &events).await;
+                    }
+                    quiet_since = tokio::time::Instant::now();
+                }
             }
         };
         if let Some(why) = lost {

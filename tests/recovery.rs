@@ -12,8 +12,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    containers, docker, have_bus, have_docker, running, stackctl, stackctl_json, wait_until, Bus,
-    Daemon, TestEnv,
+    containers, docker, have_bus, have_docker, running, slow_compose, stackctl, stackctl_json,
+    wait_until, Bus, Daemon, TestEnv,
 };
 
 const MESSAGE_RECOVERED: &str = "db51922c32c845bbafe3cb93a1603fcc";
@@ -203,37 +203,6 @@ fn reboot_recovers_auto_start_services_but_not_user_stopped_ones() {
         "the field is message_id=<id>: {line}"
     );
     assert!(line.contains(&a) && line.contains(&b), "{line}");
-}
-
-/// A project whose `compose up -d` takes ~8 s: `main` waits for `slow` to
-/// turn healthy, which it does only after a while.
-fn slow_compose(image: &str) -> String {
-    format!(
-        r#"version: "2.4"
-services:
-  slow:
-    image: {image}
-    pull_policy: never
-    command: ["sh", "-c", "sleep 8; touch /tmp/ready; exec sleep 3600"]
-    init: true
-    stop_grace_period: 1s
-    healthcheck:
-      test: ["CMD", "test", "-f", "/tmp/ready"]
-      interval: 1s
-      timeout: 1s
-      retries: 3
-      start_period: 60s
-  main:
-    image: {image}
-    pull_policy: never
-    command: ["sleep", "3600"]
-    init: true
-    stop_grace_period: 1s
-    depends_on:
-      slow:
-        condition: service_healthy
-"#
-    )
 }
 
 #[test]

@@ -265,11 +265,20 @@ impl Docker {
             }))
             .await
             .map_err(|e| self.error("list containers", e))?;
-        let mut out = Vec::with_capacity(summaries.len());
-        for summary in summaries {
-            let Some(id) = summary.id else { continue };
-            if let Some(info) = self.inspect_raw(&id).await? {
-                out.push(container_info(info, summary.status.unwrap_or_default()));
+        // Inspect a few at a time: a resync of a busy host is one list call
+        // and many inspects, each a round trip to the engine.
+        let inspected: Vec<_> = futures_util::stream::iter(summaries.into_iter().filter_map(|s| {
+            let id = s.id?;
+            Some((id, s.status.unwrap_or_default()))
+        }))
+        .map(|(id, status)| async move { (self.inspect_raw(&id).await, status) })
+        .buffered(8)
+        .collect()
+        .await;
+        let mut out = Vec::with_capacity(inspected.len());
+        for (info, status) in inspected {
+            if let Some(info) = info? {
+                out.push(container_info(info, status));
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

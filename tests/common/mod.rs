@@ -773,6 +773,37 @@ services:
     )
 }
 
+/// A project whose `compose up -d` takes ~8 s: `main` waits for `slow` to
+/// turn healthy, which it does only after a while.
+pub fn slow_compose(image: &str) -> String {
+    format!(
+        r#"version: "2.4"
+services:
+  slow:
+    image: {image}
+    pull_policy: never
+    command: ["sh", "-c", "sleep 8; touch /tmp/ready; exec sleep 3600"]
+    init: true
+    stop_grace_period: 1s
+    healthcheck:
+      test: ["CMD", "test", "-f", "/tmp/ready"]
+      interval: 1s
+      timeout: 1s
+      retries: 3
+      start_period: 60s
+  main:
+    image: {image}
+    pull_policy: never
+    command: ["sleep", "3600"]
+    init: true
+    stop_grace_period: 1s
+    depends_on:
+      slow:
+        condition: service_healthy
+"#
+    )
+}
+
 /// A TOML basic string.
 pub fn toml_str(text: &str) -> String {
     let mut out = String::from("\"");
