@@ -228,6 +228,7 @@ async fn print_status(client: &Client, s: &ServiceInfo) -> Result<()> {
         s.name,
         s.host
     );
+    println!("     Compose: {}", s.compose_file);
     println!(
         "     Desired: {} (set by {})",
         s.desired_state, s.desired_source

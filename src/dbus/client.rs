@@ -72,6 +72,7 @@ pub struct ServiceInfo {
     pub restart_count: u64,
     pub cpu_percent: f64,
     pub memory_bytes: u64,
+    pub compose_file: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -264,6 +265,7 @@ impl Client {
             restart_count: prop(&m, "RestartCount")?,
             cpu_percent: prop(&m, "CpuPercent")?,
             memory_bytes: prop(&m, "MemoryBytes")?,
+            compose_file: prop(&m, "ComposeFile")?,
         })
     }
 

@@ -53,6 +53,10 @@ pub(super) fn properties(s: &ServiceStatus) -> HashMap<&'static str, Value<'stat
         ("RestartCount", Value::from(s.restart_count)),
         ("CpuPercent", Value::from(s.cpu_percent)),
         ("MemoryBytes", Value::from(s.memory_bytes)),
+        (
+            "ComposeFile",
+            Value::from(s.compose_file.display().to_string()),
+        ),
     ])
 }
 
@@ -154,6 +158,12 @@ impl Service {
     #[zbus(property)]
     async fn cpu_percent(&self) -> zbus::fdo::Result<f64> {
         Ok(self.status()?.cpu_percent)
+    }
+
+    /// The Compose file the service is deployed from.
+    #[zbus(property)]
+    async fn compose_file(&self) -> zbus::fdo::Result<String> {
+        Ok(self.status()?.compose_file.display().to_string())
     }
 
     #[zbus(property)]
