@@ -7,23 +7,8 @@
 
 use tokio::sync::broadcast;
 
-/// How loud an alert is. Ordered: `Info < Warning < Critical`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-}
+/// How loud an alert is (the config's `min_severity` filters on it).
+pub use crate::config::Severity;
 
 /// Something a person should be told about (the D-Bus `Alert` signal, and
 /// later email, webhooks and desktop notifications).

@@ -4,48 +4,11 @@
 mod common;
 
 use common::{
-    busctl_as, containers, have_bus, have_docker, have_setpriv, stackctl_as, stackctl_json, Bus,
-    Daemon, TestEnv,
+    busctl_as, busctl_error_name, containers, have_bus, have_docker, have_setpriv, stackctl_as,
+    stackctl_json, start_service_call, Bus, Daemon, TestEnv,
 };
 
 const NOBODY: u32 = 65534;
-
-fn start_service(name: &str) -> Vec<&str> {
-    vec![
-        "call",
-        "org.stackd1",
-        "/org/stackd1",
-        "org.stackd1.Manager",
-        "StartService",
-        "s",
-        name,
-    ]
-}
-
-/// `busctl ARGS` as `uid`, which must fail: the D-Bus error name of the
-/// reply, from busctl's debug log (`error-name=...`).
-fn busctl_error_name(uid: u32, bus: &Bus, args: &[&str]) -> Option<String> {
-    let mut cmd = std::process::Command::new("setpriv");
-    cmd.arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={uid}"))
-        .arg("--clear-groups")
-        .env("HOME", "/")
-        .env("SYSTEMD_LOG_LEVEL", "debug")
-        .arg("busctl")
-        .arg(format!("--address={}", bus.address()))
-        .args(args);
-    let out = common::run(&mut cmd, common::COMMAND_TIMEOUT).expect_failure();
-    out.stderr
-        .lines()
-        .filter(|l| l.contains("type=error"))
-        .find_map(|l| {
-            l.split_once("error-name=")?
-                .1
-                .split(' ')
-                .next()
-                .map(str::to_owned)
-        })
-}
 
 #[test]
 fn an_unprivileged_caller_may_read_but_not_start() {
@@ -76,10 +39,10 @@ fn an_unprivileged_caller_may_read_but_not_start() {
     );
 
     // busctl prints only the message; the name shows in its debug log.
-    let out = busctl_as(NOBODY, &bus, &start_service(&web));
+    let out = busctl_as(NOBODY, &bus, &start_service_call(&web));
     assert!(out.stderr.contains("may not"), "{out}");
     assert_eq!(
-        busctl_error_name(NOBODY, &bus, &start_service(&web)).as_deref(),
+        busctl_error_name(Some(NOBODY), &bus, &start_service_call(&web)).as_deref(),
         Some("org.stackd1.Error.AccessDenied")
     );
 

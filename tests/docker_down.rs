@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    busctl, have_bus, have_docker, require, running, stackctl, wait_until, which, Bus, Daemon,
-    TestEnv,
+    busctl, busctl_error_name, have_bus, have_docker, require, running, stackctl,
+    start_service_call, wait_until, which, Bus, Daemon, TestEnv,
 };
 
 fn docker_connected(bus: &Bus) -> String {
@@ -28,39 +28,6 @@ fn docker_connected(bus: &Bus) -> String {
     .stdout
     .trim()
     .to_owned()
-}
-
-fn start_service(name: &str) -> Vec<&str> {
-    vec![
-        "call",
-        "org.stackd1",
-        "/org/stackd1",
-        "org.stackd1.Manager",
-        "StartService",
-        "s",
-        name,
-    ]
-}
-
-/// `busctl ARGS`, which must fail: the D-Bus error name of the reply, from
-/// busctl's debug log (`error-name=...`; without it busctl prints only the
-/// message).
-fn busctl_error_name(bus: &Bus, args: &[&str]) -> Option<String> {
-    let mut cmd = Command::new("busctl");
-    cmd.env("SYSTEMD_LOG_LEVEL", "debug")
-        .arg(format!("--address={}", bus.address()))
-        .args(args);
-    let out = common::run(&mut cmd, common::COMMAND_TIMEOUT).expect_failure();
-    out.stderr
-        .lines()
-        .filter(|l| l.contains("type=error"))
-        .find_map(|l| {
-            l.split_once("error-name=")?
-                .1
-                .split(' ')
-                .next()
-                .map(str::to_owned)
-        })
 }
 
 #[test]
@@ -99,7 +66,7 @@ fn without_docker_the_daemon_answers_and_refuses_to_start() {
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("Docker is unavailable"), "{out}");
     assert_eq!(
-        busctl_error_name(&bus, &start_service(&web)).as_deref(),
+        busctl_error_name(None, &bus, &start_service_call(&web)).as_deref(),
         Some("org.stackd1.Error.DockerUnavailable")
     );
     assert_eq!(running(&web), 0);

@@ -67,13 +67,7 @@ fn main() -> ExitCode {
         };
         return match config::load(&path, &opts) {
             Ok(cfg) => {
-                println!(
-                    "{}: ok ({} services, {} on host {})",
-                    path.display(),
-                    cfg.services.len(),
-                    cfg.local_services().count(),
-                    cfg.host
-                );
+                println!("{}: ok ({})", path.display(), cfg.summary());
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -126,13 +126,7 @@ fn validate(args: &Args, file: Option<std::path::PathBuf>, host: Option<String>)
     };
     match config::load(&path, &opts) {
         Ok(cfg) => {
-            println!(
-                "{}: ok ({} services, {} on host {})",
-                path.display(),
-                cfg.services.len(),
-                cfg.local_services().count(),
-                cfg.host
-            );
+            println!("{}: ok ({})", path.display(), cfg.summary());
             Ok(exit::OK)
         }
         Err(e) => Err(Failed(exit::FAILURE, e.to_string())),

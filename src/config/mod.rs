@@ -148,6 +148,17 @@ impl Config {
             .filter(move |s| s.assigned_to(&self.host))
     }
 
+    /// "12 services, 5 on host nuc": what `--check-config` and
+    /// `stackctl validate` say of a good file.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} services, {} on host {}",
+            self.services.len(),
+            self.local_services().count(),
+            self.host
+        )
+    }
+
     pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
         self.services.get(name)
     }

@@ -1163,6 +1163,48 @@ pub fn busctl(bus: &Bus, args: &[&str]) -> Output {
     run(&mut cmd, COMMAND_TIMEOUT)
 }
 
+/// The arguments of `busctl call` for `Manager.StartService(name)`.
+pub fn start_service_call(name: &str) -> Vec<&str> {
+    vec![
+        "call",
+        "org.stackd1",
+        "/org/stackd1",
+        "org.stackd1.Manager",
+        "StartService",
+        "s",
+        name,
+    ]
+}
+
+/// `busctl ARGS` (as `uid` when given), which must fail: the D-Bus error
+/// name of the reply, read from busctl's debug log (`error-name=...`);
+/// without it busctl prints only the message.
+#[track_caller]
+pub fn busctl_error_name(uid: Option<u32>, bus: &Bus, args: &[&str]) -> Option<String> {
+    let mut cmd = match uid {
+        Some(uid) => {
+            let mut cmd = as_uid(uid);
+            cmd.arg("busctl");
+            cmd
+        }
+        None => Command::new("busctl"),
+    };
+    cmd.env("SYSTEMD_LOG_LEVEL", "debug")
+        .arg(format!("--address={}", bus.address()))
+        .args(args);
+    let out = run(&mut cmd, COMMAND_TIMEOUT).expect_failure();
+    out.stderr
+        .lines()
+        .filter(|l| l.contains("type=error"))
+        .find_map(|l| {
+            l.split_once("error-name=")?
+                .1
+                .split(' ')
+                .next()
+                .map(str::to_owned)
+        })
+}
+
 /// `busctl --address=<bus> ARGS` as `uid`, through `setpriv`.
 #[track_caller]
 pub fn busctl_as(uid: u32, bus: &Bus, args: &[&str]) -> Output {
