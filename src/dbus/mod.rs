@@ -124,16 +124,14 @@ impl Shared {
             .ok()
             .and_then(|t| t.finished_usec)
             .unwrap_or(0);
-        let new = self
-            .tasks
+        self.tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, finished)
-            .is_none();
-        if new {
-            for (_, conn) in self.connections() {
-                self.serve_task(&conn, id).await;
-            }
+            .insert(id, finished);
+        // On every connection, also one that was being set up when the task
+        // was first served: serving an object twice is a no-op.
+        for (_, conn) in self.connections() {
+            self.serve_task(&conn, id).await;
         }
     }
 
@@ -157,16 +155,20 @@ impl Shared {
         }
     }
 
-    /// Everything a new connection needs: manager, services, live tasks.
-    async fn serve_all(&self, conn: &Connection) -> zbus::Result<()> {
-        conn.object_server()
-            .at(
-                path::MANAGER_PATH,
-                manager::Manager {
-                    shared: self.clone(),
-                },
-            )
-            .await?;
+    /// Everything a new connection needs: manager, services, live tasks,
+    /// added to the builder so they answer from the connection's first
+    /// message. (An object server created after the connection is up can
+    /// miss calls that arrived before it: the client would wait forever.)
+    fn serve_all<'b>(
+        &self,
+        builder: zbus::connection::Builder<'b>,
+    ) -> zbus::Result<zbus::connection::Builder<'b>> {
+        let mut builder = builder.serve_at(
+            path::MANAGER_PATH,
+            manager::Manager {
+                shared: self.clone(),
+            },
+        )?;
         let services: Vec<String> = self
             .services
             .lock()
@@ -175,7 +177,13 @@ impl Shared {
             .cloned()
             .collect();
         for name in services {
-            self.serve_service(conn, &name).await;
+            builder = builder.serve_at(
+                path::service_path(&name).into_inner(),
+                service::Service {
+                    shared: self.clone(),
+                    name,
+                },
+            )?;
         }
         let tasks: Vec<u64> = self
             .tasks
@@ -185,9 +193,15 @@ impl Shared {
             .copied()
             .collect();
         for id in tasks {
-            self.serve_task(conn, id).await;
+            builder = builder.serve_at(
+                path::task_path(id).into_inner(),
+                task::Task {
+                    shared: self.clone(),
+                    id,
+                },
+            )?;
         }
-        Ok(())
+        Ok(builder)
     }
 
     /// Add and remove service objects after a reload.
@@ -424,21 +438,16 @@ async fn serve_private(shared: Shared, listener: UnixListener) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let guid = zbus::Guid::generate();
-            let conn = match zbus::connection::Builder::unix_stream(stream)
+            let built = zbus::connection::Builder::unix_stream(stream)
                 .server(guid)
                 .map(|b| b.p2p())
-            {
+                .and_then(|b| shared.serve_all(b));
+            let conn = match built {
                 Ok(b) => b.build().await,
                 Err(e) => Err(e),
             };
             match conn {
-                Ok(conn) => {
-                    if let Err(e) = shared.serve_all(&conn).await {
-                        warn!("private socket: cannot serve objects: {e}");
-                        return;
-                    }
-                    shared.add_connection(conn);
-                }
+                Ok(conn) => shared.add_connection(conn),
                 Err(e) => debug!("private socket: handshake failed: {e}"),
             }
         });
@@ -483,11 +492,11 @@ pub async fn serve(control: Control, user_mode: bool) -> Result<Server, DbusErro
         zbus::connection::Builder::system()
     }
     .map_err(|source| DbusError::Connect { bus, source })?;
-    let conn = builder
+    let conn = shared
+        .serve_all(builder)?
         .build()
         .await
         .map_err(|source| DbusError::Connect { bus, source })?;
-    shared.serve_all(&conn).await?;
     shared.add_connection(conn.clone());
     conn.request_name(BUS_NAME)
         .await
