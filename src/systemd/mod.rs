@@ -14,6 +14,16 @@ pub const MESSAGE_RECOVERED: &str = "db51922c32c845bbafe3cb93a1603fcc";
 pub const MESSAGE_TASK_FAILED: &str = "aad0d99b340044ada5fd61d5957160c1";
 /// Docker stopped answering / answers again.
 pub const MESSAGE_DOCKER_LOST: &str = "9b3153e0e5314871a91af83ce686fe84";
+/// A service's health check failed `retries` times in a row.
+pub const MESSAGE_UNHEALTHY: &str = "838c623d352a474bb2a9b87ebd2bd97c";
+/// stackd stopped restarting a failing service (`max_restarts` in `window`).
+pub const MESSAGE_GAVE_UP: &str = "7e61e01ca82544a1a645ed81386e1499";
+/// A service's CPU or memory use stayed above its threshold for `sustain`.
+pub const MESSAGE_SPIKE_STARTED: &str = "545039ac9d07465299144e24e72c9986";
+/// A resource spike is over.
+pub const MESSAGE_SPIKE_ENDED: &str = "c0e17e8db4294af785dcc95c50b8b188";
+/// A peer host stopped answering on its peer endpoint.
+pub const MESSAGE_PEER_LOST: &str = "62c1d366c95e4eada888bdbeaecdeca3";
 /// A configuration reload was refused; the running configuration stays.
 pub const MESSAGE_RELOAD_FAILED: &str = "c273d99cff4c47a885f38ec5d2c2d975";
 
