@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dbus;
 pub mod engine;
 pub mod events;
+pub mod notify;
 pub mod reconcile;
 pub mod store;
 pub mod systemd;

@@ -1,0 +1,85 @@
+//! The journal channel: one structured log line per alert. Never fails.
+
+use futures_util::future::BoxFuture;
+use tracing::{error, info, warn};
+
+use super::{Channel, ChannelError, Delivery};
+use crate::events::Severity;
+use crate::systemd;
+
+pub(super) struct Journal;
+
+/// The catalogued MESSAGE_ID for an alert kind, if it has one.
+pub fn message_id(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "recovered" | "reconciled" => systemd::MESSAGE_RECOVERED,
+        "task-failed" => systemd::MESSAGE_TASK_FAILED,
+        "docker-lost" | "docker-back" => systemd::MESSAGE_DOCKER_LOST,
+        "unhealthy" => systemd::MESSAGE_UNHEALTHY,
+        "gave-up" => systemd::MESSAGE_GAVE_UP,
+        "spike-started" => systemd::MESSAGE_SPIKE_STARTED,
+        "spike-ended" => systemd::MESSAGE_SPIKE_ENDED,
+        "peer-lost" => systemd::MESSAGE_PEER_LOST,
+        _ => return None,
+    })
+}
+
+macro_rules! log_alert {
+    ($level:ident, $a:expr, $id:expr) => {
+        $level!(
+            message_id = $id,
+            stackd_service = $a.alert.service.as_str(),
+            stackd_host = $a.alert.host.as_str(),
+            stackd_alert = $a.alert.kind.as_str(),
+            stackd_delivery = $a.id.as_str(),
+            "{}{}{}",
+            super::title(&$a.alert),
+            if $a.alert.body.is_empty() { "" } else { ": " },
+            $a.alert.body
+        )
+    };
+}
+
+impl Channel for Journal {
+    fn name(&self) -> &str {
+        super::JOURNAL
+    }
+
+    fn send<'a>(&'a self, d: &'a Delivery) -> BoxFuture<'a, Result<(), ChannelError>> {
+        let id = message_id(&d.alert.kind);
+        match d.alert.severity {
+            Severity::Critical => log_alert!(error, d, id),
+            Severity::Warning => log_alert!(warn, d, id),
+            Severity::Info => log_alert!(info, d, id),
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_map_to_catalogued_ids() {
+        let catalog = include_str!("../../systemd/stackd.catalog");
+        for kind in [
+            "recovered",
+            "task-failed",
+            "docker-lost",
+            "unhealthy",
+            "gave-up",
+            "spike-started",
+            "spike-ended",
+            "peer-lost",
+        ] {
+            let id = message_id(kind).unwrap_or_else(|| panic!("{kind} has no MESSAGE_ID"));
+            assert_eq!(id.len(), 32);
+            assert!(
+                catalog.contains(&format!("-- {id}\n")),
+                "{kind}: {id} is not in systemd/stackd.catalog"
+            );
+        }
+        assert_eq!(message_id("test"), None);
+    }
+}

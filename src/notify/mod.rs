@@ -1,0 +1,533 @@
+//! Notifications: every [`Alert`] on the event bus goes through one
+//! [`router`] (filters, de-duplication, rate limit) into the store's durable
+//! outbox, and one outbox worker delivers each item to its channel, at least
+//! once, retrying with exponential back-off across daemon restarts.
+//!
+//! Channels: `journal` (always), `email` (`[notify.email]`, SMTP through
+//! lettre) and `webhook.NAME` (`[notify.webhook.NAME]`: JSON, ntfy, Slack or
+//! Discord over HTTP(S)). Desktop notifications are not a channel here: the
+//! D-Bus adapter already turns every `Event::Alert` into the `Alert` signal,
+//! which `stackctl notify-agent` shows.
+//!
+//! Every delivery carries a stable id derived from the host, the channel and
+//! the alert ([`delivery_id`]): the same across retries and restarts, so a
+//! receiver can drop the duplicates at-least-once delivery may produce. Email
+//! carries it in `Message-ID`, webhooks in `X-Stackd-Delivery`.
+//!
+//! Architecture invariant: only this module knows lettre and the HTTP client
+//! it posts webhooks with.
+
+mod email;
+mod journal;
+pub mod router;
+mod webhook;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::config::{self, ChannelFilter, NotifyConfig};
+use crate::events::{Alert, Event, EventSender, Severity};
+use crate::store::{now_usec, Store};
+
+pub use router::{Limits, Route, Routed, Router, SUPPRESSED_KIND};
+pub use worker::Backoff;
+
+/// The journal channel's name.
+pub const JOURNAL: &str = "journal";
+/// The email channel's name.
+pub const EMAIL: &str = "email";
+/// A webhook channel's name is this prefix and the `[notify.webhook.NAME]` name.
+pub const WEBHOOK_PREFIX: &str = "webhook.";
+
+/// How long one delivery may take before it counts as failed.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a channel could not deliver. Every error is retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// Something on this host is wrong: a file cannot be read, an address
+    /// does not parse. Fix the config or the file.
+    #[error("{0}")]
+    Setup(String),
+    /// The server could not be reached or the connection broke.
+    #[error("{0}")]
+    Transport(String),
+    /// The server answered and refused.
+    #[error("{0}")]
+    Rejected(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// One alert on its way to one channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Stable across retries and restarts: see [`delivery_id`].
+    pub id: String,
+    pub alert: Alert,
+}
+
+/// A way to tell somebody. `send` delivers one alert or says why not.
+pub trait Channel: Send + Sync {
+    fn name(&self) -> &str;
+    fn send<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), ChannelError>>;
+}
+
+/// The channels `config` names, journal first, with what each accepts.
+/// The journal takes every alert, info and up, whatever `min_severity` says:
+/// it is the log.
+pub fn channels(config: &NotifyConfig, host: &str) -> Vec<(Route, Arc<dyn Channel>)> {
+    let mut out: Vec<(Route, Arc<dyn Channel>)> = vec![(
+        Route {
+            channel: JOURNAL.to_string(),
+            filter: ChannelFilter {
+                min_severity: config::Severity::Info,
+                services: Vec::new(),
+                kinds: Vec::new(),
+            },
+        },
+        Arc::new(journal::Journal),
+    )];
+    if let Some(e) = &config.email {
+        out.push((
+            Route {
+                channel: EMAIL.to_string(),
+                filter: e.filter.clone(),
+            },
+            Arc::new(email::Email::new(e.clone(), host.to_string())),
+        ));
+    }
+    for (name, w) in &config.webhooks {
+        let channel = format!("{WEBHOOK_PREFIX}{name}");
+        out.push((
+            Route {
+                channel: channel.clone(),
+                filter: w.filter.clone(),
+            },
+            Arc::new(webhook::Webhook::new(channel, w.clone())),
+        ));
+    }
+    out
+}
+
+/// Tuning for [`spawn_with`]; [`spawn`] takes the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Options {
+    pub limits: Limits,
+    pub backoff: Backoff,
+}
+
+/// The running router and worker. Dropping it stops both at once (what a
+/// crash does: undelivered items stay in the outbox for the next start);
+/// [`NotifyHandle::shutdown`] lets a delivery in flight finish first.
+pub struct NotifyHandle {
+    config: NotifyConfig,
+    host: String,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for NotifyHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifyHandle")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NotifyHandle {
+    /// Stops routing and waits (at most [`SEND_TIMEOUT`]) for the worker to
+    /// finish the delivery it is in.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        for t in std::mem::take(&mut self.tasks) {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(SEND_TIMEOUT, t).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+
+    /// `stackctl notify test [CHANNEL]`: see [`test`].
+    pub async fn test(&self, channel: Option<&str>) -> Vec<(String, Result<(), String>)> {
+        test(&self.config, &self.host, channel).await
+    }
+}
+
+impl Drop for NotifyHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Subscribes to `events` (before it returns, so no alert sent after it is
+/// missed) and runs the router and the outbox worker on the current tokio
+/// runtime. Items left in the outbox by an earlier run are delivered too.
+pub fn spawn(
+    config: &NotifyConfig,
+    host: String,
+    store: Arc<Store>,
+    events: EventSender,
+) -> NotifyHandle {
+    spawn_with(config, host, store, events, Options::default())
+}
+
+/// [`spawn`] with other limits and back-off (tests use short ones).
+pub fn spawn_with(
+    config: &NotifyConfig,
+    host: String,
+    store: Arc<Store>,
+    events: EventSender,
+    opts: Options,
+) -> NotifyHandle {
+    let rx = events.subscribe();
+    let cancel = CancellationToken::new();
+    let wake = Arc::new(Notify::new());
+    let mut routes = Vec::new();
+    let mut by_name = BTreeMap::new();
+    for (route, channel) in channels(config, &host) {
+        by_name.insert(route.channel.clone(), channel);
+        routes.push(route);
+    }
+    let router = Router::new(routes, opts.limits, host.clone(), now_usec());
+    let tasks = vec![
+        tokio::spawn(route_loop(
+            router,
+            rx,
+            store.clone(),
+            wake.clone(),
+            cancel.clone(),
+        )),
+        tokio::spawn(worker::run(
+            store,
+            by_name,
+            host.clone(),
+            opts.backoff,
+            wake,
+            cancel.clone(),
+        )),
+    ];
+    NotifyHandle {
+        config: config.clone(),
+        host,
+        cancel,
+        tasks,
+    }
+}
+
+/// Alerts from the bus → router → outbox; wakes the worker after a push.
+async fn route_loop(
+    mut router: Router,
+    mut rx: tokio::sync::broadcast::Receiver<Event>,
+    store: Arc<Store>,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(router.limits().refill_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let routed = tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => router.flush(now_usec()),
+            ev = rx.recv() => match ev {
+                Ok(Event::Alert(alert)) => router.route(&alert, now_usec()),
+                Ok(_) => continue,
+                Err(RecvError::Lagged(n)) => {
+                    warn!("the notification router missed {n} events (the bus overflowed); \
+                           some alerts were not sent");
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            },
+        };
+        let mut pushed = false;
+        for r in routed {
+            match store.outbox_push(&r.channel, &r.dedup_key, &payload(&r.alert)) {
+                Ok(_) => pushed = true,
+                Err(e) => warn!(
+                    stackd_service = %r.alert.service,
+                    "cannot queue the {} alert for {}: {e}", r.alert.kind, r.channel
+                ),
+            }
+        }
+        if pushed {
+            wake.notify_one();
+        }
+    }
+}
+
+/// Sends a test alert through `channel` (every configured channel when
+/// `None`) directly, bypassing router and outbox, and says for each what
+/// happened. An unknown channel name is reported as an error for it.
+pub async fn test(
+    config: &NotifyConfig,
+    host: &str,
+    channel: Option<&str>,
+) -> Vec<(String, Result<(), String>)> {
+    let all = channels(config, host);
+    let picked: Vec<_> = all
+        .iter()
+        .filter(|(r, _)| channel.map_or(true, |c| r.channel == c))
+        .collect();
+    if picked.is_empty() {
+        let known: Vec<&str> = all.iter().map(|(r, _)| r.channel.as_str()).collect();
+        return vec![(
+            channel.unwrap_or_default().to_string(),
+            Err(format!(
+                "no such notification channel; configured: {}",
+                known.join(", ")
+            )),
+        )];
+    }
+    let usec = now_usec();
+    let alert = Alert {
+        severity: Severity::Info,
+        kind: "test".to_string(),
+        host: host.to_string(),
+        service: String::new(),
+        summary: "test notification".to_string(),
+        body: format!(
+            "stackd on {host} sent this at {} to check that notifications reach you.",
+            rfc3339(usec)
+        ),
+        usec,
+    };
+    let mut out = Vec::new();
+    for (route, ch) in picked {
+        let d = Delivery {
+            id: delivery_id(host, &route.channel, &format!("test:{usec}")),
+            alert: alert.clone(),
+        };
+        let result = send(ch.as_ref(), &d).await.map_err(|e| e.to_string());
+        out.push((route.channel.clone(), result));
+    }
+    out
+}
+
+/// `channel.send` with [`SEND_TIMEOUT`].
+async fn send(channel: &dyn Channel, d: &Delivery) -> Result<(), ChannelError> {
+    tokio::time::timeout(SEND_TIMEOUT, channel.send(d))
+        .await
+        .map_err(|_| ChannelError::Timeout(SEND_TIMEOUT))?
+}
+
+/// The stable delivery id: 32 hex digits of SHA-256 over host, channel and
+/// the alert's dedup key.
+pub fn delivery_id(host: &str, channel: &str, dedup_key: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [host, channel, dedup_key] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex(&h.finalize()[..16])
+}
+
+/// The alert as JSON, as the outbox stores it and the JSON webhook posts it.
+pub fn alert_json(alert: &Alert) -> serde_json::Value {
+    serde_json::json!({
+        "severity": alert.severity.as_str(),
+        "kind": alert.kind,
+        "host": alert.host,
+        "service": alert.service,
+        "summary": alert.summary,
+        "body": alert.body,
+        "usec": alert.usec,
+        "time": rfc3339(alert.usec),
+    })
+}
+
+/// An outbox payload: `{"alert": {...}}`.
+pub fn payload(alert: &Alert) -> serde_json::Value {
+    serde_json::json!({ "alert": alert_json(alert) })
+}
+
+/// The alert in an outbox payload, `None` if it is not one.
+pub fn alert_from_payload(payload: &serde_json::Value) -> Option<Alert> {
+    let a = payload.get("alert")?;
+    let s = |k: &str| a.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    Some(Alert {
+        severity: match a.get("severity")?.as_str()? {
+            "info" => Severity::Info,
+            "warning" => Severity::Warning,
+            "critical" => Severity::Critical,
+            _ => return None,
+        },
+        kind: s("kind")?,
+        host: s("host")?,
+        service: s("service").unwrap_or_default(),
+        summary: s("summary").unwrap_or_default(),
+        body: s("body").unwrap_or_default(),
+        usec: a.get("usec")?.as_u64()?,
+    })
+}
+
+/// "[stackd] nuc: web probe failed" (the host alone for host-wide alerts).
+pub fn title(alert: &Alert) -> String {
+    if alert.service.is_empty() {
+        format!("[stackd] {}: {}", alert.host, alert.summary)
+    } else {
+        format!(
+            "[stackd] {}: {} {}",
+            alert.host, alert.service, alert.summary
+        )
+    }
+}
+
+/// A plain-text account of the alert: host, service, what, when, then the body.
+pub fn text(alert: &Alert) -> String {
+    let service = if alert.service.is_empty() {
+        "(the host as a whole)"
+    } else {
+        alert.service.as_str()
+    };
+    let mut t = format!(
+        "Host:     {}\nService:  {service}\nWhat:     {} ({}, {})\nWhen:     {}\n",
+        alert.host,
+        alert.summary,
+        alert.kind,
+        alert.severity.as_str(),
+        rfc3339(alert.usec)
+    );
+    if !alert.body.is_empty() {
+        t.push('\n');
+        t.push_str(&alert.body);
+        t.push('\n');
+    }
+    t
+}
+
+/// Microseconds since the epoch as RFC 3339 UTC, whole seconds:
+/// "2026-11-25T17:02:03Z".
+pub fn rfc3339(usec: u64) -> String {
+    let secs = i64::try_from(usec / 1_000_000).unwrap_or(i64::MAX);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Reads a secret file at send time: its text without the trailing line
+/// end (files written by `echo` have one).
+fn read_secret(path: &std::path::Path, what: &str) -> Result<String, ChannelError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ChannelError::Setup(format!(
+            "cannot read the {what} from {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert() -> Alert {
+        Alert {
+            severity: Severity::Warning,
+            kind: "unhealthy".into(),
+            host: "nuc".into(),
+            service: "web".into(),
+            summary: "probe failed".into(),
+            body: "GET / answered 503".into(),
+            usec: 1_700_000_000_123_456,
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        let cases = [
+            (0, "1970-01-01T00:00:00Z"),
+            (1_700_000_000_123_456, "2023-11-14T22:13:20Z"),
+            (951_782_400_000_000, "2000-02-29T00:00:00Z"),
+            (4_102_444_799_000_000, "2099-12-31T23:59:59Z"),
+        ];
+        for (usec, want) in cases {
+            assert_eq!(rfc3339(usec), want);
+        }
+    }
+
+    #[test]
+    fn payload_round_trips() {
+        let a = alert();
+        assert_eq!(alert_from_payload(&payload(&a)), Some(a.clone()));
+        let mut host_wide = a;
+        host_wide.service.clear();
+        host_wide.severity = Severity::Critical;
+        assert_eq!(
+            alert_from_payload(&payload(&host_wide)),
+            Some(host_wide.clone())
+        );
+        assert_eq!(alert_from_payload(&serde_json::json!({"x": 1})), None);
+    }
+
+    #[test]
+    fn titles_and_text_name_host_service_what_and_when() {
+        let a = alert();
+        assert_eq!(title(&a), "[stackd] nuc: web probe failed");
+        let t = text(&a);
+        for part in [
+            "Host:     nuc",
+            "Service:  web",
+            "probe failed (unhealthy, warning)",
+            "2023-11-14T22:13:20Z",
+            "GET / answered 503",
+        ] {
+            assert!(t.contains(part), "{part:?} in {t}");
+        }
+        let mut h = a;
+        h.service.clear();
+        assert_eq!(title(&h), "[stackd] nuc: probe failed");
+    }
+
+    #[test]
+    fn delivery_ids_are_stable_per_channel() {
+        let id = delivery_id("nuc", "email", "alert:1:ab");
+        assert_eq!(id, delivery_id("nuc", "email", "alert:1:ab"));
+        assert_eq!(id.len(), 32);
+        assert_ne!(id, delivery_id("nuc", "webhook.ops", "alert:1:ab"));
+        assert_ne!(id, delivery_id("hp", "email", "alert:1:ab"));
+    }
+}
