@@ -4,11 +4,11 @@
 //! the daemon and stackctl wiring is tested where it is added.
 
 mod common;
+#[path = "common/smtp.rs"]
+mod smtp;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,94 +28,12 @@ const HOST: &str = "testhost";
 
 /// aiosmtpd importable by python3, or skip (fail under CI).
 fn have_aiosmtpd() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import aiosmtpd"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let ok = smtp::have_aiosmtpd();
     common::require(
         "python3 with aiosmtpd",
         ok,
         "apt-get install python3-pip && python3 -m pip install aiosmtpd (or bash .ci/run --setup-only)",
     )
-}
-
-/// A port nothing listens on (yet).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The SMTP server: every accepted message is a file in `dir`.
-struct SmtpSink {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl SmtpSink {
-    fn start(port: u16, dir: &Path) -> SmtpSink {
-        std::fs::create_dir_all(dir).unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/smtp_sink.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start python3 tests/helpers/smtp_sink.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "READY", "the SMTP sink did not start");
-        SmtpSink {
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// The messages received so far, in order.
-    fn messages(&self) -> Vec<String> {
-        let mut names: Vec<_> = std::fs::read_dir(&self.dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-            .collect();
-        names.sort();
-        names
-            .iter()
-            .map(|p| std::fs::read_to_string(p).unwrap())
-            .collect()
-    }
-
-    async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let m = self.messages();
-            if m.len() >= n {
-                return m;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {n} messages, have {}",
-                m.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn filter(min: Severity) -> ChannelFilter {
@@ -176,8 +94,8 @@ async fn an_alert_arrives_as_email_naming_host_service_what_and_when() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let sink = SmtpSink::start(port, &tmp.path().join("mail"));
+    let port = smtp::free_port();
+    let sink = smtp::SmtpSink::start(port, &tmp.path().join("mail"));
     let store = Arc::new(Store::open(&tmp.path().join("state")).unwrap());
     let bus = events::channel();
     let handle = notify::spawn(&email_config(port), HOST.into(), store.clone(), bus.clone());
@@ -230,7 +148,7 @@ async fn smtp_down_the_alert_waits_in_the_outbox_and_a_restarted_worker_sends_it
     }
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
-    let port = free_port(); // nothing listens there yet
+    let port = smtp::free_port(); // nothing listens there yet
     let config = email_config(port);
     let a = alert("gave-up", "db", "restarted 5 times in 10min; giving up");
 
@@ -261,7 +179,7 @@ async fn smtp_down_the_alert_waits_in_the_outbox_and_a_restarted_worker_sends_it
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let sink = SmtpSink::start(port, &tmp.path().join("mail"));
+    let sink = smtp::SmtpSink::start(port, &tmp.path().join("mail"));
     // A new daemon: the store reopened from the same directory, a new bus
     // on which nothing is sent.
     let store = Arc::new(Store::open(&state).unwrap());
@@ -437,8 +355,8 @@ async fn notify_test_sends_through_the_real_channels_and_reports() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let sink = SmtpSink::start(port, &tmp.path().join("mail"));
+    let port = smtp::free_port();
+    let sink = smtp::SmtpSink::start(port, &tmp.path().join("mail"));
     let (hook_port, seen) = http_listener(vec![404]).await;
     let mut config = email_config(port);
     config.webhooks.insert(
