@@ -428,6 +428,13 @@ impl Control {
         line
     }
 
+    /// Send a test message through a notification channel (all of them
+    /// when `None`), bypassing the outbox, and say what happened.
+    pub async fn notify_test(&self, channel: Option<&str>) -> Vec<(String, Result<(), String>)> {
+        let cfg = self.config();
+        crate::notify::test(&cfg.notify, &cfg.host, channel).await
+    }
+
     /// Store an event and publish it as an alert.
     pub fn alert(&self, severity: Severity, kind: &str, service: &str, summary: &str, body: &str) {
         self.shared.alert(
@@ -947,6 +954,25 @@ struct ComposeRunner {
 
 impl Runner for ComposeRunner {
     fn run(&self, task: TaskRecord, log: Log, cancel: CancellationToken) -> RunFuture {
-        Box::pin(self.shared.clone().run_task(task, log, cancel))
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let outcome = shared.clone().run_task(task.clone(), log, cancel).await;
+            // A failed service task is an event people are told about; a
+            // reconcile says what failed in its own summary, and a cancel
+            // was somebody's wish.
+            if let Err(f) = &outcome {
+                if f.result != "canceled" && task.kind != TaskKind::Reconcile.as_str() {
+                    shared.alert(
+                        Severity::Warning,
+                        "task-failed",
+                        &task.service,
+                        &format!("{} {} (task {})", task.kind, f.result, task.id),
+                        &f.message,
+                        serde_json::json!({ "task": task.id, "kind": task.kind, "result": f.result }),
+                    );
+                }
+            }
+            outcome
+        })
     }
 }

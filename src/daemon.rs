@@ -18,6 +18,7 @@ use crate::config::{self, ConfigError, LoadOptions};
 use crate::control::{Control, SystemState};
 use crate::dbus::{self, DbusError};
 use crate::events::{self, Event};
+use crate::notify::{self, NotifyHandle};
 use crate::store::{DesiredState, Store, StoreError};
 use crate::systemd;
 use crate::tasks::TaskKind;
@@ -106,6 +107,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         let control = control.clone();
         async move { control.detect_compose().await }
     });
+    // Before anything can raise an alert (the start-up reconcile does).
+    let (stop_notify, notify_stopped) = tokio::sync::oneshot::channel();
+    let notifier = tokio::spawn(notifier(control.clone(), notify_stopped));
     let server = dbus::serve(control.clone(), opts.user_mode).await?;
     systemd::ready("starting");
     info!("ready; bus name org.stackd1 held");
@@ -163,6 +167,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     if left > 0 {
         warn!("{left} tasks were still running after {SHUTDOWN_GRACE:?}; they will be marked interrupted at the next start");
     }
+    // Alerts of the last tasks are in the outbox now; let a delivery in
+    // flight finish. Undelivered ones wait there for the next start.
+    let _ = stop_notify.send(());
+    let _ = notifier.await;
     status.abort();
     if let Some(w) = watchdog {
         w.abort();
@@ -189,6 +197,39 @@ fn redo_interrupted_starts(control: &Control, names: &std::collections::BTreeSet
             warn!(stackd_service = %name, "cannot redo the interrupted start: {e}");
         }
     }
+}
+
+/// Run the notification router and outbox worker; start them again with the
+/// new channels when a reload changed `[notify]`.
+async fn notifier(control: Control, mut stop: tokio::sync::oneshot::Receiver<()>) {
+    let start = |control: &Control| -> NotifyHandle {
+        let cfg = control.config();
+        notify::spawn(
+            &cfg.notify,
+            cfg.host.clone(),
+            control.store().clone(),
+            control.events().clone(),
+        )
+    };
+    let mut current = control.config().notify.clone();
+    let mut handle = start(&control);
+    let mut rx = control.events().subscribe();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            ev = rx.recv() => match ev {
+                Ok(Event::ServicesReloaded) if control.config().notify != current => {
+                    handle.shutdown().await;
+                    current = control.config().notify.clone();
+                    handle = start(&control);
+                    info!("notification channels reconfigured");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                _ => {}
+            },
+        }
+    }
+    handle.shutdown().await;
 }
 
 /// Keep systemd's STATUS= line current, at most once a second.

@@ -101,6 +101,11 @@ pub enum Command {
     Apply,
     /// Reload the configuration; a bad file keeps the running one.
     Reload,
+    /// Notifications.
+    Notify {
+        #[command(subcommand)]
+        action: NotifyAction,
+    },
     /// Check a configuration file without asking the daemon.
     Validate {
         /// [default: /etc/stackd/stackd.toml, or the user config with --user]
@@ -109,6 +114,13 @@ pub enum Command {
         #[arg(long)]
         host: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NotifyAction {
+    /// Send a test message through the real channel (all channels when none
+    /// is named: journal, email, webhook.NAME) and report what happened.
+    Test { channel: Option<String> },
 }
 
 pub fn command() -> clap::Command {

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::config;
 use crate::dbus::client::{Client, ClientError, ServiceInfo, Target, TaskInfo};
-pub use args::{command, Args, Command, Output};
+pub use args::{command, Args, Command, NotifyAction, Output};
 
 /// Exit codes, following systemctl and the LSB.
 pub mod exit {
@@ -107,6 +107,9 @@ async fn run(args: &Args) -> Result<u8> {
             client.reload().await?;
             Ok(exit::OK)
         }
+        Command::Notify {
+            action: NotifyAction::Test { channel },
+        } => notify_test(&client, channel.as_deref(), json).await,
         Command::Validate { .. } => unreachable!("handled above"),
     }
 }
@@ -462,6 +465,37 @@ async fn task(client: &Client, id: u64, json: bool) -> Result<u8> {
         println!("{l}");
     }
     Ok(exit::OK)
+}
+
+async fn notify_test(client: &Client, channel: Option<&str>, json: bool) -> Result<u8> {
+    let results = client.test_notify(channel).await?;
+    let failed = results.iter().any(|(_, ok, _)| !ok);
+    if json {
+        #[derive(Serialize)]
+        struct Row<'a> {
+            channel: &'a str,
+            delivered: bool,
+            error: &'a str,
+        }
+        let rows: Vec<Row<'_>> = results
+            .iter()
+            .map(|(c, ok, e)| Row {
+                channel: c,
+                delivered: *ok,
+                error: e,
+            })
+            .collect();
+        print_json(&rows)?;
+    } else {
+        for (name, ok, error) in &results {
+            if *ok {
+                println!("{name}: delivered");
+            } else {
+                println!("{name}: FAILED: {error}");
+            }
+        }
+    }
+    Ok(if failed { exit::FAILURE } else { exit::OK })
 }
 
 async fn logs(client: &Client, name: &str, lines: u32, follow: bool) -> Result<u8> {

@@ -331,6 +331,17 @@ impl Client {
             .await
     }
 
+    /// (channel, delivered, error) for each channel tried.
+    pub async fn test_notify(&self, channel: Option<&str>) -> Result<Vec<(String, bool, String)>> {
+        self.call(
+            MANAGER_PATH,
+            MANAGER,
+            "TestNotify",
+            &(channel.unwrap_or(""),),
+        )
+        .await
+    }
+
     pub async fn cancel(&self, id: u64) -> Result<()> {
         self.call(MANAGER_PATH, MANAGER, "CancelTask", &(id,)).await
     }

@@ -215,6 +215,29 @@ impl Manager {
         super::logs::pipe(stream).map_err(|e| Error::Failed(format!("cannot open a pipe: {e}")))
     }
 
+    /// Send a test message through a notification channel ("" for all),
+    /// bypassing the outbox: (channel, delivered, error) for each.
+    async fn test_notify(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        channel: &str,
+    ) -> Result<Vec<(String, bool, String)>> {
+        self.shared.policy.check(conn, &header).await?;
+        let channel = (!channel.is_empty()).then_some(channel);
+        Ok(self
+            .shared
+            .control
+            .notify_test(channel)
+            .await
+            .into_iter()
+            .map(|(name, r)| match r {
+                Ok(()) => (name, true, String::new()),
+                Err(e) => (name, false, e),
+            })
+            .collect())
+    }
+
     #[zbus(property)]
     async fn version(&self) -> String {
         self.shared.control.manager().version.to_string()
