@@ -1,0 +1,359 @@
+//! The dependency graph over configured services: start order in waves,
+//! stop order, who depends on a service, what conflicts with it.
+//!
+//! Architecture invariant: everything here is pure: no I/O, no clock. The
+//! config already rejects dependency cycles; the graph still never loops on
+//! one (it breaks a cycle at its lowest `(start_order, name)` member).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::ServiceConfig;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DepsError {
+    #[error("no such service in the dependency graph: {0:?}")]
+    NoSuchService(String),
+}
+
+/// One service as the graph sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    pub depends_on: Vec<String>,
+    pub conflicts: Vec<String>,
+    pub start_order: i64,
+}
+
+impl From<&ServiceConfig> for Node {
+    fn from(s: &ServiceConfig) -> Node {
+        Node {
+            name: s.name.clone(),
+            depends_on: s.depends_on.clone(),
+            conflicts: s.conflicts.clone(),
+            start_order: s.start_order,
+        }
+    }
+}
+
+/// The graph. Dependencies on services that are not in it (another host's,
+/// say) hold nothing back; conflicts are symmetric.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Graph {
+    nodes: BTreeMap<String, Node>,
+}
+
+impl Graph {
+    pub fn new(nodes: impl IntoIterator<Item = Node>) -> Graph {
+        Graph {
+            nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
+        }
+    }
+
+    /// A graph over the given services (e.g. `config.local_services()`).
+    pub fn from_services<'a>(services: impl IntoIterator<Item = &'a ServiceConfig>) -> Graph {
+        Graph::new(services.into_iter().map(Node::from))
+    }
+
+    pub fn contains(&self, service: &str) -> bool {
+        self.nodes.contains_key(service)
+    }
+
+    /// Every service in start waves: a wave holds services whose
+    /// dependencies all sit in earlier waves; inside a wave, sorted by
+    /// `(start_order, name)`.
+    pub fn start_waves(&self) -> Vec<Vec<String>> {
+        let all: BTreeSet<&str> = self.nodes.keys().map(String::as_str).collect();
+        self.waves_of(&all)
+    }
+
+    /// Stop waves: the start waves reversed, each wave in reverse order, so
+    /// dependents stop before what they depend on.
+    pub fn stop_waves(&self) -> Vec<Vec<String>> {
+        let mut waves = self.start_waves();
+        waves.reverse();
+        for w in &mut waves {
+            w.reverse();
+        }
+        waves
+    }
+
+    /// Start waves for `service` and everything it needs, transitively.
+    pub fn start_waves_with_dependencies(
+        &self,
+        service: &str,
+    ) -> Result<Vec<Vec<String>>, DepsError> {
+        let needed = self.closure(service, |n| {
+            n.depends_on.iter().map(String::as_str).collect::<Vec<_>>()
+        })?;
+        Ok(self.waves_of(&needed))
+    }
+
+    /// Services in `running` that depend on `service`, directly or through
+    /// others: stopping `service` would pull the ground from under them.
+    /// Sorted by name; empty for an unknown service.
+    pub fn dependents_running(&self, service: &str, running: &BTreeSet<String>) -> Vec<String> {
+        let Ok(dependents) = self.closure(service, |n| self.direct_dependents(&n.name)) else {
+            return Vec::new();
+        };
+        dependents
+            .into_iter()
+            .filter(|d| *d != service && running.contains(*d))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Services in `running` that conflict with `service` (named in either
+    /// one's `conflicts`). Sorted by name; `service` itself never counts.
+    pub fn conflicting_running(&self, service: &str, running: &BTreeSet<String>) -> Vec<String> {
+        let mut out: BTreeSet<&str> = BTreeSet::new();
+        if let Some(n) = self.nodes.get(service) {
+            out.extend(n.conflicts.iter().map(String::as_str));
+        }
+        for n in self.nodes.values() {
+            if n.conflicts.iter().any(|c| c == service) {
+                out.insert(&n.name);
+            }
+        }
+        out.into_iter()
+            .filter(|c| *c != service && running.contains(*c))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn direct_dependents(&self, service: &str) -> Vec<&str> {
+        self.nodes
+            .values()
+            .filter(|n| n.depends_on.iter().any(|d| d == service))
+            .map(|n| n.name.as_str())
+            .collect()
+    }
+
+    /// `service` and everything reachable through `next`, within the graph.
+    fn closure<'a, F>(&'a self, service: &str, next: F) -> Result<BTreeSet<&'a str>, DepsError>
+    where
+        F: Fn(&'a Node) -> Vec<&'a str>,
+    {
+        let (start, _) = self
+            .nodes
+            .get_key_value(service)
+            .ok_or_else(|| DepsError::NoSuchService(service.to_string()))?;
+        let mut seen: BTreeSet<&str> = BTreeSet::from([start.as_str()]);
+        let mut todo = vec![start.as_str()];
+        while let Some(name) = todo.pop() {
+            let Some(node) = self.nodes.get(name) else {
+                continue;
+            };
+            for m in next(node) {
+                if self.nodes.contains_key(m) && seen.insert(m) {
+                    todo.push(m);
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    fn order_key<'a>(&'a self, name: &'a str) -> (i64, &'a str) {
+        (self.nodes.get(name).map_or(0, |n| n.start_order), name)
+    }
+
+    /// Waves over `members`; a dependency outside `members` holds nothing back.
+    fn waves_of(&self, members: &BTreeSet<&str>) -> Vec<Vec<String>> {
+        let mut placed: BTreeSet<&str> = BTreeSet::new();
+        let mut remaining: Vec<&str> = members.iter().copied().collect();
+        let mut waves = Vec::new();
+        while !remaining.is_empty() {
+            let mut ready: Vec<&str> = remaining
+                .iter()
+                .copied()
+                .filter(|name| {
+                    self.nodes.get(*name).map_or(true, |n| {
+                        n.depends_on
+                            .iter()
+                            .all(|d| !members.contains(d.as_str()) || placed.contains(d.as_str()))
+                    })
+                })
+                .collect();
+            if ready.is_empty() {
+                // A cycle: break it at its first member instead of looping.
+                let first = remaining
+                    .iter()
+                    .copied()
+                    .min_by(|a, b| self.order_key(a).cmp(&self.order_key(b)))
+                    .expect("remaining is not empty");
+                ready.push(first);
+            }
+            ready.sort_by(|a, b| self.order_key(a).cmp(&self.order_key(b)));
+            placed.extend(ready.iter().copied());
+            remaining.retain(|n| !placed.contains(n));
+            waves.push(ready.into_iter().map(str::to_string).collect());
+        }
+        waves
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, deps: &[&str], conflicts: &[&str], order: i64) -> Node {
+        Node {
+            name: name.into(),
+            depends_on: deps.iter().map(|s| s.to_string()).collect(),
+            conflicts: conflicts.iter().map(|s| s.to_string()).collect(),
+            start_order: order,
+        }
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    type Waves = Vec<Vec<&'static str>>;
+
+    #[test]
+    fn start_waves_table() {
+        let cases: Vec<(&str, Vec<Node>, Waves)> = vec![
+            ("empty", vec![], vec![]),
+            (
+                "independent services: one wave, by start_order then name",
+                vec![
+                    node("b", &[], &[], 0),
+                    node("a", &[], &[], 5),
+                    node("c", &[], &[], -1),
+                ],
+                vec![vec!["c", "b", "a"]],
+            ),
+            (
+                "chain",
+                vec![
+                    node("web", &["app"], &[], 0),
+                    node("app", &["db"], &[], 0),
+                    node("db", &[], &[], 0),
+                ],
+                vec![vec!["db"], vec!["app"], vec!["web"]],
+            ),
+            (
+                "diamond",
+                vec![
+                    node("top", &["l", "r"], &[], 0),
+                    node("l", &["base"], &[], 2),
+                    node("r", &["base"], &[], 1),
+                    node("base", &[], &[], 0),
+                ],
+                vec![vec!["base"], vec!["r", "l"], vec!["top"]],
+            ),
+            (
+                "dependency on a service outside the graph holds nothing back",
+                vec![node("app", &["elsewhere"], &[], 0)],
+                vec![vec!["app"]],
+            ),
+            (
+                "a cycle is broken, never looped on",
+                vec![
+                    node("a", &["b"], &[], 0),
+                    node("b", &["a"], &[], 0),
+                    node("c", &["a"], &[], 0),
+                ],
+                vec![vec!["a"], vec!["b", "c"]],
+            ),
+            (
+                "self-dependency",
+                vec![node("a", &["a"], &[], 0)],
+                vec![vec!["a"]],
+            ),
+        ];
+        for (what, nodes, want) in cases {
+            let g = Graph::new(nodes);
+            assert_eq!(g.start_waves(), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn stop_waves_are_start_waves_reversed() {
+        let g = Graph::new([
+            node("web", &["db"], &[], 0),
+            node("worker", &["db"], &[], 1),
+            node("db", &[], &[], 0),
+        ]);
+        assert_eq!(g.start_waves(), vec![vec!["db"], vec!["web", "worker"]]);
+        assert_eq!(g.stop_waves(), vec![vec!["worker", "web"], vec!["db"]]);
+    }
+
+    #[test]
+    fn start_with_dependencies_takes_only_what_is_needed() {
+        let g = Graph::new([
+            node("web", &["app"], &[], 0),
+            node("app", &["db", "cache"], &[], 0),
+            node("db", &[], &[], 0),
+            node("cache", &[], &[], 0),
+            node("other", &[], &[], 0),
+        ]);
+        assert_eq!(
+            g.start_waves_with_dependencies("app").unwrap(),
+            vec![vec!["cache", "db"], vec!["app"]]
+        );
+        assert_eq!(
+            g.start_waves_with_dependencies("nope"),
+            Err(DepsError::NoSuchService("nope".into()))
+        );
+    }
+
+    #[test]
+    fn dependents_running_table() {
+        let g = Graph::new([
+            node("web", &["app"], &[], 0),
+            node("app", &["db"], &[], 0),
+            node("report", &["db"], &[], 0),
+            node("db", &[], &[], 0),
+            node("loop1", &["loop2"], &[], 0),
+            node("loop2", &["loop1"], &[], 0),
+        ]);
+        let cases: Vec<(&str, &[&str], &[&str])> = vec![
+            (
+                "db",
+                &["web", "app", "report", "db"],
+                &["app", "report", "web"],
+            ),
+            ("db", &["web"], &["web"]),
+            ("db", &[], &[]),
+            ("app", &["web", "report"], &["web"]),
+            ("web", &["app", "db"], &[]),
+            ("unknown", &["web"], &[]),
+            ("loop1", &["loop1", "loop2"], &["loop2"]),
+        ];
+        for (service, running, want) in cases {
+            assert_eq!(
+                g.dependents_running(service, &set(running)),
+                want,
+                "{service} with {running:?} running"
+            );
+        }
+    }
+
+    #[test]
+    fn conflicting_running_table() {
+        let g = Graph::new([
+            node("plex", &[], &["jellyfin"], 0),
+            node("jellyfin", &[], &[], 0),
+            node("emby", &[], &["plex"], 0),
+            node("solo", &[], &["solo"], 0),
+        ]);
+        let cases: Vec<(&str, &[&str], &[&str])> = vec![
+            ("plex", &["jellyfin", "emby"], &["emby", "jellyfin"]),
+            ("plex", &[], &[]),
+            // symmetric: jellyfin names nothing, plex names jellyfin.
+            ("jellyfin", &["plex"], &["plex"]),
+            ("jellyfin", &["emby"], &[]),
+            ("emby", &["plex"], &["plex"]),
+            ("solo", &["solo"], &[]),
+            ("unknown", &["plex"], &[]),
+        ];
+        for (service, running, want) in cases {
+            assert_eq!(
+                g.conflicting_running(service, &set(running)),
+                want,
+                "{service} with {running:?} running"
+            );
+        }
+    }
+}
