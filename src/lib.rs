@@ -11,6 +11,7 @@ pub mod engine;
 pub mod events;
 pub mod notify;
 pub mod reconcile;
+pub mod recovery;
 pub mod store;
 pub mod systemd;
 pub mod tasks;
