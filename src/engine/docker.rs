@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bollard::container::{InspectContainerOptions, ListContainersOptions, LogOutput, LogsOptions};
 use bollard::errors::Error as BollardError;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum};
 use bollard::system::EventsOptions;
 use futures_util::stream::{self, BoxStream, Stream, StreamExt};
@@ -402,6 +403,78 @@ impl Docker {
                 status_code: 404, ..
             }) => Ok(false),
             Err(e) => Err(self.error("inspect image", e)),
+        }
+    }
+
+    /// Runs `argv` inside a running container (`docker exec`) and returns
+    /// its exit code. Output is read and dropped. When `timeout` passes
+    /// first the call fails; Docker has no way to kill an exec, so the
+    /// command may go on running in the container.
+    pub async fn exec(
+        &self,
+        container_id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<i64, EngineError> {
+        let run = async {
+            let created = self
+                .inner
+                .create_exec(
+                    container_id,
+                    CreateExecOptions::<String> {
+                        cmd: Some(argv.to_vec()),
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| self.error("exec create", e))?;
+            let started = self
+                .inner
+                .start_exec(
+                    &created.id,
+                    Some(StartExecOptions {
+                        detach: false,
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .map_err(|e| self.error("exec start", e))?;
+            if let StartExecResults::Attached { mut output, .. } = started {
+                while let Some(item) = output.next().await {
+                    item.map_err(|e| self.error("exec output", e))?;
+                }
+            }
+            // The output ends when the process does; the exit code may
+            // take a moment to be recorded.
+            for _ in 0..50 {
+                let inspected = self
+                    .inner
+                    .inspect_exec(&created.id)
+                    .await
+                    .map_err(|e| self.error("exec inspect", e))?;
+                if inspected.running != Some(true) {
+                    if let Some(code) = inspected.exit_code {
+                        return Ok(code);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(EngineError::Api {
+                call: "exec inspect",
+                message: "the command ended but Docker reported no exit code".to_string(),
+            })
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(EngineError::Api {
+                call: "exec",
+                message: format!(
+                    "{:?} in container {container_id} did not finish within {timeout:?}",
+                    argv.join(" ")
+                ),
+            }),
         }
     }
 
@@ -919,5 +992,45 @@ mod tests {
             matches!(gone.as_slice(), [Err(EngineError::NotFound { .. })]),
             "{gone:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn exec_returns_the_exit_code() {
+        let (Some(docker), Some(compose)) = (testing::docker().await, testing::compose().await)
+        else {
+            return;
+        };
+        testing::ensure_test_image();
+        let project = Project::new(
+            &compose,
+            "exec",
+            &format!(
+                "  box:\n    image: {TEST_IMAGE}\n    pull_policy: never\n    command: [\"sleep\", \"600\"]\n    stop_signal: SIGKILL\n"
+            ),
+        );
+        up(&compose, &project).await;
+        let id = docker.list_containers(Some(&project.name)).await.unwrap()[0]
+            .id
+            .clone();
+        let argv = |s: &[&str]| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let t = Duration::from_secs(20);
+        assert_eq!(docker.exec(&id, &argv(&["true"]), t).await.unwrap(), 0);
+        assert_eq!(
+            docker
+                .exec(&id, &argv(&["sh", "-c", "echo out; exit 7"]), t)
+                .await
+                .unwrap(),
+            7
+        );
+        let slow = docker
+            .exec(&id, &argv(&["sleep", "5"]), Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(slow.to_string().contains("did not finish"), "{slow}");
+        let gone = docker
+            .exec("stackdeng-nope", &argv(&["true"]), t)
+            .await
+            .unwrap_err();
+        assert!(matches!(gone, EngineError::NotFound { .. }), "{gone}");
     }
 }
