@@ -9,6 +9,7 @@ pub mod dbus;
 pub mod deps;
 pub mod engine;
 pub mod events;
+pub mod health;
 pub mod notify;
 pub mod reconcile;
 pub mod recovery;
