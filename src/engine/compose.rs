@@ -168,6 +168,19 @@ impl Compose {
             .map(|_| ())
     }
 
+    /// The project as Compose resolves it (`config`: variables, extends and
+    /// env files applied, paths made absolute), as YAML text. Only stdout
+    /// is returned: warnings on stderr would break the YAML.
+    pub async fn config_yaml(
+        &self,
+        project: &str,
+        dir: &Path,
+        file: &Path,
+    ) -> Result<String, ComposeError> {
+        let lines = self.output(project, dir, file, &["config"]).await?;
+        Ok(lines.join("\n"))
+    }
+
     /// The images the project uses, as Compose resolves them (variables,
     /// extends and env files applied), without duplicates.
     ///
