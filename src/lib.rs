@@ -14,6 +14,7 @@ pub mod notify;
 pub mod preflight;
 pub mod reconcile;
 pub mod recovery;
+pub mod resources;
 pub mod store;
 pub mod systemd;
 pub mod tasks;
