@@ -4,7 +4,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use bollard::container::{InspectContainerOptions, ListContainersOptions, LogOutput, LogsOptions};
+use bollard::container::{
+    InspectContainerOptions, ListContainersOptions, LogOutput, LogsOptions, StatsOptions,
+};
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum};
@@ -393,6 +395,28 @@ impl Docker {
                 }
             }
         })
+    }
+
+    /// One stats reading of a container through the engine API (one-shot,
+    /// not streamed), as Docker's JSON. stackd itself reads cgroups
+    /// (`resources::ContainerSampler`); this is for comparing the two.
+    pub async fn stats_once(&self, id: &str) -> Result<serde_json::Value, EngineError> {
+        let options = StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let mut stream = self.inner.stats(id, Some(options)).boxed();
+        match stream.next().await {
+            Some(Ok(stats)) => serde_json::to_value(stats).map_err(|e| EngineError::Api {
+                call: "stats",
+                message: e.to_string(),
+            }),
+            Some(Err(e)) => Err(self.error("stats", e)),
+            None => Err(EngineError::Api {
+                call: "stats",
+                message: "the engine closed the stats stream without a reading".to_string(),
+            }),
+        }
     }
 
     /// Whether `image` (name:tag, name@digest or id) exists locally.
