@@ -120,12 +120,12 @@ impl Files {
     ) -> Result<Files, ResourceError> {
         let pid_dir = proc_root.join(pid.to_string());
         let cgroup_file = pid_dir.join("cgroup");
-        let mut text = String::new();
-        read_into(&cgroup_file, &mut text)?;
+        let mut raw = Vec::new();
+        let text = read_into(&cgroup_file, &mut raw)?;
         let net_dev = pid_dir.join("net").join("dev");
 
         let find = |name: &str| {
-            lines(&text)
+            lines(text)
                 .find(|l| !l.controllers.is_empty() && l.controllers.split(',').any(|c| c == name))
         };
         let mut tried = Vec::new();
@@ -150,7 +150,7 @@ impl Files {
                 net_dev,
             });
         }
-        let Some(unified) = lines(&text).find(|l| l.controllers.is_empty()) else {
+        let Some(unified) = lines(text).find(|l| l.controllers.is_empty()) else {
             return Err(format_error(
                 &cgroup_file,
                 "neither v1 cpuacct and memory lines nor a v2 \"0::\" line",
@@ -172,28 +172,28 @@ impl Files {
     }
 
     /// Reads every figure; `buf` is scratch space reused between calls.
-    pub fn read(&self, buf: &mut String) -> Result<ContainerReading, ResourceError> {
+    pub fn read(&self, buf: &mut Vec<u8>) -> Result<ContainerReading, ResourceError> {
         let v1 = self.version == CgroupVersion::V1;
 
-        read_into(&self.cpu, buf)?;
+        let text = read_into(&self.cpu, buf)?;
         let cpu_usage_ns = if v1 {
-            parse_u64(&self.cpu, buf)?
+            parse_u64(&self.cpu, text)?
         } else {
-            keyed_u64(&self.cpu, buf, "usage_usec")?
+            keyed_u64(&self.cpu, text, "usage_usec")?
                 .ok_or_else(|| format_error(&self.cpu, "no usage_usec"))?
                 .saturating_mul(1000)
         };
 
-        read_into(&self.memory, buf)?;
-        let usage = parse_u64(&self.memory, buf)?;
-        read_into(&self.memory_stat, buf)?;
+        let text = read_into(&self.memory, buf)?;
+        let usage = parse_u64(&self.memory, text)?;
+        let text = read_into(&self.memory_stat, buf)?;
         let inactive = if v1 {
-            match keyed_u64(&self.memory_stat, buf, "total_inactive_file")? {
+            match keyed_u64(&self.memory_stat, text, "total_inactive_file")? {
                 Some(v) => Some(v),
-                None => keyed_u64(&self.memory_stat, buf, "inactive_file")?,
+                None => keyed_u64(&self.memory_stat, text, "inactive_file")?,
             }
         } else {
-            keyed_u64(&self.memory_stat, buf, "inactive_file")?
+            keyed_u64(&self.memory_stat, text, "inactive_file")?
         };
         // docker stats subtracts the inactive file cache only when it is
         // smaller than the usage.
@@ -202,8 +202,7 @@ impl Files {
             _ => usage,
         };
 
-        read_into(&self.memory_limit, buf)?;
-        let limit = buf.trim();
+        let limit = read_into(&self.memory_limit, buf)?.trim();
         let memory_limit = if limit == "max" {
             None
         } else {
@@ -212,14 +211,14 @@ impl Files {
 
         let pids = match &self.pids {
             Some(p) => {
-                read_into(p, buf)?;
-                Some(parse_u64(p, buf)?)
+                let text = read_into(p, buf)?;
+                Some(parse_u64(p, text)?)
             }
             None => None,
         };
 
-        read_into(&self.net_dev, buf)?;
-        let (net_rx, net_tx) = net_dev(&self.net_dev, buf)?;
+        let text = read_into(&self.net_dev, buf)?;
+        let (net_rx, net_tx) = net_dev(&self.net_dev, text)?;
 
         Ok(ContainerReading {
             version: self.version,
@@ -287,7 +286,7 @@ pub fn read_container(
     id: &str,
     pid: u32,
 ) -> Result<ContainerReading, ResourceError> {
-    Files::resolve(cgroup_root, proc_root, id, pid)?.read(&mut String::new())
+    Files::resolve(cgroup_root, proc_root, id, pid)?.read(&mut Vec::new())
 }
 
 #[cfg(test)]

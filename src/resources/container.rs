@@ -54,7 +54,7 @@ pub struct ContainerSampler {
     cgroup_root: PathBuf,
     proc_root: PathBuf,
     entries: HashMap<String, Entry>,
-    buf: String,
+    buf: Vec<u8>,
 }
 
 impl Default for ContainerSampler {
@@ -78,7 +78,7 @@ impl ContainerSampler {
             cgroup_root: cgroup_root.into(),
             proc_root: proc_root.into(),
             entries: HashMap::new(),
-            buf: String::with_capacity(4096),
+            buf: Vec::with_capacity(8192),
         }
     }
 

@@ -94,7 +94,7 @@ pub struct HostSampler {
     proc_root: PathBuf,
     disks: Vec<PathBuf>,
     previous: Option<CpuTimes>,
-    buf: String,
+    buf: Vec<u8>,
 }
 
 impl Default for HostSampler {
@@ -115,7 +115,7 @@ impl HostSampler {
             proc_root: proc_root.into(),
             disks: Vec::new(),
             previous: None,
-            buf: String::new(),
+            buf: Vec::new(),
         }
     }
 
@@ -132,22 +132,22 @@ impl HostSampler {
 
     pub fn sample(&mut self) -> Result<HostStats, ResourceError> {
         let path = self.proc_root.join("stat");
-        read_into(&path, &mut self.buf)?;
-        let (times, cpus) = parse_stat(&path, &self.buf)?;
+        let text = read_into(&path, &mut self.buf)?;
+        let (times, cpus) = parse_stat(&path, text)?;
         let cpu_percent = self.previous.and_then(|prev| cpu_percent(prev, times));
         self.previous = Some(times);
 
         let path = self.proc_root.join("loadavg");
-        read_into(&path, &mut self.buf)?;
-        let load = parse_loadavg(&path, &self.buf)?;
+        let text = read_into(&path, &mut self.buf)?;
+        let load = parse_loadavg(&path, text)?;
 
         let path = self.proc_root.join("meminfo");
-        read_into(&path, &mut self.buf)?;
-        let mem = parse_meminfo(&path, &self.buf)?;
+        let text = read_into(&path, &mut self.buf)?;
+        let mem = parse_meminfo(&path, text)?;
 
         let path = self.proc_root.join("uptime");
-        read_into(&path, &mut self.buf)?;
-        let uptime = parse_uptime(&path, &self.buf)?;
+        let text = read_into(&path, &mut self.buf)?;
+        let uptime = parse_uptime(&path, text)?;
 
         let mut disks = Vec::with_capacity(self.disks.len());
         for p in &self.disks {

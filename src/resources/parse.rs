@@ -7,17 +7,32 @@ use std::path::Path;
 
 use super::ResourceError;
 
-/// Reads `path` into `buf` (cleared first). One open, one or two reads, no
-/// allocation once `buf` has grown to the file's size.
-pub(crate) fn read_into(path: &Path, buf: &mut String) -> Result<(), ResourceError> {
+/// Reads `path` into `buf` (cleared first) and returns it as text: one
+/// open, reads until end of file, close. Plain `read` calls rather than
+/// `read_to_string`, which adds a `statx` and an `lseek` per file; cgroup
+/// and proc files report no useful size anyway. No allocation once `buf`
+/// has grown.
+pub(crate) fn read_into<'a>(path: &Path, buf: &'a mut Vec<u8>) -> Result<&'a str, ResourceError> {
+    let failed = |source| ResourceError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     buf.clear();
-    File::open(path)
-        .and_then(|mut f| f.read_to_string(buf))
-        .map(|_| ())
-        .map_err(|source| ResourceError::Read {
-            path: path.to_path_buf(),
-            source,
-        })
+    let mut file = File::open(path).map_err(failed)?;
+    loop {
+        let start = buf.len();
+        buf.resize(start + 4096, 0);
+        match file.read(&mut buf[start..]) {
+            Ok(0) => {
+                buf.truncate(start);
+                break;
+            }
+            Ok(n) => buf.truncate(start + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    std::str::from_utf8(buf).map_err(|_| format_error(path, "not UTF-8 text"))
 }
 
 pub(crate) fn format_error(path: &Path, what: impl Into<String>) -> ResourceError {
