@@ -246,6 +246,17 @@ impl Store {
             .collect()
     }
 
+    /// How many stored tasks are in each state (states with none left out).
+    pub fn count_tasks_by_state(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT state, COUNT(*) FROM tasks GROUP BY state ORDER BY state",
+            )?;
+            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
     /// Marks every pending or running task failed with result
     /// "interrupted", appends a log line saying so, and returns them
     /// (oldest first). Call once at start-up, before the task queue runs.

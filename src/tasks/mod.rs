@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::events::{Event, EventSender};
-use crate::store::{NewTask, Store, StoreError, TaskRecord, TaskState};
+use crate::store::{NewEvent, NewTask, Store, StoreError, TaskRecord, TaskState};
 
 /// The operations stackd knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -226,6 +226,12 @@ impl Queue {
             "queued {} ({origin})",
             kind.as_str()
         );
+        record_event(
+            &self.inner.store,
+            "task-new",
+            &task,
+            format!("{} {} queued ({origin})", kind.as_str(), task.service),
+        );
         let _ = self.inner.events.send(Event::TaskNew {
             id: task.id,
             kind: kind.as_str().to_string(),
@@ -373,6 +379,16 @@ impl Inner {
                 error.unwrap_or("")
             ),
         }
+        record_event(
+            &self.store,
+            "task-finished",
+            &TaskRecord {
+                state,
+                result: result.to_string(),
+                ..task.clone()
+            },
+            format!("{} {} {result}", task.kind, task.service),
+        );
         let _ = self.events.send(Event::TaskRemoved {
             id: task.id,
             service: task.service.clone(),
@@ -382,6 +398,27 @@ impl Inner {
             service: task.service.clone(),
         });
         self.idle.notify_waiters();
+    }
+}
+
+/// Keep a task's life-cycle in the durable event log, before it is
+/// broadcast, so a reader of `events_after` woken by the broadcast finds it
+/// (the peer endpoint's `/v1/events` long poll).
+fn record_event(store: &Store, kind: &str, task: &TaskRecord, summary: String) {
+    let event = NewEvent {
+        kind: kind.to_string(),
+        severity: "info".to_string(),
+        service: (!task.service.is_empty()).then(|| task.service.clone()),
+        summary,
+        data: serde_json::json!({
+            "task": task.id,
+            "kind": task.kind,
+            "state": task.state.as_str(),
+            "result": task.result,
+        }),
+    };
+    if let Err(e) = store.append_event(&event) {
+        warn!(stackd_task = task.id, "cannot store the task event: {e}");
     }
 }
 
@@ -434,6 +471,15 @@ async fn drain(inner: Arc<Inner>, service: String) {
             continue;
         }
         inner.lock().running.insert(id, (kind, service.clone()));
+        record_event(
+            &inner.store,
+            "task-started",
+            &TaskRecord {
+                state: TaskState::Running,
+                ..task.clone()
+            },
+            format!("{} {} started", task.kind, task.service),
+        );
         let _ = inner.events.send(Event::TaskStarted { id });
         let _ = inner.events.send(Event::ServiceChanged {
             service: service.clone(),
