@@ -1,7 +1,8 @@
 //! Wires the parts together and owns the order of start-up and shutdown.
 //!
 //! Start-up: config → boot id → store (interrupted tasks marked) → observer →
-//! D-Bus (objects served before the name is taken) → READY=1 → start-up
+//! D-Bus (objects served before the name is taken) → peer endpoint (when
+//! `[peer]` is set) → READY=1 → start-up
 //! reconcile (boot recovery when the boot id changed). Shutdown: STOPPING=1,
 //! no new tasks, running Compose commands get a grace period, containers are
 //! left alone.
@@ -19,6 +20,7 @@ use crate::control::{Control, SystemState};
 use crate::dbus::{self, DbusError};
 use crate::events::{self, Event};
 use crate::notify::{self, NotifyHandle};
+use crate::peer::{self, PeerError};
 use crate::store::{DesiredState, Store, StoreError};
 use crate::systemd;
 use crate::tasks::TaskKind;
@@ -49,6 +51,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Dbus(#[from] DbusError),
+    #[error(transparent)]
+    Peer(#[from] PeerError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -111,6 +115,12 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let (stop_notify, notify_stopped) = tokio::sync::oneshot::channel();
     let notifier = tokio::spawn(notifier(control.clone(), notify_stopped));
     let server = dbus::serve(control.clone(), opts.user_mode).await?;
+    // The peer endpoint after D-Bus, before READY=1: a bad token file or a
+    // taken port stops the start with a clear error.
+    let peer_server = match control.config().peer.clone() {
+        Some(cfg) => Some(peer::serve(control.clone(), &cfg).await?),
+        None => None,
+    };
     systemd::ready("starting");
     info!("ready; bus name org.stackd1 held");
 
@@ -162,6 +172,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
 
     info!("stopping; containers are left as they are");
     systemd::stopping();
+    if let Some(p) = peer_server {
+        p.shutdown().await;
+    }
     control.set_system_state(SystemState::Stopping);
     let left = control.queue().shutdown(SHUTDOWN_GRACE).await;
     if left > 0 {

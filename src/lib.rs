@@ -11,6 +11,7 @@ pub mod engine;
 pub mod events;
 pub mod health;
 pub mod notify;
+pub mod peer;
 pub mod preflight;
 pub mod reconcile;
 pub mod recovery;

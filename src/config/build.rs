@@ -310,7 +310,8 @@ impl Ctx<'_> {
             .path(&raw.boot_id_file)
             .unwrap_or_else(|| PathBuf::from("/proc/sys/kernel/random/boot_id"));
 
-        let peer = raw.peer.as_ref().map(|p| self.peer(p));
+        let own_url = hosts.get(&host).and_then(|h| h.peer.clone());
+        let peer = raw.peer.as_ref().map(|p| self.peer(p, own_url.as_deref()));
         let resources = raw.resources.as_ref().map(|r| self.resources(r));
 
         let scope = Scope {
@@ -349,9 +350,15 @@ impl Ctx<'_> {
         }
     }
 
-    fn peer(&mut self, p: &raw::RawPeer) -> PeerConfig {
+    /// `own_url` is this host's `[hosts.NAME] peer`: without `listen`, the
+    /// endpoint binds the address and port the other hosts are told to use.
+    fn peer(&mut self, p: &raw::RawPeer, own_url: Option<&str>) -> PeerConfig {
+        let from_url = own_url
+            .and_then(|u| u.split_once("://").map(|(_, rest)| rest))
+            .map(|rest| rest.trim_end_matches('/'))
+            .filter(|a| units::check_host_port(a).is_ok());
         let listen = match &p.listen {
-            None => "0.0.0.0:7780".to_owned(),
+            None => from_url.unwrap_or("0.0.0.0:7780").to_owned(),
             Some(l) => {
                 if let Err(e) = units::check_host_port(&l.value) {
                     self.err(l.at, e);

@@ -174,6 +174,8 @@ pub struct HostConfig {
 /// `[peer]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerConfig {
+    /// `listen`; else the address of this host's own `[hosts.NAME] peer`
+    /// URL; else `0.0.0.0:7780`.
     pub listen: String,
     pub token_file: PathBuf,
     pub tls_cert: Option<PathBuf>,

@@ -772,3 +772,10 @@ fn odd_inputs_do_not_panic() {
     let e = parse_sources(&[], &opts("nuc"), false).unwrap_err();
     assert_eq!(e.diagnostics().len(), 1);
 }
+
+#[test]
+fn peer_listen_defaults_to_own_host_url() {
+    let text = "host = \"b\"\ncompose_dir = \"/tmp\"\n[hosts.a]\npeer = \"http://127.0.0.1:7781\"\n[hosts.b]\npeer = \"http://127.0.0.2:7782\"\n[peer]\ntoken_file = \"/t\"\n";
+    let cfg = parse_str(text, Path::new("/x.toml"), &LoadOptions::default(), false).unwrap();
+    assert_eq!(cfg.peer.unwrap().listen, "127.0.0.2:7782");
+}

@@ -1,0 +1,292 @@
+//! A small HTTP/1.1 client for the peer endpoint (stackctl `-H`, and other
+//! hosts): one connection per request, bearer token, one deadline for the
+//! whole exchange. hyper's own client connection, already in the tree.
+
+use std::path::Path;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{header, Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::auth::Token;
+use super::types::{ErrorBody, Events, Host, OpRequest, Service, ServiceSummary, Task};
+use crate::config::PeerConfig;
+
+#[derive(Debug, Error)]
+pub enum PeerClientError {
+    #[error("{url}: {message}")]
+    Connect { url: String, message: String },
+    /// The host answered with an error body.
+    #[error("{message}")]
+    Remote {
+        status: u16,
+        kind: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+impl PeerClientError {
+    /// "NoSuchService", "Unauthorized", ... when the host answered.
+    pub fn kind(&self) -> Option<&str> {
+        match self {
+            PeerClientError::Remote { kind, .. } => Some(kind),
+            _ => None,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, PeerClientError>;
+
+#[derive(Clone)]
+pub struct PeerClient {
+    /// `http://host:port` or `https://host:port`, no trailing slash.
+    base: String,
+    authority: String,
+    token: Token,
+    timeout: Duration,
+    tls: Option<(tokio_rustls::TlsConnector, String)>,
+}
+
+impl PeerClient {
+    /// A client for `url` with the token and timeout of `[peer]`.
+    pub fn new(url: &str, peer: &PeerConfig) -> Result<PeerClient> {
+        let token =
+            Token::load(&peer.token_file).map_err(|e| PeerClientError::Config(e.to_string()))?;
+        PeerClient::with_token(url, token, peer.timeout, peer.tls_ca.as_deref())
+    }
+
+    pub fn with_token(
+        url: &str,
+        token: Token,
+        timeout: Duration,
+        ca: Option<&Path>,
+    ) -> Result<PeerClient> {
+        let bad = |m: &str| PeerClientError::Config(format!("peer URL {url:?}: {m}"));
+        let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(bad("expected http://HOST:PORT or https://HOST:PORT"));
+        };
+        let authority = rest.trim_end_matches('/').to_string();
+        if authority.is_empty() || authority.contains('/') {
+            return Err(bad("expected no path after HOST:PORT"));
+        }
+        let authority = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            authority
+        } else {
+            format!("{authority}:{}", if https { 443 } else { 80 })
+        };
+        let tls = if https {
+            let ca = ca.ok_or_else(|| {
+                PeerClientError::Config(format!(
+                    "{url} is https but [peer] tls_ca is not set; stackctl needs the cluster's CA to check the host"
+                ))
+            })?;
+            let connector =
+                super::tls::connector(ca).map_err(|e| PeerClientError::Config(e.to_string()))?;
+            let host = authority
+                .rsplit_once(':')
+                .map_or(authority.as_str(), |(h, _)| h)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            Some((connector, host))
+        } else {
+            None
+        };
+        Ok(PeerClient {
+            base: url.trim_end_matches('/').to_string(),
+            authority,
+            token,
+            timeout,
+            tls,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn host(&self) -> Result<Host> {
+        self.get("/v1/host").await
+    }
+
+    pub async fn services(&self) -> Result<Vec<ServiceSummary>> {
+        self.get("/v1/services").await
+    }
+
+    pub async fn service(&self, name: &str) -> Result<Service> {
+        self.get(&format!("/v1/services/{}", encode(name))).await
+    }
+
+    /// `op` is start, stop, restart or update.
+    pub async fn op(&self, name: &str, op: &str, caller: Option<&str>) -> Result<Task> {
+        let body = serde_json::to_vec(&OpRequest {
+            caller: caller.map(str::to_string),
+        })
+        .unwrap_or_default();
+        self.request(
+            Method::POST,
+            &format!("/v1/services/{}/{op}", encode(name)),
+            body,
+        )
+        .await
+    }
+
+    pub async fn task(&self, id: u64) -> Result<Task> {
+        self.get(&format!("/v1/tasks/{id}")).await
+    }
+
+    pub async fn tasks(&self, service: Option<&str>, limit: u32) -> Result<Vec<Task>> {
+        let mut path = format!("/v1/tasks?limit={limit}");
+        if let Some(s) = service {
+            path.push_str(&format!("&service={}", encode(s)));
+        }
+        self.get(&path).await
+    }
+
+    pub async fn events(&self, after: u64, timeout_s: u64) -> Result<Events> {
+        self.get(&format!("/v1/events?after={after}&timeout={timeout_s}"))
+            .await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.request(Method::GET, path, Vec::new()).await
+    }
+
+    async fn request<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T> {
+        // Long polls get their own timeout on top of the connection's.
+        let extra = path
+            .split_once("timeout=")
+            .and_then(|(_, t)| t.split('&').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        let limit = self.timeout + Duration::from_secs(extra);
+        match tokio::time::timeout(limit, self.exchange(method, path, body)).await {
+            Ok(r) => r,
+            Err(_) => Err(self.connect_error(format!("no answer within {limit:?}"))),
+        }
+    }
+
+    fn connect_error(&self, message: String) -> PeerClientError {
+        PeerClientError::Connect {
+            url: self.base.clone(),
+            message,
+        }
+    }
+
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T> {
+        let tcp = TcpStream::connect(&self.authority)
+            .await
+            .map_err(|e| self.connect_error(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let (status, bytes) = match &self.tls {
+            Some((connector, host)) => {
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| self.connect_error(e.to_string()))?;
+                let stream = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| self.connect_error(format!("TLS: {e}")))?;
+                self.send(stream, method, path, body).await?
+            }
+            None => self.send(tcp, method, path, body).await?,
+        };
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| self.connect_error(format!("unexpected answer to {path}: {e}")));
+        }
+        let err: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+            error: String::from_utf8_lossy(&bytes).into_owned(),
+            kind: String::new(),
+        });
+        Err(PeerClientError::Remote {
+            status: status.as_u16(),
+            kind: err.kind,
+            message: err.error,
+        })
+    }
+
+    async fn send<S>(
+        &self,
+        stream: S,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.connect_error(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.authority)
+            .header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", self.token.as_str()),
+            )
+            .header(
+                header::USER_AGENT,
+                concat!("stackd/", env!("CARGO_PKG_VERSION")),
+            );
+        if !body.is_empty() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| self.connect_error(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| self.connect_error(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.connect_error(e.to_string()))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

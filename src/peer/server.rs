@@ -1,0 +1,694 @@
+//! The server: listener (own socket or systemd's), connections with limits,
+//! the route table, authentication and the handlers over [`Control`].
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::auth::{self, Limiter, Token};
+use super::types::{ErrorBody, Events, Host, OpRequest, Service, ServiceSummary, Task};
+use super::{tls, PeerError};
+use crate::config::PeerConfig;
+use crate::control::{Control, ControlError, Op};
+use crate::store::{TaskFilter, TaskState};
+
+/// The OpenAPI document, kept in the repository.
+pub const OPENAPI: &str = include_str!("../../peer/openapi.json");
+
+/// Every route the server answers: method and path pattern. `{name}` and
+/// `{id}` match one path segment. The dispatcher reads this table, and a
+/// test holds it equal to the OpenAPI document.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/openapi.json"),
+    ("GET", "/v1/host"),
+    ("GET", "/v1/services"),
+    ("GET", "/v1/services/{name}"),
+    ("POST", "/v1/services/{name}/start"),
+    ("POST", "/v1/services/{name}/stop"),
+    ("POST", "/v1/services/{name}/restart"),
+    ("POST", "/v1/services/{name}/update"),
+    ("GET", "/v1/tasks"),
+    ("GET", "/v1/tasks/{id}"),
+    ("GET", "/v1/events"),
+];
+
+/// Largest request body read.
+pub const MAX_BODY: usize = 1 << 20;
+/// Time a client has to send its request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Long polls (`/v1/events`) open at once; more get 503.
+pub const MAX_LONG_POLLS: usize = 64;
+/// Longest `timeout` a long poll may ask for, in seconds.
+pub const MAX_POLL_SECONDS: u64 = 300;
+/// Most events in one answer.
+const EVENTS_LIMIT: usize = 1000;
+
+struct State {
+    control: Control,
+    token: Token,
+    limiter: Limiter,
+    long_polls: AtomicUsize,
+    cancel: CancellationToken,
+}
+
+/// The running server; [`PeerServer::shutdown`] stops it.
+pub struct PeerServer {
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    local_addr: SocketAddr,
+}
+
+impl PeerServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, ends open long polls, and waits (bounded) for the
+    /// accept loop to end. Requests in flight are cut off.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
+/// Reads the token, takes the listening socket (systemd's when socket
+/// activated, else `peer.listen`) and serves `control` on it.
+pub async fn serve(control: Control, cfg: &PeerConfig) -> Result<PeerServer, PeerError> {
+    let token = Token::load(&cfg.token_file)?;
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let listener = listener(&cfg.listen).await?;
+    let local_addr = listener.local_addr().map_err(|source| PeerError::Listen {
+        listen: cfg.listen.clone(),
+        source,
+    })?;
+    info!(
+        "peer endpoint listening on {}://{local_addr}",
+        if tls.is_some() { "https" } else { "http" }
+    );
+    let cancel = CancellationToken::new();
+    let state = Arc::new(State {
+        control,
+        token,
+        limiter: Limiter::default(),
+        long_polls: AtomicUsize::new(0),
+        cancel: cancel.clone(),
+    });
+    let task = tokio::spawn(accept_loop(listener, tls, state));
+    Ok(PeerServer {
+        cancel,
+        task,
+        local_addr,
+    })
+}
+
+async fn listener(listen: &str) -> Result<TcpListener, PeerError> {
+    let err = |source| PeerError::Listen {
+        listen: listen.to_string(),
+        source,
+    };
+    if let Some(std) = systemd_socket() {
+        info!("peer endpoint: using the socket passed by systemd");
+        std.set_nonblocking(true).map_err(err)?;
+        return TcpListener::from_std(std).map_err(err);
+    }
+    TcpListener::bind(listen).await.map_err(err)
+}
+
+/// The first socket systemd passed (`LISTEN_FDS`, `LISTEN_PID`: fd 3).
+fn systemd_socket() -> Option<std::net::TcpListener> {
+    let fd = sd_notify::listen_fds().ok()?.next()?;
+    // SAFETY: sd_notify checked LISTEN_PID is this process, so systemd gave
+    // us this descriptor; it is taken once, here, and owned from now on.
+    #[allow(unsafe_code)]
+    let listener = unsafe { <std::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    Some(listener)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<State>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!("peer endpoint: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = state.cancel.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let cancel = state.cancel.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
+            });
+            let builder = {
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .keep_alive(true);
+                b
+            };
+            let result = match tls {
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                debug!("peer {peer}: TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! { r = conn => r, _ = cancel.cancelled() => Ok(()) }
+                }
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! { r = conn => r, _ = cancel.cancelled() => Ok(()) }
+                }
+            };
+            if let Err(e) = result {
+                debug!("peer {peer}: connection ended: {e}");
+            }
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Routing
+// ---------------------------------------------------------------------------
+
+/// The route `method path` falls on, with its parameters; Err(status) when
+/// the path is unknown (404) or known under another method (405).
+pub fn route<'p>(
+    method: &str,
+    path: &'p str,
+) -> Result<(&'static str, BTreeMap<&'static str, &'p str>), StatusCode> {
+    let segs: Vec<&str> = path.split('/').collect();
+    let mut wrong_method = false;
+    for (m, pattern) in ROUTES {
+        let pats: Vec<&'static str> = pattern.split('/').collect();
+        if pats.len() != segs.len() {
+            continue;
+        }
+        let mut params = BTreeMap::new();
+        let matched = pats.iter().zip(&segs).all(|(p, s)| {
+            if p.starts_with('{') && p.ends_with('}') {
+                params.insert(&p[1..p.len() - 1], *s);
+                !s.is_empty()
+            } else {
+                p == s
+            }
+        });
+        if matched {
+            if *m == method {
+                return Ok((pattern, params));
+            }
+            wrong_method = true;
+        }
+    }
+    Err(if wrong_method {
+        StatusCode::METHOD_NOT_ALLOWED
+    } else {
+        StatusCode::NOT_FOUND
+    })
+}
+
+type Resp = Response<Full<Bytes>>;
+
+struct Failure(StatusCode, String, &'static str);
+
+impl From<ControlError> for Failure {
+    fn from(e: ControlError) -> Self {
+        let (status, kind) = match &e {
+            ControlError::NoSuchService(_) => (StatusCode::NOT_FOUND, "NoSuchService"),
+            ControlError::NoSuchTask(_) => (StatusCode::NOT_FOUND, "NoSuchTask"),
+            ControlError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "InvalidArgument"),
+            ControlError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            ControlError::DockerUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "DockerUnavailable")
+            }
+            ControlError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "InvalidConfig"),
+            ControlError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown"),
+            ControlError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Store"),
+        };
+        Failure(status, e.to_string(), kind)
+    }
+}
+
+fn bad_request(msg: impl Into<String>) -> Failure {
+    Failure(StatusCode::BAD_REQUEST, msg.into(), "InvalidArgument")
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn text(content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn error(f: Failure) -> Resp {
+    json(
+        f.0,
+        &ErrorBody {
+            error: f.1,
+            kind: f.2.to_string(),
+        },
+    )
+}
+
+async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+    let path = req.uri().path().to_string();
+    let (pattern, params) = match route(req.method().as_str(), &path) {
+        Ok(r) => r,
+        Err(status) => {
+            let kind = if status == StatusCode::NOT_FOUND {
+                "NotFound"
+            } else {
+                "MethodNotAllowed"
+            };
+            return error(Failure(
+                status,
+                format!("no route for {} {path}", req.method()),
+                kind,
+            ));
+        }
+    };
+    if pattern != "/healthz" {
+        if let Err(resp) = authenticate(state, &req, peer) {
+            return *resp;
+        }
+    }
+    let result = dispatch(state, pattern, &params, req, peer).await;
+    result.unwrap_or_else(error)
+}
+
+fn authenticate(state: &State, req: &Request<Incoming>, peer: SocketAddr) -> Result<(), Box<Resp>> {
+    if state.limiter.blocked(peer.ip()) {
+        return Err(Box::new(error(Failure(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed attempts from {}; try again within a minute",
+                peer.ip()
+            ),
+            "TooManyRequests",
+        ))));
+    }
+    let presented = auth::bearer(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    );
+    if presented.is_some_and(|t| state.token.matches(t)) {
+        return Ok(());
+    }
+    let n = state.limiter.fail(peer.ip());
+    warn!(
+        stackd_peer = %peer,
+        "peer request {} {} from {peer} refused: {} token ({n} failures in this minute)",
+        req.method(),
+        req.uri().path(),
+        if presented.is_some() { "wrong" } else { "missing" }
+    );
+    let mut r = error(Failure(
+        StatusCode::UNAUTHORIZED,
+        "a valid bearer token is required (Authorization: Bearer TOKEN)".into(),
+        "Unauthorized",
+    ));
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Err(Box::new(r))
+}
+
+async fn dispatch(
+    state: &State,
+    pattern: &'static str,
+    params: &BTreeMap<&'static str, &str>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Resp, Failure> {
+    let control = &state.control;
+    let query = parse_query(req.uri().query().unwrap_or(""))?;
+    let name = percent_decode(params.get("name").copied().unwrap_or(""))?;
+    let name = name.as_str();
+    Ok(match pattern {
+        "/healthz" => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        "/metrics" => text("text/plain; version=0.0.4", metrics(control)),
+        "/v1/openapi.json" => text("application/json", OPENAPI),
+        "/v1/host" => json(StatusCode::OK, &Host::from_manager(&control.manager())),
+        "/v1/services" => {
+            let rows: Vec<ServiceSummary> = control
+                .list_services()
+                .iter()
+                .map(ServiceSummary::from_status)
+                .collect();
+            json(StatusCode::OK, &rows)
+        }
+        "/v1/services/{name}" => json(
+            StatusCode::OK,
+            &Service::from_status(&control.service(name)?),
+        ),
+        "/v1/tasks" => {
+            let filter = TaskFilter {
+                service: query.get("service").cloned(),
+                states: match query.get("state") {
+                    Some(s) => vec![s
+                        .parse::<TaskState>()
+                        .map_err(|e| bad_request(e.to_string()))?],
+                    None => Vec::new(),
+                },
+                limit: Some(number(&query, "limit", 20)?.min(1000) as usize),
+            };
+            let rows: Vec<Task> = control
+                .list_tasks(&filter)?
+                .iter()
+                .map(|t| Task::from_record(t, None))
+                .collect();
+            json(StatusCode::OK, &rows)
+        }
+        "/v1/tasks/{id}" => {
+            let id = params
+                .get("id")
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| bad_request("the task id must be a number"))?;
+            let task = control.task(id)?;
+            let log = control.task_log(id)?;
+            json(StatusCode::OK, &Task::from_record(&task, Some(log)))
+        }
+        "/v1/events" => events(state, &query).await?,
+        op_route => {
+            let op = match op_route.rsplit('/').next() {
+                Some("start") => Op::Start,
+                Some("stop") => Op::Stop,
+                Some("restart") => Op::Restart,
+                Some("update") => Op::Update,
+                _ => {
+                    return Err(Failure(
+                        StatusCode::NOT_FOUND,
+                        "no such route".into(),
+                        "NotFound",
+                    ))
+                }
+            };
+            let body = read_body(req).await?;
+            let request: OpRequest = if body.iter().all(u8::is_ascii_whitespace) {
+                OpRequest::default()
+            } else {
+                serde_json::from_slice(&body)
+                    .map_err(|e| bad_request(format!("malformed JSON body: {e}")))?
+            };
+            let origin = match request.caller {
+                Some(c) => format!(
+                    "peer:{}:{}",
+                    peer.ip(),
+                    c.chars().take(64).collect::<String>()
+                ),
+                None => format!("peer:{}", peer.ip()),
+            };
+            let task = control.submit(op, name, &origin)?;
+            info!(stackd_service = %name, stackd_task = task.id, "{op:?} requested over the peer endpoint by {peer}");
+            json(StatusCode::ACCEPTED, &Task::from_record(&task, None))
+        }
+    })
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Failure> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Failure(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {MAX_BODY} bytes"),
+            "TooLarge",
+        )),
+        Err(e) => Err(bad_request(format!("cannot read the request body: {e}"))),
+    }
+}
+
+fn parse_query(q: &str) -> Result<BTreeMap<String, String>, Failure> {
+    let mut out = BTreeMap::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.insert(percent_decode(k)?, percent_decode(v)?);
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String, Failure> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| bad_request(format!("bad percent-encoding in {s:?}")))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad_request(format!("{s:?} is not UTF-8")))
+}
+
+fn number(q: &BTreeMap<String, String>, key: &str, default: u64) -> Result<u64, Failure> {
+    match q.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| bad_request(format!("{key} must be a non-negative integer, not {v:?}"))),
+    }
+}
+
+/// Decrements the long-poll count when the poll ends, however it ends.
+struct PollSlot<'a>(&'a AtomicUsize);
+
+impl Drop for PollSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `GET /v1/events?after=SEQ&timeout=S`: the stored events after SEQ at
+/// once, else the first ones to come within S seconds (default 30).
+async fn events(state: &State, query: &BTreeMap<String, String>) -> Result<Resp, Failure> {
+    let after = number(query, "after", 0)?;
+    let timeout = number(query, "timeout", 30)?;
+    if timeout > MAX_POLL_SECONDS {
+        return Err(bad_request(format!(
+            "timeout is at most {MAX_POLL_SECONDS} seconds"
+        )));
+    }
+    if state.long_polls.fetch_add(1, Ordering::SeqCst) >= MAX_LONG_POLLS {
+        state.long_polls.fetch_sub(1, Ordering::SeqCst);
+        return Err(Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_LONG_POLLS} event polls are open already; try again later"),
+            "TooManyPolls",
+        ));
+    }
+    let _slot = PollSlot(&state.long_polls);
+    // Subscribed before the first read: an event stored after that read is
+    // also broadcast after it, and wakes us.
+    let mut rx = state.control.events().subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let store = state.control.store();
+    loop {
+        let found = store
+            .events_after(after, EVENTS_LIMIT)
+            .map_err(ControlError::from)?;
+        if !found.is_empty() || tokio::time::Instant::now() >= deadline {
+            let next = found.last().map_or(after, |e| e.seq);
+            return Ok(json(
+                StatusCode::OK,
+                &Events {
+                    events: found,
+                    next,
+                },
+            ));
+        }
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, rx.recv()) => {
+                if let Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) = r {
+                    return Err(Failure(StatusCode::SERVICE_UNAVAILABLE, "stackd is stopping".into(), "ShuttingDown"));
+                }
+            }
+            _ = state.cancel.cancelled() => {
+                return Err(Failure(StatusCode::SERVICE_UNAVAILABLE, "stackd is stopping".into(), "ShuttingDown"));
+            }
+        }
+    }
+}
+
+/// Prometheus text exposition.
+fn metrics(control: &Control) -> String {
+    let m = control.manager();
+    let services = control.list_services();
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP stackd_build_info The running stackd.");
+    let _ = writeln!(out, "# TYPE stackd_build_info gauge");
+    let _ = writeln!(
+        out,
+        "stackd_build_info{{version=\"{}\",host=\"{}\"}} 1",
+        m.version,
+        escape(&m.host)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP stackd_docker_connected Whether Docker answers."
+    );
+    let _ = writeln!(out, "# TYPE stackd_docker_connected gauge");
+    let _ = writeln!(
+        out,
+        "stackd_docker_connected {}",
+        u8::from(m.docker_connected)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP stackd_services Services of this host by active state."
+    );
+    let _ = writeln!(out, "# TYPE stackd_services gauge");
+    for state in ["active", "activating", "deactivating", "inactive", "failed"] {
+        let n = services.iter().filter(|s| s.active_state == state).count();
+        let _ = writeln!(out, "stackd_services{{active_state=\"{state}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP stackd_service_active 1 for the service's current active state."
+    );
+    let _ = writeln!(out, "# TYPE stackd_service_active gauge");
+    for s in &services {
+        let _ = writeln!(
+            out,
+            "stackd_service_active{{service=\"{}\",active_state=\"{}\",health=\"{}\"}} 1",
+            escape(&s.name),
+            s.active_state,
+            s.health
+        );
+    }
+    let _ = writeln!(out, "# HELP stackd_tasks Stored tasks by state.");
+    let _ = writeln!(out, "# TYPE stackd_tasks gauge");
+    let counts: BTreeMap<String, u64> = control
+        .store()
+        .count_tasks_by_state()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    for state in TaskState::ALL {
+        let n = counts.get(state.as_str()).copied().unwrap_or(0);
+        let _ = writeln!(out, "stackd_tasks{{state=\"{state}\"}} {n}");
+    }
+    out
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_with_params() {
+        let (p, params) = route("GET", "/v1/services/web").unwrap();
+        assert_eq!(p, "/v1/services/{name}");
+        assert_eq!(params["name"], "web");
+        assert_eq!(
+            route("POST", "/v1/services/web/start").unwrap().0,
+            "/v1/services/{name}/start"
+        );
+        assert_eq!(
+            route("GET", "/v1/services/web/start"),
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        assert_eq!(route("GET", "/v1/nothing"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(route("GET", "/v1/services/"), Err(StatusCode::NOT_FOUND));
+    }
+
+    /// Every route served is in the OpenAPI document, and every path and
+    /// method in the document is served.
+    #[test]
+    fn openapi_matches_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json parses");
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().expect("paths") {
+            for method in ops.as_object().expect("operations").keys() {
+                if method == "parameters" {
+                    continue;
+                }
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        let served: std::collections::BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(documented, served);
+        for (m, p) in ROUTES {
+            let concrete = p.replace("{name}", "x").replace("{id}", "1");
+            assert_eq!(route(m, &concrete).unwrap().0, *p);
+        }
+    }
+
+    #[test]
+    fn query_parsing() {
+        let q = parse_query("after=5&timeout=1&service=a%2Db+c")
+            .ok()
+            .unwrap();
+        assert_eq!(q["after"], "5");
+        assert_eq!(q["service"], "a-b c");
+        assert!(parse_query("x=%zz").is_err());
+    }
+}

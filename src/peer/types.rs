@@ -1,0 +1,213 @@
+//! The JSON shapes of the peer endpoint, shared by the server and the
+//! client so the two cannot drift. Field names match the D-Bus client's
+//! structs (`ServiceInfo`, `TaskInfo`, ...) so stackctl prints both alike.
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::{ManagerInfo, ServiceStatus};
+use crate::engine::ContainerInfo;
+use crate::store::{EventRecord, TaskRecord};
+
+/// One element of `GET /v1/services`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSummary {
+    pub name: String,
+    pub host: String,
+    pub desired_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub health: String,
+    /// Long-running containers (one-off `run` containers not counted).
+    pub containers: u32,
+}
+
+impl ServiceSummary {
+    pub fn from_status(s: &ServiceStatus) -> ServiceSummary {
+        ServiceSummary {
+            name: s.name.clone(),
+            host: s.host.clone(),
+            desired_state: s.desired.as_str().to_string(),
+            active_state: s.active_state.to_string(),
+            sub_state: s.sub_state.clone(),
+            health: s.health.to_string(),
+            containers: s.containers.iter().filter(|c| !c.oneoff).count() as u32,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Container {
+    pub name: String,
+    pub service: String,
+    pub state: String,
+    pub health: String,
+    pub exit_code: i64,
+    pub started_usec: u64,
+    pub restart_count: u64,
+    pub image: String,
+}
+
+impl Container {
+    pub fn from_info(c: &ContainerInfo) -> Container {
+        Container {
+            name: c.name.clone(),
+            service: c.service.clone(),
+            state: c.state.as_str().to_string(),
+            health: c.health.clone().unwrap_or_default(),
+            exit_code: c.exit_code.unwrap_or(-1),
+            started_usec: c.started_at_usec.unwrap_or(0),
+            restart_count: c.restart_count,
+            image: c.image.clone(),
+        }
+    }
+}
+
+/// `GET /v1/services/{name}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub host: String,
+    pub desired_state: String,
+    pub desired_source: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub health: String,
+    pub health_message: String,
+    pub containers: Vec<Container>,
+    pub state_change_usec: u64,
+    pub restart_count: u64,
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    pub compose_file: String,
+}
+
+impl Service {
+    pub fn from_status(s: &ServiceStatus) -> Service {
+        Service {
+            name: s.name.clone(),
+            host: s.host.clone(),
+            desired_state: s.desired.as_str().to_string(),
+            desired_source: s.desired_source.to_string(),
+            active_state: s.active_state.to_string(),
+            sub_state: s.sub_state.clone(),
+            health: s.health.to_string(),
+            health_message: s.health_message.clone(),
+            containers: s.containers.iter().map(Container::from_info).collect(),
+            state_change_usec: s.state_change_usec,
+            restart_count: s.restart_count,
+            cpu_percent: s.cpu_percent,
+            memory_bytes: s.memory_bytes,
+            compose_file: s.compose_file.display().to_string(),
+        }
+    }
+}
+
+/// A task; `log` only in `GET /v1/tasks/{id}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: u64,
+    pub kind: String,
+    pub service: String,
+    pub origin: String,
+    pub state: String,
+    pub result: String,
+    pub created_usec: u64,
+    pub started_usec: u64,
+    pub finished_usec: u64,
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<Vec<String>>,
+}
+
+impl Task {
+    pub fn from_record(t: &TaskRecord, log: Option<Vec<String>>) -> Task {
+        Task {
+            id: t.id,
+            kind: t.kind.clone(),
+            service: t.service.clone(),
+            origin: t.origin.clone(),
+            state: t.state.as_str().to_string(),
+            result: t.result.clone(),
+            created_usec: t.created_usec,
+            started_usec: t.started_usec.unwrap_or(0),
+            finished_usec: t.finished_usec.unwrap_or(0),
+            error: t.error.clone().unwrap_or_default(),
+            log,
+        }
+    }
+}
+
+/// `GET /v1/host`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    pub host: String,
+    pub version: String,
+    pub system_state: String,
+    pub docker_connected: bool,
+    pub docker_error: String,
+    pub config_hash: String,
+    pub config_path: String,
+    pub boot_id: String,
+    /// 1, 5 and 15 minute load averages from /proc/loadavg.
+    pub load_average: [f64; 3],
+    pub uptime_seconds: f64,
+}
+
+impl Host {
+    pub fn from_manager(m: &ManagerInfo) -> Host {
+        Host {
+            host: m.host.clone(),
+            version: m.version.to_string(),
+            system_state: m.system_state.as_str().to_string(),
+            docker_connected: m.docker_connected,
+            docker_error: m.docker_error.clone(),
+            config_hash: m.config_hash.clone(),
+            config_path: m.config_path.display().to_string(),
+            boot_id: m.boot_id.clone(),
+            load_average: load_average(),
+            uptime_seconds: uptime(),
+        }
+    }
+}
+
+fn load_average() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut out = [0.0; 3];
+    for (slot, field) in out.iter_mut().zip(text.split_whitespace()) {
+        *slot = field.parse().unwrap_or(0.0);
+    }
+    out
+}
+
+fn uptime() -> f64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `GET /v1/events`: the events after `after`, and where to go on from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Events {
+    pub events: Vec<EventRecord>,
+    /// Pass this as `after` next time (the last event's seq, or `after`
+    /// itself when none came).
+    pub next: u64,
+}
+
+/// The optional body of `POST /v1/services/{name}/{op}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpRequest {
+    /// Who asks, for the task's origin (e.g. "stackctl@hosta"); the source
+    /// address is recorded in any case.
+    #[serde(default)]
+    pub caller: Option<String>,
+}
+
+/// Every error body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub kind: String,
+}
