@@ -19,6 +19,13 @@ pub struct Args {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text, global = true)]
     pub output: Output,
+    /// Talk to HOST of the cluster file over its peer endpoint instead of
+    /// the local daemon over D-Bus.
+    #[arg(long, short = 'H', global = true, value_name = "HOST")]
+    pub host: Option<String>,
+    /// The cluster file, for -H and --all-hosts [default: the daemon's]
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Queue the task and print its id instead of waiting for it.
     #[arg(long, global = true)]
     pub no_block: bool,
@@ -35,7 +42,11 @@ pub enum Output {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// List the services of this host.
-    List,
+    List {
+        /// Every host in [hosts], with a HOST column.
+        #[arg(long)]
+        all_hosts: bool,
+    },
     /// Show a service like `systemctl status`, or the host when no name is given.
     Status { names: Vec<String> },
     /// Start services (docker compose up -d); their desired state becomes running.

@@ -2,6 +2,7 @@
 //! terminal; it talks to the daemon through `dbus::client`.
 
 pub mod args;
+mod remote;
 mod time;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -12,7 +13,10 @@ use serde::Serialize;
 
 use crate::config;
 use crate::dbus::client::{Client, ClientError, ServiceInfo, Target, TaskInfo};
+use crate::dbus::types::ServiceRow;
+use crate::peer::PeerClient;
 pub use args::{command, Args, Command, NotifyAction, Output};
+use remote::Conn;
 
 /// Exit codes, following systemctl and the LSB.
 pub mod exit {
@@ -66,10 +70,16 @@ async fn run(args: &Args) -> Result<u8> {
     if let Command::Validate { file, host } = &args.command {
         return validate(args, file.clone(), host.clone());
     }
-    let client = Client::connect(&Target::default_for(args.user)).await?;
     let json = args.output == Output::Json;
+    if let Command::List { all_hosts: true } = &args.command {
+        return list_all_hosts(args, json).await;
+    }
+    let client = match &args.host {
+        Some(host) => peer_conn(args, host)?,
+        None => Conn::Bus(Client::connect(&Target::default_for(args.user)).await?),
+    };
     match &args.command {
-        Command::List => list(&client, json).await,
+        Command::List { .. } => list(&client, json).await,
         Command::Status { names } if names.is_empty() => host_status(&client, json).await,
         Command::Status { names } => status(&client, names, json).await,
         Command::Start { names } => ops(&client, args, "StartService", names).await,
@@ -86,7 +96,7 @@ async fn run(args: &Args) -> Result<u8> {
         Command::Task { id } => task(&client, *id, json).await,
         Command::Cancel { ids } => {
             for id in ids {
-                client.cancel(*id).await?;
+                client.bus()?.cancel(*id).await?;
             }
             Ok(exit::OK)
         }
@@ -96,7 +106,7 @@ async fn run(args: &Args) -> Result<u8> {
             lines,
         } => logs(&client, name, *lines, *follow).await,
         Command::Apply => {
-            let ids = client.apply().await?;
+            let ids = client.bus()?.apply().await?;
             let mut code = exit::OK;
             for id in ids {
                 code = code.max(follow_task(&client, args, id, "apply").await?);
@@ -104,12 +114,12 @@ async fn run(args: &Args) -> Result<u8> {
             Ok(code)
         }
         Command::Reload => {
-            client.reload().await?;
+            client.bus()?.reload().await?;
             Ok(exit::OK)
         }
         Command::Notify {
             action: NotifyAction::Test { channel },
-        } => notify_test(&client, channel.as_deref(), json).await,
+        } => notify_test(client.bus()?, channel.as_deref(), json).await,
         Command::Validate { .. } => unreachable!("handled above"),
     }
 }
@@ -149,7 +159,161 @@ fn dot(active: &str, health: &str) -> &'static str {
     }
 }
 
-async fn list(client: &Client, json: bool) -> Result<u8> {
+/// The cluster file, as `-c` names it or the daemon would find it, read
+/// as `host` (or as its own `host` key when None).
+fn cluster(args: &Args, host: Option<&str>) -> Result<config::Config> {
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| config::default_config_path(args.user));
+    let opts = config::LoadOptions {
+        user_mode: args.user,
+        host_override: host.map(str::to_string),
+    };
+    config::load(&path, &opts).map_err(|e| Failed(exit::FAILURE, e.to_string()))
+}
+
+/// A client for `host`'s peer endpoint, from the cluster file.
+fn peer_client(cfg: &config::Config, host: &str) -> Result<PeerClient> {
+    let url = cfg
+        .hosts
+        .get(host)
+        .ok_or_else(|| {
+            Failed(
+                exit::USAGE,
+                format!(
+                    "no host {host} in [hosts] of {} (hosts: {})",
+                    cfg.path.display(),
+                    cfg.hosts.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?
+        .peer
+        .as_deref()
+        .ok_or_else(|| Failed(exit::USAGE, format!("[hosts.{host}] has no peer URL")))?;
+    let peer = cfg.peer.as_ref().ok_or_else(|| {
+        Failed(
+            exit::USAGE,
+            format!("{} has no [peer] table (token_file)", cfg.path.display()),
+        )
+    })?;
+    Ok(PeerClient::new(url, peer)?)
+}
+
+fn peer_conn(args: &Args, host: &str) -> Result<Conn> {
+    let cfg = cluster(args, Some(host))?;
+    Ok(Conn::Peer {
+        host: host.to_string(),
+        client: peer_client(&cfg, host)?,
+    })
+}
+
+/// `list --all-hosts`: every host of [hosts] at once (this one over D-Bus
+/// unless -H says otherwise), each bounded by the peer timeout.
+async fn list_all_hosts(args: &Args, json: bool) -> Result<u8> {
+    let cfg = cluster(args, None)?;
+    let mut hosts: Vec<String> = cfg.hosts.keys().cloned().collect();
+    if hosts.is_empty() {
+        hosts.push(cfg.host.clone());
+    }
+    let timeout = cfg
+        .peer
+        .as_ref()
+        .map_or(Duration::from_secs(2), |p| p.timeout);
+    let asks = hosts.iter().map(|h| {
+        let cfg = &cfg;
+        async move {
+            let rows = async {
+                let conn = if *h == cfg.host && args.host.is_none() {
+                    Conn::Bus(Client::connect(&Target::default_for(args.user)).await?)
+                } else {
+                    Conn::Peer {
+                        host: h.clone(),
+                        client: peer_client(cfg, h)?,
+                    }
+                };
+                conn.list_services().await
+            };
+            let result = match tokio::time::timeout(timeout * 2, rows).await {
+                Ok(r) => r,
+                Err(_) => Err(Failed(
+                    exit::FAILURE,
+                    format!("no answer within {timeout:?}"),
+                )),
+            };
+            (h.clone(), result)
+        }
+    });
+    let results = futures_util::future::join_all(asks).await;
+    let mut rows: Vec<ServiceRow> = Vec::new();
+    let mut down: Vec<(String, String)> = Vec::new();
+    for (host, r) in results {
+        match r {
+            Ok(mut rs) => {
+                for row in &mut rs {
+                    row.host = host.clone();
+                }
+                rows.extend(rs);
+            }
+            Err(Failed(_, e)) => down.push((host, e)),
+        }
+    }
+    if json {
+        #[derive(Serialize)]
+        struct Unreachable<'a> {
+            host: &'a str,
+            error: &'a str,
+        }
+        #[derive(Serialize)]
+        struct All<'a> {
+            services: &'a [ServiceRow],
+            unreachable: Vec<Unreachable<'a>>,
+        }
+        print_json(&All {
+            services: &rows,
+            unreachable: down
+                .iter()
+                .map(|(h, e)| Unreachable { host: h, error: e })
+                .collect(),
+        })?;
+    } else {
+        let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(7);
+        let hw = hosts.iter().map(String::len).max().unwrap_or(0).max(4);
+        println!(
+            "{:hw$}  {:w$}  {:8} {:12} {:10} {:10} CONTAINERS",
+            "HOST", "SERVICE", "DESIRED", "ACTIVE", "SUB", "HEALTH"
+        );
+        for r in &rows {
+            println!(
+                "{:hw$}  {:w$}  {:8} {:12} {:10} {:10} {}",
+                r.host,
+                r.name,
+                r.desired_state,
+                r.active_state,
+                r.sub_state,
+                r.health,
+                r.containers
+            );
+        }
+        let at = time::timestamp(time::now_usec());
+        for (h, e) in &down {
+            println!("{:hw$}  unreachable (asked {at}): {e}", h);
+        }
+        println!(
+            "\n{} services listed on {} hosts; {} unreachable.",
+            rows.len(),
+            hosts.len() - down.len(),
+            down.len()
+        );
+    }
+    Ok(if down.is_empty() {
+        exit::OK
+    } else {
+        exit::FAILURE
+    })
+}
+
+async fn list(client: &Conn, json: bool) -> Result<u8> {
     let rows = client.list_services().await?;
     if json {
         return print_json(&rows);
@@ -169,7 +333,7 @@ async fn list(client: &Client, json: bool) -> Result<u8> {
     Ok(exit::OK)
 }
 
-async fn host_status(client: &Client, json: bool) -> Result<u8> {
+async fn host_status(client: &Conn, json: bool) -> Result<u8> {
     let m = client.manager().await?;
     if json {
         return print_json(&m);
@@ -197,7 +361,7 @@ async fn host_status(client: &Client, json: bool) -> Result<u8> {
     Ok(exit::OK)
 }
 
-async fn status(client: &Client, names: &[String], json: bool) -> Result<u8> {
+async fn status(client: &Conn, names: &[String], json: bool) -> Result<u8> {
     let mut infos = Vec::new();
     for name in names {
         infos.push(client.service(name).await?);
@@ -218,7 +382,7 @@ async fn status(client: &Client, names: &[String], json: bool) -> Result<u8> {
     Ok(code)
 }
 
-async fn print_status(client: &Client, s: &ServiceInfo) -> Result<()> {
+async fn print_status(client: &Conn, s: &ServiceInfo) -> Result<()> {
     println!(
         "{} {} - Compose project on {}",
         dot(&s.active_state, &s.health),
@@ -311,7 +475,7 @@ async fn print_status(client: &Client, s: &ServiceInfo) -> Result<()> {
     Ok(())
 }
 
-async fn ops(client: &Client, args: &Args, method: &str, names: &[String]) -> Result<u8> {
+async fn ops(client: &Conn, args: &Args, method: &str, names: &[String]) -> Result<u8> {
     let mut ids = Vec::new();
     for name in names {
         ids.push((name.clone(), client.service_op(method, name).await?));
@@ -331,7 +495,7 @@ async fn ops(client: &Client, args: &Args, method: &str, names: &[String]) -> Re
 
 /// Stream a task's log until it ends: plain lines when piped, plus a
 /// progress line on a terminal. Non-zero when the task did not succeed.
-async fn follow_task(client: &Client, args: &Args, id: u64, what: &str) -> Result<u8> {
+async fn follow_task(client: &Conn, args: &Args, id: u64, what: &str) -> Result<u8> {
     if args.no_block {
         println!("{id}");
         return Ok(exit::OK);
@@ -389,7 +553,7 @@ fn report(t: &TaskInfo, what: &str) -> u8 {
 }
 
 async fn tasks(
-    client: &Client,
+    client: &Conn,
     service: Option<&str>,
     states: &[String],
     limit: u32,
@@ -423,7 +587,7 @@ async fn tasks(
     Ok(exit::OK)
 }
 
-async fn task(client: &Client, id: u64, json: bool) -> Result<u8> {
+async fn task(client: &Conn, id: u64, json: bool) -> Result<u8> {
     let info = client.task(id).await?;
     let log = client.task_log_since(id, 0).await?;
     if json {
@@ -498,7 +662,7 @@ async fn notify_test(client: &Client, channel: Option<&str>, json: bool) -> Resu
     Ok(if failed { exit::FAILURE } else { exit::OK })
 }
 
-async fn logs(client: &Client, name: &str, lines: u32, follow: bool) -> Result<u8> {
+async fn logs(client: &Conn, name: &str, lines: u32, follow: bool) -> Result<u8> {
     let file = client.logs(name, lines, follow).await?;
     let reader = std::io::BufReader::new(file);
     let mut out = std::io::stdout().lock();

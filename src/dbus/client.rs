@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use zbus::zvariant::{OwnedFd, OwnedObjectPath, OwnedValue, Value};
 use zbus::Connection;
@@ -57,7 +57,7 @@ impl From<zbus::Error> for ClientError {
 
 type Result<T> = std::result::Result<T, ClientError>;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ServiceInfo {
     pub name: String,
     pub host: String,
@@ -75,7 +75,7 @@ pub struct ServiceInfo {
     pub compose_file: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskInfo {
     pub id: u64,
     pub kind: String,
@@ -95,7 +95,7 @@ impl TaskInfo {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ManagerInfo {
     pub version: String,
     pub host: String,
