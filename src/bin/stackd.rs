@@ -1,32 +1,13 @@
 //! The stackd daemon: arguments, logging, then `stackd::daemon::run`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use stackd::cli::DaemonArgs;
 use stackd::{config, daemon};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
-
-/// Keeps this host's Docker Compose deployments at their declared state.
-#[derive(Parser, Debug)]
-#[command(name = "stackd", version, about, long_about = None)]
-struct Args {
-    /// The cluster file [default: /etc/stackd/stackd.toml, or
-    /// $XDG_CONFIG_HOME/stackd/stackd.toml with --user]
-    #[arg(long, short = 'c', value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Run for the calling user on the session bus, state under $XDG_STATE_HOME.
-    #[arg(long)]
-    user: bool,
-    /// This host's name in the cluster file [default: the `host` key, else the hostname]
-    #[arg(long, value_name = "NAME")]
-    host: Option<String>,
-    /// Check the configuration, print what is wrong with file:line:col, and exit.
-    #[arg(long)]
-    check_config: bool,
-}
 
 fn init_logging() {
     let filter = EnvFilter::try_from_env("STACKD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -55,7 +36,7 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = DaemonArgs::parse();
     let path = args
         .config
         .clone()

@@ -2,6 +2,7 @@
 //! terminal; it talks to the daemon through `dbus::client`.
 
 pub mod args;
+pub mod daemon_args;
 mod remote;
 mod time;
 
@@ -16,6 +17,7 @@ use crate::dbus::client::{Client, ClientError, ServiceInfo, Target, TaskInfo};
 use crate::dbus::types::ServiceRow;
 use crate::peer::PeerClient;
 pub use args::{command, Args, Command, NotifyAction, Output};
+pub use daemon_args::{daemon_command, DaemonArgs};
 use remote::Conn;
 
 /// Exit codes, following systemctl and the LSB.
