@@ -125,6 +125,18 @@ pub enum Command {
         #[arg(long)]
         host: Option<String>,
     },
+    /// For the shell completion scripts: print this host's service names or
+    /// recent task ids, one a line with a tab and a description, or nothing
+    /// when the daemon does not answer.
+    #[command(name = "__complete", hide = true)]
+    Complete { what: CompleteWhat },
+}
+
+/// What `stackctl __complete` lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompleteWhat {
+    Services,
+    Tasks,
 }
 
 #[derive(Subcommand, Debug)]

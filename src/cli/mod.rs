@@ -16,7 +16,7 @@ use crate::config;
 use crate::dbus::client::{Client, ClientError, ServiceInfo, Target, TaskInfo};
 use crate::dbus::types::ServiceRow;
 use crate::peer::PeerClient;
-pub use args::{command, Args, Command, NotifyAction, Output};
+pub use args::{command, Args, Command, CompleteWhat, NotifyAction, Output};
 pub use daemon_args::{daemon_command, DaemonArgs};
 use remote::Conn;
 
@@ -72,6 +72,9 @@ async fn run(args: &Args) -> Result<u8> {
     if let Command::Validate { file, host } = &args.command {
         return validate(args, file.clone(), host.clone());
     }
+    if let Command::Complete { what } = args.command {
+        return Ok(complete(args, what).await);
+    }
     let json = args.output == Output::Json;
     if let Command::List { all_hosts: true } = &args.command {
         return list_all_hosts(args, json).await;
@@ -122,8 +125,40 @@ async fn run(args: &Args) -> Result<u8> {
         Command::Notify {
             action: NotifyAction::Test { channel },
         } => notify_test(client.bus()?, channel.as_deref(), json).await,
-        Command::Validate { .. } => unreachable!("handled above"),
+        Command::Validate { .. } | Command::Complete { .. } => unreachable!("handled above"),
     }
+}
+
+/// `stackctl __complete services|tasks`: candidates for the completion
+/// scripts, `word<TAB>description` a line. Silent on every error: a shell
+/// completing a word has no use for a message, and exits 0 either way.
+async fn complete(args: &Args, what: CompleteWhat) -> u8 {
+    let Ok(client) = Client::connect(&Target::default_for(args.user)).await else {
+        return exit::OK;
+    };
+    let lines: Vec<String> = match what {
+        CompleteWhat::Services => match client.list_services().await {
+            Ok(rows) => rows
+                .into_iter()
+                .map(|r| format!("{}\t{} {}", r.name, r.active_state, r.sub_state))
+                .collect(),
+            Err(_) => Vec::new(),
+        },
+        CompleteWhat::Tasks => match client.tasks(None, &[], Some(50)).await {
+            Ok(rows) => rows
+                .into_iter()
+                .map(|t| format!("{}\t{} {} {}", t.id, t.kind, t.service, t.state))
+                .collect(),
+            Err(_) => Vec::new(),
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
+    }
+    exit::OK
 }
 
 fn print_json<T: Serialize>(value: &T) -> Result<u8> {
