@@ -576,3 +576,17 @@ fn bash_completion_asks_stackctl_for_names_and_ids() {
     assert_eq!(complete("stackctl sta"), "start status");
     assert!(complete("stackctl start --no").contains("--no-block"));
 }
+
+/// The .deb's version comes from Cargo.toml, its changelog from
+/// packaging/debian/changelog: a new version needs a new entry there.
+#[test]
+fn debian_changelog_has_an_entry_for_this_version() {
+    let changelog = read("packaging/debian/changelog");
+    let first = changelog.lines().next().unwrap_or_default();
+    let expected = format!("stackd ({}-1) ", env!("CARGO_PKG_VERSION"));
+    assert!(
+        first.starts_with(&expected),
+        "packaging/debian/changelog starts with {first:?}, expected an entry {expected:?}…: \
+         add one for the new version (dch -v VERSION-1)"
+    );
+}
