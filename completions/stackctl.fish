@@ -3,7 +3,7 @@
 
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_stackctl_global_optspecs
-    string join \n user o/output= no-block h/help V/version
+    string join \n user o/output= H/host= c/config= no-block h/help V/version
 end
 
 function __fish_stackctl_needs_command
@@ -29,6 +29,8 @@ end
 
 complete -c stackctl -n "__fish_stackctl_needs_command" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
+complete -c stackctl -n "__fish_stackctl_needs_command" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_needs_command" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_needs_command" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_needs_command" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_needs_command" -s h -l help -d 'Print help'
@@ -47,45 +49,63 @@ complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "cancel" -d 'Cance
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "logs" -d 'Show a service\'s container logs'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "apply" -d 'Bring this host to its desired state now'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "reload" -d 'Reload the configuration; a bad file keeps the running one'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "notify" -d 'Notifications'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "validate" -d 'Check a configuration file without asking the daemon'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand list" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand list" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand list" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand list" -l all-hosts -d 'Every host in [hosts], with a HOST column'
 complete -c stackctl -n "__fish_stackctl_using_subcommand list" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand list" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand list" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand status" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand status" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand down" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand down" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand down" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand down" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand down" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand down" -s h -l help -d 'Print help'
@@ -94,58 +114,91 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -l state -d 'On
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s n -l lines -d 'At most this many' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand task" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand task" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand task" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand task" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand task" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand task" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s n -l lines -d 'How many lines from the end (0: all)' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s f -l follow -d 'Keep following new lines'
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s h -l help -d 'Print help'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -s o -l output -d 'Output format' -r -f -a "text\t''
+json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -l user -d 'Talk to the daemon of the calling user on the session bus'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -s h -l help -d 'Print help'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -f -a "test" -d 'Send a test message through the real channel (all channels when none is named: journal, email, webhook.NAME) and report what happened'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -s o -l output -d 'Output format' -r -f -a "text\t''
+json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -l user -d 'Talk to the daemon of the calling user on the session bus'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -s h -l help -d 'Print help'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from help" -f -a "test" -d 'Send a test message through the real channel (all channels when none is named: journal, email, webhook.NAME) and report what happened'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -l host -d 'The host name to check the file as' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -s h -l help -d 'Print help'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload validate help" -f -a "list" -d 'List the services of this host'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload validate help" -f -a "status" -d 'Show a service like `systemctl status`, or the host when no name is given'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload validate help" -f -a "start" -d 'Start services (docker compose up -d); their desired state becomes running'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload validate help" -f -a "stop" -d 'Stop services; their desired state becomes stopped and survives reboots'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload validate help" -f -a "restart" -d 'Restart services'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload validate help" -f -a "update" -d 'Pull images, then recreate; a failed pull leaves the service as it was'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload validate help" -f -a "pull" -d 'Pull the services\' images'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload validate help" -f -a "down" -d 'Stop and remove the services\' containers and networks (volumes are kept)'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload validate help" -f -a "tasks" -d 'List tasks, newest first'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload validate help" -f -a "task" -d 'Show one task with its whole log'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload validate help" -f -a "cancel" -d 'Cancel pending or running tasks'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload validate help" -f -a "logs" -d 'Show a service\'s container logs'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload validate help" -f -a "apply" -d 'Bring this host to its desired state now'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload validate help" -f -a "reload" -d 'Reload the configuration; a bad file keeps the running one'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload validate help" -f -a "validate" -d 'Check a configuration file without asking the daemon'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload validate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "list" -d 'List the services of this host'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "status" -d 'Show a service like `systemctl status`, or the host when no name is given'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "start" -d 'Start services (docker compose up -d); their desired state becomes running'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "stop" -d 'Stop services; their desired state becomes stopped and survives reboots'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "restart" -d 'Restart services'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "update" -d 'Pull images, then recreate; a failed pull leaves the service as it was'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "pull" -d 'Pull the services\' images'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "down" -d 'Stop and remove the services\' containers and networks (volumes are kept)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "tasks" -d 'List tasks, newest first'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "task" -d 'Show one task with its whole log'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "cancel" -d 'Cancel pending or running tasks'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "logs" -d 'Show a service\'s container logs'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "apply" -d 'Bring this host to its desired state now'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "reload" -d 'Reload the configuration; a bad file keeps the running one'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "notify" -d 'Notifications'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "validate" -d 'Check a configuration file without asking the daemon'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list status start stop restart update pull down tasks task cancel logs apply reload notify validate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and __fish_seen_subcommand_from notify" -f -a "test" -d 'Send a test message through the real channel (all channels when none is named: journal, email, webhook.NAME) and report what happened'
 
 # --- Hand-written (completions/src/stackctl.fish) ---------------------------
 # Service names and task ids from the running daemon, through the hidden
