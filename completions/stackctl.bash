@@ -25,8 +25,14 @@ _stackctl() {
             stackctl,cancel)
                 cmd="stackctl__subcmd__cancel"
                 ;;
+            stackctl,diagnose)
+                cmd="stackctl__subcmd__diagnose"
+                ;;
             stackctl,down)
                 cmd="stackctl__subcmd__down"
+                ;;
+            stackctl,health)
+                cmd="stackctl__subcmd__health"
                 ;;
             stackctl,help)
                 cmd="stackctl__subcmd__help"
@@ -76,8 +82,14 @@ _stackctl() {
             stackctl__subcmd__help,cancel)
                 cmd="stackctl__subcmd__help__subcmd__cancel"
                 ;;
+            stackctl__subcmd__help,diagnose)
+                cmd="stackctl__subcmd__help__subcmd__diagnose"
+                ;;
             stackctl__subcmd__help,down)
                 cmd="stackctl__subcmd__help__subcmd__down"
+                ;;
+            stackctl__subcmd__help,health)
+                cmd="stackctl__subcmd__help__subcmd__health"
                 ;;
             stackctl__subcmd__help,help)
                 cmd="stackctl__subcmd__help__subcmd__help"
@@ -143,7 +155,7 @@ _stackctl() {
 
     case "${cmd}" in
         stackctl)
-            opts="-o -H -c -h -V --user --output --host --config --no-block --help --version list status start stop restart update pull down tasks task cancel logs apply reload notify validate help"
+            opts="-o -H -c -h -V --user --output --host --config --no-block --help --version list status start stop restart update pull down tasks task cancel logs apply reload diagnose health notify validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -256,6 +268,44 @@ _stackctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        stackctl__subcmd__diagnose)
+            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         stackctl__subcmd__down)
             opts="-o -H -c -h --user --output --host --config --no-block --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -294,8 +344,46 @@ _stackctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        stackctl__subcmd__health)
+            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         stackctl__subcmd__help)
-            opts="list status start stop restart update pull down tasks task cancel logs apply reload notify validate help"
+            opts="list status start stop restart update pull down tasks task cancel logs apply reload diagnose health notify validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -336,7 +424,35 @@ _stackctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        stackctl__subcmd__help__subcmd__diagnose)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         stackctl__subcmd__help__subcmd__down)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__health)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

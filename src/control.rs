@@ -151,6 +151,7 @@ struct Shared {
     events: EventSender,
     compose: tokio::sync::Mutex<Option<Compose>>,
     queue: OnceLock<Queue>,
+    board: Arc<crate::supervise::Board>,
     boot_id: String,
     state: Mutex<SystemState>,
 }
@@ -179,6 +180,7 @@ impl Control {
             events: events.clone(),
             compose: tokio::sync::Mutex::new(None),
             queue: OnceLock::new(),
+            board: crate::supervise::Board::new(),
             boot_id,
             state: Mutex::new(SystemState::Starting),
         });
@@ -204,6 +206,68 @@ impl Control {
 
     pub fn queue(&self) -> &Queue {
         self.shared.queue()
+    }
+
+    /// What the supervisor knows of each service's health and recoveries.
+    pub fn board(&self) -> &Arc<crate::supervise::Board> {
+        &self.shared.board
+    }
+
+    /// The effective desired state (what a person said, else auto_start).
+    pub fn desired_state(&self, name: &str) -> DesiredState {
+        let cfg = self.config();
+        let Some(svc) = cfg.service(name) else {
+            return DesiredState::Stopped;
+        };
+        let said = self.shared.store.desired(name).ok().flatten();
+        Shared::desired(svc, said.as_ref()).0
+    }
+
+    /// The start-up reconcile has not finished yet.
+    pub fn startup_pending(&self) -> bool {
+        *self.shared.state.lock().unwrap_or_else(|e| e.into_inner()) == SystemState::Starting
+    }
+
+    /// The project's containers as last observed.
+    pub fn containers(&self, name: &str) -> Vec<ContainerInfo> {
+        self.shared.world.containers(name)
+    }
+
+    /// The connected Docker client, if Docker answers.
+    pub fn docker(&self) -> Option<crate::engine::Docker> {
+        self.shared.world.docker()
+    }
+
+    /// The evidence and what the rule table would do, without doing it.
+    pub fn diagnose(&self, name: &str) -> Result<Vec<String>, ControlError> {
+        let cfg = self.config();
+        self.shared.local_service(&cfg, name)?;
+        let Some((ev, d)) = self.shared.board.diagnose(self, name) else {
+            return Err(ControlError::NoSuchService(name.to_string()));
+        };
+        let mut lines = vec![format!("summary: {}", d.summary)];
+        lines.push(format!("cause: {}", d.cause.as_str()));
+        lines.push(format!("outcome: {}", d.cause.outcome()));
+        lines.push(format!("action: {:?}", d.action));
+        lines.push(format!("desired: {}", ev.desired.as_str()));
+        lines.push(format!("task pending or running: {}", ev.user_task_active));
+        if let Some(c) = &ev.container {
+            lines.push(format!(
+                "failed container: {c} (exit code {}, oom killed {})",
+                ev.exit_code.map_or("none".to_string(), |c| c.to_string()),
+                ev.oom_killed
+            ));
+        }
+        lines.push(format!(
+            "failed probes: {} (retries {})",
+            ev.failed_probes, ev.retries
+        ));
+        lines.push(format!(
+            "restarts in window: {}, next backoff {:?}",
+            ev.budget.restarts_in_window, ev.budget.backoff
+        ));
+        lines.extend(d.warnings.iter().map(|w| format!("warning: {w}")));
+        Ok(lines)
     }
 
     pub fn manager(&self) -> ManagerInfo {
@@ -514,7 +578,23 @@ impl Shared {
             (_, Observed::Stopped) => ("inactive", "exited".to_string()),
             (_, Observed::Absent) => ("inactive", "dead".to_string()),
         };
-        let (health, health_message) = health_of(&containers, observed, desired);
+        let (mut health, mut health_message) = health_of(&containers, observed, desired);
+        let mut recoveries = 0;
+        let mut gave_up = false;
+        if let Some(v) = self.board.verdict(&svc.name) {
+            recoveries = v.recoveries;
+            gave_up = v.gave_up;
+            // The supervisor's view (probes, debounced) wins once it has one.
+            if v.health != "unknown" || gave_up {
+                health = v.health;
+                health_message = v.message;
+            }
+        }
+        let (active_state, sub_state) = if gave_up && running_kind.is_none() {
+            ("failed", "gave-up".to_string())
+        } else {
+            (active_state, sub_state)
+        };
         ServiceStatus {
             name: svc.name.clone(),
             host: cfg.host.clone(),
@@ -525,7 +605,7 @@ impl Shared {
             health,
             health_message,
             state_change_usec: self.world.changed_usec(&svc.name),
-            restart_count: containers.iter().map(|c| c.restart_count).sum(),
+            restart_count: containers.iter().map(|c| c.restart_count).sum::<u64>() + recoveries,
             cpu_percent: 0.0,
             memory_bytes: 0,
             compose_file: svc.compose_file.clone(),

@@ -114,6 +114,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     // Before anything can raise an alert (the start-up reconcile does).
     let (stop_notify, notify_stopped) = tokio::sync::oneshot::channel();
     let notifier = tokio::spawn(notifier(control.clone(), notify_stopped));
+    let supervisor = tokio::spawn(crate::supervise::run(
+        control.clone(),
+        control.board().clone(),
+    ));
     let server = dbus::serve(control.clone(), opts.user_mode).await?;
     // The peer endpoint after D-Bus, before READY=1: a bad token file or a
     // taken port stops the start with a clear error.
@@ -188,6 +192,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     if let Some(w) = watchdog {
         w.abort();
     }
+    supervisor.abort();
     observer.abort();
     drop(server);
     Ok(())

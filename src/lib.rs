@@ -17,6 +17,7 @@ pub mod reconcile;
 pub mod recovery;
 pub mod resources;
 pub mod store;
+pub mod supervise;
 pub mod systemd;
 pub mod tasks;
 pub mod world;

@@ -196,6 +196,11 @@ impl World {
         let Some(docker) = self.docker() else { return };
         match docker.list_containers(Some(project)).await {
             Ok(containers) => {
+                tracing::debug!(
+                    stackd_service = project,
+                    "observed {}",
+                    classify(&containers).as_str()
+                );
                 if self.set_project(project, containers) {
                     let _ = events.send(Event::ServiceChanged {
                         service: project.to_string(),

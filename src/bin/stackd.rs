@@ -10,7 +10,9 @@ use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 
 fn init_logging() {
-    let filter = EnvFilter::try_from_env("STACKD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("STACKD_LOG")
+        .or_else(|_| EnvFilter::try_from_env("RUST_LOG"))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     if stackd::systemd::stderr_is_journal() {
         if let Ok(journald) = tracing_journald::layer() {
             tracing_subscriber::registry()

@@ -112,6 +112,11 @@ pub enum Command {
     Apply,
     /// Reload the configuration; a bad file keeps the running one.
     Reload,
+    /// Print the evidence stackd sees for a service and what it would do,
+    /// without doing it.
+    Diagnose { name: String },
+    /// Health of every service (or the named ones), with the reason.
+    Health { names: Vec<String> },
     /// Notifications.
     Notify {
         #[command(subcommand)]

@@ -122,6 +122,13 @@ async fn run(args: &Args) -> Result<u8> {
             client.bus()?.reload().await?;
             Ok(exit::OK)
         }
+        Command::Diagnose { name } => {
+            for line in client.bus()?.diagnose(name).await? {
+                println!("{line}");
+            }
+            Ok(exit::OK)
+        }
+        Command::Health { names } => health(client.bus()?, names, json).await,
         Command::Notify {
             action: NotifyAction::Test { channel },
         } => notify_test(client.bus()?, channel.as_deref(), json).await,
@@ -664,6 +671,54 @@ async fn task(client: &Conn, id: u64, json: bool) -> Result<u8> {
     println!();
     for l in &log {
         println!("{l}");
+    }
+    Ok(exit::OK)
+}
+
+async fn health(client: &Client, names: &[String], json: bool) -> Result<u8> {
+    let names: Vec<String> = if names.is_empty() {
+        client
+            .list_services()
+            .await?
+            .into_iter()
+            .map(|r| r.name)
+            .collect()
+    } else {
+        names.to_vec()
+    };
+    let mut infos = Vec::new();
+    for name in &names {
+        infos.push(client.service(name).await?);
+    }
+    if json {
+        #[derive(Serialize)]
+        struct Row<'a> {
+            name: &'a str,
+            health: &'a str,
+            message: &'a str,
+            restart_count: u64,
+        }
+        let rows: Vec<Row<'_>> = infos
+            .iter()
+            .map(|s| Row {
+                name: &s.name,
+                health: &s.health,
+                message: &s.health_message,
+                restart_count: s.restart_count,
+            })
+            .collect();
+        return print_json(&rows);
+    }
+    let w = infos.iter().map(|s| s.name.len()).max().unwrap_or(0).max(7);
+    println!(
+        "{:w$}  {:10} {:>8}  MESSAGE",
+        "SERVICE", "HEALTH", "RESTARTS"
+    );
+    for s in &infos {
+        println!(
+            "{:w$}  {:10} {:>8}  {}",
+            s.name, s.health, s.restart_count, s.health_message
+        );
     }
     Ok(exit::OK)
 }

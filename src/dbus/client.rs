@@ -331,6 +331,10 @@ impl Client {
             .await
     }
 
+    pub async fn diagnose(&self, name: &str) -> Result<Vec<String>> {
+        self.call(MANAGER_PATH, MANAGER, "Diagnose", &(name,)).await
+    }
+
     /// (channel, delivered, error) for each channel tried.
     pub async fn test_notify(&self, channel: Option<&str>) -> Result<Vec<(String, bool, String)>> {
         self.call(

@@ -215,6 +215,12 @@ impl Manager {
         super::logs::pipe(stream).map_err(|e| Error::Failed(format!("cannot open a pipe: {e}")))
     }
 
+    /// The evidence stackd sees for a service and what it would do about
+    /// it, without doing it.
+    async fn diagnose(&self, name: &str) -> Result<Vec<String>> {
+        Ok(self.shared.control.diagnose(name)?)
+    }
+
     /// Send a test message through a notification channel ("" for all),
     /// bypassing the outbox: (channel, delivered, error) for each.
     async fn test_notify(

@@ -266,9 +266,9 @@ impl Queue {
 
     /// Whether a task for this service is pending or running.
     pub fn busy(&self, service: &str) -> bool {
-        let lanes = self.lock();
-        lanes.pending.get(service).is_some_and(|q| !q.is_empty())
-            || lanes.running.values().any(|(_, s)| s == service)
+        // A service keeps its worker until its lane is empty, so this also
+        // covers a task between leaving the lane and being marked running.
+        self.lock().draining.contains_key(service)
     }
 
     /// The kind of the task running on a service right now, if any.

@@ -1,0 +1,459 @@
+//! The supervisor: health and recovery for every service of this host.
+//!
+//! It listens to the world (the observer's `ServiceChanged`, which follows
+//! Docker's die/oom/health_status events within a burst window) and to the
+//! probe runner, keeps each service's [`HealthMachine`] and
+//! [`RestartLimiter`], and turns failures into recovery tasks through the
+//! queue, as the rule table in `recovery.rs` says. Every recovery task's
+//! log starts with the evidence and the decision.
+//!
+//! Architecture invariant: the supervisor never runs Compose; it asks the
+//! task queue, like everyone else.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::control::Control;
+use crate::engine::ContainerState;
+use crate::events::{Event, Severity};
+use crate::health::{self, Facts, Health, HealthMachine, ProbeResult};
+use crate::recovery::{self, Action, Cause, Diagnosis, Evidence, RestartLimiter};
+use crate::store::{now_usec, DesiredState};
+use crate::tasks::TaskKind;
+use crate::world;
+
+/// What the supervisor knows of one service.
+struct Slot {
+    machine: HealthMachine,
+    limiter: RestartLimiter,
+    /// Recovery tasks stackd queued (added to Docker's restart counts).
+    recoveries: u64,
+    /// Why it gave up, until a person starts the service again.
+    gave_up: Option<String>,
+    /// A recovery is scheduled or running.
+    pending: bool,
+    /// The cause last announced, so a lasting failure is told once.
+    announced: Option<Cause>,
+}
+
+/// Shared between the supervisor (writer) and the core (reader, for
+/// `Health`, `HealthMessage`, `RestartCount` and `Diagnose`).
+#[derive(Default)]
+pub struct Board {
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+/// Health as the supervisor sees it.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    pub health: &'static str,
+    pub message: String,
+    pub recoveries: u64,
+    pub gave_up: bool,
+}
+
+impl Board {
+    pub fn new() -> Arc<Board> {
+        Arc::new(Board::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn verdict(&self, service: &str) -> Option<Verdict> {
+        let slots = self.lock();
+        let slot = slots.get(service)?;
+        let (health, message) = slot.machine.current();
+        Some(match &slot.gave_up {
+            Some(why) => Verdict {
+                health: Health::Unhealthy.as_str(),
+                message: format!("gave up: {why}"),
+                recoveries: slot.recoveries,
+                gave_up: true,
+            },
+            None => Verdict {
+                health: health.as_str(),
+                message: message.to_string(),
+                recoveries: slot.recoveries,
+                gave_up: false,
+            },
+        })
+    }
+
+    /// What the rule table says now, without acting.
+    pub fn diagnose(&self, control: &Control, service: &str) -> Option<(Evidence, Diagnosis)> {
+        let cfg = control.config();
+        let svc = cfg.service(service)?;
+        let seen = seen(control, service);
+        let mut slots = self.lock();
+        let slot = slot_for(&mut slots, service, svc);
+        let ev = evidence(service, &seen, slot);
+        let d = recovery::diagnose_with(&ev, &svc.restart, &slot.limiter, Instant::now());
+        Some((ev, d))
+    }
+
+    /// A person started, restarted or stopped the service: forget the
+    /// crash-loop budget and the "gave up".
+    fn reset(&self, service: &str) {
+        if let Some(slot) = self.lock().get_mut(service) {
+            slot.limiter.reset();
+            slot.gave_up = None;
+            slot.announced = None;
+        }
+    }
+}
+
+fn slot_for<'a>(
+    slots: &'a mut HashMap<String, Slot>,
+    service: &str,
+    svc: &crate::config::ServiceConfig,
+) -> &'a mut Slot {
+    slots.entry(service.to_string()).or_insert_with(|| Slot {
+        machine: HealthMachine::new(svc.health.as_ref()),
+        limiter: RestartLimiter::new(svc.restart.clone()),
+        recoveries: 0,
+        gave_up: None,
+        pending: false,
+        announced: None,
+    })
+}
+
+/// What the supervisor reads from the core before it takes the board's lock
+/// (the core reads the board to answer status questions).
+struct Seen {
+    desired: DesiredState,
+    busy: bool,
+    containers: Vec<crate::engine::ContainerInfo>,
+    retries: u32,
+    starting: bool,
+    /// stackd deployed it (so missing containers went missing, rather than
+    /// never having been made: a new service waits for `apply`).
+    deployed: bool,
+}
+
+fn seen(control: &Control, service: &str) -> Seen {
+    let cfg = control.config();
+    Seen {
+        desired: control.desired_state(service),
+        busy: control.queue().busy(service),
+        containers: control.containers(service),
+        retries: cfg
+            .service(service)
+            .and_then(|s| s.health.as_ref())
+            .map_or(1, |h| h.retries.max(1)),
+        starting: control.startup_pending(),
+        deployed: control
+            .store()
+            .deployed()
+            .is_ok_and(|d| d.contains(service)),
+    }
+}
+
+/// The evidence for the rule table, from what was seen and the slot.
+fn evidence(service: &str, seen: &Seen, slot: &Slot) -> Evidence {
+    let mut ev = Evidence::new(service, seen.desired);
+    ev.user_task_active = seen.busy;
+    let containers = &seen.containers;
+    let failed = containers.iter().find(|c| {
+        !c.oneoff
+            && !world::is_complete(c)
+            && matches!(c.state, ContainerState::Exited | ContainerState::Dead)
+    });
+    if let Some(c) = failed {
+        ev.container = Some(c.name.clone());
+        ev.exit_code = c.exit_code;
+        ev.oom_killed = c.oom_killed;
+    }
+    ev.one_shot = !containers.is_empty() && containers.iter().all(world::is_complete);
+    ev.retries = seen.retries;
+    ev.failed_probes = slot.machine.consecutive_failures();
+    if slot.machine.current().0 == Health::Unhealthy {
+        ev.failed_probes = ev.failed_probes.max(ev.retries);
+    }
+    // All containers gone while it should run, after stackd deployed it.
+    ev.container_missing = seen.desired == DesiredState::Running
+        && seen.deployed
+        && world::classify(containers) == world::Observed::Absent;
+    ev
+}
+
+/// Start the probes of every local service that declares one.
+fn start_probes(control: &Control, tx: mpsc::Sender<(String, ProbeResult)>) -> health::ProbeRunner {
+    let cfg = control.config();
+    let services = cfg
+        .local_services()
+        .filter_map(|s| Some((s.name.clone(), s.health.clone()?)))
+        .collect();
+    health::spawn_probes(services, &cfg.compose_dir, control.docker(), tx)
+}
+
+/// Run until the daemon stops (the task is aborted).
+pub async fn run(control: Control, board: Arc<Board>) {
+    let (probe_tx, mut probe_rx) = mpsc::channel::<(String, ProbeResult)>(256);
+    let (done_tx, mut done_rx) = mpsc::channel::<String>(64);
+    let mut probes = start_probes(&control, probe_tx.clone());
+    let mut probes_had_docker = control.docker().is_some();
+    let mut events = control.events().subscribe();
+    let mut was_starting = true;
+    loop {
+        tokio::select! {
+            Some((service, result)) = probe_rx.recv() => {
+                observe(&control, &board, &service, Some(&result), &done_tx);
+            }
+            Some(service) = done_rx.recv() => {
+                if let Some(slot) = board.lock().get_mut(&service) {
+                    slot.pending = false;
+                }
+                observe(&control, &board, &service, None, &done_tx);
+            }
+            ev = events.recv() => match ev {
+                Ok(Event::ServiceChanged { service }) => {
+                    observe(&control, &board, &service, None, &done_tx);
+                }
+                Ok(Event::TaskNew { id, service, kind }) => {
+                    let by_person = control
+                        .task(id)
+                        .is_ok_and(|t| t.origin.starts_with("dbus:") || t.origin == "private" || t.origin.starts_with("peer"));
+                    if by_person && kind != TaskKind::Pull.as_str() {
+                        board.reset(&service);
+                    }
+                }
+                Ok(Event::ServicesReloaded) => {
+                    probes.stop().await;
+                    probes = start_probes(&control, probe_tx.clone());
+                    // Health and restart settings may have changed: start afresh.
+                    board.lock().clear();
+                }
+                Ok(Event::ManagerChanged) if was_starting && !control.startup_pending() => {
+                    // Boot recovery is done: look at everything once, for
+                    // what failed while it ran.
+                    was_starting = false;
+                    for name in control.service_names() {
+                        observe(&control, &board, &name, None, &done_tx);
+                    }
+                }
+                Ok(Event::ManagerChanged) => {
+                    // Container probes need Docker: restart them once it is back.
+                    let has = control.docker().is_some();
+                    if has != probes_had_docker {
+                        probes_had_docker = has;
+                        probes.stop().await;
+                        probes = start_probes(&control, probe_tx.clone());
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                _ => {}
+            },
+        }
+    }
+    probes.stop().await;
+}
+
+fn observe(
+    control: &Control,
+    board: &Arc<Board>,
+    service: &str,
+    probe: Option<&ProbeResult>,
+    done: &mpsc::Sender<String>,
+) {
+    let cfg = control.config();
+    let Some(svc) = cfg.service(service).filter(|s| s.assigned_to(&cfg.host)) else {
+        return;
+    };
+    let seen = seen(control, service);
+    let facts = Facts::from_containers(&seen.containers, now_usec());
+    let mut slots = board.lock();
+    let slot = slot_for(&mut slots, service, svc);
+    let change = slot.machine.observe(&facts, probe);
+    // Boot recovery handles what is down at start; the supervisor takes
+    // over once the start-up reconcile is done.
+    let skip = slot.pending || seen.starting;
+    let ev = evidence(service, &seen, slot);
+    if let Some(change) = change {
+        drop(slots);
+        drop_change(control, service, &change);
+        slots = board.lock();
+    }
+    if skip {
+        return;
+    }
+    let Some(slot) = slots.get_mut(service) else {
+        return;
+    };
+    let now = Instant::now();
+    let d = recovery::diagnose_with(&ev, &svc.restart, &slot.limiter, now);
+    tracing::debug!(
+        stackd_service = service,
+        "diagnosis: {:?}: {}",
+        d.cause,
+        d.summary
+    );
+    let kind = match d.action {
+        Action::Restart { .. } => TaskKind::Restart,
+        Action::Recreate { .. } => TaskKind::Deploy,
+        Action::PullThenRecreate { .. } => TaskKind::Update,
+        Action::GiveUp { ref reason } => {
+            if slot.gave_up.is_none() {
+                slot.gave_up = Some(reason.clone());
+                slot.announced = Some(d.cause);
+                drop(slots);
+                warn!(
+                    stackd_service = service,
+                    message_id = %crate::systemd::MESSAGE_GAVE_UP,
+                    "{reason}"
+                );
+                control.alert(
+                    Severity::Critical,
+                    "gave-up",
+                    service,
+                    &d.summary,
+                    &d.warnings.join("\n"),
+                );
+                let _ = control.events().send(Event::ServiceChanged {
+                    service: service.to_string(),
+                });
+            }
+            return;
+        }
+        Action::None { .. } => {
+            if d.cause == Cause::Healthy {
+                slot.announced = None;
+            }
+            return;
+        }
+    };
+    // The first recovery in a window is immediate; then back off.
+    let delay = if slot.limiter.restarts_in_window(now) == 0 {
+        Duration::ZERO
+    } else {
+        slot.limiter.next_backoff(now)
+    };
+    slot.limiter.record(now);
+    slot.recoveries += 1;
+    slot.pending = true;
+    let attempt = slot.limiter.restarts_in_window(now);
+    let max = svc.restart.max_restarts;
+    drop(slots);
+    let evidence_lines = describe(&ev, &d, kind, delay, attempt, max);
+    info!(stackd_service = service, "recovery: {}", d.summary);
+    let control = control.clone();
+    let service = service.to_string();
+    let done = done.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let still_wanted = control
+            .service(&service)
+            .is_ok_and(|s| s.desired == DesiredState::Running)
+            && !control.queue().busy(&service);
+        if still_wanted {
+            match control.queue().submit(kind, &service, "recovery") {
+                Ok(task) => {
+                    for line in &evidence_lines {
+                        let _ = control.store().append_task_log(task.id, line);
+                    }
+                    let severity = if d.warnings.is_empty() {
+                        Severity::Warning
+                    } else {
+                        Severity::Critical
+                    };
+                    control.alert(
+                        severity,
+                        "recovering",
+                        &service,
+                        &format!("{} (task {}: {})", d.summary, task.id, kind.as_str()),
+                        &d.warnings.join("\n"),
+                    );
+                    let _ = control.queue().wait(task.id).await;
+                }
+                Err(e) => warn!(stackd_service = %service, "cannot queue the recovery: {e}"),
+            }
+        }
+        let _ = done.send(service).await;
+    });
+}
+
+/// A change of health: an event people are told about, then the world's
+/// view of the service is announced again (D-Bus properties).
+fn drop_change(control: &Control, service: &str, change: &health::Change) {
+    info!(
+        stackd_service = service,
+        "health {} -> {}: {}",
+        change.from.as_str(),
+        change.to.as_str(),
+        change.message
+    );
+    match change.to {
+        Health::Unhealthy => {
+            warn!(
+                stackd_service = service,
+                message_id = %crate::systemd::MESSAGE_UNHEALTHY,
+                "{service} is unhealthy: {}",
+                change.message
+            );
+            control.alert(
+                Severity::Warning,
+                "unhealthy",
+                service,
+                &format!("{service} is unhealthy: {}", change.message),
+                "",
+            );
+        }
+        Health::Healthy if change.from == Health::Unhealthy || change.from == Health::Degraded => {
+            control.alert(
+                Severity::Info,
+                "healthy",
+                service,
+                &format!("{service} is healthy again"),
+                "",
+            );
+        }
+        _ => {}
+    }
+    let _ = control.events().send(Event::ServiceChanged {
+        service: service.to_string(),
+    });
+}
+
+/// The first lines of a recovery task's log: what was seen, what was decided.
+fn describe(
+    ev: &Evidence,
+    d: &Diagnosis,
+    kind: TaskKind,
+    delay: Duration,
+    attempt: u32,
+    max: u32,
+) -> Vec<String> {
+    let mut lines = vec![format!("recovery: {}", d.summary)];
+    let mut seen = Vec::new();
+    if let Some(c) = &ev.container {
+        seen.push(format!("container {c}"));
+    }
+    if let Some(code) = ev.exit_code {
+        seen.push(format!("exit code {code}"));
+    }
+    if ev.oom_killed {
+        seen.push("killed by the OOM killer".to_string());
+    }
+    if ev.failed_probes > 0 {
+        seen.push(format!(
+            "{} failed probes of {}",
+            ev.failed_probes, ev.retries
+        ));
+    }
+    if ev.container_missing {
+        seen.push("no containers".to_string());
+    }
+    lines.push(format!("evidence: {}", seen.join(", ")));
+    lines.push(format!(
+        "decision: {} ({}), attempt {attempt} of {max}, after {delay:?}",
+        kind.as_str(),
+        d.cause.as_str()
+    ));
+    lines.extend(d.warnings.iter().map(|w| format!("warning: {w}")));
+    lines
+}
