@@ -36,6 +36,8 @@ pub enum ControlError {
     InvalidArgument(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("preflight failed:\n{0}")]
+    PreflightFailed(String),
     #[error("Docker is unavailable: {0}")]
     DockerUnavailable(String),
     #[error("the configuration is invalid; the running one stays in force:\n{0}")]
@@ -338,6 +340,7 @@ impl Control {
                 self.shared.world.docker_error(),
             ));
         }
+        self.check_dependencies(op, name)?;
         let task = self.queue().submit(op.kind(), name, origin)?;
         if let Some(state) = op.desired() {
             self.shared
@@ -345,6 +348,63 @@ impl Control {
                 .set_desired(name, state, DesiredSource::User)?;
         }
         Ok(task)
+    }
+
+    /// Stopping what running services depend on, or starting what
+    /// conflicts with a running service, is refused with the names.
+    fn check_dependencies(&self, op: Op, name: &str) -> Result<(), ControlError> {
+        let cfg = self.config();
+        let graph = crate::deps::Graph::from_services(cfg.local_services());
+        let running: std::collections::BTreeSet<String> = cfg
+            .local_services()
+            .filter(|s| {
+                matches!(
+                    world::classify(&self.shared.world.containers(&s.name)),
+                    Observed::Running | Observed::Partial
+                )
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        match op {
+            Op::Stop | Op::Down => {
+                let dependents = graph.dependents_running(name, &running);
+                if !dependents.is_empty() {
+                    return Err(ControlError::Conflict(format!(
+                        "{name} is needed by running services: {}; stop them first",
+                        dependents.join(", ")
+                    )));
+                }
+            }
+            Op::Start | Op::Restart | Op::Update => {
+                let conflicts = graph.conflicting_running(name, &running);
+                if !conflicts.is_empty() {
+                    return Err(ControlError::Conflict(format!(
+                        "{name} conflicts with running services: {}; stop them first",
+                        conflicts.join(", ")
+                    )));
+                }
+            }
+            Op::Pull => {}
+        }
+        Ok(())
+    }
+
+    /// Every problem a deploy of the service would meet, without deploying.
+    /// Fatal problems make it an error; warnings alone are listed.
+    pub async fn preflight(&self, name: &str) -> Result<Vec<String>, ControlError> {
+        let cfg = self.config();
+        let svc = self.shared.local_service(&cfg, name)?.clone();
+        let report = self
+            .shared
+            .preflight(&svc)
+            .await
+            .map_err(|f| ControlError::PreflightFailed(f.message))?;
+        let lines: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+        if report.passed() {
+            Ok(lines)
+        } else {
+            Err(ControlError::PreflightFailed(lines.join("\n")))
+        }
     }
 
     /// Plan against the current config and queue what it takes.
@@ -661,6 +721,27 @@ impl Shared {
         Ok(compose)
     }
 
+    async fn preflight(
+        &self,
+        svc: &ServiceConfig,
+    ) -> Result<crate::preflight::PreflightReport, Failure> {
+        let compose = self.compose().await?;
+        let docker = self.world.docker();
+        Ok(crate::preflight::check(
+            &compose,
+            docker.as_ref(),
+            &crate::preflight::Target {
+                project: svc.name.clone(),
+                dir: svc.dir.clone(),
+                file: svc.compose_file.clone(),
+            },
+            &crate::preflight::Options {
+                min_free_bytes: PREFLIGHT_MIN_FREE,
+            },
+        )
+        .await)
+    }
+
     async fn run_task(
         self: Arc<Self>,
         task: TaskRecord,
@@ -693,6 +774,24 @@ impl Shared {
             )));
         }
         let compose = self.compose().await?;
+        // Boot recovery and apply bring back what ran before, fast; what a
+        // person or the supervisor asks for is checked first, every problem
+        // at once.
+        let checked =
+            kind.starts() && !matches!(task.origin.as_str(), "boot" | "start" | "interrupted");
+        if let (true, Some(svc)) = (checked, cfg.service(&task.service)) {
+            let report = self.preflight(svc).await?;
+            for p in &report.problems {
+                log.line(&format!("preflight {p}"));
+            }
+            if !report.passed() {
+                let fatal: Vec<String> = report.fatal().map(|p| p.to_string()).collect();
+                return Err(Failure::failed(format!(
+                    "PreflightFailed: {}",
+                    fatal.join("; ")
+                )));
+            }
+        }
         let steps: &[&[&str]] = match kind {
             TaskKind::Deploy => &[&["up", "-d", "--remove-orphans"]],
             TaskKind::Stop => &[&["stop"]],
@@ -936,6 +1035,10 @@ impl Shared {
         }
     }
 }
+
+/// Below this much free space (Docker's data root, the service's folder) a
+/// deploy is refused by preflight.
+const PREFLIGHT_MIN_FREE: u64 = 256 << 20;
 
 /// The compose file in a project folder, as the config module finds it.
 fn compose_location(dir: &std::path::Path) -> Option<(PathBuf, PathBuf)> {

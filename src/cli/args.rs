@@ -112,6 +112,9 @@ pub enum Command {
     Apply,
     /// Reload the configuration; a bad file keeps the running one.
     Reload,
+    /// Run the preflight checks of a deploy only (compose file, images,
+    /// bind mounts, env files, ports, disk) and list every problem.
+    Check { name: String },
     /// Print the evidence stackd sees for a service and what it would do,
     /// without doing it.
     Diagnose { name: String },

@@ -122,6 +122,13 @@ async fn run(args: &Args) -> Result<u8> {
             client.bus()?.reload().await?;
             Ok(exit::OK)
         }
+        Command::Check { name } => {
+            for line in client.bus()?.check(name).await? {
+                println!("{line}");
+            }
+            println!("{name}: preflight passed");
+            Ok(exit::OK)
+        }
         Command::Diagnose { name } => {
             for line in client.bus()?.diagnose(name).await? {
                 println!("{line}");

@@ -331,6 +331,11 @@ impl Client {
             .await
     }
 
+    pub async fn check(&self, name: &str) -> Result<Vec<String>> {
+        self.call(MANAGER_PATH, MANAGER, "CheckService", &(name,))
+            .await
+    }
+
     pub async fn diagnose(&self, name: &str) -> Result<Vec<String>> {
         self.call(MANAGER_PATH, MANAGER, "Diagnose", &(name,)).await
     }

@@ -28,6 +28,7 @@ impl From<ControlError> for Error {
             ControlError::NoSuchTask(_) => Error::NoSuchTask(msg),
             ControlError::InvalidArgument(_) => Error::InvalidArgument(msg),
             ControlError::Conflict(_) => Error::Conflict(msg),
+            ControlError::PreflightFailed(_) => Error::PreflightFailed(msg),
             ControlError::DockerUnavailable(_) => Error::DockerUnavailable(msg),
             ControlError::InvalidConfig(_) => Error::InvalidConfig(msg),
             ControlError::ShuttingDown => Error::ShuttingDown(msg),

@@ -215,6 +215,12 @@ impl Manager {
         super::logs::pipe(stream).map_err(|e| Error::Failed(format!("cannot open a pipe: {e}")))
     }
 
+    /// Preflight only: every problem a deploy would meet. Fails with
+    /// org.stackd1.Error.PreflightFailed listing them when one is fatal.
+    async fn check_service(&self, name: &str) -> Result<Vec<String>> {
+        Ok(self.shared.control.preflight(name).await?)
+    }
+
     /// The evidence stackd sees for a service and what it would do about
     /// it, without doing it.
     async fn diagnose(&self, name: &str) -> Result<Vec<String>> {

@@ -253,6 +253,7 @@ impl From<ControlError> for Failure {
             ControlError::NoSuchTask(_) => (StatusCode::NOT_FOUND, "NoSuchTask"),
             ControlError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "InvalidArgument"),
             ControlError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            ControlError::PreflightFailed(_) => (StatusCode::CONFLICT, "PreflightFailed"),
             ControlError::DockerUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "DockerUnavailable")
             }
