@@ -61,6 +61,13 @@ impl From<QueueError> for ControlError {
     }
 }
 
+/// One figure of `HostStats`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum HostValue {
+    Int(u64),
+    Float(f64),
+}
+
 /// What a person can ask of a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -154,6 +161,7 @@ struct Shared {
     compose: tokio::sync::Mutex<Option<Compose>>,
     queue: OnceLock<Queue>,
     board: Arc<crate::supervise::Board>,
+    figures: Arc<crate::monitor::Figures>,
     boot_id: String,
     state: Mutex<SystemState>,
 }
@@ -183,6 +191,7 @@ impl Control {
             compose: tokio::sync::Mutex::new(None),
             queue: OnceLock::new(),
             board: crate::supervise::Board::new(),
+            figures: crate::monitor::Figures::new(),
             boot_id,
             state: Mutex::new(SystemState::Starting),
         });
@@ -228,6 +237,46 @@ impl Control {
     /// The start-up reconcile has not finished yet.
     pub fn startup_pending(&self) -> bool {
         *self.shared.state.lock().unwrap_or_else(|e| e.into_inner()) == SystemState::Starting
+    }
+
+    /// The latest resource figures (the monitor writes them).
+    pub fn figures(&self) -> &Arc<crate::monitor::Figures> {
+        &self.shared.figures
+    }
+
+    /// The host's figures from the last sample, with Docker's counts.
+    pub fn host_stats(&self) -> Vec<(&'static str, HostValue)> {
+        let mut out = Vec::new();
+        if let Some(h) = self.shared.figures.host() {
+            if let Some(cpu) = h.cpu_percent {
+                out.push(("CpuPercent", HostValue::Float(cpu)));
+            }
+            out.push(("Cpus", HostValue::Int(u64::from(h.cpus))));
+            out.push(("Load1", HostValue::Float(h.load[0])));
+            out.push(("Load5", HostValue::Float(h.load[1])));
+            out.push(("Load15", HostValue::Float(h.load[2])));
+            out.push(("MemoryTotal", HostValue::Int(h.memory_total)));
+            out.push(("MemoryAvailable", HostValue::Int(h.memory_available)));
+            out.push(("SwapTotal", HostValue::Int(h.swap_total)));
+            out.push(("SwapFree", HostValue::Int(h.swap_free)));
+            out.push(("UptimeSec", HostValue::Int(h.uptime.as_secs())));
+            if let Some(d) = h.disks.first() {
+                out.push(("StateDirTotal", HostValue::Int(d.total)));
+                out.push(("StateDirAvailable", HostValue::Int(d.available)));
+            }
+        }
+        let projects = self.shared.world.project_names();
+        let containers: Vec<ContainerInfo> = projects
+            .iter()
+            .flat_map(|p| self.shared.world.containers(p))
+            .collect();
+        let running = containers
+            .iter()
+            .filter(|c| c.state == crate::engine::ContainerState::Running)
+            .count();
+        out.push(("ComposeContainers", HostValue::Int(containers.len() as u64)));
+        out.push(("ComposeContainersRunning", HostValue::Int(running as u64)));
+        out
     }
 
     /// The project's containers as last observed.
@@ -666,8 +715,8 @@ impl Shared {
             health_message,
             state_change_usec: self.world.changed_usec(&svc.name),
             restart_count: containers.iter().map(|c| c.restart_count).sum::<u64>() + recoveries,
-            cpu_percent: 0.0,
-            memory_bytes: 0,
+            cpu_percent: self.figures.service(&svc.name).cpu_percent,
+            memory_bytes: self.figures.service(&svc.name).memory_bytes,
             compose_file: svc.compose_file.clone(),
             containers,
         }

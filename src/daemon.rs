@@ -118,6 +118,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         control.clone(),
         control.board().clone(),
     ));
+    let monitor = tokio::spawn(crate::monitor::run(control.clone()));
     let server = dbus::serve(control.clone(), opts.user_mode).await?;
     // The peer endpoint after D-Bus, before READY=1: a bad token file or a
     // taken port stops the start with a clear error.
@@ -193,6 +194,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         w.abort();
     }
     supervisor.abort();
+    monitor.abort();
     observer.abort();
     drop(server);
     Ok(())

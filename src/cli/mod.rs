@@ -386,8 +386,21 @@ async fn list(client: &Conn, json: bool) -> Result<u8> {
 
 async fn host_status(client: &Conn, json: bool) -> Result<u8> {
     let m = client.manager().await?;
+    let stats = match client {
+        Conn::Bus(c) => c.host_stats().await.unwrap_or_default(),
+        Conn::Peer { .. } => Default::default(),
+    };
     if json {
-        return print_json(&m);
+        #[derive(Serialize)]
+        struct Host<'a> {
+            #[serde(flatten)]
+            manager: &'a crate::dbus::client::ManagerInfo,
+            stats: &'a std::collections::BTreeMap<String, f64>,
+        }
+        return print_json(&Host {
+            manager: &m,
+            stats: &stats,
+        });
     }
     let rows = client.list_services().await?;
     let running = rows.iter().filter(|r| r.active_state == "active").count();
@@ -407,6 +420,26 @@ async fn host_status(client: &Conn, json: bool) -> Result<u8> {
         format!("unavailable ({})", m.docker_error)
     };
     println!("      Docker: {docker}");
+    let gib = |k: &str| stats.get(k).map(|v| v / f64::from(1u32 << 30));
+    if let (Some(l1), Some(l5), Some(l15)) =
+        (stats.get("Load1"), stats.get("Load5"), stats.get("Load15"))
+    {
+        let cpu = stats
+            .get("CpuPercent")
+            .map(|c| format!("CPU {c:.0}%, "))
+            .unwrap_or_default();
+        println!("        Load: {cpu}load {l1:.2} {l5:.2} {l15:.2}");
+    }
+    if let (Some(total), Some(avail)) = (gib("MemoryTotal"), gib("MemoryAvailable")) {
+        println!(
+            "      Memory: {:.1} GiB used of {total:.1} GiB",
+            total - avail
+        );
+    }
+    if let Some(n) = stats.get("ComposeContainersRunning") {
+        let all = stats.get("ComposeContainers").copied().unwrap_or(*n);
+        println!("  Containers: {n} running of {all} (Compose projects)");
+    }
     println!("      Config: {} ({})", m.config_path, m.config_hash);
     println!("     Version: stackd {}", m.version);
     Ok(exit::OK)

@@ -331,6 +331,24 @@ impl Client {
             .await
     }
 
+    /// Host figures by name (`CpuPercent`, `Load1`, `MemoryTotal`, ...):
+    /// numbers as f64.
+    pub async fn host_stats(&self) -> Result<std::collections::BTreeMap<String, f64>> {
+        let raw: HashMap<String, OwnedValue> =
+            self.call(MANAGER_PATH, MANAGER, "HostStats", &()).await?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let n = match &*v {
+                    Value::F64(f) => *f,
+                    Value::U64(u) => *u as f64,
+                    _ => return None,
+                };
+                Some((k, n))
+            })
+            .collect())
+    }
+
     pub async fn check(&self, name: &str) -> Result<Vec<String>> {
         self.call(MANAGER_PATH, MANAGER, "CheckService", &(name,))
             .await

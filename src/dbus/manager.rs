@@ -221,6 +221,23 @@ impl Manager {
         Ok(self.shared.control.preflight(name).await?)
     }
 
+    /// Host figures from procfs (CPU, load, memory, swap, uptime, disk of
+    /// the state dir) and the count of Compose containers.
+    async fn host_stats(&self) -> HashMap<String, OwnedValue> {
+        self.shared
+            .control
+            .host_stats()
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    crate::control::HostValue::Int(i) => OwnedValue::from(i),
+                    crate::control::HostValue::Float(f) => OwnedValue::from(f),
+                };
+                (k.to_string(), v)
+            })
+            .collect()
+    }
+
     /// The evidence stackd sees for a service and what it would do about
     /// it, without doing it.
     async fn diagnose(&self, name: &str) -> Result<Vec<String>> {

@@ -1,0 +1,199 @@
+//! The stats monitor: one pass every few seconds reads the host's procfs
+//! figures and every managed container's cgroup (no Docker API call per
+//! sample), sums them per service for `CpuPercent`/`MemoryBytes` and
+//! `HostStats`, and feeds the spike detector, whose starts and ends become
+//! alerts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+
+use crate::control::Control;
+use crate::engine::ContainerState;
+use crate::events::Severity;
+use crate::resources::{
+    ContainerSampler, HostSampler, HostStats, Sample, SpikeDetector, SpikeEvent, SpikeThresholds,
+};
+
+/// How often everything is sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// A service's containers summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ServiceFigures {
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+}
+
+/// The latest figures, read by the core.
+#[derive(Default)]
+pub struct Figures {
+    inner: Mutex<(HashMap<String, ServiceFigures>, Option<HostStats>)>,
+}
+
+impl Figures {
+    pub fn new() -> Arc<Figures> {
+        Arc::new(Figures::default())
+    }
+
+    pub fn service(&self, name: &str) -> ServiceFigures {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.0.get(name).copied().unwrap_or_default()
+    }
+
+    pub fn host(&self) -> Option<HostStats> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.1.clone()
+    }
+}
+
+/// Run until aborted.
+pub async fn run(control: Control) {
+    let cfg = control.config();
+    let mut host = HostSampler::new().with_disks([cfg.state_dir.clone()]);
+    let mut containers = ContainerSampler::new();
+    let mut spikes = SpikeDetector::new(0);
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let cfg = control.config();
+        let host_stats = match host.sample() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                warn!("cannot read host figures: {e}");
+                None
+            }
+        };
+        if let Some(h) = &host_stats {
+            spikes.set_host_memory(h.memory_total);
+        }
+        // Every running container of every local service, by id and pid.
+        let mut owner: HashMap<String, String> = HashMap::new();
+        let mut targets: Vec<(String, u32)> = Vec::new();
+        let mut limits: HashMap<String, Option<u64>> = HashMap::new();
+        for svc in cfg.local_services() {
+            for c in control.containers(&svc.name) {
+                if c.state != ContainerState::Running {
+                    continue;
+                }
+                if let Some(pid) = c.pid.filter(|p| *p > 0) {
+                    owner.insert(c.id.clone(), svc.name.clone());
+                    targets.push((c.id, pid));
+                }
+            }
+            match svc.resources.as_ref() {
+                Some(r) => spikes.configure(&svc.name, SpikeThresholds::from(r)),
+                None => spikes.forget(&svc.name),
+            }
+        }
+        let sampled = containers.sample(&targets);
+        let mut per_service: HashMap<String, ServiceFigures> = HashMap::new();
+        let mut cpu_known: HashMap<String, bool> = HashMap::new();
+        for s in &sampled {
+            let Some(name) = owner.get(&s.id) else {
+                continue;
+            };
+            let f = per_service.entry(name.clone()).or_default();
+            f.cpu_percent += s.cpu_percent.unwrap_or(0.0);
+            f.memory_bytes += s.memory;
+            *cpu_known.entry(name.clone()).or_insert(true) &= s.cpu_percent.is_some();
+            let limit = limits.entry(name.clone()).or_insert(Some(0));
+            *limit = match (*limit, s.memory_limit) {
+                (Some(a), Some(b)) => Some(a + b),
+                _ => None,
+            };
+        }
+        let now = Instant::now();
+        // Every watched service gets a sample: one whose containers stopped
+        // reads as zero, which is how its spike ends.
+        for svc in cfg.local_services().filter(|s| s.resources.is_some()) {
+            let name = &svc.name;
+            let sample = match per_service.get(name) {
+                Some(f) => Sample {
+                    now,
+                    cpu_percent: cpu_known
+                        .get(name)
+                        .copied()
+                        .unwrap_or(false)
+                        .then_some(f.cpu_percent),
+                    memory: f.memory_bytes,
+                    memory_limit: limits.get(name).copied().flatten(),
+                },
+                None => Sample {
+                    now,
+                    cpu_percent: Some(0.0),
+                    memory: 0,
+                    memory_limit: None,
+                },
+            };
+            for ev in spikes.feed(name, sample) {
+                announce(&control, ev);
+            }
+        }
+        debug!(
+            "sampled {} containers of {} services",
+            sampled.len(),
+            per_service.len()
+        );
+        let changed: Vec<String> = {
+            let figures = control.figures();
+            let mut inner = figures.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = per_service
+                .iter()
+                .filter(|(n, f)| inner.0.get(*n) != Some(f))
+                .map(|(n, _)| n.clone())
+                .chain(
+                    inner
+                        .0
+                        .keys()
+                        .filter(|n| !per_service.contains_key(*n))
+                        .cloned(),
+                )
+                .collect();
+            inner.0 = per_service;
+            inner.1 = host_stats;
+            changed
+        };
+        for service in changed {
+            let _ = control
+                .events()
+                .send(crate::events::Event::ServiceChanged { service });
+        }
+    }
+}
+
+fn announce(control: &Control, ev: SpikeEvent) {
+    match ev {
+        SpikeEvent::SpikeStarted {
+            key,
+            metric,
+            value,
+            threshold,
+            ..
+        } => {
+            let summary = format!(
+                "{key}: {} at {value:.1} over {threshold:.1}",
+                metric.as_str()
+            );
+            warn!(stackd_service = %key, message_id = %crate::systemd::MESSAGE_SPIKE_STARTED, "{summary}");
+            control.alert(Severity::Warning, "spike-started", &key, &summary, "");
+        }
+        SpikeEvent::SpikeEnded {
+            key,
+            metric,
+            peak,
+            average,
+            duration,
+        } => {
+            let summary = format!(
+                "{key}: {} back to normal after {duration:?} (peak {peak:.1}, average {average:.1})",
+                metric.as_str()
+            );
+            tracing::info!(stackd_service = %key, message_id = %crate::systemd::MESSAGE_SPIKE_ENDED, "{summary}");
+            control.alert(Severity::Info, "spike-ended", &key, &summary, "");
+        }
+    }
+}
