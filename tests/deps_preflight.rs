@@ -7,18 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn ready() -> bool {
-    require(
-        "Docker",
-        have_docker(),
-        "install docker.io and docker-compose",
-    ) && require(
-        "dbus-daemon",
-        have_bus(),
-        "apt-get install dbus-daemon systemd",
-    )
-}
-
 fn task_times(env: &TestEnv, bus: &Bus, service: &str) -> (u64, u64) {
     let tasks = stackctl_json(env, bus, &["tasks", "--service", service]);
     let id = tasks[0]["id"].as_u64().unwrap().to_string();
@@ -31,7 +19,7 @@ fn task_times(env: &TestEnv, bus: &Bus, service: &str) -> (u64, u64) {
 
 #[test]
 fn dependencies_start_in_order_and_guard_stop_and_conflicts() {
-    if !ready() {
+    if !(have_docker() && have_bus()) {
         return;
     }
     ensure_image();
@@ -80,7 +68,7 @@ fn dependencies_start_in_order_and_guard_stop_and_conflicts() {
 
 #[test]
 fn preflight_lists_every_problem_and_a_held_port_is_not_retried() {
-    if !ready() {
+    if !(have_docker() && have_bus()) {
         return;
     }
     let image = ensure_image();

@@ -9,15 +9,7 @@ use common::*;
 
 #[test]
 fn a_spinning_container_shows_its_cpu_and_raises_a_spike() {
-    if !require(
-        "Docker",
-        have_docker(),
-        "install docker.io and docker-compose",
-    ) || !require(
-        "dbus-daemon",
-        have_bus(),
-        "apt-get install dbus-daemon systemd",
-    ) {
+    if !have_docker() || !have_bus() {
         return;
     }
     let image = ensure_image();
@@ -43,16 +35,7 @@ services:
     let daemon = Daemon::start(&env, &bus);
     stackctl(&env, &bus, &["start", &spin]).expect_success();
 
-    let path = format!(
-        "/org/stackd1/service/{}",
-        spin.bytes()
-            .map(|b| if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("_{b:02x}")
-            })
-            .collect::<String>()
-    );
+    let path = service_path(&spin);
     let cpu = || -> f64 {
         let out = busctl(
             &bus,

@@ -1163,6 +1163,21 @@ pub fn busctl(bus: &Bus, args: &[&str]) -> Output {
     run(&mut cmd, COMMAND_TIMEOUT)
 }
 
+/// The object path of a service, escaped as the daemon (and systemd) does.
+pub fn service_path(name: &str) -> String {
+    let escaped: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("_{b:02x}")
+            }
+        })
+        .collect();
+    format!("/org/stackd1/service/{escaped}")
+}
+
 /// The arguments of `busctl call` for `Manager.StartService(name)`.
 pub fn start_service_call(name: &str) -> Vec<&str> {
     vec![
