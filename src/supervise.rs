@@ -168,6 +168,7 @@ fn evidence(service: &str, seen: &Seen, slot: &Slot) -> Evidence {
         ev.container = Some(c.name.clone());
         ev.exit_code = c.exit_code;
         ev.oom_killed = c.oom_killed;
+        ev.memory_limit = c.memory_limit;
     }
     ev.one_shot = !containers.is_empty() && containers.iter().all(world::is_complete);
     ev.retries = seen.retries;

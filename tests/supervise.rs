@@ -144,3 +144,117 @@ fn a_killed_container_is_back_within_seconds() {
     });
     assert_eq!(restart_count(&env, &bus, &web), 1);
 }
+
+#[test]
+fn a_container_killed_by_its_memory_limit_is_diagnosed_as_oom() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    let image = ensure_image();
+    let env = TestEnv::new("supervise_oom");
+    // The shell doubles a string until the 16 MiB limit kills it.
+    let hog = env.add_project(
+        "hog",
+        &format!(
+            r#"version: "2.4"
+services:
+  main:
+    image: {image}
+    command: ["sh", "-c", "sleep 2; x=xxxxxxxxxxxxxxxx; while :; do x=$$x$$x; done"]
+    mem_limit: 16m
+    memswap_limit: 16m
+    stop_grace_period: 1s
+"#
+        ),
+    );
+    env.write_config(&format!(
+        "[services.{hog}]\nauto_start = false\nrestart = {{ max_restarts = 1, window = \"2m\", backoff = \"1s..2s\" }}\n"
+    ));
+    let bus = Bus::start(env.dir());
+    let _daemon = Daemon::start(&env, &bus);
+    stackctl(&env, &bus, &["start", &hog]).expect_success();
+    wait_until(
+        Duration::from_secs(60),
+        "a recovery after the OOM kill",
+        || {
+            stackctl_json(&env, &bus, &["tasks", "--service", &hog])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["origin"] == "recovery")
+        },
+    );
+    let tasks = stackctl_json(&env, &bus, &["tasks", "--service", &hog]);
+    let id = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["origin"] == "recovery")
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let mut log = String::new();
+    wait_until(
+        Duration::from_secs(10),
+        "the decision is in the log",
+        || {
+            log = stackctl(&env, &bus, &["task", &id]).expect_success().stdout;
+            log.contains("decision:")
+        },
+    );
+    assert!(log.contains("killed by the OOM killer"), "{log}");
+    assert!(log.contains("decision: restart (oom-killed)"), "{log}");
+    assert!(
+        log.contains("warning:") && log.contains("limit 16 MiB"),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_http_probe_turns_unhealthy_and_recovery_makes_it_healthy() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    let image = ensure_image();
+    let env = TestEnv::new("supervise_http");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let web = env.add_project(
+        "web",
+        &format!(
+            r#"version: "2.4"
+services:
+  httpd:
+    image: {image}
+    command: ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && httpd -p 80 -h /www && exec sleep 3600"]
+    ports:
+      - "127.0.0.1:{port}:80"
+    stop_grace_period: 1s
+"#
+        ),
+    );
+    env.write_config(&format!(
+        "[services.{web}]\nauto_start = false\nhealth = {{ http = \"http://127.0.0.1:{port}/\", interval = \"1s\", timeout = \"1s\", retries = 2 }}\nrestart = {{ max_restarts = 3, window = \"2m\", backoff = \"1s..2s\" }}\n"
+    ));
+    let bus = Bus::start(env.dir());
+    let daemon = Daemon::start(&env, &bus);
+    stackctl(&env, &bus, &["start", &web]).expect_success();
+    let health = || stackctl_json(&env, &bus, &["health", &web])[0]["health"].clone();
+    wait_until(Duration::from_secs(30), "healthy", || health() == "healthy");
+
+    // The web server dies; its container keeps running (sleep is PID 1).
+    let id = containers(&web)[0].id.clone();
+    docker(&["exec", &id, "/bin/busybox", "killall", "httpd"]).expect_success();
+    wait_until(Duration::from_secs(30), "unhealthy is announced", || {
+        daemon.stderr().contains("is unhealthy")
+    });
+    wait_until(
+        Duration::from_secs(60),
+        "a recovery restarts it and it is healthy",
+        || health() == "healthy" && restart_count(&env, &bus, &web) >= 1,
+    );
+}

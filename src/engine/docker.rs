@@ -75,6 +75,8 @@ pub struct ContainerInfo {
     pub restart_count: u64,
     /// "no", "always", "unless-stopped" or "on-failure".
     pub restart_policy: String,
+    /// The memory limit Docker enforces (`mem_limit`), if any.
+    pub memory_limit: Option<u64>,
     /// "starting", "healthy" or "unhealthy"; None without a healthcheck.
     pub health: Option<String>,
     pub started_at_usec: Option<u64>,
@@ -640,6 +642,12 @@ fn container_info(info: ContainerInspectResponse, status: String) -> ContainerIn
         exit_code,
         oom_killed: state.oom_killed.unwrap_or(false),
         restart_count: non_negative(info.restart_count),
+        memory_limit: info
+            .host_config
+            .as_ref()
+            .and_then(|h| h.memory)
+            .and_then(|m| u64::try_from(m).ok())
+            .filter(|m| *m > 0),
         restart_policy: info
             .host_config
             .and_then(|h| h.restart_policy)

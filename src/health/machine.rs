@@ -524,6 +524,7 @@ mod tests {
                 oom_killed: false,
                 restart_count: 0,
                 restart_policy: "no".into(),
+                memory_limit: None,
                 health: health.map(str::to_string),
                 started_at_usec: Some(1_000_000),
                 finished_at_usec: None,
