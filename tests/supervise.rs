@@ -21,6 +21,31 @@ services:
     )
 }
 
+/// The ids of the service's recovery tasks, newest first.
+fn recovery_tasks(env: &TestEnv, bus: &Bus, name: &str) -> Vec<String> {
+    stackctl_json(env, bus, &["tasks", "--service", name])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["origin"] == "recovery")
+        .map(|t| t["id"].as_u64().unwrap().to_string())
+        .collect()
+}
+
+/// One auto_start sleeper, its daemon, and the boot recovery that starts it.
+fn running_sleeper(test: &str) -> (TestEnv, Bus, Daemon, String) {
+    ensure_image();
+    let env = TestEnv::new(test);
+    let web = env.add_sleeper("web");
+    env.write_config(&format!("[services.{web}]\nauto_start = true\n"));
+    let bus = Bus::start(env.dir());
+    let daemon = Daemon::start(&env, &bus);
+    wait_until(Duration::from_secs(60), "boot recovery starts it", || {
+        running(&web) == 1
+    });
+    (env, bus, daemon, web)
+}
+
 fn restart_count(env: &TestEnv, bus: &Bus, name: &str) -> u64 {
     let v = stackctl_json(env, bus, &["health", name]);
     v[0]["restart_count"].as_u64().unwrap()
@@ -96,15 +121,7 @@ fn a_service_a_person_stopped_is_never_restarted() {
     if !have_docker() || !have_bus() {
         return;
     }
-    ensure_image();
-    let env = TestEnv::new("supervise_stopped");
-    let web = env.add_sleeper("web");
-    env.write_config(&format!("[services.{web}]\nauto_start = true\n"));
-    let bus = Bus::start(env.dir());
-    let _daemon = Daemon::start(&env, &bus);
-    wait_until(Duration::from_secs(60), "boot recovery starts it", || {
-        running(&web) == 1
-    });
+    let (env, bus, _daemon, web) = running_sleeper("supervise_stopped");
     stackctl(&env, &bus, &["stop", &web]).expect_success();
     // Whatever its containers do now, stackd leaves them.
     let id = containers(&web)[0].id.clone();
@@ -112,15 +129,7 @@ fn a_service_a_person_stopped_is_never_restarted() {
     docker(&["kill", &id]).expect_success();
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(running(&web), 0);
-    let tasks = stackctl_json(&env, &bus, &["tasks", "--service", &web]);
-    assert!(
-        tasks
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|t| t["origin"] != "recovery"),
-        "{tasks}"
-    );
+    assert_eq!(recovery_tasks(&env, &bus, &web), Vec::<String>::new());
 }
 
 #[test]
@@ -128,15 +137,7 @@ fn a_killed_container_is_back_within_seconds() {
     if !have_docker() || !have_bus() {
         return;
     }
-    ensure_image();
-    let env = TestEnv::new("supervise_kill");
-    let web = env.add_sleeper("web");
-    env.write_config(&format!("[services.{web}]\nauto_start = true\n"));
-    let bus = Bus::start(env.dir());
-    let _daemon = Daemon::start(&env, &bus);
-    wait_until(Duration::from_secs(60), "boot recovery starts it", || {
-        running(&web) == 1
-    });
+    let (env, bus, _daemon, web) = running_sleeper("supervise_kill");
     let id = containers(&web)[0].id.clone();
     docker(&["kill", "-s", "KILL", &id]).expect_success();
     wait_until(Duration::from_secs(30), "the container runs again", || {
@@ -176,24 +177,9 @@ services:
     wait_until(
         Duration::from_secs(60),
         "a recovery after the OOM kill",
-        || {
-            stackctl_json(&env, &bus, &["tasks", "--service", &hog])
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|t| t["origin"] == "recovery")
-        },
+        || !recovery_tasks(&env, &bus, &hog).is_empty(),
     );
-    let tasks = stackctl_json(&env, &bus, &["tasks", "--service", &hog]);
-    let id = tasks
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["origin"] == "recovery")
-        .unwrap()["id"]
-        .as_u64()
-        .unwrap()
-        .to_string();
+    let id = recovery_tasks(&env, &bus, &hog).remove(0);
     let mut log = String::new();
     wait_until(
         Duration::from_secs(10),
