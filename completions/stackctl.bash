@@ -28,6 +28,9 @@ _stackctl() {
             stackctl,check)
                 cmd="stackctl__subcmd__check"
                 ;;
+            stackctl,dependencies)
+                cmd="stackctl__subcmd__dependencies"
+                ;;
             stackctl,diagnose)
                 cmd="stackctl__subcmd__diagnose"
                 ;;
@@ -87,6 +90,9 @@ _stackctl() {
                 ;;
             stackctl__subcmd__help,check)
                 cmd="stackctl__subcmd__help__subcmd__check"
+                ;;
+            stackctl__subcmd__help,dependencies)
+                cmd="stackctl__subcmd__help__subcmd__dependencies"
                 ;;
             stackctl__subcmd__help,diagnose)
                 cmd="stackctl__subcmd__help__subcmd__diagnose"
@@ -161,7 +167,7 @@ _stackctl() {
 
     case "${cmd}" in
         stackctl)
-            opts="-o -H -c -h -V --user --output --host --config --no-block --help --version list status start stop restart update pull down tasks task cancel logs apply reload check diagnose health notify validate help"
+            opts="-o -H -c -h -V --user --output --host --config --no-block --help --version list status start stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health notify validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -276,6 +282,44 @@ _stackctl() {
             ;;
         stackctl__subcmd__check)
             opts="-o -H -c -h --user --output --host --config --no-block --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__dependencies)
+            opts="-o -H -c -h --reverse --user --output --host --config --no-block --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -427,7 +471,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help)
-            opts="list status start stop restart update pull down tasks task cancel logs apply reload check diagnose health notify validate help"
+            opts="list status start stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health notify validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -469,6 +513,20 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__dependencies)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1051,7 +1109,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__start)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -h --force --dry-run --user --output --host --config --no-block --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1127,7 +1185,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__stop)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -h --force --user --output --host --config --no-block --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -15,6 +15,49 @@ pub enum DepsError {
     NoSuchService(String),
 }
 
+/// Running services stand in the way of an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocked {
+    /// Stopping it would leave these running dependents without it.
+    NeededBy(Vec<String>),
+    /// Starting it (or a dependency) conflicts with these running services.
+    Conflicts(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepAction {
+    Start,
+    Stop,
+}
+
+impl StepAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepAction::Start => "start",
+            StepAction::Stop => "stop",
+        }
+    }
+}
+
+/// One task an operation takes, in the order they are queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub service: String,
+    pub action: StepAction,
+    /// "requested", "needed by web", "needs db", "conflicts with web".
+    pub reason: String,
+}
+
+impl Step {
+    fn new(service: &str, action: StepAction, reason: &str) -> Step {
+        Step {
+            service: service.to_string(),
+            action,
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// One service as the graph sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -118,6 +161,134 @@ impl Graph {
             .filter(|c| *c != service && running.contains(*c))
             .map(str::to_string)
             .collect()
+    }
+
+    /// What stopping `service` takes: its running dependents first (only
+    /// with `force`; else they block it), in reverse dependency order, then
+    /// the service itself.
+    pub fn plan_stop(
+        &self,
+        service: &str,
+        running: &BTreeSet<String>,
+        force: bool,
+    ) -> Result<Vec<Step>, Blocked> {
+        let dependents = self.dependents_running(service, running);
+        if !dependents.is_empty() && !force {
+            return Err(Blocked::NeededBy(dependents));
+        }
+        let mut steps = self.stops_of(&dependents, &format!("needs {service}"));
+        steps.push(Step::new(service, StepAction::Stop, "requested"));
+        Ok(steps)
+    }
+
+    /// What starting `service` takes: running services that conflict with
+    /// it or with a dependency it pulls in are stopped (only with `force`;
+    /// else they block it), with whatever runs on top of them; then its
+    /// dependencies that are not running start, in dependency order; then
+    /// the service itself.
+    pub fn plan_start(
+        &self,
+        service: &str,
+        running: &BTreeSet<String>,
+        force: bool,
+    ) -> Result<Vec<Step>, Blocked> {
+        let waves = self
+            .start_waves_with_dependencies(service)
+            .unwrap_or_else(|_| vec![vec![service.to_string()]]);
+        let starting: Vec<String> = waves.into_iter().flatten().collect();
+        let mut conflicts: BTreeSet<String> = BTreeSet::new();
+        for s in &starting {
+            conflicts.extend(self.conflicting_running(s, running));
+        }
+        if !conflicts.is_empty() && !force {
+            return Err(Blocked::Conflicts(conflicts.into_iter().collect()));
+        }
+        let mut steps = Vec::new();
+        let mut stopping: BTreeSet<String> = BTreeSet::new();
+        for c in &conflicts {
+            for d in self.dependents_running(c, running) {
+                if stopping.insert(d.clone()) {
+                    steps.extend(self.stops_of(&[d], &format!("needs {c}")));
+                }
+            }
+            if stopping.insert(c.clone()) {
+                steps.push(Step::new(
+                    c,
+                    StepAction::Stop,
+                    &format!("conflicts with {service}"),
+                ));
+            }
+        }
+        // Dependents of a conflict stop before it: stops_of orders each
+        // group; keep every dependent ahead of the conflicts themselves.
+        steps.sort_by_key(|s| conflicts.contains(&s.service));
+        for s in &starting {
+            if s == service {
+                steps.push(Step::new(s, StepAction::Start, "requested"));
+            } else if !running.contains(s) {
+                steps.push(Step::new(
+                    s,
+                    StepAction::Start,
+                    &format!("needed by {service}"),
+                ));
+            }
+        }
+        Ok(steps)
+    }
+
+    /// Stop steps for `names`, dependents before what they depend on.
+    fn stops_of(&self, names: &[String], reason: &str) -> Vec<Step> {
+        let members: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        let mut waves = self.waves_of(&members);
+        waves.reverse();
+        waves
+            .into_iter()
+            .flat_map(|w| w.into_iter().rev())
+            .map(|n| Step::new(&n, StepAction::Stop, reason))
+            .collect()
+    }
+
+    /// The tree under `service` in pre-order, with each node's depth (0 for
+    /// `service`): what it depends on, or with `reverse` what depends on it.
+    /// Names outside the graph appear as leaves; a cycle is cut where it
+    /// closes.
+    pub fn tree(&self, service: &str, reverse: bool) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        let mut path = Vec::new();
+        self.walk(service, reverse, 0, &mut path, &mut out);
+        out
+    }
+
+    fn walk(
+        &self,
+        name: &str,
+        reverse: bool,
+        depth: usize,
+        path: &mut Vec<String>,
+        out: &mut Vec<(usize, String)>,
+    ) {
+        out.push((depth, name.to_string()));
+        if path.iter().any(|p| p == name) {
+            return;
+        }
+        path.push(name.to_string());
+        let mut next: Vec<String> = if reverse {
+            self.direct_dependents(name)
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        } else {
+            self.nodes
+                .get(name)
+                .map(|n| n.depends_on.clone())
+                .unwrap_or_default()
+        };
+        next.sort_by(|a, b| self.order_key(a).cmp(&self.order_key(b)));
+        next.dedup();
+        for n in next {
+            self.walk(&n, reverse, depth + 1, path, out);
+        }
+        path.pop();
     }
 
     fn direct_dependents(&self, service: &str) -> Vec<&str> {
@@ -355,5 +526,127 @@ mod tests {
                 "{service} with {running:?} running"
             );
         }
+    }
+    fn steps(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| format!("{} {} ({})", s.action.as_str(), s.service, s.reason))
+            .collect()
+    }
+
+    #[test]
+    fn plan_stop_table() {
+        let g = Graph::new([
+            node("web", &["app"], &[], 0),
+            node("app", &["db"], &[], 0),
+            node("report", &["db"], &[], 0),
+            node("db", &[], &[], 0),
+        ]);
+        let running = set(&["web", "app", "report", "db"]);
+        assert_eq!(
+            g.plan_stop("db", &running, false),
+            Err(Blocked::NeededBy(vec![
+                "app".into(),
+                "report".into(),
+                "web".into()
+            ]))
+        );
+        assert_eq!(
+            steps(&g.plan_stop("db", &running, true).unwrap()),
+            vec![
+                "stop web (needs db)",
+                "stop report (needs db)",
+                "stop app (needs db)",
+                "stop db (requested)"
+            ]
+        );
+        assert_eq!(
+            steps(&g.plan_stop("web", &running, false).unwrap()),
+            vec!["stop web (requested)"]
+        );
+    }
+
+    #[test]
+    fn plan_start_table() {
+        let g = Graph::new([
+            node("web", &["db"], &[], 0),
+            node("db", &[], &[], 0),
+            node("plex", &[], &["web"], 0),
+            node("addon", &["plex"], &[], 0),
+            node("legacy-db", &[], &["db"], 0),
+        ]);
+        type Case = (
+            &'static str,
+            &'static [&'static str],
+            bool,
+            Result<Vec<&'static str>, Blocked>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "web",
+                &[],
+                false,
+                Ok(vec!["start db (needed by web)", "start web (requested)"]),
+            ),
+            ("web", &["db"], false, Ok(vec!["start web (requested)"])),
+            (
+                "web",
+                &["plex", "legacy-db"],
+                false,
+                Err(Blocked::Conflicts(vec!["legacy-db".into(), "plex".into()])),
+            ),
+            (
+                "web",
+                &["plex", "addon", "db"],
+                true,
+                Ok(vec![
+                    "stop addon (needs plex)",
+                    "stop plex (conflicts with web)",
+                    "start web (requested)",
+                ]),
+            ),
+            (
+                "plex",
+                &["web", "db"],
+                true,
+                Ok(vec![
+                    "stop web (conflicts with plex)",
+                    "start plex (requested)",
+                ]),
+            ),
+        ];
+        for (service, running, force, want) in cases {
+            let got = g
+                .plan_start(service, &set(running), force)
+                .map(|s| steps(&s));
+            let want = want.map(|w| w.into_iter().map(String::from).collect::<Vec<_>>());
+            assert_eq!(got, want, "start {service} with {running:?}, force {force}");
+        }
+    }
+
+    #[test]
+    fn tree_both_ways() {
+        let g = Graph::new([
+            node("web", &["app", "cache"], &[], 0),
+            node("app", &["db", "elsewhere"], &[], 0),
+            node("cache", &[], &[], 0),
+            node("db", &[], &[], 0),
+            node("loop1", &["loop2"], &[], 0),
+            node("loop2", &["loop1"], &[], 0),
+        ]);
+        let show = |t: Vec<(usize, String)>| {
+            t.into_iter()
+                .map(|(d, n)| format!("{d}{n}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            show(g.tree("web", false)),
+            vec!["0web", "1app", "2db", "2elsewhere", "1cache"]
+        );
+        assert_eq!(show(g.tree("db", true)), vec!["0db", "1app", "2web"]);
+        assert_eq!(
+            show(g.tree("loop1", false)),
+            vec!["0loop1", "1loop2", "2loop1"]
+        );
     }
 }

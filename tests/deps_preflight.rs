@@ -127,3 +127,151 @@ services:
     assert_eq!(tasks.as_array().unwrap().len(), 1, "{tasks}");
     drop(holder);
 }
+
+/// The first task of `service` whose kind is `kind`: (id, started, finished).
+fn task_of(env: &TestEnv, bus: &Bus, service: &str, kind: &str) -> (String, u64, u64) {
+    let tasks = stackctl_json(env, bus, &["tasks", "--service", service]);
+    let t = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} task of {service}: {tasks}"));
+    let id = t["id"].as_u64().unwrap().to_string();
+    let t = stackctl_json(env, bus, &["task", &id]);
+    (
+        id,
+        t["started_usec"].as_u64().unwrap(),
+        t["finished_usec"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn a_start_waits_for_healthy_dependencies_and_force_clears_the_way() {
+    if !(have_docker() && have_bus()) {
+        return;
+    }
+    ensure_image();
+    let env = TestEnv::new("deps_force");
+    let db = env.add_sleeper("db");
+    let web = env.add_sleeper("web");
+    let other = env.add_sleeper("other");
+    // db is healthy once its folder holds "ready"; web gives it 10 s.
+    env.write_config(&format!(
+        "[services.{db}]\nauto_start = false\nhealth = {{ file = \"ready\", interval = \"1s\", retries = 1 }}\nrestart = {{ on_failure = false }}\n\
+         [services.{web}]\nauto_start = false\ndepends_on = [\"{db}\"]\nstart_timeout = \"10s\"\n\
+         [services.{other}]\nauto_start = false\nconflicts = [\"{web}\"]\n"
+    ));
+    let bus = Bus::start(env.dir());
+    let _daemon = Daemon::start(&env, &bus);
+
+    let dry = stackctl(&env, &bus, &["start", "--dry-run", &web]).expect_success();
+    assert!(dry.stdout.contains("preflight passed"), "{dry}");
+    assert!(
+        dry.stdout
+            .contains(&format!("1. start {db} (needed by {web})"))
+            && dry.stdout.contains(&format!("2. start {web} (requested)")),
+        "{dry}"
+    );
+    assert_eq!(running(&db) + running(&web), 0, "a dry run starts nothing");
+
+    // db runs but never turns healthy: web's start gives up, naming why.
+    stackctl(&env, &bus, &["start", &db]).expect_success();
+    let late = stackctl(&env, &bus, &["start", &web]);
+    assert_eq!(late.code, 1, "{late}");
+    assert!(
+        late.stderr
+            .contains(&format!("dependency {db} was not healthy within 10s")),
+        "{late}"
+    );
+    assert!(late.stderr.contains("ready does not exist"), "{late}");
+    assert_eq!((running(&db), running(&web)), (1, 0));
+
+    // With both stopped, starting web starts db first and waits for it.
+    std::fs::write(env.compose_dir().join(&db).join("ready"), "").unwrap();
+    stackctl(&env, &bus, &["stop", &db]).expect_success();
+    let ok = stackctl(&env, &bus, &["start", &web]).expect_success();
+    assert!(
+        ok.stdout.contains(&format!(
+            "waiting up to 10s for dependency {db} to be healthy"
+        )) && ok
+            .stdout
+            .contains(&format!("dependency {db} is healthy after")),
+        "{ok}"
+    );
+    assert_eq!((running(&db), running(&web)), (1, 1));
+
+    let tree = stackctl(&env, &bus, &["dependencies", &web]).expect_success();
+    assert_eq!(tree.stdout, format!("{web}\n● └─{db}\n"), "{tree}");
+    let reverse = stackctl(&env, &bus, &["dependencies", "--reverse", &db]).expect_success();
+    assert_eq!(reverse.stdout, format!("{db}\n● └─{web}\n"), "{reverse}");
+    let rows = busctl(
+        &bus,
+        &[
+            "call",
+            "org.stackd1",
+            "/org/stackd1",
+            "org.stackd1.Manager",
+            "ListDependencies",
+            "sb",
+            &web,
+            "false",
+        ],
+    )
+    .expect_success();
+    assert!(
+        rows.stdout
+            .starts_with(&format!("a(ussss) 2 0 \"{web}\" \"active\"")),
+        "{rows}"
+    );
+    assert_eq!(
+        busctl_error_name(
+            None,
+            &bus,
+            &[
+                "call",
+                "org.stackd1",
+                "/org/stackd1",
+                "org.stackd1.Manager",
+                "StopServiceMode",
+                "ss",
+                &db,
+                "isolate"
+            ]
+        )
+        .as_deref(),
+        Some("org.stackd1.Error.InvalidArgument")
+    );
+
+    // --force stops web, then db.
+    let refused = stackctl(&env, &bus, &["stop", &db]);
+    assert!(refused.stderr.contains("--force"), "{refused}");
+    stackctl(&env, &bus, &["stop", "--force", &db]).expect_success();
+    assert_eq!((running(&db), running(&web)), (0, 0));
+    let (_, _, web_stopped) = task_of(&env, &bus, &web, "stop");
+    let (_, db_stop_started, _) = task_of(&env, &bus, &db, "stop");
+    assert!(
+        db_stop_started >= web_stopped,
+        "db stop started {db_stop_started}, web stopped {web_stopped}"
+    );
+
+    // A forced start of other stops web (which conflicts) first.
+    stackctl(&env, &bus, &["start", &web]).expect_success();
+    let dry = stackctl(&env, &bus, &["start", "--dry-run", &other]);
+    assert_eq!(dry.code, 1, "{dry}");
+    assert!(dry.stderr.contains("--force"), "{dry}");
+    let dry = stackctl(&env, &bus, &["start", "--dry-run", "--force", &other]).expect_success();
+    assert!(
+        dry.stdout
+            .contains(&format!("1. stop {web} (conflicts with {other})")),
+        "{dry}"
+    );
+    stackctl(&env, &bus, &["start", "--force", &other]).expect_success();
+    assert_eq!(
+        (running(&other), running(&web), running(&db)),
+        (1, 0, 1),
+        "web made way, db stays"
+    );
+    let web_status = stackctl_json(&env, &bus, &["status", &web]);
+    assert_eq!(web_status[0]["desired_state"], "stopped", "{web_status}");
+}

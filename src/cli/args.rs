@@ -49,15 +49,29 @@ pub enum Command {
     },
     /// Show a service like `systemctl status`, or the host when no name is given.
     Status { names: Vec<String> },
-    /// Start services (docker compose up -d); their desired state becomes running.
+    /// Start services (docker compose up -d) after the dependencies they
+    /// need, which start too and must be healthy first; their desired state
+    /// becomes running.
     Start {
         #[arg(required = true)]
         names: Vec<String>,
+        /// Stop running services that conflict (and what depends on them)
+        /// first instead of refusing.
+        #[arg(long)]
+        force: bool,
+        /// Run the preflight checks and print what a start would do, in
+        /// order, without doing it.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Stop services; their desired state becomes stopped and survives reboots.
     Stop {
         #[arg(required = true)]
         names: Vec<String>,
+        /// Stop the running services that depend on them first, dependents
+        /// first, instead of refusing.
+        #[arg(long)]
+        force: bool,
     },
     /// Restart services.
     Restart {
@@ -115,6 +129,14 @@ pub enum Command {
     /// Run the preflight checks of a deploy only (compose file, images,
     /// bind mounts, env files, ports, disk) and list every problem.
     Check { name: String },
+    /// Show what a service depends on as a tree, like `systemctl
+    /// list-dependencies`, with each one's state.
+    Dependencies {
+        name: String,
+        /// Show what depends on the service instead.
+        #[arg(long)]
+        reverse: bool,
+    },
     /// Print the evidence stackd sees for a service and what it would do,
     /// without doing it.
     Diagnose { name: String },

@@ -87,8 +87,19 @@ async fn run(args: &Args) -> Result<u8> {
         Command::List { .. } => list(&client, json).await,
         Command::Status { names } if names.is_empty() => host_status(&client, json).await,
         Command::Status { names } => status(&client, names, json).await,
-        Command::Start { names } => ops(&client, args, "StartService", names).await,
-        Command::Stop { names } => ops(&client, args, "StopService", names).await,
+        Command::Start {
+            names,
+            dry_run: true,
+            force,
+        } => dry_run_start(client.bus()?, names, *force).await,
+        Command::Start {
+            names, force: true, ..
+        } => forced(&client, args, "StartServiceMode", names).await,
+        Command::Start { names, .. } => ops(&client, args, "StartService", names).await,
+        Command::Stop { names, force: true } => {
+            forced(&client, args, "StopServiceMode", names).await
+        }
+        Command::Stop { names, .. } => ops(&client, args, "StopService", names).await,
         Command::Restart { names } => ops(&client, args, "RestartService", names).await,
         Command::Update { names } => ops(&client, args, "UpdateService", names).await,
         Command::Pull { names } => ops(&client, args, "PullService", names).await,
@@ -128,6 +139,9 @@ async fn run(args: &Args) -> Result<u8> {
             }
             println!("{name}: preflight passed");
             Ok(exit::OK)
+        }
+        Command::Dependencies { name, reverse } => {
+            dependencies(client.bus()?, name, *reverse, json).await
         }
         Command::Diagnose { name } => {
             for line in client.bus()?.diagnose(name).await? {
@@ -564,6 +578,20 @@ async fn ops(client: &Conn, args: &Args, method: &str, names: &[String]) -> Resu
     for name in names {
         ids.push((name.clone(), client.service_op(method, name).await?));
     }
+    follow_all(client, args, ids).await
+}
+
+/// Start or stop with mode "replace": what stands in the way stops first.
+async fn forced(client: &Conn, args: &Args, method: &str, names: &[String]) -> Result<u8> {
+    let mut ids = Vec::new();
+    for name in names {
+        let id = client.service_op_mode(method, name, "replace").await?;
+        ids.push((name.clone(), id));
+    }
+    follow_all(client, args, ids).await
+}
+
+async fn follow_all(client: &Conn, args: &Args, ids: Vec<(String, u64)>) -> Result<u8> {
     if args.no_block {
         for (_, id) in &ids {
             println!("{id}");
@@ -805,4 +833,123 @@ async fn logs(client: &Conn, name: &str, lines: u32, follow: bool) -> Result<u8>
         }
     }
     Ok(exit::OK)
+}
+
+/// `start --dry-run`: preflight, then the tasks a start would queue.
+async fn dry_run_start(client: &Client, names: &[String], force: bool) -> Result<u8> {
+    let mode = if force { "replace" } else { "fail" };
+    for name in names {
+        for line in client.check(name).await? {
+            println!("{line}");
+        }
+        println!("{name}: preflight passed");
+        println!("Starting {name} would:");
+        for (i, step) in client.plan_start(name, mode).await?.iter().enumerate() {
+            println!(
+                "  {}. {} {} ({})",
+                i + 1,
+                step.action,
+                step.service,
+                step.reason
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `dependencies NAME`: the tree as `systemctl list-dependencies` draws it.
+async fn dependencies(client: &Client, name: &str, reverse: bool, json: bool) -> Result<u8> {
+    let rows = client.dependencies(name, reverse).await?;
+    if json {
+        return print_json(&rows);
+    }
+    for line in tree_lines(&rows, |r| dot(&r.active_state, &r.health)) {
+        println!("{line}");
+    }
+    Ok(exit::OK)
+}
+
+/// Pre-order rows with depths, drawn with ├─ └─ │ and a dot per node
+/// below the root.
+fn tree_lines(
+    rows: &[crate::dbus::types::DependencyRow],
+    dot: impl Fn(&crate::dbus::types::DependencyRow) -> &'static str,
+) -> Vec<String> {
+    // Whether a later row sits at `depth` before the tree climbs above it:
+    // the node has a sibling after it.
+    let has_next_sibling = |i: usize, depth: u32| {
+        rows[i + 1..]
+            .iter()
+            .take_while(|r| r.depth >= depth)
+            .any(|r| r.depth == depth)
+    };
+    let mut out = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        if r.depth == 0 {
+            out.push(r.name.clone());
+            continue;
+        }
+        let mut prefix = String::new();
+        for d in 1..r.depth {
+            // An ancestor at depth d with a later sibling keeps its bar.
+            let ancestor = rows[..i].iter().rposition(|a| a.depth == d).unwrap_or(0);
+            prefix.push_str(if has_next_sibling(ancestor, d) {
+                "│ "
+            } else {
+                "  "
+            });
+        }
+        prefix.push_str(if has_next_sibling(i, r.depth) {
+            "├─"
+        } else {
+            "└─"
+        });
+        let state = match r.active_state.as_str() {
+            "remote" => " (on another host)".to_string(),
+            "unknown" => " (not configured)".to_string(),
+            _ => String::new(),
+        };
+        out.push(format!("{} {prefix}{}{state}", dot(r), r.name));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dbus::types::DependencyRow;
+
+    #[test]
+    fn tree_is_drawn_as_systemctl_does() {
+        let rows: Vec<DependencyRow> = [
+            (0, "web"),
+            (1, "app"),
+            (2, "db"),
+            (3, "disk"),
+            (2, "cache"),
+            (1, "proxy"),
+            (2, "certs"),
+        ]
+        .into_iter()
+        .map(|(depth, name)| DependencyRow {
+            depth,
+            name: name.into(),
+            active_state: "active".into(),
+            sub_state: "running".into(),
+            health: "healthy".into(),
+        })
+        .collect();
+        assert_eq!(
+            tree_lines(&rows, |_| "●"),
+            vec![
+                "web",
+                "● ├─app",
+                "● │ ├─db",
+                "● │ │ └─disk",
+                "● │ └─cache",
+                "● └─proxy",
+                "●   └─certs",
+            ]
+        );
+    }
 }

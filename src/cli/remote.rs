@@ -101,6 +101,18 @@ impl Conn {
         }
     }
 
+    /// StartServiceMode/StopServiceMode ("replace": stop what stands in
+    /// the way first); only the local daemon takes a mode.
+    pub async fn service_op_mode(&self, method: &str, name: &str, mode: &str) -> Result<u64> {
+        match self {
+            Conn::Bus(c) => Ok(c.service_op_mode(method, name, mode).await?),
+            Conn::Peer { host, .. } => Err(Failed(
+                exit::USAGE,
+                format!("--force is not available over the peer endpoint; run it on {host}"),
+            )),
+        }
+    }
+
     pub async fn task(&self, id: u64) -> Result<TaskInfo> {
         match self {
             Conn::Bus(c) => Ok(c.task(id).await?),

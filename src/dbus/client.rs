@@ -9,7 +9,7 @@ use zbus::zvariant::{OwnedFd, OwnedObjectPath, OwnedValue, Value};
 use zbus::Connection;
 
 use super::path::{self, MANAGER_PATH};
-use super::types::{ContainerRow, ServiceRow, TaskRow};
+use super::types::{ContainerRow, DependencyRow, PlanRow, ServiceRow, TaskRow};
 use super::BUS_NAME;
 
 const MANAGER: &str = "org.stackd1.Manager";
@@ -275,6 +275,26 @@ impl Client {
         let path: OwnedObjectPath = self.call(MANAGER_PATH, MANAGER, method, &(name,)).await?;
         path::task_id(path.as_str())
             .ok_or_else(|| ClientError::Protocol(format!("{method} returned {path}, not a task")))
+    }
+
+    /// StartServiceMode or StopServiceMode with a job mode ("fail" or
+    /// "replace"). Returns the task id.
+    pub async fn service_op_mode(&self, method: &str, name: &str, mode: &str) -> Result<u64> {
+        let path: OwnedObjectPath = self
+            .call(MANAGER_PATH, MANAGER, method, &(name, mode))
+            .await?;
+        path::task_id(path.as_str())
+            .ok_or_else(|| ClientError::Protocol(format!("{method} returned {path}, not a task")))
+    }
+
+    pub async fn plan_start(&self, name: &str, mode: &str) -> Result<Vec<PlanRow>> {
+        self.call(MANAGER_PATH, MANAGER, "PlanStart", &(name, mode))
+            .await
+    }
+
+    pub async fn dependencies(&self, name: &str, reverse: bool) -> Result<Vec<DependencyRow>> {
+        self.call(MANAGER_PATH, MANAGER, "ListDependencies", &(name, reverse))
+            .await
     }
 
     pub async fn apply(&self) -> Result<Vec<u64>> {

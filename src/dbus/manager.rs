@@ -13,7 +13,7 @@ use zbus::{interface, Connection};
 
 use super::error::{Error, Result};
 use super::path::{service_path, task_path};
-use super::types::{ServiceRow, TaskRow};
+use super::types::{parse_mode, DependencyRow, PlanRow, ServiceRow, TaskRow};
 use super::Shared;
 use crate::control::Op;
 use crate::store::{TaskFilter, TaskState};
@@ -29,9 +29,14 @@ impl Manager {
         header: &Header<'_>,
         op: Op,
         name: &str,
+        mode: &str,
     ) -> Result<OwnedObjectPath> {
+        let force = parse_mode(mode).map_err(Error::InvalidArgument)?;
         self.shared.policy.check(conn, header).await?;
-        let task = self.shared.control.submit(op, name, &origin(header))?;
+        let task = self
+            .shared
+            .control
+            .submit_with(op, name, &origin(header), force)?;
         self.shared.register_task(task.id).await;
         Ok(task_path(task.id))
     }
@@ -109,7 +114,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         name: &str,
     ) -> Result<OwnedObjectPath> {
-        self.op(conn, &header, Op::Start, name).await
+        self.op(conn, &header, Op::Start, name, "fail").await
     }
 
     async fn stop_service(
@@ -118,7 +123,57 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         name: &str,
     ) -> Result<OwnedObjectPath> {
-        self.op(conn, &header, Op::Stop, name).await
+        self.op(conn, &header, Op::Stop, name, "fail").await
+    }
+
+    /// StartService with a job mode, as systemd's StartUnit: "fail"
+    /// refuses when a running service conflicts, "replace" stops the
+    /// conflicting services (and what runs on them) first.
+    async fn start_service_mode(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+        mode: &str,
+    ) -> Result<OwnedObjectPath> {
+        self.op(conn, &header, Op::Start, name, mode).await
+    }
+
+    /// StopService with a job mode: "fail" refuses while running services
+    /// depend on it, "replace" stops them first, dependents first.
+    async fn stop_service_mode(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+        mode: &str,
+    ) -> Result<OwnedObjectPath> {
+        self.op(conn, &header, Op::Stop, name, mode).await
+    }
+
+    /// What StartServiceMode would queue, in order, without queuing it:
+    /// (service, "start" or "stop", reason). Fails as the start would.
+    async fn plan_start(&self, name: &str, mode: &str) -> Result<Vec<PlanRow>> {
+        let force = parse_mode(mode).map_err(Error::InvalidArgument)?;
+        Ok(self
+            .shared
+            .control
+            .plan(Op::Start, name, force)?
+            .iter()
+            .map(PlanRow::from_step)
+            .collect())
+    }
+
+    /// The dependency tree of a service in pre-order with each node's
+    /// depth and state; with `reverse`, what depends on it.
+    async fn list_dependencies(&self, name: &str, reverse: bool) -> Result<Vec<DependencyRow>> {
+        Ok(self
+            .shared
+            .control
+            .dependency_tree(name, reverse)?
+            .iter()
+            .map(DependencyRow::from_tree)
+            .collect())
     }
 
     async fn restart_service(
@@ -127,7 +182,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         name: &str,
     ) -> Result<OwnedObjectPath> {
-        self.op(conn, &header, Op::Restart, name).await
+        self.op(conn, &header, Op::Restart, name, "fail").await
     }
 
     /// Pull, then recreate; a failed pull leaves the deployment untouched.
@@ -137,7 +192,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         name: &str,
     ) -> Result<OwnedObjectPath> {
-        self.op(conn, &header, Op::Update, name).await
+        self.op(conn, &header, Op::Update, name, "fail").await
     }
 
     async fn pull_service(
@@ -146,7 +201,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         name: &str,
     ) -> Result<OwnedObjectPath> {
-        self.op(conn, &header, Op::Pull, name).await
+        self.op(conn, &header, Op::Pull, name, "fail").await
     }
 
     /// Stop and remove the containers (volumes are kept).
@@ -156,7 +211,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         name: &str,
     ) -> Result<OwnedObjectPath> {
-        self.op(conn, &header, Op::Down, name).await
+        self.op(conn, &header, Op::Down, name, "fail").await
     }
 
     /// Bring the host to its desired state; returns the reconcile task.

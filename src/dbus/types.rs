@@ -96,3 +96,61 @@ impl TaskRow {
         }
     }
 }
+
+/// One row of `ListDependencies`: `(ussss)`, in pre-order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Type)]
+pub struct DependencyRow {
+    /// 0 for the service asked about.
+    pub depth: u32,
+    pub name: String,
+    /// "remote" for another host's service, "unknown" for a name the
+    /// config does not know.
+    pub active_state: String,
+    pub sub_state: String,
+    pub health: String,
+}
+
+impl DependencyRow {
+    pub fn from_tree(r: &crate::control::TreeRow) -> DependencyRow {
+        DependencyRow {
+            depth: r.depth,
+            name: r.name.clone(),
+            active_state: r.active_state.clone(),
+            sub_state: r.sub_state.clone(),
+            health: r.health.clone(),
+        }
+    }
+}
+
+/// One row of `PlanStart`: `(sss)`, in the order the tasks would be queued.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Type)]
+pub struct PlanRow {
+    pub service: String,
+    /// "start" or "stop".
+    pub action: String,
+    /// "requested", "needed by web", "needs db", "conflicts with web".
+    pub reason: String,
+}
+
+impl PlanRow {
+    pub fn from_step(s: &crate::deps::Step) -> PlanRow {
+        PlanRow {
+            service: s.service.clone(),
+            action: s.action.as_str().to_string(),
+            reason: s.reason.clone(),
+        }
+    }
+}
+
+/// A job mode as systemd's `StartUnit(name, mode)` takes it: "fail" (the
+/// default: running dependents or conflicts refuse the operation) or
+/// "replace" (they are stopped first). True for "replace".
+pub fn parse_mode(mode: &str) -> Result<bool, String> {
+    match mode {
+        "fail" | "" => Ok(false),
+        "replace" => Ok(true),
+        other => Err(format!(
+            "unknown mode {other:?} (known: \"fail\", \"replace\")"
+        )),
+    }
+}

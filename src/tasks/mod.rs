@@ -133,6 +133,14 @@ pub type RunFuture = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send>>;
 /// What a task does. The daemon's Compose runner implements this.
 pub trait Runner: Send + Sync + 'static {
     fn run(&self, task: TaskRecord, log: Log, cancel: CancellationToken) -> RunFuture;
+
+    /// What a task waits for before it takes a slot of `max_parallel`
+    /// (other services' tasks, a dependency's health): a task that waits
+    /// here holds no slot, so what it waits for can run. The task stays
+    /// pending; a failure ends it without running it.
+    fn prepare(&self, _task: TaskRecord, _log: Log, _cancel: CancellationToken) -> RunFuture {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 #[derive(Debug, Error)]
@@ -448,6 +456,24 @@ async fn drain(inner: Arc<Inner>, service: String) {
             }
         };
         let kind = TaskKind::parse(&task.kind).unwrap_or(TaskKind::Reconcile);
+        let log = Log {
+            store: inner.store.clone(),
+            id,
+            service: service.clone(),
+        };
+        if let Err(f) = inner
+            .runner
+            .prepare(task.clone(), log.clone(), cancel.clone())
+            .await
+        {
+            let state = if f.result == "canceled" {
+                TaskState::Cancelled
+            } else {
+                TaskState::Failed
+            };
+            inner.finish(&task, state, f.result, Some(&f.message));
+            continue;
+        }
         // Wait for a slot, unless cancelled while waiting.
         let permit = if kind.needs_slot() {
             tokio::select! {
@@ -484,11 +510,6 @@ async fn drain(inner: Arc<Inner>, service: String) {
         let _ = inner.events.send(Event::ServiceChanged {
             service: service.clone(),
         });
-        let log = Log {
-            store: inner.store.clone(),
-            id,
-            service: service.clone(),
-        };
         let outcome = inner.runner.run(task.clone(), log, cancel.clone()).await;
         drop(permit);
         match outcome {
@@ -532,6 +553,29 @@ mod tests {
                 };
                 me.now.fetch_sub(1, Ordering::SeqCst);
                 r
+            })
+        }
+
+        /// "after-a" waits until a task of "a" ran; "never" cannot start.
+        fn prepare(&self, task: TaskRecord, _log: Log, _cancel: CancellationToken) -> RunFuture {
+            let me = self.clone();
+            Box::pin(async move {
+                match task.service.as_str() {
+                    "after-a" => {
+                        for _ in 0..200 {
+                            if me.order.lock().unwrap().iter().any(|(s, _)| s == "a") {
+                                return Ok(());
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Err(Failure::failed("a never ran"))
+                    }
+                    "never" => Err(Failure {
+                        result: "dependency",
+                        message: "what it needs is down".into(),
+                    }),
+                    _ => Ok(()),
+                }
             })
         }
     }
@@ -593,6 +637,30 @@ mod tests {
         assert_eq!(p.state, TaskState::Cancelled);
         assert!(matches!(q.cancel(running), Err(QueueError::Finished(_))));
         assert!(matches!(q.cancel(999), Err(QueueError::NoSuchTask(999))));
+    }
+
+    #[tokio::test]
+    async fn a_preparing_task_holds_no_slot() {
+        let (q, runner, _store) = queue(1);
+        let waiting = q.submit(TaskKind::Deploy, "after-a", "test").unwrap().id;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let a = q.submit(TaskKind::Deploy, "a", "test").unwrap().id;
+        let never = q.submit(TaskKind::Deploy, "never", "test").unwrap().id;
+        assert_eq!(q.wait(a).await.unwrap().state, TaskState::Succeeded);
+        assert_eq!(q.wait(waiting).await.unwrap().state, TaskState::Succeeded);
+        let n = q.wait(never).await.unwrap();
+        assert_eq!(
+            (n.state, n.result.as_str()),
+            (TaskState::Failed, "dependency")
+        );
+        let order: Vec<String> = runner
+            .order
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(s, _)| s.clone())
+            .collect();
+        assert_eq!(order, vec!["a", "after-a"]);
     }
 
     #[tokio::test]

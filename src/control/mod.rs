@@ -26,6 +26,9 @@ use crate::systemd;
 use crate::tasks::{Failure, Log, Queue, QueueError, RunFuture, Runner, TaskKind};
 use crate::world::{self, Observed, World};
 
+mod order;
+pub use order::TreeRow;
+
 #[derive(Debug, Error)]
 pub enum ControlError {
     #[error("{0}")]
@@ -381,61 +384,10 @@ impl Control {
 
     /// Queue an operation. The desired state it implies is stored first, so
     /// it holds even if the task fails or the host reboots before it runs.
+    /// Dependencies that are not running are started first; running
+    /// dependents (stop) and conflicts (start) refuse it.
     pub fn submit(&self, op: Op, name: &str, origin: &str) -> Result<TaskRecord, ControlError> {
-        let cfg = self.config();
-        self.shared.local_service(&cfg, name)?;
-        if !self.shared.world.docker_connected() {
-            return Err(ControlError::DockerUnavailable(
-                self.shared.world.docker_error(),
-            ));
-        }
-        self.check_dependencies(op, name)?;
-        let task = self.queue().submit(op.kind(), name, origin)?;
-        if let Some(state) = op.desired() {
-            self.shared
-                .store
-                .set_desired(name, state, DesiredSource::User)?;
-        }
-        Ok(task)
-    }
-
-    /// Stopping what running services depend on, or starting what
-    /// conflicts with a running service, is refused with the names.
-    fn check_dependencies(&self, op: Op, name: &str) -> Result<(), ControlError> {
-        let cfg = self.config();
-        let graph = crate::deps::Graph::from_services(cfg.local_services());
-        let running: std::collections::BTreeSet<String> = cfg
-            .local_services()
-            .filter(|s| {
-                matches!(
-                    world::classify(&self.shared.world.containers(&s.name)),
-                    Observed::Running | Observed::Partial
-                )
-            })
-            .map(|s| s.name.clone())
-            .collect();
-        match op {
-            Op::Stop | Op::Down => {
-                let dependents = graph.dependents_running(name, &running);
-                if !dependents.is_empty() {
-                    return Err(ControlError::Conflict(format!(
-                        "{name} is needed by running services: {}; stop them first",
-                        dependents.join(", ")
-                    )));
-                }
-            }
-            Op::Start | Op::Restart | Op::Update => {
-                let conflicts = graph.conflicting_running(name, &running);
-                if !conflicts.is_empty() {
-                    return Err(ControlError::Conflict(format!(
-                        "{name} conflicts with running services: {}; stop them first",
-                        conflicts.join(", ")
-                    )));
-                }
-            }
-            Op::Pull => {}
-        }
-        Ok(())
+        self.submit_with(op, name, origin, false)
     }
 
     /// Every problem a deploy of the service would meet, without deploying.
@@ -1206,5 +1158,10 @@ impl Runner for ComposeRunner {
             }
             outcome
         })
+    }
+
+    fn prepare(&self, task: TaskRecord, log: Log, cancel: CancellationToken) -> RunFuture {
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.prepare(&task, &log, &cancel).await })
     }
 }
