@@ -4,7 +4,7 @@
 //! `HostStats`, and feeds the spike detector, whose starts and ends become
 //! alerts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,10 @@ pub struct ServiceFigures {
 #[derive(Default)]
 pub struct Figures {
     inner: Mutex<(HashMap<String, ServiceFigures>, Option<HostStats>)>,
+    /// The highest memory use sampled per container id (the cgroup's own
+    /// peak where the kernel keeps one), kept after the container died so
+    /// an OOM kill can name it.
+    peaks: Mutex<HashMap<String, u64>>,
 }
 
 impl Figures {
@@ -41,6 +45,23 @@ impl Figures {
     pub fn service(&self, name: &str) -> ServiceFigures {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.0.get(name).copied().unwrap_or_default()
+    }
+
+    /// The highest memory use the last samples saw for a container.
+    pub fn memory_peak(&self, container_id: &str) -> Option<u64> {
+        let peaks = self.peaks.lock().unwrap_or_else(|e| e.into_inner());
+        peaks.get(container_id).copied()
+    }
+
+    /// Fold a sample's figures in; forget containers no longer there.
+    fn keep_peaks(&self, sampled: &[crate::resources::ContainerStats], present: &HashSet<String>) {
+        let mut peaks = self.peaks.lock().unwrap_or_else(|e| e.into_inner());
+        peaks.retain(|id, _| present.contains(id));
+        for s in sampled {
+            let seen = s.memory_peak.unwrap_or(0).max(s.memory);
+            let p = peaks.entry(s.id.clone()).or_insert(0);
+            *p = (*p).max(seen);
+        }
     }
 
     pub fn host(&self) -> Option<HostStats> {
@@ -74,8 +95,10 @@ pub async fn run(control: Control) {
         let mut owner: HashMap<String, String> = HashMap::new();
         let mut targets: Vec<(String, u32)> = Vec::new();
         let mut limits: HashMap<String, Option<u64>> = HashMap::new();
+        let mut present: HashSet<String> = HashSet::new();
         for svc in cfg.local_services() {
             for c in control.containers(&svc.name) {
+                present.insert(c.id.clone());
                 if c.state != ContainerState::Running {
                     continue;
                 }
@@ -90,6 +113,7 @@ pub async fn run(control: Control) {
             }
         }
         let sampled = containers.sample(&targets);
+        control.figures().keep_peaks(&sampled, &present);
         let mut per_service: HashMap<String, ServiceFigures> = HashMap::new();
         let mut cpu_known: HashMap<String, bool> = HashMap::new();
         for s in &sampled {

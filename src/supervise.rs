@@ -134,14 +134,22 @@ struct Seen {
     /// stackd deployed it (so missing containers went missing, rather than
     /// never having been made: a new service waits for `apply`).
     deployed: bool,
+    /// The monitor's highest memory use sampled, per container id.
+    peaks: HashMap<String, u64>,
 }
 
 fn seen(control: &Control, service: &str) -> Seen {
     let cfg = control.config();
+    let containers = control.containers(service);
+    let peaks = containers
+        .iter()
+        .filter_map(|c| Some((c.id.clone(), control.figures().memory_peak(&c.id)?)))
+        .collect();
     Seen {
+        peaks,
         desired: control.desired_state(service),
         busy: control.queue().busy(service),
-        containers: control.containers(service),
+        containers,
         retries: cfg
             .service(service)
             .and_then(|s| s.health.as_ref())
@@ -169,6 +177,7 @@ fn evidence(service: &str, seen: &Seen, slot: &Slot) -> Evidence {
         ev.exit_code = c.exit_code;
         ev.oom_killed = c.oom_killed;
         ev.memory_limit = c.memory_limit;
+        ev.memory_peak = seen.peaks.get(&c.id).copied();
     }
     ev.one_shot = !containers.is_empty() && containers.iter().all(world::is_complete);
     ev.retries = seen.retries;

@@ -153,7 +153,9 @@ fn a_container_killed_by_its_memory_limit_is_diagnosed_as_oom() {
     }
     let image = ensure_image();
     let env = TestEnv::new("supervise_oom");
-    // The shell doubles a string until the 16 MiB limit kills it.
+    // The shell grows a string to 4 MiB and holds it long enough for the
+    // monitor (every 5 s) to sample it, then doubles it until the 16 MiB
+    // limit kills it.
     let hog = env.add_project(
         "hog",
         &format!(
@@ -161,7 +163,7 @@ fn a_container_killed_by_its_memory_limit_is_diagnosed_as_oom() {
 services:
   main:
     image: {image}
-    command: ["sh", "-c", "sleep 2; x=xxxxxxxxxxxxxxxx; while :; do x=$$x$$x; done"]
+    command: ["sh", "-c", "x=xxxxxxxxxxxxxxxx; i=0; while [ $$i -lt 18 ]; do x=$$x$$x; i=$$((i+1)); done; sleep 11; while :; do x=$$x$$x; done"]
     mem_limit: 16m
     memswap_limit: 16m
     stop_grace_period: 1s
@@ -195,6 +197,15 @@ services:
         log.contains("warning:") && log.contains("limit 16 MiB"),
         "{log}"
     );
+    // "limit 16 MiB, peak use N MiB": the monitor's last sample, taken
+    // while the 4 MiB string was held.
+    let peak: u64 = log
+        .split("peak use ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no peak use in {log}"));
+    assert!((4..=16).contains(&peak), "peak {peak} MiB: {log}");
 }
 
 #[test]

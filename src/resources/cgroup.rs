@@ -68,6 +68,9 @@ pub(crate) struct Files {
     memory_stat: PathBuf,
     /// v1 `memory.limit_in_bytes` or v2 `memory.max`.
     memory_limit: PathBuf,
+    /// The highest use since the cgroup was made: v1
+    /// `memory.max_usage_in_bytes`, v2 `memory.peak` (kernel 5.19 on).
+    memory_peak: PathBuf,
     /// None on v1 hosts without the pids controller.
     pids: Option<PathBuf>,
     net_dev: PathBuf,
@@ -85,6 +88,10 @@ pub struct ContainerReading {
     pub memory: u64,
     /// None: no limit.
     pub memory_limit: Option<u64>,
+    /// The highest use since the container started (with page cache, as
+    /// the kernel counts it against the limit); None where the kernel
+    /// does not keep it.
+    pub memory_peak: Option<u64>,
     /// Processes and threads; None where the pids controller is missing.
     pub pids: Option<u64>,
     /// Bytes received and sent on every interface but `lo`.
@@ -146,6 +153,7 @@ impl Files {
                 memory: mem_dir.join("memory.usage_in_bytes"),
                 memory_stat: mem_dir.join("memory.stat"),
                 memory_limit: mem_dir.join("memory.limit_in_bytes"),
+                memory_peak: mem_dir.join("memory.max_usage_in_bytes"),
                 pids: pids_dir.map(|d| d.join("pids.current")),
                 net_dev,
             });
@@ -166,6 +174,7 @@ impl Files {
             memory: dir.join("memory.current"),
             memory_stat: dir.join("memory.stat"),
             memory_limit: dir.join("memory.max"),
+            memory_peak: dir.join("memory.peak"),
             pids: Some(dir.join("pids.current")),
             net_dev,
         })
@@ -209,6 +218,12 @@ impl Files {
             Some(parse_u64(&self.memory_limit, limit)?).filter(|&l| !(v1 && l >= V1_NO_LIMIT))
         };
 
+        // Optional: older v2 kernels have no memory.peak.
+        let memory_peak = match read_into(&self.memory_peak, buf) {
+            Ok(text) => Some(parse_u64(&self.memory_peak, text)?),
+            Err(_) => None,
+        };
+
         let pids = match &self.pids {
             Some(p) => {
                 let text = read_into(p, buf)?;
@@ -226,6 +241,7 @@ impl Files {
             cpu_usage_ns,
             memory,
             memory_limit,
+            memory_peak,
             pids,
             net_rx,
             net_tx,

@@ -25,6 +25,9 @@ pub struct ContainerStats {
     pub memory: u64,
     /// None: no limit.
     pub memory_limit: Option<u64>,
+    /// The highest use since the container started, where the kernel
+    /// keeps it (see [`ContainerReading::memory_peak`]).
+    pub memory_peak: Option<u64>,
     pub pids: Option<u64>,
     pub net_rx: u64,
     pub net_tx: u64,
@@ -171,6 +174,7 @@ fn stats(id: &str, pid: u32, cpu_percent: Option<f64>, r: ContainerReading) -> C
         cpu_usage_ns: r.cpu_usage_ns,
         memory: r.memory,
         memory_limit: r.memory_limit,
+        memory_peak: r.memory_peak,
         pids: r.pids,
         net_rx: r.net_rx,
         net_tx: r.net_tx,

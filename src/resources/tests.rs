@@ -47,6 +47,7 @@ fn v1_cgroupfs_real_files() {
     // usage_in_bytes 1949696 − total_inactive_file 1605632
     assert_eq!(r.memory, 344_064);
     assert_eq!(r.memory_limit, None, "9223372036854771712 means no limit");
+    assert_eq!(r.memory_peak, Some(3_817_472), "memory.max_usage_in_bytes");
     assert_eq!(r.pids, Some(1));
     assert_eq!((r.net_rx, r.net_tx), (1016, 0));
 }
@@ -71,6 +72,7 @@ fn v2_systemd_driver() {
     assert_eq!(r.cpu_usage_ns, 9_137_482_000 * 1000);
     assert_eq!(r.memory, 75_673_600 - 23_068_672);
     assert_eq!(r.memory_limit, Some(512 << 20));
+    assert_eq!(r.memory_peak, Some(94 << 20), "memory.peak");
     assert_eq!(r.pids, Some(12));
     // eth0 + eth1, lo left out.
     assert_eq!((r.net_rx, r.net_tx), (5_252_880, 1_050_576));
@@ -84,6 +86,7 @@ fn v2_cgroupfs_driver_without_limit() {
     assert_eq!(r.cpu_usage_ns, 1_503_211_000);
     assert_eq!(r.memory, 52_428_800 - 8_388_608);
     assert_eq!(r.memory_limit, None, "memory.max \"max\"");
+    assert_eq!(r.memory_peak, None, "a kernel without memory.peak");
     assert_eq!(r.pids, Some(3));
 }
 
