@@ -255,3 +255,112 @@ services:
         || health() == "healthy" && restart_count(&env, &bus, &web) >= 1,
     );
 }
+
+/// A python3 HTTPS server on 127.0.0.1 with a self-signed certificate made
+/// by openssl in `dir`: (child, port, the CA certificate's path).
+fn https_server(dir: &std::path::Path) -> Option<(std::process::Child, u16, std::path::PathBuf)> {
+    let tools = which("openssl").is_some() && which("python3").is_some();
+    if !require(
+        "openssl and python3",
+        tools,
+        "apt-get install openssl python3",
+    ) {
+        return None;
+    }
+    // A CA, and a certificate for 127.0.0.1 it signed (webpki refuses a
+    // self-signed CA certificate as the server's own).
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=stackd-test-ca -keyout ca.key -out ca.pem",
+        "req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out leaf.csr",
+        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out cert.pem",
+    ] {
+        run(
+            std::process::Command::new("openssl")
+                .args(args.split(' '))
+                .current_dir(dir),
+            COMMAND_TIMEOUT,
+        )
+        .expect_success();
+    }
+    let script = "import http.server, ssl, sys\n\
+        s = http.server.HTTPServer(('127.0.0.1', 0), http.server.SimpleHTTPRequestHandler)\n\
+        c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+        c.load_cert_chain(sys.argv[1], sys.argv[2])\n\
+        s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+        print(s.server_address[1], flush=True)\n\
+        s.serve_forever()\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&cert)
+        .arg(&key)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("port: {line:?}"));
+    Some((child, port, ca))
+}
+
+#[test]
+fn an_https_probe_trusts_its_tls_ca_and_names_an_unknown_issuer() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    ensure_image();
+    let env = TestEnv::new("supervise_https");
+    let Some((mut server, port, ca)) = https_server(env.dir()) else {
+        return;
+    };
+    let good = env.add_sleeper("good");
+    let bad = env.add_sleeper("bad");
+    let url = format!("https://127.0.0.1:{port}/");
+    env.write_config(&format!(
+        "[services.{good}]\nhealth = {{ http = \"{url}\", tls_ca = {}, interval = \"1s\", retries = 1 }}\n\
+         [services.{bad}]\nhealth = {{ http = \"{url}\", interval = \"1s\", retries = 1 }}\nrestart = {{ on_failure = false }}\n",
+        toml_str(&ca.display().to_string())
+    ));
+    let bus = Bus::start(env.dir());
+    let _daemon = Daemon::start(&env, &bus);
+    let health = |name: &str| {
+        let v = stackctl_json(&env, &bus, &["health", name]);
+        (
+            v[0]["health"].as_str().unwrap().to_string(),
+            v[0]["message"].as_str().unwrap().to_string(),
+        )
+    };
+    wait_until(Duration::from_secs(60), "both probed", || {
+        health(&good).0 == "healthy" && health(&bad).0 == "unhealthy"
+    });
+    assert_eq!(
+        health(&good).1,
+        format!("GET {url} answered 200"),
+        "trusted through tls_ca"
+    );
+    let (_, why) = health(&bad);
+    assert!(
+        why.contains("invalid peer certificate") && why.contains("UnknownIssuer"),
+        "{why}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -635,6 +635,7 @@ impl Ctx<'_> {
             "body_contains",
             "http",
         );
+        only_for(self, h.tls_ca.as_ref().map(|l| l.at), "tls_ca", "http");
         only_for(
             self,
             h.container.as_ref().map(|l| l.at),
@@ -662,10 +663,12 @@ impl Ctx<'_> {
                             })
                         }
                     };
+                    let tls_ca = self.path_in(&h.tls_ca, service_dir);
                     Probe::Http {
                         url,
                         expect_status,
                         body_contains: h.body_contains.as_ref().map(|l| l.value.clone()),
+                        tls_ca,
                     }
                 }),
             Some("tcp") => h.tcp.as_ref().map(|l| {

@@ -252,6 +252,9 @@ pub enum Probe {
         /// Inclusive ranges of accepted status codes.
         expect_status: Vec<(u16, u16)>,
         body_contains: Option<String>,
+        /// For https://: trust the certificates in this PEM file instead of
+        /// the public web roots (a self-signed or private CA's service).
+        tls_ca: Option<PathBuf>,
     },
     Tcp {
         address: String,

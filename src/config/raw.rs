@@ -340,6 +340,7 @@ pub(crate) struct RawHealth {
     pub http: L<String>,
     pub expect_status: L<StrOrInt>,
     pub body_contains: L<String>,
+    pub tls_ca: L<PathBuf>,
     pub tcp: L<String>,
     pub command: L<Strings>,
     pub container: L<String>,
@@ -474,7 +475,7 @@ merge_struct!(RawService;
     leaves: host, auto_start, depends_on, conflicts, start_order, start_timeout, handoff;
     tables: health, restart, resources);
 merge_struct!(RawHealth;
-    leaves: http, expect_status, body_contains, tcp, command, container, file, max_age,
+    leaves: http, expect_status, body_contains, tls_ca, tcp, command, container, file, max_age,
         interval, timeout, retries, start_period;
     tables: );
 merge_struct!(RawRestart; leaves: on_failure, max_restarts, window, backoff; tables: );

@@ -130,6 +130,7 @@ fn design_sample_parses() {
             url: "http://127.0.0.1:32400/identity".into(),
             expect_status: vec![(200, 399)],
             body_contains: None,
+            tls_ca: None,
         })
     );
     assert_eq!(health.interval, Duration::from_secs(10));
@@ -613,6 +614,7 @@ health.max_age = "2m"
             url: "https://127.0.0.1/ready".into(),
             expect_status: vec![(200, 200), (204, 206)],
             body_contains: Some("ok".into()),
+            tls_ca: None,
         })
     );
     assert_eq!(

@@ -50,8 +50,10 @@ impl ProbeResult {
 /// failed [`ProbeResult`]s with the error's text as the message.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("unsupported URL {0:?}: only http:// is supported for now (https:// is not yet); probe a plain-HTTP port or use a command probe with curl/wget")]
+    #[error("unsupported URL {0:?}: only http:// and https:// are")]
     UnsupportedUrl(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("bad URL {url:?}: {why}")]
     BadUrl { url: String, why: String },
     #[error("no answer within {0:?}")]

@@ -1,12 +1,18 @@
-//! One probe, run once: http (a minimal HTTP/1.1 GET), tcp, command (on
-//! the host or through `docker exec`), file.
+//! One probe, run once: http (a minimal HTTP/1.1 GET, over rustls for
+//! https://), tcp, command (on the host or through `docker exec`), file.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::sync::{Arc, OnceLock};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
 
 use super::{ProbeError, ProbeResult};
 use crate::config::Probe;
@@ -65,7 +71,16 @@ async fn probe_once(
             url,
             expect_status,
             body_contains,
-        } => http(url, expect_status, body_contains.as_deref()).await,
+            tls_ca,
+        } => {
+            http(
+                url,
+                expect_status,
+                body_contains.as_deref(),
+                tls_ca.as_deref(),
+            )
+            .await
+        }
         Probe::Tcp { address } => {
             TcpStream::connect(address.as_str())
                 .await
@@ -87,7 +102,7 @@ async fn probe_once(
     }
 }
 
-/// A parsed `http://host[:port]/path` URL.
+/// A parsed `http[s]://host[:port]/path` URL.
 #[derive(Debug, PartialEq, Eq)]
 struct HttpUrl {
     /// For connecting: "host:port" ("[::1]:80" for IPv6).
@@ -95,6 +110,18 @@ struct HttpUrl {
     /// For the Host header: as written in the URL.
     host_header: String,
     path: String,
+    tls: bool,
+}
+
+impl HttpUrl {
+    /// The host name or address the server's certificate must name.
+    fn server_name(&self) -> &str {
+        let host = match self.authority.rfind(':') {
+            Some(i) => &self.authority[..i],
+            None => &self.authority,
+        };
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
 }
 
 fn parse_url(url: &str) -> Result<HttpUrl, ProbeError> {
@@ -102,8 +129,10 @@ fn parse_url(url: &str) -> Result<HttpUrl, ProbeError> {
         url: url.to_string(),
         why: why.to_string(),
     };
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(ProbeError::UnsupportedUrl(url.to_string()));
+    let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Err(ProbeError::UnsupportedUrl(url.to_string())),
     };
     let (host_port, path) = match rest.find(['/', '?']) {
         Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
@@ -126,42 +155,115 @@ fn parse_url(url: &str) -> Result<HttpUrl, ProbeError> {
         port.parse::<u16>().map_err(|_| bad("bad port"))?;
         host_port.to_string()
     } else {
-        format!("{host_port}:80")
+        format!("{host_port}:{}", if tls { 443 } else { 80 })
     };
     Ok(HttpUrl {
         authority,
         host_header: host_port.to_string(),
         path,
+        tls,
     })
+}
+
+fn tls_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Trusts the public web roots, or only the certificates in `ca`. The
+/// public one is built once; a CA file is read on every probe, so a
+/// renewed certificate is picked up.
+fn tls_connector(ca: Option<&Path>) -> Result<TlsConnector, ProbeError> {
+    static PUBLIC: OnceLock<Result<TlsConnector, String>> = OnceLock::new();
+    let tls = |e: &dyn std::fmt::Display| ProbeError::Tls(e.to_string());
+    let Some(ca) = ca else {
+        return PUBLIC
+            .get_or_init(|| {
+                use hyper_rustls::ConfigBuilderExt;
+                let config = ClientConfig::builder_with_provider(tls_provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .with_webpki_roots()
+                    .with_no_client_auth();
+                Ok(TlsConnector::from(Arc::new(config)))
+            })
+            .clone()
+            .map_err(|e| tls(&e));
+    };
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| tls(&format!("tls_ca {}: {e}", ca.display())))?;
+    if certs.is_empty() {
+        return Err(tls(&format!(
+            "tls_ca {}: no PEM certificate in it",
+            ca.display()
+        )));
+    }
+    for c in certs {
+        roots
+            .add(c)
+            .map_err(|e| tls(&format!("tls_ca {}: {e}", ca.display())))?;
+    }
+    let config = ClientConfig::builder_with_provider(tls_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// Send the request and read the answer until the server closes. A TLS
+/// server that closes without close_notify has still answered.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &[u8],
+) -> Result<Vec<u8>, (&'static str, std::io::Error)> {
+    stream
+        .write_all(request)
+        .await
+        .map_err(|e| ("sending to", e))?;
+    let mut raw = Vec::new();
+    match (&mut stream)
+        .take(MAX_RESPONSE as u64)
+        .read_to_end(&mut raw)
+        .await
+    {
+        Ok(_) => Ok(raw),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => Ok(raw),
+        Err(e) => Err(("reading from", e)),
+    }
 }
 
 async fn http(
     url: &str,
     expect: &[(u16, u16)],
     body_contains: Option<&str>,
+    tls_ca: Option<&Path>,
 ) -> Result<(bool, String), ProbeError> {
     let target = parse_url(url)?;
     let io = |what: &str| {
         let what = format!("{what} {}", target.authority);
         move |source| ProbeError::Io { what, source }
     };
-    let mut stream = TcpStream::connect(target.authority.as_str())
+    let stream = TcpStream::connect(target.authority.as_str())
         .await
         .map_err(io("connecting to"))?;
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: stackd-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n",
         target.path, target.host_header
     );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(io("sending to"))?;
-    let mut raw = Vec::new();
-    (&mut stream)
-        .take(MAX_RESPONSE as u64)
-        .read_to_end(&mut raw)
-        .await
-        .map_err(io("reading from"))?;
+    let raw = if target.tls {
+        let name = ServerName::try_from(target.server_name().to_string())
+            .map_err(|e| ProbeError::Tls(format!("{}: {e}", target.server_name())))?;
+        let stream = tls_connector(tls_ca)?
+            .connect(name, stream)
+            .await
+            .map_err(|e| ProbeError::Tls(format!("handshake with {}: {e}", target.authority)))?;
+        exchange(stream, request.as_bytes()).await
+    } else {
+        exchange(stream, request.as_bytes()).await
+    }
+    .map_err(|(what, e)| io(what)(e))?;
     let response = parse_response(&raw)?;
     let expected = describe_ranges(expect);
     let status_ok = if expect.is_empty() {
@@ -408,7 +510,11 @@ mod tests {
                 authority: authority.into(),
                 host_header: host.into(),
                 path: path.into(),
+                tls: false,
             })
+        };
+        let tls = |authority: &str, host: &str, path: &str| {
+            ok(authority, host, path).map(|u| HttpUrl { tls: true, ..u })
         };
         let cases = [
             (
@@ -421,15 +527,28 @@ mod tests {
             ("http://[::1]/", ok("[::1]:80", "[::1]", "/")),
             ("http://h:99999/", None),
             ("http:///x", None),
-            ("https://h/", None),
+            ("https://h/", tls("h:443", "h", "/")),
+            (
+                "https://[::1]:8443/x",
+                tls("[::1]:8443", "[::1]:8443", "/x"),
+            ),
+            ("ftp://h/", None),
         ];
         for (url, want) in cases {
             assert_eq!(parse_url(url).ok(), want, "{url}");
         }
-        assert!(parse_url("https://h/")
+        assert_eq!(
+            parse_url("https://[::1]:8443/").unwrap().server_name(),
+            "::1"
+        );
+        assert_eq!(
+            parse_url("https://h.example/").unwrap().server_name(),
+            "h.example"
+        );
+        assert!(parse_url("ftp://h/")
             .unwrap_err()
             .to_string()
-            .contains("https:// is not yet"));
+            .contains("only http:// and https://"));
     }
 
     #[test]
@@ -475,6 +594,7 @@ mod tests {
             url: url.into(),
             expect_status: expect,
             body_contains: body.map(str::to_string),
+            tls_ca: None,
         }
     }
 
@@ -558,13 +678,19 @@ mod tests {
         );
         assert!(r.took >= Duration::from_millis(300));
 
-        let r = run_probe(
-            &http_probe("https://127.0.0.1/", vec![], None),
-            &ProbeContext::default(),
-            T,
-        )
-        .await;
-        assert!(!r.ok && r.message.contains("only http://"), "{}", r.message);
+        // https:// to a plain-HTTP server: the handshake fails, and says so.
+        let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}/", plain.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut s, _) = plain.accept().await.unwrap();
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        });
+        let r = run_probe(&http_probe(&url, vec![], None), &ProbeContext::default(), T).await;
+        assert!(
+            !r.ok && r.message.contains("TLS: handshake with"),
+            "{}",
+            r.message
+        );
     }
 
     #[tokio::test]
