@@ -24,7 +24,7 @@ use serde_yaml::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Compose, ContainerState, Docker, Invocation};
-use crate::recovery::port_holders;
+use crate::recovery::{port_holders, PortHolder};
 
 /// The project a preflight looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -426,7 +426,7 @@ async fn check_ports(
     };
     for spec in specs {
         for &(host, container) in &spec.ports {
-            let holders = match port_holders(host) {
+            let mut holders = match port_holders(host) {
                 Ok(h) => h,
                 Err(e) => {
                     report.push(
@@ -445,6 +445,7 @@ async fn check_ports(
             {
                 continue;
             }
+            name_containers(&mut holders, docker, host).await;
             let who: Vec<String> = holders.iter().map(ToString::to_string).collect();
             report.push(
                 Check::Ports,
@@ -456,6 +457,22 @@ async fn check_ports(
                 ),
             );
         }
+    }
+}
+
+/// A docker-proxy holding `port` stands for a container: name it, from
+/// the published ports of the running containers.
+async fn name_containers(holders: &mut [PortHolder], docker: Option<&Docker>, port: u16) {
+    let Some(docker) = docker else { return };
+    if !holders.iter().any(|h| h.command == "docker-proxy") {
+        return;
+    }
+    let names = match docker.publishing(port).await {
+        Ok(n) if !n.is_empty() => n.join(", "),
+        _ => return,
+    };
+    for h in holders.iter_mut().filter(|h| h.command == "docker-proxy") {
+        h.container = Some(names.clone());
     }
 }
 

@@ -608,6 +608,9 @@ pub struct PortHolder {
     pub command: String,
     /// For `docker-proxy`: the container address it forwards to.
     pub forwards_to: Option<String>,
+    /// For `docker-proxy`: the container that publishes the port, as
+    /// Docker names it (filled in by whoever can ask Docker).
+    pub container: Option<String>,
     /// The local address of the listening socket, e.g. "0.0.0.0:8080".
     pub address: String,
     pub inode: u64,
@@ -616,6 +619,12 @@ pub struct PortHolder {
 impl fmt::Display for PortHolder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.pid, &self.forwards_to) {
+            (Some(pid), _) if self.container.is_some() => write!(
+                f,
+                "container {} (docker-proxy, pid {pid}, listening on {})",
+                self.container.as_deref().unwrap_or_default(),
+                self.address
+            ),
             (Some(pid), Some(to)) => write!(
                 f,
                 "a Docker container at {to} (docker-proxy, pid {pid}, listening on {})",
@@ -682,6 +691,7 @@ pub fn port_holders_in(proc_root: &Path, port: u16) -> Result<Vec<PortHolder>, R
                 pid: Some(*pid),
                 command,
                 forwards_to,
+                container: None,
                 address: address.clone(),
                 inode,
             });
@@ -691,6 +701,7 @@ pub fn port_holders_in(proc_root: &Path, port: u16) -> Result<Vec<PortHolder>, R
                 pid: None,
                 command: String::new(),
                 forwards_to: None,
+                container: None,
                 address,
                 inode,
             });

@@ -275,3 +275,45 @@ fn a_start_waits_for_healthy_dependencies_and_force_clears_the_way() {
     let web_status = stackctl_json(&env, &bus, &["status", &web]);
     assert_eq!(web_status[0]["desired_state"], "stopped", "{web_status}");
 }
+
+#[test]
+fn a_port_held_by_a_container_is_named_by_check() {
+    if !(have_docker() && have_bus()) {
+        return;
+    }
+    let image = ensure_image();
+    let env = TestEnv::new("preflight_port");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let publishing = format!(
+        r#"version: "2.4"
+services:
+  main:
+    image: {image}
+    command: ["sleep", "3600"]
+    ports:
+      - "127.0.0.1:{port}:80"
+    stop_grace_period: 1s
+"#
+    );
+    // Not one of stackd's: started by hand, holding the port.
+    let holder = env.add_project("holder", &publishing);
+    let app = env.add_project("app", &publishing);
+    env.write_config(&format!("[services.{app}]\nauto_start = false\n"));
+    env.compose(&holder, &["up", "-d"]).expect_success();
+    let holder_container = containers(&holder)[0].name.clone();
+    let bus = Bus::start(env.dir());
+    let _daemon = Daemon::start(&env, &bus);
+
+    let check = stackctl(&env, &bus, &["check", &app]);
+    assert_eq!(check.code, 1, "{check}");
+    assert!(
+        check.stderr.contains(&format!(
+            "host port {port} (service main) is already in use by container {holder_container} (Compose project {holder}) (docker-proxy, pid"
+        )),
+        "{check}"
+    );
+}

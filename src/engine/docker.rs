@@ -290,6 +290,40 @@ impl Docker {
         Ok(out)
     }
 
+    /// Running containers (any, not only Compose's) that publish TCP host
+    /// `port`: "name" or "name (Compose project P)", sorted.
+    pub async fn publishing(&self, port: u16) -> Result<Vec<String>, EngineError> {
+        let summaries = self
+            .inner
+            .list_containers(Some(ListContainersOptions::<String> {
+                all: false,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.error("list containers", e))?;
+        let mut out: Vec<String> = summaries
+            .into_iter()
+            .filter(|s| {
+                s.ports.iter().flatten().any(|p| {
+                    p.public_port == Some(port)
+                        && p.typ != Some(bollard::models::PortTypeEnum::UDP)
+                        && p.typ != Some(bollard::models::PortTypeEnum::SCTP)
+                })
+            })
+            .filter_map(|s| {
+                let name = s.names?.first()?.trim_start_matches('/').to_string();
+                let project = s.labels.and_then(|mut l| l.remove(PROJECT_LABEL));
+                Some(match project {
+                    Some(p) => format!("{name} (Compose project {p})"),
+                    None => name,
+                })
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// One container by id or name; None when it does not exist (any more).
     pub async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, EngineError> {
         let Some(info) = self.inspect_raw(id).await? else {
