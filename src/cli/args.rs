@@ -50,9 +50,27 @@ pub enum Command {
     /// Show a service like `systemctl status`, or the host when no name is given.
     Status { names: Vec<String> },
     /// Start services (docker compose up -d); their desired state becomes running.
+    /// A service of one host starts only when no other host of the cluster
+    /// runs it.
     Start {
         #[arg(required = true)]
         names: Vec<String>,
+        /// Start even when another host cannot be asked whether it runs the
+        /// service (it is down for good); a host that runs it still refuses.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Move a service to another host: preflight and pull there, then
+    /// stop here and start there (handoff = "stop-first"), or start there,
+    /// wait until healthy and stop here ("overlap").
+    Migrate {
+        name: String,
+        /// The host to move to, as named in [hosts].
+        host: String,
+        /// Go ahead when a third host cannot be asked whether it runs the
+        /// service; an unreachable target always refuses.
+        #[arg(long)]
+        force: bool,
     },
     /// Stop services; their desired state becomes stopped and survives reboots.
     Stop {

@@ -87,7 +87,18 @@ async fn run(args: &Args) -> Result<u8> {
         Command::List { .. } => list(&client, json).await,
         Command::Status { names } if names.is_empty() => host_status(&client, json).await,
         Command::Status { names } => status(&client, names, json).await,
-        Command::Start { names } => ops(&client, args, "StartService", names).await,
+        Command::Start { names, force } => {
+            let method = if *force {
+                "ForceStartService"
+            } else {
+                "StartService"
+            };
+            ops(&client, args, method, names).await
+        }
+        Command::Migrate { name, host, force } => {
+            let id = client.bus()?.migrate(name, host, *force).await?;
+            follow_task(&client, args, id, name).await
+        }
         Command::Stop { names } => ops(&client, args, "StopService", names).await,
         Command::Restart { names } => ops(&client, args, "RestartService", names).await,
         Command::Update { names } => ops(&client, args, "UpdateService", names).await,

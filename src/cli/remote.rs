@@ -39,12 +39,14 @@ fn convert<A: Serialize, B: DeserializeOwned>(a: &A) -> Result<B> {
         })
 }
 
-fn op_name(method: &str) -> Result<&'static str> {
+/// The route and whether it forces (the hand-off rule).
+fn op_name(method: &str) -> Result<(&'static str, bool)> {
     Ok(match method {
-        "StartService" => "start",
-        "StopService" => "stop",
-        "RestartService" => "restart",
-        "UpdateService" => "update",
+        "StartService" => ("start", false),
+        "ForceStartService" => ("start", true),
+        "StopService" => ("stop", false),
+        "RestartService" => ("restart", false),
+        "UpdateService" => ("update", false),
         other => {
             return Err(Failed(
                 exit::USAGE,
@@ -96,7 +98,8 @@ impl Conn {
             Conn::Bus(c) => Ok(c.service_op(method, name).await?),
             Conn::Peer { client, .. } => {
                 let caller = format!("stackctl@{}", local_hostname());
-                Ok(client.op(name, op_name(method)?, Some(&caller)).await?.id)
+                let (op, force) = op_name(method)?;
+                Ok(client.op(name, op, Some(&caller), force).await?.id)
             }
         }
     }

@@ -29,9 +29,14 @@ impl Manager {
         header: &Header<'_>,
         op: Op,
         name: &str,
+        force: bool,
     ) -> Result<OwnedObjectPath> {
         self.shared.policy.check(conn, header).await?;
-        let task = self.shared.control.submit(op, name, &origin(header))?;
+        let task = self
+            .shared
+            .control
+            .request(op, name, &origin(header), force)
+            .await?;
         self.shared.register_task(task.id).await;
         Ok(task_path(task.id))
     }
@@ -109,7 +114,40 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         name: &str,
     ) -> Result<OwnedObjectPath> {
-        self.op(conn, &header, Op::Start, name).await
+        self.op(conn, &header, Op::Start, name, false).await
+    }
+
+    /// Start even when a host of the cluster cannot be asked whether it
+    /// runs the service (the hand-off rule); a host that answers that it
+    /// runs it still refuses the start.
+    async fn force_start_service(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+    ) -> Result<OwnedObjectPath> {
+        self.op(conn, &header, Op::Start, name, true).await
+    }
+
+    /// Move a service to another host of the cluster file: one migrate
+    /// task here. `force` goes ahead when a third host cannot be asked; an
+    /// unreachable target always refuses.
+    async fn migrate_service(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+        host: &str,
+        force: bool,
+    ) -> Result<OwnedObjectPath> {
+        self.shared.policy.check(conn, &header).await?;
+        let task = self
+            .shared
+            .control
+            .migrate(name, host, force, &origin(&header))
+            .await?;
+        self.shared.register_task(task.id).await;
+        Ok(task_path(task.id))
     }
 
     async fn stop_service(
@@ -118,7 +156,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         name: &str,
     ) -> Result<OwnedObjectPath> {
-        self.op(conn, &header, Op::Stop, name).await
+        self.op(conn, &header, Op::Stop, name, false).await
     }
 
     async fn restart_service(
@@ -127,7 +165,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         name: &str,
     ) -> Result<OwnedObjectPath> {
-        self.op(conn, &header, Op::Restart, name).await
+        self.op(conn, &header, Op::Restart, name, false).await
     }
 
     /// Pull, then recreate; a failed pull leaves the deployment untouched.
@@ -137,7 +175,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         name: &str,
     ) -> Result<OwnedObjectPath> {
-        self.op(conn, &header, Op::Update, name).await
+        self.op(conn, &header, Op::Update, name, false).await
     }
 
     async fn pull_service(
@@ -146,7 +184,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         name: &str,
     ) -> Result<OwnedObjectPath> {
-        self.op(conn, &header, Op::Pull, name).await
+        self.op(conn, &header, Op::Pull, name, false).await
     }
 
     /// Stop and remove the containers (volumes are kept).
@@ -156,7 +194,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         name: &str,
     ) -> Result<OwnedObjectPath> {
-        self.op(conn, &header, Op::Down, name).await
+        self.op(conn, &header, Op::Down, name, false).await
     }
 
     /// Bring the host to its desired state; returns the reconcile task.
