@@ -27,7 +27,7 @@ use crate::tasks::{Failure, Log, Queue, QueueError, RunFuture, Runner, TaskKind}
 use crate::world::{self, Observed, World};
 
 mod handoff;
-pub use handoff::{PeerFailure, PeerService, Peers, RemoteTask};
+pub use handoff::{PeerFailure, PeerService, Peers, Prepared, RemoteTask};
 
 #[derive(Debug, Error)]
 pub enum ControlError {

@@ -66,7 +66,8 @@ pub enum Command {
     Migrate {
         name: String,
         /// The host to move to, as named in [hosts].
-        host: String,
+        #[arg(value_name = "HOST")]
+        to: String,
         /// Go ahead when a third host cannot be asked whether it runs the
         /// service; an unreachable target always refuses.
         #[arg(long)]

@@ -95,8 +95,8 @@ async fn run(args: &Args) -> Result<u8> {
             };
             ops(&client, args, method, names).await
         }
-        Command::Migrate { name, host, force } => {
-            let id = client.bus()?.migrate(name, host, *force).await?;
+        Command::Migrate { name, to, force } => {
+            let id = client.bus()?.migrate(name, to, *force).await?;
             follow_task(&client, args, id, name).await
         }
         Command::Stop { names } => ops(&client, args, "StopService", names).await,

@@ -84,14 +84,15 @@ pub trait Peers: Send + Sync {
         peer: &'a PeerConfig,
         url: &'a str,
     ) -> PeerResult<'a, Vec<String>>;
-    /// Preflight there, then queue a pull; the pull task's id.
+    /// Preflight there, and a pull of the images it lacks: the pull
+    /// task's id, if one was needed.
     fn prepare<'a>(
         &'a self,
         peer: &'a PeerConfig,
         url: &'a str,
         name: &'a str,
         from: &'a str,
-    ) -> PeerResult<'a, u64>;
+    ) -> PeerResult<'a, Option<u64>>;
     /// Queue the receive task there; its id.
     fn receive<'a>(
         &'a self,
@@ -111,6 +112,15 @@ pub trait Peers: Send + Sync {
 /// Services placed on one host follow the hand-off rule and may move.
 fn single_host(svc: &ServiceConfig) -> bool {
     matches!(&svc.hosts, HostSelector::List(l) if l.len() == 1)
+}
+
+/// What the host a service moves to says after its preflight.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// The preflight's warnings (missing images among them).
+    pub warnings: Vec<String>,
+    /// The pull of the images this host lacks; none when it has them all.
+    pub pull: Option<TaskRecord>,
 }
 
 /// How often a remote task or the local health is looked at while waiting.
@@ -218,8 +228,10 @@ impl Control {
     }
 
     /// The first half of a move to this host (`from` asks): preflight,
-    /// then a pull task. Needs only that the cluster file names the service.
-    pub async fn prepare_move(&self, name: &str, from: &str) -> Result<TaskRecord, ControlError> {
+    /// then a pull task when images are missing (only then: the start must
+    /// not need the network, and an image with `pull_policy: never` is
+    /// never pulled). Needs only that the cluster file names the service.
+    pub async fn prepare_move(&self, name: &str, from: &str) -> Result<Prepared, ControlError> {
         let cfg = self.config();
         let svc = self.shared.incoming(&cfg, name, from)?.clone();
         let report = self
@@ -235,9 +247,21 @@ impl Control {
                 lines.join("\n")
             )));
         }
-        Ok(self
-            .queue()
-            .submit(TaskKind::Pull, name, &origin_from(from))?)
+        let missing = report
+            .warnings()
+            .any(|p| p.check == crate::preflight::Check::Images);
+        let pull = if missing {
+            Some(
+                self.queue()
+                    .submit(TaskKind::Pull, name, &origin_from(from))?,
+            )
+        } else {
+            None
+        };
+        Ok(Prepared {
+            warnings: report.warnings().map(|p| p.to_string()).collect(),
+            pull,
+        })
     }
 
     /// The second half: this host manages the service from now on, wants
@@ -487,18 +511,23 @@ impl Shared {
             "moving {name} from {me} to {to} (handoff {handoff})"
         ));
 
-        log.line(&format!("{to}: preflight, then pull"));
+        log.line(&format!("{to}: preflight, then pull what is missing"));
         let untouched = format!("nothing was changed; {name} stays on {me}");
         let pull = peers
             .prepare(&peer, &url, name, &me)
             .await
             .map_err(|e| failed(format!("{to}: {e}; {untouched}")))?;
-        self.wait_remote(peers, there, pull, TaskKind::Pull.timeout(), cancel)
-            .await
-            .map_err(|e| failed(format!("pulling on {to} failed: {e}; {untouched}")))?;
-        log.line(&format!(
-            "{to}: preflight passed, images ready (task {pull} there)"
-        ));
+        match pull {
+            Some(pull) => {
+                self.wait_remote(peers, there, pull, TaskKind::Pull.timeout(), cancel)
+                    .await
+                    .map_err(|e| failed(format!("pulling on {to} failed: {e}; {untouched}")))?;
+                log.line(&format!(
+                    "{to}: preflight passed, images pulled (task {pull} there)"
+                ));
+            }
+            None => log.line(&format!("{to}: preflight passed, images present")),
+        }
 
         let before = self
             .store

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 use super::auth::Token;
 use super::types::{
-    ErrorBody, Events, Host, MoveRequest, OpRequest, Service, ServiceSummary, Task,
+    ErrorBody, Events, Host, MoveRequest, OpRequest, PrepareAnswer, Service, ServiceSummary, Task,
 };
 use crate::config::PeerConfig;
 
@@ -160,8 +160,22 @@ impl PeerClient {
         .await
     }
 
-    /// `step` is prepare or receive: the host `from` moves `name` here.
-    pub async fn move_step(&self, name: &str, step: &str, from: &str) -> Result<Task> {
+    /// The host `from` moves `name` here: preflight, pull what is missing.
+    pub async fn prepare(&self, name: &str, from: &str) -> Result<PrepareAnswer> {
+        self.move_step(name, "prepare", from).await
+    }
+
+    /// The host `from` hands `name` over: the receive task.
+    pub async fn receive(&self, name: &str, from: &str) -> Result<Task> {
+        self.move_step(name, "receive", from).await
+    }
+
+    async fn move_step<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        step: &str,
+        from: &str,
+    ) -> Result<T> {
         let body = serde_json::to_vec(&MoveRequest {
             from: from.to_string(),
         })

@@ -54,10 +54,10 @@ impl Peers for Cluster {
         url: &'a str,
         name: &'a str,
         from: &'a str,
-    ) -> BoxFuture<'a, Result<u64, PeerFailure>> {
+    ) -> BoxFuture<'a, Result<Option<u64>, PeerFailure>> {
         Box::pin(async move {
-            let task = client(peer, url)?.move_step(name, "prepare", from).await;
-            Ok(task.map_err(failure)?.id)
+            let answer = client(peer, url)?.prepare(name, from).await;
+            Ok(answer.map_err(failure)?.pull.map(|t| t.id))
         })
     }
 
@@ -69,7 +69,7 @@ impl Peers for Cluster {
         from: &'a str,
     ) -> BoxFuture<'a, Result<u64, PeerFailure>> {
         Box::pin(async move {
-            let task = client(peer, url)?.move_step(name, "receive", from).await;
+            let task = client(peer, url)?.receive(name, from).await;
             Ok(task.map_err(failure)?.id)
         })
     }

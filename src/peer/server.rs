@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::auth::{self, Limiter, Token};
 use super::types::{
-    ErrorBody, Events, Host, MoveRequest, OpRequest, Service, ServiceSummary, Task,
+    ErrorBody, Events, Host, MoveRequest, OpRequest, PrepareAnswer, Service, ServiceSummary, Task,
 };
 use super::{tls, PeerError};
 use crate::config::PeerConfig;
@@ -387,9 +387,14 @@ async fn dispatch(
         }
         "/v1/services/{name}/prepare" => {
             let from = read_json::<MoveRequest>(req).await?.from;
-            let task = control.prepare_move(name, &from).await?;
-            info!(stackd_service = %name, stackd_task = task.id, "{from} ({peer}) prepares to move {name} here");
-            json(StatusCode::ACCEPTED, &Task::from_record(&task, None))
+            let prepared = control.prepare_move(name, &from).await?;
+            info!(stackd_service = %name, "{from} ({peer}) prepares to move {name} here");
+            let status = if prepared.pull.is_some() {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            json(status, &PrepareAnswer::from_prepared(&prepared))
         }
         "/v1/services/{name}/receive" => {
             let from = read_json::<MoveRequest>(req).await?.from;

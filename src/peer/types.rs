@@ -223,6 +223,24 @@ pub struct MoveRequest {
     pub from: String,
 }
 
+/// The answer to `POST /v1/services/{name}/prepare`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrepareAnswer {
+    /// The preflight's warnings, e.g. an image that will be pulled.
+    pub warnings: Vec<String>,
+    /// The pull of the missing images; null when every image is present.
+    pub pull: Option<Task>,
+}
+
+impl PrepareAnswer {
+    pub fn from_prepared(p: &crate::control::Prepared) -> PrepareAnswer {
+        PrepareAnswer {
+            warnings: p.warnings.clone(),
+            pull: p.pull.as_ref().map(|t| Task::from_record(t, None)),
+        }
+    }
+}
+
 /// Every error body.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
