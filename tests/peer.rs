@@ -567,12 +567,18 @@ fn unix_usec(t: &str) -> i64 {
 }
 
 #[test]
-fn a_failing_preflight_keeps_the_source_and_overlap_starts_the_target_first() {
+fn failed_moves_leave_the_source_running_and_overlap_starts_the_target_first() {
     if !have_docker() || !have_bus() {
         return;
     }
     let names = TestEnv::new("move_names2");
-    let (pf, ov) = (names.project("mvpf"), names.project("mvov"));
+    let (pf, ov, bad) = (
+        names.project("mvpf"),
+        names.project("mvov"),
+        names.project("mvbad"),
+    );
+    // On b, `bad` fails its healthcheck.
+    let unhealthy_on_b = host_sleeper("b", None, None) + "    healthcheck:\n      test: [\"CMD\", \"false\"]\n      interval: 1s\n      timeout: 1s\n      retries: 2\n";
     let pair = Pair::start(
         "move_overlap",
         &[
@@ -588,11 +594,35 @@ fn a_failing_preflight_keeps_the_source_and_overlap_starts_the_target_first() {
                 host_sleeper("a", None, None),
                 host_sleeper("b", Some(3), None),
             ),
+            (
+                &bad,
+                "stop-first",
+                host_sleeper("a", None, None),
+                unhealthy_on_b,
+            ),
         ],
     );
     // The bind-mount source exists on a only.
     std::fs::create_dir(pair.envs[0].compose_dir().join(&pf).join("data")).expect("data dir");
-    pair.ctl(0, &["start", &pf, &ov]).expect_success();
+    pair.ctl(0, &["start", &pf, &ov, &bad]).expect_success();
+
+    // Stop-first, and b's start is never healthy: b stops its attempt, a
+    // starts it again, and the task says so.
+    let out = pair.ctl(0, &["migrate", &bad, "b"]).expect_failure();
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("a: stopping"), "{out}");
+    assert!(text.contains("unhealthy"), "{out}");
+    assert!(text.contains(&format!("{bad} runs on a again")), "{out}");
+    assert!(runs(&bad, "main_a"), "a did not start it again");
+    assert!(!runs(&bad, "main_b"), "b left its attempt running");
+    let a = pair.ctl(0, &["status", &bad]).expect_success();
+    assert!(a.stdout.contains("Desired: running (set by user)"), "{a}");
+    let b = pair.ctl(1, &["status", &bad]);
+    assert!(
+        b.stdout.contains("Desired: stopped (set by migrate to a)"),
+        "{b}"
+    );
+    assert!(pair.events(0, "migrated", &bad).is_empty());
 
     // b's preflight fails: the task fails saying why, a keeps running it.
     let out = pair.ctl(0, &["migrate", &pf, "b"]).expect_failure();

@@ -123,6 +123,9 @@ pub struct Prepared {
     pub pull: Option<TaskRecord>,
 }
 
+/// How long a service must stay healthy before a receive counts it so.
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// How often a remote task or the local health is looked at while waiting.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -725,7 +728,8 @@ impl Shared {
     }
 
     /// Running, and healthy as the probes (or Docker's healthchecks, or
-    /// the containers alone) tell, before `deadline`.
+    /// the containers alone) tell, for [`SETTLE`] on end (a container
+    /// that exits at once looks running for a moment), before `deadline`.
     async fn wait_healthy(
         &self,
         cfg: &Config,
@@ -734,6 +738,7 @@ impl Shared {
         cancel: &CancellationToken,
     ) -> Result<(), String> {
         let probed = svc.health.as_ref().is_some_and(|h| h.probe.is_some());
+        let mut since: Option<tokio::time::Instant> = None;
         loop {
             let said = self.store.desired(&svc.name).ok().flatten();
             let status = self.status(cfg, svc, said.as_ref());
@@ -742,7 +747,9 @@ impl Shared {
             let healthy = observed == Observed::Running
                 && status.health == "healthy"
                 && (!probed || verdict == Some("healthy"));
-            if healthy {
+            let now = tokio::time::Instant::now();
+            since = if healthy { since.or(Some(now)) } else { None };
+            if since.is_some_and(|t| now.duration_since(t) >= SETTLE) {
                 return Ok(());
             }
             if status.health == "unhealthy" {
