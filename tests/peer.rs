@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
-    have_bus, have_docker, running, stackctl, toml_str, wait_until, Bus, Daemon, TestEnv,
+    have_bus, have_docker, host_sleeper, running, stackctl, toml_str, wait_until, Bus, Daemon,
+    TestEnv, TwoHosts,
 };
 
 const TOKEN: &str = "peer-test-token-0123456789abcdef";
@@ -308,126 +309,25 @@ fn a_token_file_others_may_read_stops_the_start() {
 // Moving a service, and the hand-off rule
 // ---------------------------------------------------------------------------
 //
-// The "hosts" share this machine's one Docker engine, so the same Compose
-// project is visible to every daemon. To tell where a container came from,
-// each host has its own compose dir and its own compose file for the
-// service, with the Compose service named after the host (`main_a`,
-// `main_b`): a container named `..._main_b_1` was started by host b. The
-// sleepers exit 0 on SIGTERM, so a stopped one counts as a finished job and
-// not as a failure in the other host's view of the project.
+// See `TwoHosts` in tests/common for how two hosts share one Docker engine.
 
-/// A sleeper as Compose service `main_{host}` that exits 0 when stopped;
-/// with `ready_after`, a Docker healthcheck that passes that many seconds
-/// after the start.
-fn host_sleeper(host: &str, ready_after: Option<u32>, volume: Option<&str>) -> String {
-    let image = common::ensure_image();
-    let mut text = format!(
-        "version: \"2.4\"\nservices:\n  main_{host}:\n    image: {image}\n    pull_policy: never\n    init: true\n    stop_grace_period: 5s\n"
+/// The events of host `i` of `pair` of `kind` for `service`.
+fn events(pair: &TwoHosts, i: usize, kind: &str, service: &str) -> Vec<serde_json::Value> {
+    let (status, _, body) = http(
+        &pair.addr(i),
+        "GET",
+        "/v1/events?after=0&timeout=0",
+        Some(TOKEN),
+        "",
     );
-    match ready_after {
-        Some(s) => text.push_str(&format!(
-            "    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep {s}; touch /tmp/ready; sleep 3600 & wait\"]\n    healthcheck:\n      test: [\"CMD\", \"test\", \"-f\", \"/tmp/ready\"]\n      interval: 1s\n      timeout: 1s\n      retries: 3\n"
-        )),
-        None => text.push_str("    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 3600 & wait\"]\n"),
-    }
-    if let Some(v) = volume {
-        text.push_str(&format!("    volumes: [\"{v}\"]\n"));
-    }
-    text
-}
-
-/// Two hosts a and b, each with its own env (compose dir, state, bus) and
-/// its own copy of the cluster file (differing only in host, compose_dir
-/// and boot_id_file). `services` is (name, handoff, compose file on a, on b);
-/// every service is placed on a.
-struct Pair {
-    envs: Vec<TestEnv>,
-    clusters: Vec<PathBuf>,
-    buses: Vec<Bus>,
-    daemons: Vec<Daemon>,
-    port: u16,
-}
-
-impl Pair {
-    fn start(test: &str, services: &[(&str, &str, String, String)]) -> Pair {
-        let envs: Vec<TestEnv> = ["a", "b"]
-            .iter()
-            .map(|h| TestEnv::new(&format!("{test}_{h}")))
-            .collect();
-        let port = free_port();
-        let token = envs[0].dir().join("peer.token");
-        std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
-        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let mut shared = format!(
-            "[peer]\ntoken_file = {}\ntimeout = \"2s\"\n\n[hosts.a]\npeer = \"http://127.0.0.1:{port}\"\n[hosts.b]\npeer = \"http://127.0.0.2:{port}\"\n",
-            toml_str(&token.display().to_string())
-        );
-        for (name, handoff, on_a, on_b) in services {
-            shared.push_str(&format!(
-                "\n[services.{name}]\nhost = \"a\"\nauto_start = false\nhandoff = \"{handoff}\"\nstart_timeout = \"60s\"\n"
-            ));
-            for (env, text) in envs.iter().zip([on_a, on_b]) {
-                let dir = env.compose_dir().join(name);
-                std::fs::create_dir_all(&dir).expect("project dir");
-                std::fs::write(dir.join("docker-compose.yml"), text).expect("compose file");
-            }
-        }
-        let clusters: Vec<PathBuf> = envs
-            .iter()
-            .zip(["a", "b"])
-            .map(|(env, host)| {
-                let path = env.dir().join("cluster.toml");
-                let text = format!(
-                    "host = \"{host}\"\ncompose_dir = {}\nboot_id_file = {}\n\n{shared}",
-                    toml_str(&env.compose_dir().display().to_string()),
-                    toml_str(&env.boot_id_file().display().to_string()),
-                );
-                std::fs::write(&path, text).expect("cluster file");
-                path
-            })
-            .collect();
-        let buses: Vec<Bus> = envs.iter().map(|e| Bus::start(e.dir())).collect();
-        let daemons = ["a", "b"]
-            .iter()
-            .zip(envs.iter().zip(&buses).zip(&clusters))
-            .map(|(h, ((env, bus), cluster))| {
-                let cluster = cluster.display().to_string();
-                Daemon::start_with(env, bus, &[], &["--config", &cluster, "--host", h])
-            })
-            .collect();
-        Pair {
-            envs,
-            clusters,
-            buses,
-            daemons,
-            port,
-        }
-    }
-
-    /// stackctl against host `i` (0 = a, 1 = b) over D-Bus.
-    fn ctl(&self, i: usize, args: &[&str]) -> common::Output {
-        ctl(&self.envs[i], &self.buses[i], &self.clusters[i], args)
-    }
-
-    /// The events of host `i` of `kind` for `service`, as (summary, data).
-    fn events(&self, i: usize, kind: &str, service: &str) -> Vec<serde_json::Value> {
-        let addr = format!("127.0.0.{}:{}", i + 1, self.port);
-        let (status, _, body) = http(
-            &addr,
-            "GET",
-            "/v1/events?after=0&timeout=0",
-            Some(TOKEN),
-            "",
-        );
-        assert_eq!(status, 200, "{body}");
-        json(&body)["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["kind"] == kind && e["service"] == service)
-            .cloned()
-            .collect()
-    }
+    assert_eq!(status, 200, "{body}");
+    json(&body)["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind && e["service"] == service)
+        .cloned()
+        .collect()
 }
 
 /// The state of `project`'s container for Compose service `svc`: (state,
@@ -451,7 +351,8 @@ fn a_move_hands_the_service_over_and_the_hand_off_rule_guards_starts() {
     let name = "mvstop";
     let project_env = TestEnv::new("move_names");
     let name = project_env.project(name);
-    let mut pair = Pair::start(
+    let mut pair = TwoHosts::start(
+        TOKEN,
         "move_stop_first",
         &[(
             &name,
@@ -502,11 +403,11 @@ fn a_move_hands_the_service_over_and_the_hand_off_rule_guards_starts() {
         "{all}"
     );
     for i in [0, 1] {
-        let ev = pair.events(i, "migrated", &name);
+        let ev = events(&pair, i, "migrated", &name);
         assert_eq!(ev.len(), 1, "host {i}: {ev:?}");
     }
-    assert_eq!(pair.events(0, "migrated", &name)[0]["data"]["to"], "b");
-    assert_eq!(pair.events(1, "migrated", &name)[0]["data"]["from"], "a");
+    assert_eq!(events(&pair, 0, "migrated", &name)[0]["data"]["to"], "b");
+    assert_eq!(events(&pair, 1, "migrated", &name)[0]["data"]["from"], "a");
 
     // b runs it: a start on a is refused, naming b, as a Conflict.
     let out = pair.ctl(0, &["start", &name]).expect_failure();
@@ -579,7 +480,8 @@ fn failed_moves_leave_the_source_running_and_overlap_starts_the_target_first() {
     );
     // On b, `bad` fails its healthcheck.
     let unhealthy_on_b = host_sleeper("b", None, None) + "    healthcheck:\n      test: [\"CMD\", \"false\"]\n      interval: 1s\n      timeout: 1s\n      retries: 2\n";
-    let pair = Pair::start(
+    let pair = TwoHosts::start(
+        TOKEN,
         "move_overlap",
         &[
             (
@@ -622,7 +524,7 @@ fn failed_moves_leave_the_source_running_and_overlap_starts_the_target_first() {
         b.stdout.contains("Desired: stopped (set by migrate to a)"),
         "{b}"
     );
-    assert!(pair.events(0, "migrated", &bad).is_empty());
+    assert!(events(&pair, 0, "migrated", &bad).is_empty());
 
     // b's preflight fails: the task fails saying why, a keeps running it.
     let out = pair.ctl(0, &["migrate", &pf, "b"]).expect_failure();
@@ -633,7 +535,7 @@ fn failed_moves_leave_the_source_running_and_overlap_starts_the_target_first() {
     assert!(container_of(&pf, "main_b").is_none(), "b started it");
     let a = pair.ctl(0, &["status", &pf]).expect_success();
     assert!(a.stdout.contains("Desired: running (set by user)"), "{a}");
-    assert!(pair.events(0, "migrated", &pf).is_empty());
+    assert!(events(&pair, 0, "migrated", &pf).is_empty());
 
     // Overlap: b starts and turns healthy before a stops.
     let out = pair.ctl(0, &["migrate", &ov, "b"]).expect_success();
@@ -661,7 +563,7 @@ fn failed_moves_leave_the_source_running_and_overlap_starts_the_target_first() {
                 .ok()
         })
         .unwrap_or_else(|| panic!("no receive task id in the log: {out}"));
-    let addr_b = format!("127.0.0.2:{}", pair.port);
+    let addr_b = pair.addr(1);
     let (_, _, body) = http(
         &addr_b,
         "GET",
@@ -699,5 +601,5 @@ fn failed_moves_leave_the_source_running_and_overlap_starts_the_target_first() {
             .contains("Desired: running (set by migrate from a)"),
         "{b}"
     );
-    assert_eq!(pair.events(1, "migrated", &ov).len(), 1);
+    assert_eq!(events(&pair, 1, "migrated", &ov).len(), 1);
 }

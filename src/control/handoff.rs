@@ -273,12 +273,21 @@ impl Control {
         let cfg = self.config();
         self.shared.incoming(&cfg, name, from)?;
         let was_local = self.shared.local_service(&cfg, name).is_ok();
+        let before = self.shared.store.desired(name)?;
         self.shared
             .store
             .set_moved(name, DesiredState::Running, from)?;
-        let task = self
+        let task = match self
             .queue()
-            .submit(TaskKind::Receive, name, &origin_from(from))?;
+            .submit(TaskKind::Receive, name, &origin_from(from))
+        {
+            Ok(t) => t,
+            Err(e) => {
+                // Not taken: this host must not start it at its next boot.
+                self.shared.restore(name, before.as_ref());
+                return Err(e.into());
+            }
+        };
         if !was_local {
             // D-Bus objects, probes and the monitor take it in.
             let _ = self.shared.events.send(Event::ServicesReloaded);
