@@ -49,6 +49,9 @@ _stackctl() {
             stackctl,logs)
                 cmd="stackctl__subcmd__logs"
                 ;;
+            stackctl,migrate)
+                cmd="stackctl__subcmd__migrate"
+                ;;
             stackctl,notify)
                 cmd="stackctl__subcmd__notify"
                 ;;
@@ -112,6 +115,9 @@ _stackctl() {
             stackctl__subcmd__help,logs)
                 cmd="stackctl__subcmd__help__subcmd__logs"
                 ;;
+            stackctl__subcmd__help,migrate)
+                cmd="stackctl__subcmd__help__subcmd__migrate"
+                ;;
             stackctl__subcmd__help,notify)
                 cmd="stackctl__subcmd__help__subcmd__notify"
                 ;;
@@ -167,7 +173,7 @@ _stackctl() {
 
     case "${cmd}" in
         stackctl)
-            opts="-o -H -c -h -V --user --output --host --config --no-block --help --version list status start stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health notify validate help"
+            opts="-o -H -c -h -V --user --output --host --config --no-block --help --version list status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health notify validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -471,7 +477,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help)
-            opts="list status start stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health notify validate help"
+            opts="list status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health notify validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -611,6 +617,20 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help__subcmd__logs)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__migrate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -845,6 +865,44 @@ _stackctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__migrate)
+            opts="-o -H -c -h --force --user --output --host --config --no-block --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --output)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0

@@ -96,6 +96,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let events = events::channel();
     let world = World::new();
     let control = Control::new(config, load, store, world.clone(), events.clone(), boot_id);
+    control.set_peers(std::sync::Arc::new(peer::Cluster));
     let observer = tokio::spawn(world::observe(world.clone(), events.clone()));
     // Let the observer's first try at Docker conclude (bounded), so that a
     // request right after READY=1 meets a known Docker state instead of a

@@ -80,7 +80,6 @@ pub async fn run(control: Control) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let cfg = control.config();
         let host_stats = match host.sample() {
             Ok(h) => Some(h),
             Err(e) => {
@@ -96,7 +95,8 @@ pub async fn run(control: Control) {
         let mut targets: Vec<(String, u32)> = Vec::new();
         let mut limits: HashMap<String, Option<u64>> = HashMap::new();
         let mut present: HashSet<String> = HashSet::new();
-        for svc in cfg.local_services() {
+        let local = control.local_services();
+        for svc in &local {
             for c in control.containers(&svc.name) {
                 present.insert(c.id.clone());
                 if c.state != ContainerState::Running {
@@ -133,7 +133,7 @@ pub async fn run(control: Control) {
         let now = Instant::now();
         // Every watched service gets a sample: one whose containers stopped
         // reads as zero, which is how its spike ends.
-        for svc in cfg.local_services().filter(|s| s.resources.is_some()) {
+        for svc in local.iter().filter(|s| s.resources.is_some()) {
             let name = &svc.name;
             let sample = match per_service.get(name) {
                 Some(f) => Sample {

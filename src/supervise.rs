@@ -195,9 +195,10 @@ fn evidence(service: &str, seen: &Seen, slot: &Slot) -> Evidence {
 /// Start the probes of every local service that declares one.
 fn start_probes(control: &Control, tx: mpsc::Sender<(String, ProbeResult)>) -> health::ProbeRunner {
     let cfg = control.config();
-    let services = cfg
+    let services = control
         .local_services()
-        .filter_map(|s| Some((s.name.clone(), s.health.clone()?)))
+        .into_iter()
+        .filter_map(|s| Some((s.name, s.health?)))
         .collect();
     health::spawn_probes(services, &cfg.compose_dir, control.docker(), tx)
 }
@@ -271,14 +272,13 @@ fn observe(
     probe: Option<&ProbeResult>,
     done: &mpsc::Sender<String>,
 ) {
-    let cfg = control.config();
-    let Some(svc) = cfg.service(service).filter(|s| s.assigned_to(&cfg.host)) else {
+    let Some(svc) = control.local_service(service) else {
         return;
     };
     let seen = seen(control, service);
     let facts = Facts::from_containers(&seen.containers, now_usec());
     let mut slots = board.lock();
-    let slot = slot_for(&mut slots, service, svc);
+    let slot = slot_for(&mut slots, service, &svc);
     let change = slot.machine.observe(&facts, probe);
     // Boot recovery handles what is down at start; the supervisor takes
     // over once the start-up reconcile is done.

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
-    have_bus, have_docker, running, stackctl, toml_str, wait_until, Bus, Daemon, TestEnv,
+    have_bus, have_docker, host_sleeper, running, stackctl, toml_str, wait_until, Bus, Daemon,
+    TestEnv, TwoHosts,
 };
 
 const TOKEN: &str = "peer-test-token-0123456789abcdef";
@@ -302,4 +303,303 @@ fn a_token_file_others_may_read_stops_the_start() {
         message.contains("0644") && message.contains("chmod 600"),
         "{message}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Moving a service, and the hand-off rule
+// ---------------------------------------------------------------------------
+//
+// See `TwoHosts` in tests/common for how two hosts share one Docker engine.
+
+/// The events of host `i` of `pair` of `kind` for `service`.
+fn events(pair: &TwoHosts, i: usize, kind: &str, service: &str) -> Vec<serde_json::Value> {
+    let (status, _, body) = http(
+        &pair.addr(i),
+        "GET",
+        "/v1/events?after=0&timeout=0",
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    json(&body)["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind && e["service"] == service)
+        .cloned()
+        .collect()
+}
+
+/// The state of `project`'s container for Compose service `svc`: (state,
+/// exit code), or None when there is none.
+fn container_of(project: &str, svc: &str) -> Option<(String, i64)> {
+    common::containers(project)
+        .into_iter()
+        .find(|c| c.service == svc)
+        .map(|c| (c.state, c.exit_code))
+}
+
+fn runs(project: &str, svc: &str) -> bool {
+    container_of(project, svc).is_some_and(|(s, _)| s == "running")
+}
+
+#[test]
+fn a_move_hands_the_service_over_and_the_hand_off_rule_guards_starts() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    let name = "mvstop";
+    let project_env = TestEnv::new("move_names");
+    let name = project_env.project(name);
+    let mut pair = TwoHosts::start(
+        TOKEN,
+        "move_stop_first",
+        &[(
+            &name,
+            "stop-first",
+            host_sleeper("a", None, None),
+            host_sleeper("b", None, None),
+        )],
+    );
+    pair.ctl(0, &["start", &name]).expect_success();
+    assert!(runs(&name, "main_a"));
+
+    // The move: one task on a, whose log tells every step.
+    let out = pair.ctl(0, &["migrate", &name, "b"]).expect_success();
+    for step in [
+        "moving",
+        "b: preflight, then pull",
+        "a: stopping",
+        "b: starting",
+        "runs and is healthy",
+        &format!("{name} moved from a to b"),
+    ] {
+        assert!(out.stdout.contains(step), "no {step:?} in the log: {out}");
+    }
+    assert!(runs(&name, "main_b"), "b's container does not run");
+    assert_eq!(
+        container_of(&name, "main_a"),
+        Some(("exited".to_string(), 0)),
+        "a's container did not stop"
+    );
+    let a = pair.ctl(0, &["status", &name]);
+    assert!(
+        a.stdout.contains("Desired: stopped (set by migrate to b)"),
+        "{a}"
+    );
+    let b = pair.ctl(1, &["status", &name]).expect_success();
+    assert!(
+        b.stdout
+            .contains("Desired: running (set by migrate from a)"),
+        "{b}"
+    );
+    assert!(b.stdout.contains("Active: active"), "{b}");
+    let all = pair.ctl(0, &["list", "--all-hosts"]).expect_success();
+    assert!(
+        all.stdout.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[0] == "b" && f[1] == name && f[2] == "running" && f[3] == "active"
+        }),
+        "{all}"
+    );
+    for i in [0, 1] {
+        let ev = events(&pair, i, "migrated", &name);
+        assert_eq!(ev.len(), 1, "host {i}: {ev:?}");
+    }
+    assert_eq!(events(&pair, 0, "migrated", &name)[0]["data"]["to"], "b");
+    assert_eq!(events(&pair, 1, "migrated", &name)[0]["data"]["from"], "a");
+
+    // b runs it: a start on a is refused, naming b, as a Conflict.
+    let out = pair.ctl(0, &["start", &name]).expect_failure();
+    assert!(out.stderr.contains("runs on b"), "{out}");
+    assert_eq!(
+        common::busctl_error_name(None, &pair.buses[0], &common::start_service_call(&name))
+            .as_deref(),
+        Some("org.stackd1.Error.Conflict")
+    );
+    assert!(!runs(&name, "main_a"), "the refused start started a");
+
+    // b is gone: the start is refused naming b, unless forced.
+    pair.daemons[1].kill();
+    let out = pair.ctl(0, &["start", &name]).expect_failure();
+    assert!(out.stderr.contains("cannot ask b"), "{out}");
+    assert!(out.stderr.contains("--force"), "{out}");
+    assert!(!runs(&name, "main_a"));
+    pair.ctl(0, &["start", "--force", &name]).expect_success();
+    assert!(runs(&name, "main_a"));
+    let a = pair.ctl(0, &["status", &name]).expect_success();
+    assert!(a.stdout.contains("Desired: running (set by user)"), "{a}");
+
+    // A move to an unreachable host is refused and stops nothing.
+    let out = pair.ctl(0, &["migrate", &name, "b"]).expect_failure();
+    assert!(out.stderr.contains("b does not answer"), "{out}");
+    assert!(out.stderr.contains("nothing was changed"), "{out}");
+    assert!(runs(&name, "main_a"), "the refused move stopped a");
+    let a = pair.ctl(0, &["status", &name]).expect_success();
+    assert!(a.stdout.contains("Desired: running (set by user)"), "{a}");
+    // A move to itself or to a host not in [hosts] is refused too.
+    let out = pair.ctl(0, &["migrate", &name, "a"]).expect_failure();
+    assert!(out.stderr.contains("is on a already"), "{out}");
+    let out = pair.ctl(0, &["migrate", &name, "zz"]).expect_failure();
+    assert!(out.stderr.contains("no host zz"), "{out}");
+}
+
+/// Microseconds since the epoch of an RFC 3339 UTC time as Docker writes
+/// it ("2026-11-25T20:10:11.123456789Z").
+fn unix_usec(t: &str) -> i64 {
+    let t = t.trim().trim_end_matches('Z');
+    let (date, time) = t.split_once('T').expect("RFC 3339 time");
+    let n = |s: &str| s.parse::<i64>().unwrap_or_else(|_| panic!("bad time {t}"));
+    let d: Vec<i64> = date.split('-').map(n).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let h: Vec<i64> = hms.split(':').map(n).collect();
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1])
+    } else {
+        (d[0], d[1])
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d[2] - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let micros = n(&format!("{:0<6}", &frac[..frac.len().min(6)]));
+    ((days * 24 + h[0]) * 60 + h[1]) * 60_000_000 + h[2] * 1_000_000 + micros
+}
+
+#[test]
+fn failed_moves_leave_the_source_running_and_overlap_starts_the_target_first() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    let names = TestEnv::new("move_names2");
+    let (pf, ov, bad) = (
+        names.project("mvpf"),
+        names.project("mvov"),
+        names.project("mvbad"),
+    );
+    // On b, `bad` fails its healthcheck.
+    let unhealthy_on_b = host_sleeper("b", None, None) + "    healthcheck:\n      test: [\"CMD\", \"false\"]\n      interval: 1s\n      timeout: 1s\n      retries: 2\n";
+    let pair = TwoHosts::start(
+        TOKEN,
+        "move_overlap",
+        &[
+            (
+                &pf,
+                "stop-first",
+                host_sleeper("a", None, Some("./data:/data")),
+                host_sleeper("b", None, Some("./data:/data")),
+            ),
+            (
+                &ov,
+                "overlap",
+                host_sleeper("a", None, None),
+                host_sleeper("b", Some(3), None),
+            ),
+            (
+                &bad,
+                "stop-first",
+                host_sleeper("a", None, None),
+                unhealthy_on_b,
+            ),
+        ],
+    );
+    // The bind-mount source exists on a only.
+    std::fs::create_dir(pair.envs[0].compose_dir().join(&pf).join("data")).expect("data dir");
+    pair.ctl(0, &["start", &pf, &ov, &bad]).expect_success();
+
+    // Stop-first, and b's start is never healthy: b stops its attempt, a
+    // starts it again, and the task says so.
+    let out = pair.ctl(0, &["migrate", &bad, "b"]).expect_failure();
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("a: stopping"), "{out}");
+    assert!(text.contains("unhealthy"), "{out}");
+    assert!(text.contains(&format!("{bad} runs on a again")), "{out}");
+    assert!(runs(&bad, "main_a"), "a did not start it again");
+    assert!(!runs(&bad, "main_b"), "b left its attempt running");
+    let a = pair.ctl(0, &["status", &bad]).expect_success();
+    assert!(a.stdout.contains("Desired: running (set by user)"), "{a}");
+    let b = pair.ctl(1, &["status", &bad]);
+    assert!(
+        b.stdout.contains("Desired: stopped (set by migrate to a)"),
+        "{b}"
+    );
+    assert!(events(&pair, 0, "migrated", &bad).is_empty());
+
+    // b's preflight fails: the task fails saying why, a keeps running it.
+    let out = pair.ctl(0, &["migrate", &pf, "b"]).expect_failure();
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("bind-mount source"), "{out}");
+    assert!(text.contains(&format!("{pf} stays on a")), "{out}");
+    assert!(runs(&pf, "main_a"), "a stopped it");
+    assert!(container_of(&pf, "main_b").is_none(), "b started it");
+    let a = pair.ctl(0, &["status", &pf]).expect_success();
+    assert!(a.stdout.contains("Desired: running (set by user)"), "{a}");
+    assert!(events(&pair, 0, "migrated", &pf).is_empty());
+
+    // Overlap: b starts and turns healthy before a stops.
+    let out = pair.ctl(0, &["migrate", &ov, "b"]).expect_success();
+    let at = |needle: &str| {
+        out.stdout
+            .lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in the log: {out}"))
+    };
+    assert!(at("b: starting") < at("runs and is healthy"), "{out}");
+    assert!(at("runs and is healthy") < at("a: stopping"), "{out}");
+    assert!(runs(&ov, "main_b"));
+    assert_eq!(container_of(&ov, "main_a"), Some(("exited".to_string(), 0)));
+    // b's receive task ended (healthy) before Docker stopped a's container.
+    let receive: u64 = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("runs and is healthy (task "))
+        .and_then(|l| {
+            l.split("(task ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no receive task id in the log: {out}"));
+    let addr_b = pair.addr(1);
+    let (_, _, body) = http(
+        &addr_b,
+        "GET",
+        &format!("/v1/tasks/{receive}"),
+        Some(TOKEN),
+        "",
+    );
+    let task = json(&body);
+    assert_eq!(task["kind"], "receive", "{body}");
+    assert_eq!(task["origin"], "migrate from a", "{body}");
+    assert!(
+        task["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("healthy")),
+        "{body}"
+    );
+    let healthy_usec = task["finished_usec"].as_i64().unwrap();
+    let a_id = common::containers(&ov)
+        .into_iter()
+        .find(|c| c.service == "main_a")
+        .expect("a's container")
+        .id;
+    let stopped = common::docker(&["inspect", "--format", "{{.State.FinishedAt}}", &a_id])
+        .expect_success()
+        .stdout;
+    assert!(
+        healthy_usec < unix_usec(&stopped),
+        "b healthy at {healthy_usec} usec, a stopped at {stopped}"
+    );
+    let b = pair.ctl(1, &["status", &ov]).expect_success();
+    assert!(
+        b.stdout
+            .contains("Desired: running (set by migrate from a)"),
+        "{b}"
+    );
+    assert_eq!(events(&pair, 1, "migrated", &ov).len(), 1);
 }

@@ -51,18 +51,33 @@ pub enum Command {
     Status { names: Vec<String> },
     /// Start services (docker compose up -d) after the dependencies they
     /// need, which start too and must be healthy first; their desired state
-    /// becomes running.
+    /// becomes running. A service of one host starts only when no other
+    /// host of the cluster runs it.
     Start {
         #[arg(required = true)]
         names: Vec<String>,
         /// Stop running services that conflict (and what depends on them)
-        /// first instead of refusing.
+        /// first instead of refusing, and start even when another host of
+        /// the cluster cannot be asked whether it runs the service.
         #[arg(long)]
         force: bool,
         /// Run the preflight checks and print what a start would do, in
         /// order, without doing it.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Move a service to another host: preflight and pull there, then
+    /// stop here and start there (handoff = "stop-first"), or start there,
+    /// wait until healthy and stop here ("overlap").
+    Migrate {
+        name: String,
+        /// The host to move to, as named in [hosts].
+        #[arg(value_name = "HOST")]
+        to: String,
+        /// Go ahead when a third host cannot be asked whether it runs the
+        /// service; an unreachable target always refuses.
+        #[arg(long)]
+        force: bool,
     },
     /// Stop services; their desired state becomes stopped and survives reboots.
     Stop {

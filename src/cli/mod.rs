@@ -100,6 +100,10 @@ async fn run(args: &Args) -> Result<u8> {
             forced(&client, args, "StopServiceMode", names).await
         }
         Command::Stop { names, .. } => ops(&client, args, "StopService", names).await,
+        Command::Migrate { name, to, force } => {
+            let id = client.bus()?.migrate(name, to, *force).await?;
+            follow_task(&client, args, id, name).await
+        }
         Command::Restart { names } => ops(&client, args, "RestartService", names).await,
         Command::Update { names } => ops(&client, args, "UpdateService", names).await,
         Command::Pull { names } => ops(&client, args, "PullService", names).await,

@@ -39,10 +39,11 @@ fn convert<A: Serialize, B: DeserializeOwned>(a: &A) -> Result<B> {
         })
 }
 
+/// The route of a method: start, stop, restart or update.
 fn op_name(method: &str) -> Result<&'static str> {
     Ok(match method {
-        "StartService" => "start",
-        "StopService" => "stop",
+        "StartService" | "StartServiceMode" => "start",
+        "StopService" | "StopServiceMode" => "stop",
         "RestartService" => "restart",
         "UpdateService" => "update",
         other => {
@@ -96,20 +97,24 @@ impl Conn {
             Conn::Bus(c) => Ok(c.service_op(method, name).await?),
             Conn::Peer { client, .. } => {
                 let caller = format!("stackctl@{}", local_hostname());
-                Ok(client.op(name, op_name(method)?, Some(&caller)).await?.id)
+                let op = op_name(method)?;
+                Ok(client.op(name, op, Some(&caller), false).await?.id)
             }
         }
     }
 
     /// StartServiceMode/StopServiceMode ("replace": stop what stands in
-    /// the way first); only the local daemon takes a mode.
+    /// the way first, and start even when a peer cannot be asked); over the
+    /// peer endpoint "replace" is the request's `force`.
     pub async fn service_op_mode(&self, method: &str, name: &str, mode: &str) -> Result<u64> {
         match self {
             Conn::Bus(c) => Ok(c.service_op_mode(method, name, mode).await?),
-            Conn::Peer { host, .. } => Err(Failed(
-                exit::USAGE,
-                format!("--force is not available over the peer endpoint; run it on {host}"),
-            )),
+            Conn::Peer { client, .. } => {
+                let caller = format!("stackctl@{}", local_hostname());
+                let op = op_name(method)?;
+                let force = mode == "replace";
+                Ok(client.op(name, op, Some(&caller), force).await?.id)
+            }
         }
     }
 

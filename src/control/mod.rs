@@ -19,8 +19,7 @@ use crate::engine::{Compose, ComposeChoice, ComposeError, ContainerInfo, Invocat
 use crate::events::{Alert, Event, EventSender, Severity};
 use crate::reconcile::{self, Action, Facts};
 use crate::store::{
-    now_usec, Desired, DesiredSource, DesiredState, NewEvent, Store, StoreError, TaskFilter,
-    TaskRecord,
+    now_usec, Desired, DesiredState, NewEvent, Store, StoreError, TaskFilter, TaskRecord,
 };
 use crate::systemd;
 use crate::tasks::{Failure, Log, Queue, QueueError, RunFuture, Runner, TaskKind};
@@ -28,6 +27,8 @@ use crate::world::{self, Observed, World};
 
 mod order;
 pub use order::TreeRow;
+mod handoff;
+pub use handoff::{PeerFailure, PeerService, Peers, Prepared, RemoteTask};
 
 #[derive(Debug, Error)]
 pub enum ControlError {
@@ -45,6 +46,9 @@ pub enum ControlError {
     DockerUnavailable(String),
     #[error("the configuration is invalid; the running one stays in force:\n{0}")]
     InvalidConfig(String),
+    /// A host of the cluster that must be asked does not answer.
+    #[error("{0}")]
+    PeerUnreachable(String),
     #[error("stackd is shutting down and takes no new tasks")]
     ShuttingDown,
     #[error("state store: {0}")]
@@ -129,8 +133,9 @@ pub struct ServiceStatus {
     pub name: String,
     pub host: String,
     pub desired: DesiredState,
-    /// "user" when a person said start/stop, else "config" (auto_start).
-    pub desired_source: &'static str,
+    /// "user" when a person said start/stop, "migrate from HOST" or
+    /// "migrate to HOST" after a move, else "config" (auto_start).
+    pub desired_source: String,
     pub active_state: &'static str,
     pub sub_state: String,
     pub health: &'static str,
@@ -167,6 +172,10 @@ struct Shared {
     figures: Arc<crate::monitor::Figures>,
     boot_id: String,
     state: Mutex<SystemState>,
+    /// The other hosts (the peer endpoint's client), set by the daemon.
+    peers: OnceLock<Arc<dyn handoff::Peers>>,
+    /// Target host of each move queued and not yet started, by service.
+    moves: Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// Cheap to clone.
@@ -197,6 +206,8 @@ impl Control {
             figures: crate::monitor::Figures::new(),
             boot_id,
             state: Mutex::new(SystemState::Starting),
+            peers: OnceLock::new(),
+            moves: Mutex::default(),
         });
         let runner = Arc::new(ComposeRunner {
             shared: shared.clone(),
@@ -362,15 +373,32 @@ impl Control {
 
     /// Names of the services this host manages, sorted.
     pub fn service_names(&self) -> Vec<String> {
+        self.local_services().into_iter().map(|s| s.name).collect()
+    }
+
+    /// The services this host manages: those the cluster file assigns to
+    /// it, and those moved here or away from here (see [`Shared::manages`]).
+    pub fn local_services(&self) -> Vec<ServiceConfig> {
         let cfg = self.config();
-        cfg.local_services().map(|s| s.name.clone()).collect()
+        let said = self.shared.store.all_desired().unwrap_or_default();
+        Shared::local_services(&cfg, &said)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// The service's config when this host manages it.
+    pub fn local_service(&self, name: &str) -> Option<ServiceConfig> {
+        let cfg = self.config();
+        self.shared.local_service(&cfg, name).ok().cloned()
     }
 
     pub fn list_services(&self) -> Vec<ServiceStatus> {
         let cfg = self.config();
         // One read of the store for all of them, not one per service.
         let said = self.shared.store.all_desired().unwrap_or_default();
-        cfg.local_services()
+        Shared::local_services(&cfg, &said)
+            .into_iter()
             .map(|s| self.shared.status(&cfg, s, said.get(&s.name)))
             .collect()
     }
@@ -585,13 +613,33 @@ impl Shared {
         self.queue.get().expect("queue is set in Control::new")
     }
 
+    /// Whether this host manages `svc`: the cluster file assigns it here
+    /// (`host =` is the initial placement), or a move brought it here or
+    /// took it away from here (the stored desired state names a peer). A
+    /// host a service moved away from keeps showing it, stopped, with
+    /// "migrate to HOST".
+    fn manages(cfg: &Config, svc: &ServiceConfig, said: Option<&Desired>) -> bool {
+        svc.assigned_to(&cfg.host) || said.is_some_and(|d| d.peer.is_some())
+    }
+
+    fn local_services<'c>(
+        cfg: &'c Config,
+        said: &std::collections::BTreeMap<String, Desired>,
+    ) -> Vec<&'c ServiceConfig> {
+        cfg.services
+            .values()
+            .filter(|s| Shared::manages(cfg, s, said.get(&s.name)))
+            .collect()
+    }
+
     fn local_service<'c>(
         &self,
         cfg: &'c Config,
         name: &str,
     ) -> Result<&'c ServiceConfig, ControlError> {
+        let said = self.store.desired(name)?;
         match cfg.service(name) {
-            Some(s) if s.assigned_to(&cfg.host) => Ok(s),
+            Some(s) if Shared::manages(cfg, s, said.as_ref()) => Ok(s),
             Some(s) => Err(ControlError::NoSuchService(format!(
                 "service {name} is not assigned to this host ({}); it runs on {}",
                 cfg.host,
@@ -607,10 +655,13 @@ impl Shared {
     }
 
     /// The effective desired state, and who set it.
-    fn desired(svc: &ServiceConfig, said: Option<&Desired>) -> (DesiredState, &'static str) {
-        match said.filter(|d| d.source == DesiredSource::User) {
-            Some(d) => (d.state, "user"),
-            None => (reconcile::effective_desired(svc.auto_start, None), "config"),
+    fn desired(svc: &ServiceConfig, said: Option<&Desired>) -> (DesiredState, String) {
+        match said.filter(|d| d.is_decision()) {
+            Some(d) => (d.state, d.describe_source()),
+            None => (
+                reconcile::effective_desired(svc.auto_start, None),
+                "config".to_string(),
+            ),
         }
     }
 
@@ -728,13 +779,14 @@ impl Shared {
     ) -> Result<crate::preflight::PreflightReport, Failure> {
         let compose = self.compose().await?;
         let docker = self.world.docker();
+        let (dir, file) = project_paths(&self.config(), &svc.name)?;
         Ok(crate::preflight::check(
             &compose,
             docker.as_ref(),
             &crate::preflight::Target {
                 project: svc.name.clone(),
-                dir: svc.dir.clone(),
-                file: svc.compose_file.clone(),
+                dir,
+                file,
             },
             &crate::preflight::Options {
                 min_free_bytes: PREFLIGHT_MIN_FREE,
@@ -751,30 +803,22 @@ impl Shared {
     ) -> Result<(), Failure> {
         let kind = TaskKind::parse(&task.kind)
             .ok_or_else(|| Failure::failed(format!("unknown task kind {}", task.kind)))?;
-        if kind == TaskKind::Reconcile {
-            return self.reconcile(&task, &log, &cancel).await;
+        match kind {
+            TaskKind::Reconcile => return self.reconcile(&task, &log, &cancel).await,
+            TaskKind::Migrate => return self.migrate(&task, &log, &cancel).await,
+            TaskKind::Receive => return self.receive(&task, &log, &cancel).await,
+            _ => {}
         }
         let deadline = tokio::time::Instant::now() + kind.timeout();
         let cfg = self.config();
-        let (dir, file) = match cfg.service(&task.service) {
-            Some(svc) => (svc.dir.clone(), svc.compose_file.clone()),
-            // Removed from the config (stopping what stackd deployed): the
-            // project's folder is where the config would have put it.
-            None => compose_location(&cfg.compose_dir.join(&task.service)).ok_or_else(|| {
-                Failure::failed(format!(
-                    "{} is no longer in the configuration and {} holds no compose file",
-                    task.service,
-                    cfg.compose_dir.join(&task.service).display()
-                ))
-            })?,
-        };
+        let (dir, file) = project_paths(&cfg, &task.service)?;
         if !self.world.docker_connected() {
             return Err(Failure::failed(format!(
                 "Docker is unavailable: {}",
                 self.world.docker_error()
             )));
         }
-        let compose = self.compose().await?;
+        self.compose().await?;
         // Boot recovery and apply bring back what ran before, fast; what a
         // person or the supervisor asks for is checked first, every problem
         // at once.
@@ -800,37 +844,11 @@ impl Shared {
             TaskKind::Restart => &[&["restart"], &["up", "-d", "--remove-orphans"]],
             TaskKind::Update => &[&["pull"], &["up", "-d", "--remove-orphans"]],
             TaskKind::Pull => &[&["pull"]],
-            TaskKind::Reconcile => &[],
+            TaskKind::Reconcile | TaskKind::Migrate | TaskKind::Receive => &[],
         };
-        let sink = {
-            let log = log.clone();
-            move |line: &str| log.line(line)
-        };
-        let mut outcome = Ok(());
-        for args in steps {
-            let inv = Invocation {
-                project: task.service.clone(),
-                dir: dir.clone(),
-                file: file.clone(),
-                args: args.iter().map(|a| a.to_string()).collect(),
-            };
-            log.line(&format!("$ {} {}", compose.describe(), args.join(" ")));
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if let Err(e) = compose.run(&inv, &sink, &cancel, left).await {
-                outcome = Err(match e {
-                    ComposeError::Cancelled => Failure {
-                        result: "canceled",
-                        message: "cancelled by request".into(),
-                    },
-                    ComposeError::TimedOut(t) => Failure {
-                        result: "timeout",
-                        message: format!("{} did not finish within {t:?}", args.join(" ")),
-                    },
-                    other => Failure::failed(format!("{}: {other}", args.join(" "))),
-                });
-                break;
-            }
-        }
+        let outcome = self
+            .compose_steps(&task.service, &dir, &file, steps, &log, &cancel, deadline)
+            .await;
         if outcome.is_ok() {
             let mark = match kind {
                 TaskKind::Deploy | TaskKind::Restart | TaskKind::Update => {
@@ -847,19 +865,62 @@ impl Shared {
         outcome
     }
 
+    /// Runs Compose `steps` one after another on `service`, each line of
+    /// output into the task log; the first failure ends it.
+    #[allow(clippy::too_many_arguments)]
+    async fn compose_steps(
+        &self,
+        service: &str,
+        dir: &std::path::Path,
+        file: &std::path::Path,
+        steps: &[&[&str]],
+        log: &Log,
+        cancel: &CancellationToken,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Failure> {
+        let compose = self.compose().await?;
+        let sink = {
+            let log = log.clone();
+            move |line: &str| log.line(line)
+        };
+        for args in steps {
+            let inv = Invocation {
+                project: service.to_string(),
+                dir: dir.to_path_buf(),
+                file: file.to_path_buf(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+            };
+            log.line(&format!("$ {} {}", compose.describe(), args.join(" ")));
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Err(e) = compose.run(&inv, &sink, cancel, left).await {
+                return Err(match e {
+                    ComposeError::Cancelled => Failure {
+                        result: "canceled",
+                        message: "cancelled by request".into(),
+                    },
+                    ComposeError::TimedOut(t) => Failure {
+                        result: "timeout",
+                        message: format!("{} did not finish within {t:?}", args.join(" ")),
+                    },
+                    other => Failure::failed(format!("{}: {other}", args.join(" "))),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn facts(&self) -> Vec<Facts> {
         let cfg = self.config();
         let deployed = self.store.deployed().unwrap_or_default();
         let all_said = self.store.all_desired().unwrap_or_default();
-        let mut names: BTreeSet<String> = cfg.local_services().map(|s| s.name.clone()).collect();
+        let local = Shared::local_services(&cfg, &all_said);
+        let mut names: BTreeSet<String> = local.iter().map(|s| s.name.clone()).collect();
         names.extend(deployed.iter().cloned());
         names
             .into_iter()
             .map(|name| {
-                let svc = cfg.service(&name).filter(|s| s.assigned_to(&cfg.host));
-                let said = all_said
-                    .get(&name)
-                    .filter(|d| d.source == DesiredSource::User);
+                let svc = local.iter().copied().find(|s| s.name == name);
+                let said = all_said.get(&name).filter(|d| d.is_decision());
                 Facts {
                     configured: svc.is_some(),
                     desired: reconcile::effective_desired(
@@ -1040,6 +1101,26 @@ impl Shared {
 /// Below this much free space (Docker's data root, the service's folder) a
 /// deploy is refused by preflight.
 const PREFLIGHT_MIN_FREE: u64 = 256 << 20;
+
+/// The project folder and compose file of `service`. A service this host
+/// did not run when the config was loaded (one moved here since) has its
+/// file looked for now; one removed from the config (stackd deployed it and
+/// now stops it) is looked for where the config would have put it.
+fn project_paths(cfg: &Config, service: &str) -> Result<(PathBuf, PathBuf), Failure> {
+    if let Some(svc) = cfg.service(service) {
+        if svc.compose_file.is_file() {
+            return Ok((svc.dir.clone(), svc.compose_file.clone()));
+        }
+        return Ok(compose_location(&svc.dir)
+            .unwrap_or_else(|| (svc.dir.clone(), svc.compose_file.clone())));
+    }
+    compose_location(&cfg.compose_dir.join(service)).ok_or_else(|| {
+        Failure::failed(format!(
+            "{service} is no longer in the configuration and {} holds no compose file",
+            cfg.compose_dir.join(service).display()
+        ))
+    })
+}
 
 /// The compose file in a project folder, as the config module finds it.
 fn compose_location(dir: &std::path::Path) -> Option<(PathBuf, PathBuf)> {

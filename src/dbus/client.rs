@@ -269,8 +269,9 @@ impl Client {
         })
     }
 
-    /// `method` is one of StartService, StopService, RestartService,
-    /// UpdateService, PullService, DownService. Returns the task id.
+    /// `method` is one of StartService, StopService,
+    /// RestartService, UpdateService, PullService, DownService. Returns
+    /// the task id.
     pub async fn service_op(&self, method: &str, name: &str) -> Result<u64> {
         let path: OwnedObjectPath = self.call(MANAGER_PATH, MANAGER, method, &(name,)).await?;
         path::task_id(path.as_str())
@@ -295,6 +296,21 @@ impl Client {
     pub async fn dependencies(&self, name: &str, reverse: bool) -> Result<Vec<DependencyRow>> {
         self.call(MANAGER_PATH, MANAGER, "ListDependencies", &(name, reverse))
             .await
+    }
+
+    /// `MigrateService`: the migrate task's id.
+    pub async fn migrate(&self, name: &str, host: &str, force: bool) -> Result<u64> {
+        let path: OwnedObjectPath = self
+            .call(
+                MANAGER_PATH,
+                MANAGER,
+                "MigrateService",
+                &(name, host, force),
+            )
+            .await?;
+        path::task_id(path.as_str()).ok_or_else(|| {
+            ClientError::Protocol(format!("MigrateService returned {path}, not a task"))
+        })
     }
 
     pub async fn apply(&self) -> Result<Vec<u64>> {

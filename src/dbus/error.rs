@@ -17,6 +17,8 @@ pub enum Error {
     DockerUnavailable(String),
     InvalidConfig(String),
     ShuttingDown(String),
+    /// A host of the cluster that had to be asked did not answer.
+    PeerUnreachable(String),
     Failed(String),
 }
 
@@ -32,6 +34,7 @@ impl From<ControlError> for Error {
             ControlError::DockerUnavailable(_) => Error::DockerUnavailable(msg),
             ControlError::InvalidConfig(_) => Error::InvalidConfig(msg),
             ControlError::ShuttingDown => Error::ShuttingDown(msg),
+            ControlError::PeerUnreachable(_) => Error::PeerUnreachable(msg),
             ControlError::Store(_) => Error::Failed(msg),
         }
     }

@@ -36,7 +36,8 @@ impl Manager {
         let task = self
             .shared
             .control
-            .submit_with(op, name, &origin(header), force)?;
+            .request(op, name, &origin(header), force)
+            .await?;
         self.shared.register_task(task.id).await;
         Ok(task_path(task.id))
     }
@@ -115,6 +116,27 @@ impl Manager {
         name: &str,
     ) -> Result<OwnedObjectPath> {
         self.op(conn, &header, Op::Start, name, "fail").await
+    }
+
+    /// Move a service to another host of the cluster file: one migrate
+    /// task here. `force` goes ahead when a third host cannot be asked; an
+    /// unreachable target always refuses.
+    async fn migrate_service(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+        host: &str,
+        force: bool,
+    ) -> Result<OwnedObjectPath> {
+        self.shared.policy.check(conn, &header).await?;
+        let task = self
+            .shared
+            .control
+            .migrate(name, host, force, &origin(&header))
+            .await?;
+        self.shared.register_task(task.id).await;
+        Ok(task_path(task.id))
     }
 
     async fn stop_service(

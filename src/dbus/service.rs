@@ -30,7 +30,8 @@ impl Service {
         let task = self
             .shared
             .control
-            .submit(op, &self.name, &super::manager::origin(header))?;
+            .request(op, &self.name, &super::manager::origin(header), false)
+            .await?;
         self.shared.register_task(task.id).await;
         Ok(task_path(task.id))
     }

@@ -15,7 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::auth::Token;
-use super::types::{ErrorBody, Events, Host, OpRequest, Service, ServiceSummary, Task};
+use super::types::{
+    ErrorBody, Events, Host, MoveRequest, OpRequest, PrepareAnswer, Service, ServiceSummary, Task,
+};
 use crate::config::PeerConfig;
 
 #[derive(Debug, Error)]
@@ -44,6 +46,10 @@ impl PeerClientError {
 }
 
 type Result<T> = std::result::Result<T, PeerClientError>;
+
+/// What a move's `prepare` may take on top of `[peer] timeout`: the host
+/// runs its preflight (Compose, Docker, disk) before it answers.
+const PREFLIGHT_TIME: Duration = Duration::from_secs(120);
 
 #[derive(Clone)]
 pub struct PeerClient {
@@ -132,16 +138,54 @@ impl PeerClient {
         self.get(&format!("/v1/services/{}", encode(name))).await
     }
 
-    /// `op` is start, stop, restart or update.
-    pub async fn op(&self, name: &str, op: &str, caller: Option<&str>) -> Result<Task> {
+    /// `op` is start, stop, restart or update; `force` overrides an
+    /// unreachable host of the hand-off rule.
+    pub async fn op(
+        &self,
+        name: &str,
+        op: &str,
+        caller: Option<&str>,
+        force: bool,
+    ) -> Result<Task> {
         let body = serde_json::to_vec(&OpRequest {
             caller: caller.map(str::to_string),
+            force,
         })
         .unwrap_or_default();
         self.request(
             Method::POST,
             &format!("/v1/services/{}/{op}", encode(name)),
             body,
+        )
+        .await
+    }
+
+    /// The host `from` moves `name` here: preflight, pull what is missing.
+    pub async fn prepare(&self, name: &str, from: &str) -> Result<PrepareAnswer> {
+        self.move_step(name, "prepare", from).await
+    }
+
+    /// The host `from` hands `name` over: the receive task.
+    pub async fn receive(&self, name: &str, from: &str) -> Result<Task> {
+        self.move_step(name, "receive", from).await
+    }
+
+    async fn move_step<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        step: &str,
+        from: &str,
+    ) -> Result<T> {
+        let body = serde_json::to_vec(&MoveRequest {
+            from: from.to_string(),
+        })
+        .unwrap_or_default();
+        // Preflight runs Compose on the host before it answers.
+        self.request_within(
+            Method::POST,
+            &format!("/v1/services/{}/{step}", encode(name)),
+            body,
+            PREFLIGHT_TIME,
         )
         .await
     }
@@ -178,7 +222,19 @@ impl PeerClient {
             .split_once("timeout=")
             .and_then(|(_, t)| t.split('&').next()?.parse::<u64>().ok())
             .unwrap_or(0);
-        let limit = self.timeout + Duration::from_secs(extra);
+        self.request_within(method, path, body, Duration::from_secs(extra))
+            .await
+    }
+
+    /// A request that may take `extra` on top of `[peer] timeout`.
+    async fn request_within<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        extra: Duration,
+    ) -> Result<T> {
+        let limit = self.timeout + extra;
         match tokio::time::timeout(limit, self.exchange(method, path, body)).await {
             Ok(r) => r,
             Err(_) => Err(self.connect_error(format!("no answer within {limit:?}"))),

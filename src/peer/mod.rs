@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod client;
+mod cluster;
 pub mod server;
 mod tls;
 pub mod types;
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use client::{PeerClient, PeerClientError};
+pub use cluster::Cluster;
 pub use server::{serve, PeerServer};
 
 #[derive(Debug, Error)]

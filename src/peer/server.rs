@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::auth::{self, Limiter, Token};
-use super::types::{ErrorBody, Events, Host, OpRequest, Service, ServiceSummary, Task};
+use super::types::{
+    ErrorBody, Events, Host, MoveRequest, OpRequest, PrepareAnswer, Service, ServiceSummary, Task,
+};
 use super::{tls, PeerError};
 use crate::config::PeerConfig;
 use crate::control::{Control, ControlError, Op};
@@ -43,6 +45,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/services/{name}/stop"),
     ("POST", "/v1/services/{name}/restart"),
     ("POST", "/v1/services/{name}/update"),
+    ("POST", "/v1/services/{name}/prepare"),
+    ("POST", "/v1/services/{name}/receive"),
     ("GET", "/v1/tasks"),
     ("GET", "/v1/tasks/{id}"),
     ("GET", "/v1/events"),
@@ -259,6 +263,7 @@ impl From<ControlError> for Failure {
             }
             ControlError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "InvalidConfig"),
             ControlError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown"),
+            ControlError::PeerUnreachable(_) => (StatusCode::BAD_GATEWAY, "PeerUnreachable"),
             ControlError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Store"),
         };
         Failure(status, e.to_string(), kind)
@@ -375,7 +380,28 @@ async fn dispatch(
         "/healthz" => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         "/metrics" => text("text/plain; version=0.0.4", metrics(control)),
         "/v1/openapi.json" => text("application/json", OPENAPI),
-        "/v1/host" => json(StatusCode::OK, &Host::from_manager(&control.manager())),
+        "/v1/host" => {
+            let mut host = Host::from_manager(&control.manager());
+            host.services = control.config().services.keys().cloned().collect();
+            json(StatusCode::OK, &host)
+        }
+        "/v1/services/{name}/prepare" => {
+            let from = read_json::<MoveRequest>(req).await?.from;
+            let prepared = control.prepare_move(name, &from).await?;
+            info!(stackd_service = %name, "{from} ({peer}) prepares to move {name} here");
+            let status = if prepared.pull.is_some() {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            json(status, &PrepareAnswer::from_prepared(&prepared))
+        }
+        "/v1/services/{name}/receive" => {
+            let from = read_json::<MoveRequest>(req).await?.from;
+            let task = control.receive_move(name, &from)?;
+            info!(stackd_service = %name, stackd_task = task.id, "{from} ({peer}) hands {name} over");
+            json(StatusCode::ACCEPTED, &Task::from_record(&task, None))
+        }
         "/v1/services" => {
             let rows: Vec<ServiceSummary> = control
                 .list_services()
@@ -434,8 +460,7 @@ async fn dispatch(
             let request: OpRequest = if body.iter().all(u8::is_ascii_whitespace) {
                 OpRequest::default()
             } else {
-                serde_json::from_slice(&body)
-                    .map_err(|e| bad_request(format!("malformed JSON body: {e}")))?
+                parse_json(&body)?
             };
             let origin = match request.caller {
                 Some(c) => format!(
@@ -445,7 +470,7 @@ async fn dispatch(
                 ),
                 None => format!("peer:{}", peer.ip()),
             };
-            let task = control.submit(op, name, &origin)?;
+            let task = control.request(op, name, &origin, request.force).await?;
             info!(stackd_service = %name, stackd_task = task.id, "{op:?} requested over the peer endpoint by {peer}");
             json(StatusCode::ACCEPTED, &Task::from_record(&task, None))
         }
@@ -462,6 +487,14 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Failure> {
         )),
         Err(e) => Err(bad_request(format!("cannot read the request body: {e}"))),
     }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("malformed JSON body: {e}")))
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Failure> {
+    parse_json(&read_body(req).await?)
 }
 
 fn parse_query(q: &str) -> Result<BTreeMap<String, String>, Failure> {

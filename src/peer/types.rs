@@ -151,6 +151,10 @@ pub struct Host {
     /// 1, 5 and 15 minute load averages from /proc/loadavg.
     pub load_average: [f64; 3],
     pub uptime_seconds: f64,
+    /// Every service the host's cluster file names, its own or not (a
+    /// move asks the target whether it knows the service).
+    #[serde(default)]
+    pub services: Vec<String>,
 }
 
 impl Host {
@@ -166,6 +170,7 @@ impl Host {
             boot_id: m.boot_id.clone(),
             load_average: load_average(),
             uptime_seconds: uptime(),
+            services: Vec::new(),
         }
     }
 }
@@ -203,6 +208,37 @@ pub struct OpRequest {
     /// address is recorded in any case.
     #[serde(default)]
     pub caller: Option<String>,
+    /// start, restart, update: go ahead when another host of the cluster
+    /// cannot be asked whether it runs the service (the hand-off rule).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// The body of `POST /v1/services/{name}/prepare` and `.../receive`: the
+/// host the service moves from asks the one it moves to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveRequest {
+    /// The host the service leaves (a host of the cluster file).
+    pub from: String,
+}
+
+/// The answer to `POST /v1/services/{name}/prepare`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrepareAnswer {
+    /// The preflight's warnings, e.g. an image that will be pulled.
+    pub warnings: Vec<String>,
+    /// The pull of the missing images; null when every image is present.
+    pub pull: Option<Task>,
+}
+
+impl PrepareAnswer {
+    pub fn from_prepared(p: &crate::control::Prepared) -> PrepareAnswer {
+        PrepareAnswer {
+            warnings: p.warnings.clone(),
+            pull: p.pull.as_ref().map(|t| Task::from_record(t, None)),
+        }
+    }
 }
 
 /// Every error body.

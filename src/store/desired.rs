@@ -12,40 +12,44 @@ impl Store {
         let row = self.read(|conn| {
             Ok(conn
                 .query_row(
-                    "SELECT state, source, since_usec FROM desired WHERE service = ?1",
+                    "SELECT state, source, since_usec, peer FROM desired WHERE service = ?1",
                     [service],
                     |row| {
                         Ok((
                             row.get::<_, String>(0)?,
                             row.get::<_, String>(1)?,
                             row.get::<_, u64>(2)?,
+                            row.get::<_, Option<String>>(3)?,
                         ))
                     },
                 )
                 .optional()?)
         })?;
-        row.map(|(state, source, since)| self.desired_from_row(service, &state, &source, since))
-            .transpose()
+        row.map(|(state, source, since, peer)| {
+            self.desired_from_row(service, &state, &source, since, peer)
+        })
+        .transpose()
     }
 
     /// Every stored desired state, by service.
     pub fn all_desired(&self) -> Result<BTreeMap<String, Desired>, StoreError> {
         let rows = self.read(|conn| {
             let mut stmt =
-                conn.prepare("SELECT service, state, source, since_usec FROM desired")?;
+                conn.prepare("SELECT service, state, source, since_usec, peer FROM desired")?;
             let rows = stmt.query_map([], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, String>(1)?,
                     row.get::<_, String>(2)?,
                     row.get::<_, u64>(3)?,
+                    row.get::<_, Option<String>>(4)?,
                 ))
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })?;
         rows.into_iter()
-            .map(|(service, state, source, since)| {
-                let desired = self.desired_from_row(&service, &state, &source, since)?;
+            .map(|(service, state, source, since, peer)| {
+                let desired = self.desired_from_row(&service, &state, &source, since, peer)?;
                 Ok((service, desired))
             })
             .collect()
@@ -57,12 +61,14 @@ impl Store {
         state: &str,
         source: &str,
         since_usec: u64,
+        peer: Option<String>,
     ) -> Result<Desired, StoreError> {
         let row = format!("service {service:?}");
         Ok(Desired {
             state: self.parse_enum(state, "desired.state", &row)?,
             source: self.parse_enum(source, "desired.source", &row)?,
             since_usec,
+            peer,
         })
     }
 
@@ -86,6 +92,56 @@ impl Store {
                      source = excluded.source",
                 params![service, state.as_str(), source.as_str(), now_usec()],
             )?;
+            Ok(())
+        })
+    }
+
+    /// Records a move: `state` with source `migrate`, and `peer` as the
+    /// other host (the one moved to when stopped, from when running).
+    pub fn set_moved(
+        &self,
+        service: &str,
+        state: DesiredState,
+        peer: &str,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO desired (service, state, source, since_usec, peer)
+                 VALUES (?1, ?2, 'migrate', ?3, ?4)
+                 ON CONFLICT (service) DO UPDATE SET
+                     since_usec = CASE WHEN state = excluded.state
+                                       THEN since_usec ELSE excluded.since_usec END,
+                     state = excluded.state,
+                     source = excluded.source,
+                     peer = excluded.peer",
+                params![service, state.as_str(), now_usec(), peer],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Puts back a desired state read earlier (`None`: none was stored),
+    /// as it was, time and peer included.
+    pub fn restore_desired(
+        &self,
+        service: &str,
+        desired: Option<&Desired>,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM desired WHERE service = ?1", [service])?;
+            if let Some(d) = desired {
+                tx.execute(
+                    "INSERT INTO desired (service, state, source, since_usec, peer)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        service,
+                        d.state.as_str(),
+                        d.source.as_str(),
+                        super::to_i64(d.since_usec),
+                        d.peer
+                    ],
+                )?;
+            }
             Ok(())
         })
     }

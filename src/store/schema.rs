@@ -81,6 +81,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX outbox_due ON outbox (next_attempt_usec, id) WHERE delivered_usec IS NULL;
     ",
+    // 2: a move between hosts sets the desired state too (source
+    // 'migrate'), and `peer` names the other host of the last move. A CHECK
+    // cannot be altered in SQLite, so the table is rebuilt.
+    r"
+    CREATE TABLE desired_v2 (
+        service    TEXT PRIMARY KEY NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('running', 'stopped')),
+        source     TEXT NOT NULL CHECK (source IN ('config', 'user', 'migrate')),
+        since_usec INTEGER NOT NULL,
+        peer       TEXT
+    );
+    INSERT INTO desired_v2 (service, state, source, since_usec)
+        SELECT service, state, source, since_usec FROM desired;
+    DROP TABLE desired;
+    ALTER TABLE desired_v2 RENAME TO desired;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -884,3 +884,61 @@ fn sqlite_errors_name_the_database_file() {
         .unwrap();
     assert_eq!(sync, 2, "synchronous should be FULL (2)");
 }
+
+#[test]
+fn a_move_is_stored_with_its_peer_and_kept_through_a_later_user_decision() {
+    let store = Store::open_in_memory().unwrap();
+    store
+        .set_moved("web", DesiredState::Running, "hosta")
+        .unwrap();
+    let moved = store.desired("web").unwrap().unwrap();
+    assert_eq!(moved.source, DesiredSource::Migrate);
+    assert_eq!(moved.peer.as_deref(), Some("hosta"));
+    assert_eq!(moved.describe_source(), "migrate from hosta");
+    // A person stops it afterwards: their word counts, the peer stays.
+    store
+        .set_desired("web", DesiredState::Stopped, DesiredSource::User)
+        .unwrap();
+    let said = store.desired("web").unwrap().unwrap();
+    assert_eq!(
+        (said.source, said.peer.as_deref()),
+        (DesiredSource::User, Some("hosta"))
+    );
+    assert_eq!(said.describe_source(), "user");
+    store
+        .set_moved("web", DesiredState::Stopped, "hostb")
+        .unwrap();
+    assert_eq!(
+        store.desired("web").unwrap().unwrap().describe_source(),
+        "migrate to hostb"
+    );
+    // Putting back what was read earlier restores it exactly.
+    store.restore_desired("web", Some(&moved)).unwrap();
+    assert_eq!(store.desired("web").unwrap().unwrap(), moved);
+    store.restore_desired("web", None).unwrap();
+    assert_eq!(store.desired("web").unwrap(), None);
+}
+
+#[test]
+fn a_version_1_database_keeps_its_desired_states() {
+    let dir = temp();
+    {
+        let mut conn = raw(dir.path());
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO desired (service, state, source, since_usec) VALUES ('web', 'stopped', 'user', 42)",
+            [],
+        )
+        .unwrap();
+        drop(conn.transaction().unwrap());
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let web = store.desired("web").unwrap().unwrap();
+    assert_eq!(
+        (web.state, web.source, web.since_usec, web.peer),
+        (DesiredState::Stopped, DesiredSource::User, 42, None)
+    );
+    store.set_moved("web", DesiredState::Stopped, "b").unwrap();
+    store.integrity_check().unwrap();
+}

@@ -83,6 +83,9 @@ named_enum! {
         Config = "config",
         /// A person said start or stop; outlives reboots and config reloads.
         User = "user",
+        /// A move between hosts (`Desired::peer` names the other host);
+        /// outlives reboots and config reloads like `User`.
+        Migrate = "migrate",
     }
 }
 
@@ -126,6 +129,27 @@ pub struct Desired {
     pub source: DesiredSource,
     /// When `state` last changed (a change of source alone keeps it).
     pub since_usec: u64,
+    /// The other host of the last move of this service to or from this
+    /// host; kept when a person changes the state afterwards.
+    pub peer: Option<String>,
+}
+
+impl Desired {
+    /// Said by a person or by a move, not by `auto_start`.
+    pub fn is_decision(&self) -> bool {
+        self.source != DesiredSource::Config
+    }
+
+    /// "user", "config", "migrate from HOST" or "migrate to HOST".
+    pub fn describe_source(&self) -> String {
+        match (self.source, &self.peer) {
+            (DesiredSource::Migrate, Some(peer)) => match self.state {
+                DesiredState::Running => format!("migrate from {peer}"),
+                DesiredState::Stopped => format!("migrate to {peer}"),
+            },
+            (source, _) => source.as_str().to_string(),
+        }
+    }
 }
 
 /// What `create_task` needs.

@@ -36,10 +36,15 @@ pub enum TaskKind {
     Pull,
     /// Plan and queue the tasks that bring the host to its desired state.
     Reconcile,
+    /// Move the service to another host (on the host it leaves).
+    Migrate,
+    /// Start a service moved here and wait until it is healthy (on the
+    /// host it moves to).
+    Receive,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 7] = [
+    pub const ALL: [TaskKind; 9] = [
         TaskKind::Deploy,
         TaskKind::Stop,
         TaskKind::Down,
@@ -47,6 +52,8 @@ impl TaskKind {
         TaskKind::Update,
         TaskKind::Pull,
         TaskKind::Reconcile,
+        TaskKind::Migrate,
+        TaskKind::Receive,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +65,8 @@ impl TaskKind {
             TaskKind::Update => "update",
             TaskKind::Pull => "pull",
             TaskKind::Reconcile => "reconcile",
+            TaskKind::Migrate => "migrate",
+            TaskKind::Receive => "receive",
         }
     }
 
@@ -70,8 +79,8 @@ impl TaskKind {
         match self {
             TaskKind::Stop | TaskKind::Down => Duration::from_secs(5 * 60),
             TaskKind::Deploy | TaskKind::Restart => Duration::from_secs(10 * 60),
-            TaskKind::Update | TaskKind::Pull => Duration::from_secs(30 * 60),
-            TaskKind::Reconcile => Duration::from_secs(60 * 60),
+            TaskKind::Update | TaskKind::Pull | TaskKind::Receive => Duration::from_secs(30 * 60),
+            TaskKind::Reconcile | TaskKind::Migrate => Duration::from_secs(60 * 60),
         }
     }
 
@@ -85,7 +94,7 @@ impl TaskKind {
     pub fn starts(self) -> bool {
         matches!(
             self,
-            TaskKind::Deploy | TaskKind::Restart | TaskKind::Update
+            TaskKind::Deploy | TaskKind::Restart | TaskKind::Update | TaskKind::Receive
         )
     }
 }

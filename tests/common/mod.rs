@@ -1308,3 +1308,127 @@ pub fn running(project: &str) -> usize {
         .filter(|c| c.state == "running")
         .count()
 }
+
+// ---------------------------------------------------------------------------
+// Two hosts: moving services between daemons
+// ---------------------------------------------------------------------------
+//
+// The "hosts" share this machine's one Docker engine, so every daemon sees
+// every Compose project. To tell where a container came from, each host has
+// its own compose dir and its own compose file for a service, with the
+// Compose service named after the host ([`host_sleeper`]): a container of
+// Compose service `main_b` was started by host b.
+
+/// A sleeper as Compose service `main_{host}` that exits 0 when stopped (so
+/// a stopped one counts as a finished job, not a failure, in the other
+/// host's view of the project); with `ready_after`, a Docker healthcheck
+/// that passes that many seconds after the start; with `volume`, that
+/// volume line.
+pub fn host_sleeper(host: &str, ready_after: Option<u32>, volume: Option<&str>) -> String {
+    let mut text = format!(
+        "version: \"2.4\"\nservices:\n  main_{host}:\n    image: {}\n    pull_policy: never\n    init: true\n    stop_grace_period: 5s\n",
+        ensure_image()
+    );
+    match ready_after {
+        Some(s) => text.push_str(&format!(
+            "    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep {s}; touch /tmp/ready; sleep 3600 & wait\"]\n    healthcheck:\n      test: [\"CMD\", \"test\", \"-f\", \"/tmp/ready\"]\n      interval: 1s\n      timeout: 1s\n      retries: 3\n"
+        )),
+        None => text.push_str(
+            "    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 3600 & wait\"]\n",
+        ),
+    }
+    if let Some(v) = volume {
+        text.push_str(&format!("    volumes: [\"{v}\"]\n"));
+    }
+    text
+}
+
+/// Two daemons, hosts a (127.0.0.1) and b (127.0.0.2), each with its own
+/// env (compose dir, state, bus) and its own copy of the cluster file,
+/// differing only in `host`, `compose_dir` and `boot_id_file`. Declare the
+/// env that owns the services' names before it, so its containers are
+/// removed after the daemons stop.
+pub struct TwoHosts {
+    pub envs: Vec<TestEnv>,
+    pub clusters: Vec<PathBuf>,
+    pub buses: Vec<Bus>,
+    pub daemons: Vec<Daemon>,
+    pub port: u16,
+}
+
+impl TwoHosts {
+    /// `services` is (name, handoff, compose file on a, on b); each is
+    /// placed on a, with `auto_start = false`.
+    #[track_caller]
+    pub fn start(token: &str, test: &str, services: &[(&str, &str, String, String)]) -> TwoHosts {
+        let envs: Vec<TestEnv> = ["a", "b"]
+            .iter()
+            .map(|h| TestEnv::new(&format!("{test}_{h}")))
+            .collect();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let token_file = envs[0].dir().join("peer.token");
+        fs::write(&token_file, format!("{token}\n")).expect("token");
+        fs::set_permissions(&token_file, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let mut shared = format!(
+            "[peer]\ntoken_file = {}\ntimeout = \"2s\"\n\n[hosts.a]\npeer = \"http://127.0.0.1:{port}\"\n[hosts.b]\npeer = \"http://127.0.0.2:{port}\"\n",
+            toml_str(&token_file.display().to_string())
+        );
+        for (name, handoff, on_a, on_b) in services {
+            shared.push_str(&format!(
+                "\n[services.{name}]\nhost = \"a\"\nauto_start = false\nhandoff = \"{handoff}\"\nstart_timeout = \"60s\"\n"
+            ));
+            for (env, text) in envs.iter().zip([on_a, on_b]) {
+                let dir = env.compose_dir().join(name);
+                fs::create_dir_all(&dir).expect("project dir");
+                fs::write(dir.join("docker-compose.yml"), text).expect("compose file");
+            }
+        }
+        let clusters: Vec<PathBuf> = envs
+            .iter()
+            .zip(["a", "b"])
+            .map(|(env, host)| {
+                let path = env.dir().join("cluster.toml");
+                let text = format!(
+                    "host = \"{host}\"\ncompose_dir = {}\nboot_id_file = {}\n\n{shared}",
+                    toml_str(&env.compose_dir().display().to_string()),
+                    toml_str(&env.boot_id_file().display().to_string()),
+                );
+                fs::write(&path, text).expect("cluster file");
+                path
+            })
+            .collect();
+        let buses: Vec<Bus> = envs.iter().map(|e| Bus::start(e.dir())).collect();
+        let daemons = ["a", "b"]
+            .iter()
+            .zip(envs.iter().zip(&buses).zip(&clusters))
+            .map(|(h, ((env, bus), cluster))| {
+                let cluster = cluster.display().to_string();
+                Daemon::start_with(env, bus, &[], &["--config", &cluster, "--host", h])
+            })
+            .collect();
+        TwoHosts {
+            envs,
+            clusters,
+            buses,
+            daemons,
+            port,
+        }
+    }
+
+    /// `stackctl -c CLUSTER ARGS` against host `i` (0 = a, 1 = b) over D-Bus.
+    #[track_caller]
+    pub fn ctl(&self, i: usize, args: &[&str]) -> Output {
+        let cluster = self.clusters[i].display().to_string();
+        let mut all = vec!["-c", cluster.as_str()];
+        all.extend(args);
+        stackctl(&self.envs[i], &self.buses[i], &all)
+    }
+
+    /// Host `i`'s peer endpoint, `127.0.0.N:PORT`.
+    pub fn addr(&self, i: usize) -> String {
+        format!("127.0.0.{}:{}", i + 1, self.port)
+    }
+}

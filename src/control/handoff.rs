@@ -1,0 +1,790 @@
+//! Moving a service between hosts, and the hand-off rule.
+//!
+//! The rule (DESIGN.md): a host starts a service only when no reachable
+//! peer reports it running; an unreachable peer blocks a start or a move
+//! unless the operator forces it. It applies to services of one host
+//! (`host = "x"`); a service of several hosts or `"all"` runs on each of
+//! them by design. Boot recovery, `apply` and the supervisor's recoveries
+//! do not ask: they bring back what this host was told to run, and a move
+//! stores "stopped" on the host it leaves, so they do not start it twice.
+//!
+//! A move is one `migrate` task on the host the service leaves; the host
+//! it goes to runs a `pull` task (after its preflight) and a `receive`
+//! task (start, wait until healthy), both asked over the peer endpoint.
+//! This module knows no HTTP: [`Peers`] is implemented by `peer::Cluster`.
+
+use std::time::Duration;
+
+use futures_util::future::{join_all, BoxFuture};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::{project_paths, Control, ControlError, Op, Shared};
+use crate::config::{Config, Handoff, HostSelector, PeerConfig, ServiceConfig};
+use crate::events::{Event, Severity};
+use crate::store::{DesiredState, TaskRecord};
+use crate::tasks::{Failure, Log, TaskKind};
+use crate::world::{self, Observed};
+
+/// What another host says of a service it manages.
+#[derive(Clone, Debug)]
+pub struct PeerService {
+    pub desired_state: String,
+    pub active_state: String,
+}
+
+impl PeerService {
+    /// Wanted running there, or running there now.
+    fn runs(&self) -> bool {
+        self.desired_state == "running"
+            || matches!(self.active_state.as_str(), "active" | "activating")
+    }
+}
+
+/// A task on another host.
+#[derive(Clone, Debug)]
+pub struct RemoteTask {
+    pub state: String,
+    pub result: String,
+    pub error: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum PeerFailure {
+    /// No answer: refused connection, timeout, TLS, no token.
+    Unreachable(String),
+    /// An answer with an error: its kind ("PreflightFailed", ...) and text.
+    Refused { kind: String, message: String },
+}
+
+impl std::fmt::Display for PeerFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerFailure::Unreachable(m) => write!(f, "no answer: {m}"),
+            PeerFailure::Refused { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+type PeerResult<'a, T> = BoxFuture<'a, Result<T, PeerFailure>>;
+
+/// The other hosts, reached at their peer URL with `[peer]`'s token and
+/// timeout.
+pub trait Peers: Send + Sync {
+    /// The service on that host; `None` when the host does not manage it.
+    fn service<'a>(
+        &'a self,
+        peer: &'a PeerConfig,
+        url: &'a str,
+        name: &'a str,
+    ) -> PeerResult<'a, Option<PeerService>>;
+    /// Every service the host's cluster file names.
+    fn known_services<'a>(
+        &'a self,
+        peer: &'a PeerConfig,
+        url: &'a str,
+    ) -> PeerResult<'a, Vec<String>>;
+    /// Preflight there, and a pull of the images it lacks: the pull
+    /// task's id, if one was needed.
+    fn prepare<'a>(
+        &'a self,
+        peer: &'a PeerConfig,
+        url: &'a str,
+        name: &'a str,
+        from: &'a str,
+    ) -> PeerResult<'a, Option<u64>>;
+    /// Queue the receive task there; its id.
+    fn receive<'a>(
+        &'a self,
+        peer: &'a PeerConfig,
+        url: &'a str,
+        name: &'a str,
+        from: &'a str,
+    ) -> PeerResult<'a, u64>;
+    fn task<'a>(
+        &'a self,
+        peer: &'a PeerConfig,
+        url: &'a str,
+        id: u64,
+    ) -> PeerResult<'a, RemoteTask>;
+}
+
+/// Services placed on one host follow the hand-off rule and may move.
+fn single_host(svc: &ServiceConfig) -> bool {
+    matches!(&svc.hosts, HostSelector::List(l) if l.len() == 1)
+}
+
+/// What the host a service moves to says after its preflight.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// The preflight's warnings (missing images among them).
+    pub warnings: Vec<String>,
+    /// The pull of the images this host lacks; none when it has them all.
+    pub pull: Option<TaskRecord>,
+}
+
+/// How long a service must stay healthy before a receive counts it so.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// How often a remote task or the local health is looked at while waiting.
+const POLL: Duration = Duration::from_millis(250);
+
+/// A task's origin on the host a service moves to.
+fn origin_from(host: &str) -> String {
+    format!("migrate from {host}")
+}
+
+impl Control {
+    /// The other hosts' client; the daemon sets it once at start.
+    pub fn set_peers(&self, peers: std::sync::Arc<dyn Peers>) {
+        let _ = self.shared.peers.set(peers);
+    }
+
+    /// An operation a person asked for. Those that make the service run
+    /// (start, restart, update) follow the hand-off rule first.
+    pub async fn request(
+        &self,
+        op: Op,
+        name: &str,
+        origin: &str,
+        force: bool,
+    ) -> Result<TaskRecord, ControlError> {
+        if op.desired() == Some(DesiredState::Running) {
+            let cfg = self.config();
+            let svc = self.shared.local_service(&cfg, name)?.clone();
+            self.shared.check_peers(&cfg, &svc, &[], force).await?;
+        }
+        self.submit_with(op, name, origin, force)
+    }
+
+    /// Queue the move of `name` to host `to`. Refused, with nothing
+    /// changed, when `to` is this host, unknown, unreachable or does not
+    /// know the service, when `to` or another reachable host runs it, or
+    /// when another host cannot be asked (unless `force`).
+    pub async fn migrate(
+        &self,
+        name: &str,
+        to: &str,
+        force: bool,
+        origin: &str,
+    ) -> Result<TaskRecord, ControlError> {
+        let cfg = self.config();
+        let svc = self.shared.local_service(&cfg, name)?.clone();
+        if to == cfg.host {
+            return Err(ControlError::InvalidArgument(format!(
+                "{name} is on {to} already; name the host it should move to"
+            )));
+        }
+        if !single_host(&svc) {
+            return Err(ControlError::InvalidArgument(format!(
+                "{name} runs on several hosts by design (its host key names more than one); only a service of one host moves"
+            )));
+        }
+        let (peer, url) = self.shared.link(&cfg, to)?;
+        if !self.shared.world.docker_connected() {
+            return Err(ControlError::DockerUnavailable(
+                self.shared.world.docker_error(),
+            ));
+        }
+        if self.queue().busy(name) {
+            return Err(ControlError::Conflict(format!(
+                "a task of {name} is pending or running; wait for it, then move"
+            )));
+        }
+        let peers = self.shared.peers()?;
+        let known = peers
+            .known_services(&peer, &url)
+            .await
+            .map_err(|e| unreachable(to, &e, "nothing was changed"))?;
+        if !known.iter().any(|s| s == name) {
+            return Err(ControlError::NoSuchService(format!(
+                "{to}'s cluster file has no service {name}; give {to} the same cluster file first"
+            )));
+        }
+        match peers.service(&peer, &url, name).await {
+            Ok(Some(s)) if s.runs() => {
+                return Err(ControlError::Conflict(format!(
+                    "{name} runs on {to} already (desired {}, {})",
+                    s.desired_state, s.active_state
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(unreachable(to, &e, "nothing was changed")),
+        }
+        self.shared
+            .check_peers(&cfg, &svc, &[to.to_string()], force)
+            .await?;
+        self.shared
+            .moves
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), to.to_string());
+        let task = self.queue().submit(TaskKind::Migrate, name, origin);
+        if task.is_err() {
+            self.shared
+                .moves
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(name);
+        }
+        Ok(task?)
+    }
+
+    /// The first half of a move to this host (`from` asks): preflight,
+    /// then a pull task when images are missing (only then: the start must
+    /// not need the network, and an image with `pull_policy: never` is
+    /// never pulled). Needs only that the cluster file names the service.
+    pub async fn prepare_move(&self, name: &str, from: &str) -> Result<Prepared, ControlError> {
+        let cfg = self.config();
+        let svc = self.shared.incoming(&cfg, name, from)?.clone();
+        let report = self
+            .shared
+            .preflight(&svc)
+            .await
+            .map_err(|f| ControlError::PreflightFailed(f.message))?;
+        if !report.passed() {
+            let lines: Vec<String> = report.fatal().map(|p| p.to_string()).collect();
+            return Err(ControlError::PreflightFailed(format!(
+                "on {}: {}",
+                cfg.host,
+                lines.join("\n")
+            )));
+        }
+        let missing = report
+            .warnings()
+            .any(|p| p.check == crate::preflight::Check::Images);
+        let pull = if missing {
+            Some(
+                self.queue()
+                    .submit(TaskKind::Pull, name, &origin_from(from))?,
+            )
+        } else {
+            None
+        };
+        Ok(Prepared {
+            warnings: report.warnings().map(|p| p.to_string()).collect(),
+            pull,
+        })
+    }
+
+    /// The second half: this host manages the service from now on, wants
+    /// it running ("migrate from FROM"), and starts it in a receive task.
+    pub fn receive_move(&self, name: &str, from: &str) -> Result<TaskRecord, ControlError> {
+        let cfg = self.config();
+        self.shared.incoming(&cfg, name, from)?;
+        let was_local = self.shared.local_service(&cfg, name).is_ok();
+        let before = self.shared.store.desired(name)?;
+        self.shared
+            .store
+            .set_moved(name, DesiredState::Running, from)?;
+        let task = match self
+            .queue()
+            .submit(TaskKind::Receive, name, &origin_from(from))
+        {
+            Ok(t) => t,
+            Err(e) => {
+                // Not taken: this host must not start it at its next boot.
+                self.shared.restore(name, before.as_ref());
+                return Err(e.into());
+            }
+        };
+        if !was_local {
+            // D-Bus objects, probes and the monitor take it in.
+            let _ = self.shared.events.send(Event::ServicesReloaded);
+        }
+        Ok(task)
+    }
+}
+
+fn unreachable(host: &str, e: &PeerFailure, consequence: &str) -> ControlError {
+    match e {
+        PeerFailure::Unreachable(m) => {
+            ControlError::PeerUnreachable(format!("{host} does not answer ({m}); {consequence}"))
+        }
+        PeerFailure::Refused { message, .. } => {
+            ControlError::PeerUnreachable(format!("{host} refused: {message}; {consequence}"))
+        }
+    }
+}
+
+impl Shared {
+    fn peers(&self) -> Result<&dyn Peers, ControlError> {
+        self.peers.get().map(|p| p.as_ref()).ok_or_else(|| {
+            ControlError::PeerUnreachable("this stackd has no peer client".to_string())
+        })
+    }
+
+    /// `[peer]` and the peer URL of `host`.
+    fn link(&self, cfg: &Config, host: &str) -> Result<(PeerConfig, String), ControlError> {
+        let url = cfg
+            .hosts
+            .get(host)
+            .and_then(|h| h.peer.clone())
+            .ok_or_else(|| {
+                let known: Vec<&str> = cfg
+                    .hosts
+                    .iter()
+                    .filter(|(h, c)| **h != cfg.host && c.peer.is_some())
+                    .map(|(h, _)| h.as_str())
+                    .collect();
+                ControlError::InvalidArgument(format!(
+                    "no host {host} with a peer URL in [hosts] (others: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            })?;
+        let peer = cfg.peer.clone().ok_or_else(|| {
+            ControlError::InvalidArgument(
+                "talking to other hosts needs a [peer] section (token_file) in the cluster file"
+                    .to_string(),
+            )
+        })?;
+        Ok((peer, url))
+    }
+
+    /// A service another host hands to this one: the cluster file must
+    /// name it, and `from` must be a host of it.
+    fn incoming<'c>(
+        &self,
+        cfg: &'c Config,
+        name: &str,
+        from: &str,
+    ) -> Result<&'c ServiceConfig, ControlError> {
+        if !cfg.hosts.contains_key(from) || from == cfg.host {
+            return Err(ControlError::InvalidArgument(format!(
+                "{from} is not another host of {}'s cluster file",
+                cfg.host
+            )));
+        }
+        if !self.world.docker_connected() {
+            return Err(ControlError::DockerUnavailable(self.world.docker_error()));
+        }
+        if self.queue().busy(name) {
+            return Err(ControlError::Conflict(format!(
+                "a task of {name} is pending or running on {}",
+                cfg.host
+            )));
+        }
+        cfg.service(name).ok_or_else(|| {
+            ControlError::NoSuchService(format!(
+                "{}'s cluster file has no service {name}",
+                cfg.host
+            ))
+        })
+    }
+
+    /// The hand-off rule for `svc`: every other host with a peer URL but
+    /// `skip` is asked at once (each within `[peer] timeout`). Without
+    /// other hosts it asks nobody and costs nothing.
+    async fn check_peers(
+        &self,
+        cfg: &Config,
+        svc: &ServiceConfig,
+        skip: &[String],
+        force: bool,
+    ) -> Result<(), ControlError> {
+        if !single_host(svc) {
+            return Ok(());
+        }
+        let others: Vec<(&String, &String)> = cfg
+            .hosts
+            .iter()
+            .filter(|(h, _)| **h != cfg.host && !skip.contains(h))
+            .filter_map(|(h, c)| Some((h, c.peer.as_ref()?)))
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let name = svc.name.as_str();
+        let answers: Vec<(&String, Result<Option<PeerService>, PeerFailure>)> =
+            match (&cfg.peer, self.peers.get()) {
+                (Some(peer), Some(peers)) => {
+                    join_all(
+                        others.iter().map(|(h, url)| async move {
+                            (*h, peers.service(peer, url, name).await)
+                        }),
+                    )
+                    .await
+                }
+                _ => others
+                    .iter()
+                    .map(|(h, _)| {
+                        let why = "no [peer] section to reach it with".to_string();
+                        (*h, Err(PeerFailure::Unreachable(why)))
+                    })
+                    .collect(),
+            };
+        let running: Vec<String> = answers
+            .iter()
+            .filter_map(|(h, a)| match a {
+                Ok(Some(s)) if s.runs() => Some(format!(
+                    "{h} (desired {}, {})",
+                    s.desired_state, s.active_state
+                )),
+                _ => None,
+            })
+            .collect();
+        if !running.is_empty() {
+            return Err(ControlError::Conflict(format!(
+                "{name} runs on {}; a service of one host runs on one host at a time: stop it there or move it with `stackctl migrate`",
+                running.join(", ")
+            )));
+        }
+        let silent: Vec<String> = answers
+            .iter()
+            .filter_map(|(h, a)| a.as_ref().err().map(|e| format!("{h} ({e})")))
+            .collect();
+        if silent.is_empty() {
+            return Ok(());
+        }
+        if force {
+            info!(
+                stackd_service = name,
+                "hand-off rule overridden: cannot ask {}",
+                silent.join(", ")
+            );
+            return Ok(());
+        }
+        Err(ControlError::PeerUnreachable(format!(
+            "cannot ask {} whether it runs {name}; nothing was changed (--force goes ahead if that host is down for good)",
+            silent.join(", ")
+        )))
+    }
+
+    /// Waits for a task on another host to end; Err says why it did not
+    /// succeed, or that the host stopped answering.
+    async fn wait_remote(
+        &self,
+        peers: &dyn Peers,
+        (peer, url, host): (&PeerConfig, &str, &str),
+        id: u64,
+        limit: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut last_error = String::new();
+        loop {
+            match peers.task(peer, url, id).await {
+                Ok(t) if t.state == "succeeded" => return Ok(()),
+                Ok(t) if matches!(t.state.as_str(), "failed" | "cancelled") => {
+                    return Err(format!("task {id} on {host} {}: {}", t.result, t.error))
+                }
+                Ok(_) => {}
+                Err(e) => last_error = e.to_string(),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "task {id} on {host} did not end within {limit:?}{}; its state there is unknown",
+                    if last_error.is_empty() { String::new() } else { format!(" ({last_error})") }
+                ));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = cancel.cancelled() => return Err(format!("cancelled while waiting for task {id} on {host}; its state there is unknown")),
+            }
+        }
+    }
+
+    /// The `migrate` task, on the host the service leaves.
+    pub(super) async fn migrate(
+        &self,
+        task: &TaskRecord,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<(), Failure> {
+        let name = task.service.as_str();
+        let to = self
+            .moves
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .ok_or_else(|| {
+                Failure::failed("the move's target host was lost (stackd restarted); ask again")
+            })?;
+        let cfg = self.config();
+        let me = cfg.host.clone();
+        let failed = |m: String| Failure::failed(m);
+        let svc = cfg
+            .service(name)
+            .cloned()
+            .ok_or_else(|| failed(format!("{name} is no longer in the configuration")))?;
+        let (peer, url) = self.link(&cfg, &to).map_err(|e| failed(e.to_string()))?;
+        let peers = self.peers().map_err(|e| failed(e.to_string()))?;
+        let (dir, file) = project_paths(&cfg, name)?;
+        let there = (&peer, url.as_str(), to.as_str());
+        let handoff = match svc.handoff {
+            Handoff::StopFirst => "stop-first",
+            Handoff::Overlap => "overlap",
+        };
+        log.line(&format!(
+            "moving {name} from {me} to {to} (handoff {handoff})"
+        ));
+
+        log.line(&format!("{to}: preflight, then pull what is missing"));
+        let untouched = format!("nothing was changed; {name} stays on {me}");
+        let pull = peers
+            .prepare(&peer, &url, name, &me)
+            .await
+            .map_err(|e| failed(format!("{to}: {e}; {untouched}")))?;
+        match pull {
+            Some(pull) => {
+                self.wait_remote(peers, there, pull, TaskKind::Pull.timeout(), cancel)
+                    .await
+                    .map_err(|e| failed(format!("pulling on {to} failed: {e}; {untouched}")))?;
+                log.line(&format!(
+                    "{to}: preflight passed, images pulled (task {pull} there)"
+                ));
+            }
+            None => log.line(&format!("{to}: preflight passed, images present")),
+        }
+
+        let before = self
+            .store
+            .desired(name)
+            .map_err(|e| failed(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + TaskKind::Stop.timeout();
+        let stop = || {
+            log.line(&format!("{me}: stopping {name}"));
+            self.compose_steps(name, &dir, &file, &[&["stop"]], log, cancel, deadline)
+        };
+        match svc.handoff {
+            Handoff::StopFirst => {
+                // Stored first: the supervisor must not bring it back.
+                self.set_moved(name, DesiredState::Stopped, &to)?;
+                if let Err(f) = stop().await {
+                    self.restore(name, before.as_ref());
+                    self.world.refresh(name, &self.events).await;
+                    return Err(failed(format!(
+                        "stopping on {me} failed: {}; the move is abandoned and {name}'s desired state on {me} is as before",
+                        f.message
+                    )));
+                }
+                self.world.refresh(name, &self.events).await;
+                log.line(&format!("{me}: stopped"));
+                if let Err(why) = self.hand_over(peers, there, name, &svc, log, cancel).await {
+                    log.line(&why);
+                    self.restore(name, before.as_ref());
+                    log.line(&format!("{me}: starting {name} again"));
+                    let deadline = tokio::time::Instant::now() + TaskKind::Deploy.timeout();
+                    let again = self
+                        .compose_steps(name, &dir, &file, &[&["up", "-d"]], log, cancel, deadline)
+                        .await;
+                    self.world.refresh(name, &self.events).await;
+                    return Err(failed(match again {
+                        Ok(()) => format!("{why}; {name} runs on {me} again"),
+                        Err(f) => format!(
+                            "{why}; starting it again on {me} failed too ({}): {name} runs nowhere now",
+                            f.message
+                        ),
+                    }));
+                }
+            }
+            Handoff::Overlap => {
+                if let Err(why) = self.hand_over(peers, there, name, &svc, log, cancel).await {
+                    return Err(failed(format!(
+                        "{why}; {name} kept running on {me}, untouched"
+                    )));
+                }
+                self.set_moved(name, DesiredState::Stopped, &to)?;
+                let stopped = stop().await;
+                self.world.refresh(name, &self.events).await;
+                if let Err(f) = stopped {
+                    return Err(failed(format!(
+                        "{name} runs on {to}, but stopping it on {me} failed: {}; it runs on both: stop it here with `stackctl stop {name}`",
+                        f.message
+                    )));
+                }
+                log.line(&format!("{me}: stopped"));
+            }
+        }
+        let summary = format!("{name} moved from {me} to {to}");
+        log.line(&summary);
+        self.alert(
+            Severity::Info,
+            "migrated",
+            name,
+            &summary,
+            "",
+            serde_json::json!({ "from": me, "to": to, "handoff": handoff, "task": task.id }),
+        );
+        Ok(())
+    }
+
+    /// Asks the target to start the service and waits for its verdict.
+    /// Err says what happened; the target stops its own failed attempt.
+    async fn hand_over(
+        &self,
+        peers: &dyn Peers,
+        there: (&PeerConfig, &str, &str),
+        name: &str,
+        svc: &ServiceConfig,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        let (peer, url, to) = there;
+        let me = self.config().host.clone();
+        log.line(&format!("{to}: starting {name}"));
+        let id = peers
+            .receive(peer, url, name, &me)
+            .await
+            .map_err(|e| format!("{to} did not take {name}: {e}"))?;
+        // The receive task's own limit is start_timeout; a little more for
+        // Compose to create the containers and for the answer to come.
+        let limit = svc.start_timeout + Duration::from_secs(60);
+        self.wait_remote(peers, there, id, limit, cancel)
+            .await
+            .map_err(|e| format!("starting on {to} failed: {e}"))?;
+        log.line(&format!(
+            "{to}: {name} runs and is healthy (task {id} there)"
+        ));
+        Ok(())
+    }
+
+    fn set_moved(&self, name: &str, state: DesiredState, peer: &str) -> Result<(), Failure> {
+        self.store
+            .set_moved(name, state, peer)
+            .map_err(|e| Failure::failed(format!("cannot store the desired state: {e}")))
+    }
+
+    fn restore(&self, name: &str, before: Option<&crate::store::Desired>) {
+        if let Err(e) = self.store.restore_desired(name, before) {
+            tracing::warn!(
+                stackd_service = name,
+                "cannot restore the desired state: {e}"
+            );
+        }
+    }
+
+    /// The `receive` task, on the host the service moves to: start it,
+    /// wait until it is healthy within `start_timeout`, else stop it again
+    /// and hand the desired state back ("migrate to FROM", stopped).
+    pub(super) async fn receive(
+        &self,
+        task: &TaskRecord,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<(), Failure> {
+        let name = task.service.as_str();
+        let from = task
+            .origin
+            .strip_prefix("migrate from ")
+            .unwrap_or("?")
+            .to_string();
+        let cfg = self.config();
+        let svc = cfg
+            .service(name)
+            .cloned()
+            .ok_or_else(|| Failure::failed(format!("{name} is no longer in the configuration")))?;
+        let (dir, file) = project_paths(&cfg, name)?;
+        log.line(&format!("{name} moves here from {from}"));
+        let deadline = tokio::time::Instant::now() + svc.start_timeout;
+        let started = self
+            .compose_steps(name, &dir, &file, &[&["up", "-d"]], log, cancel, deadline)
+            .await;
+        self.world.refresh(name, &self.events).await;
+        let outcome = match started {
+            Ok(()) => self.wait_healthy(&cfg, &svc, deadline, cancel).await,
+            Err(f) => Err(f.message),
+        };
+        match outcome {
+            Ok(()) => {
+                if let Err(e) = self.store.mark_deployed(name) {
+                    tracing::warn!(stackd_service = name, "cannot record the deployment: {e}");
+                }
+                let summary = format!("{name} moved here from {from}");
+                log.line(&format!("{name} runs and is healthy"));
+                self.alert(
+                    Severity::Info,
+                    "migrated",
+                    name,
+                    &summary,
+                    "",
+                    serde_json::json!({ "from": from, "to": cfg.host, "task": task.id }),
+                );
+                Ok(())
+            }
+            Err(why) => {
+                log.line(&why);
+                self.set_moved(name, DesiredState::Stopped, &from)?;
+                log.line(&format!(
+                    "stopping what was started; {name} stays with {from}"
+                ));
+                let deadline = tokio::time::Instant::now() + TaskKind::Stop.timeout();
+                let stopped = self
+                    .compose_steps(
+                        name,
+                        &dir,
+                        &file,
+                        &[&["stop"]],
+                        log,
+                        &CancellationToken::new(),
+                        deadline,
+                    )
+                    .await;
+                self.world.refresh(name, &self.events).await;
+                Err(Failure::failed(match stopped {
+                    Ok(()) => format!("{why}; stopped again on {}", cfg.host),
+                    Err(f) => format!(
+                        "{why}; stopping it again on {} failed too: {}",
+                        cfg.host, f.message
+                    ),
+                }))
+            }
+        }
+    }
+
+    /// Running, and healthy as the probes (or Docker's healthchecks, or
+    /// the containers alone) tell, for [`SETTLE`] on end (a container
+    /// that exits at once looks running for a moment), before `deadline`.
+    async fn wait_healthy(
+        &self,
+        cfg: &Config,
+        svc: &ServiceConfig,
+        deadline: tokio::time::Instant,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        let probed = svc.health.as_ref().is_some_and(|h| h.probe.is_some());
+        let mut since: Option<tokio::time::Instant> = None;
+        loop {
+            let said = self.store.desired(&svc.name).ok().flatten();
+            let status = self.status(cfg, svc, said.as_ref());
+            let observed = world::classify(&status.containers);
+            let verdict = self.board.verdict(&svc.name).map(|v| v.health);
+            let healthy = observed == Observed::Running
+                && status.health == "healthy"
+                && (!probed || verdict == Some("healthy"));
+            let now = tokio::time::Instant::now();
+            since = if healthy { since.or(Some(now)) } else { None };
+            if since.is_some_and(|t| now.duration_since(t) >= SETTLE) {
+                return Ok(());
+            }
+            if status.health == "unhealthy" {
+                return Err(format!(
+                    "{} is unhealthy: {}",
+                    svc.name, status.health_message
+                ));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "{} was not healthy within start_timeout {:?} ({}, health {}{})",
+                    svc.name,
+                    svc.start_timeout,
+                    observed.as_str(),
+                    status.health,
+                    if status.health_message.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", status.health_message)
+                    }
+                ));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = cancel.cancelled() => return Err("cancelled while waiting for health".to_string()),
+            }
+        }
+    }
+}
