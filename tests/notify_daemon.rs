@@ -86,3 +86,125 @@ to = ["ops@example.com"]
     assert_eq!(down.code, 1, "{down}");
     assert!(down.stdout.contains("email: FAILED"), "{down}");
 }
+
+/// What the fake notification server was asked to show.
+#[derive(Debug, Clone)]
+struct Shown {
+    app_name: String,
+    icon: String,
+    summary: String,
+    body: String,
+    urgency: Option<u8>,
+}
+
+/// A stand-in for the desktop's notification server on a session bus.
+struct FakeNotifications {
+    shown: std::sync::Arc<std::sync::Mutex<Vec<Shown>>>,
+}
+
+#[zbus::interface(name = "org.freedesktop.Notifications")]
+impl FakeNotifications {
+    #[allow(clippy::too_many_arguments)]
+    fn notify(
+        &self,
+        app_name: String,
+        _replaces_id: u32,
+        app_icon: String,
+        summary: String,
+        body: String,
+        _actions: Vec<String>,
+        hints: std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+        _expire_timeout: i32,
+    ) -> u32 {
+        let urgency = hints.get("urgency").and_then(|v| u8::try_from(v).ok());
+        let mut shown = self.shown.lock().unwrap();
+        shown.push(Shown {
+            app_name,
+            icon: app_icon,
+            summary,
+            body,
+            urgency,
+        });
+        u32::try_from(shown.len()).unwrap()
+    }
+}
+
+#[test]
+fn the_notify_agent_shows_a_failed_task_on_the_desktop() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    ensure_image();
+    let env = TestEnv::new("notify_agent");
+    let broken = env.add_project("broken", &failing_compose());
+    env.write_config(&format!("[services.{broken}]\nauto_start = false\n"));
+    let bus = Bus::start(env.dir());
+    let session = Bus::start(&env.dir().join("session"));
+    let _daemon = Daemon::start(&env, &bus);
+
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _server = rt.block_on(async {
+        zbus::connection::Builder::address(session.address())
+            .unwrap()
+            .name("org.freedesktop.Notifications")
+            .unwrap()
+            .serve_at(
+                "/org/freedesktop/Notifications",
+                FakeNotifications {
+                    shown: shown.clone(),
+                },
+            )
+            .unwrap()
+            .build()
+            .await
+            .unwrap()
+    });
+
+    // The daemon's bus is the agent's system bus here.
+    let log = env.dir().join("agent.log");
+    let agent = std::process::Command::new(env!("CARGO_BIN_EXE_stackctl"))
+        .arg("notify-agent")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", bus.address())
+        .env("DBUS_SESSION_BUS_ADDRESS", session.address())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = KillOnDrop(agent);
+    // The agent subscribes to the Alert signal with a match rule on the bus.
+    wait_until(Duration::from_secs(10), "the agent subscribes", || {
+        busctl(&bus, &["list", "--no-pager"])
+            .stdout
+            .contains("stackctl")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    let start = stackctl(&env, &bus, &["start", &broken]);
+    assert_eq!(start.code, 1, "{start}");
+    wait_until(Duration::from_secs(20), "the desktop notification", || {
+        !shown.lock().unwrap().is_empty()
+    });
+    let n = shown.lock().unwrap()[0].clone();
+    assert_eq!(n.app_name, "stackd", "{n:?}");
+    assert!(
+        n.summary
+            .starts_with(&format!("{HOST}: {broken} start failed (task ")),
+        "{n:?}"
+    );
+    assert!(n.body.contains("127.0.0.1:9"), "{n:?}");
+    assert_eq!(n.urgency, Some(1), "a warning is normal urgency: {n:?}");
+    assert_eq!(n.icon, "dialog-warning", "{n:?}");
+    let printed = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        printed.contains(&format!("shown: {HOST}: {broken}")),
+        "{printed}"
+    );
+}

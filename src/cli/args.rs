@@ -125,6 +125,12 @@ pub enum Command {
         #[command(subcommand)]
         action: NotifyAction,
     },
+    /// Show the daemon's alerts as desktop notifications (for a user
+    /// session: stackd-notify-agent.service). Follows the Alert signal on
+    /// the system bus (the session bus with --user) and calls
+    /// org.freedesktop.Notifications on the session bus; runs until a bus
+    /// connection is lost.
+    NotifyAgent,
     /// Check a configuration file without asking the daemon.
     Validate {
         /// [default: /etc/stackd/stackd.toml, or the user config with --user]

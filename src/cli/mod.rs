@@ -75,6 +75,9 @@ async fn run(args: &Args) -> Result<u8> {
     if let Command::Complete { what } = args.command {
         return Ok(complete(args, what).await);
     }
+    if let Command::NotifyAgent = args.command {
+        return notify_agent(args).await;
+    }
     let json = args.output == Output::Json;
     if let Command::List { all_hosts: true } = &args.command {
         return list_all_hosts(args, json).await;
@@ -139,8 +142,27 @@ async fn run(args: &Args) -> Result<u8> {
         Command::Notify {
             action: NotifyAction::Test { channel },
         } => notify_test(client.bus()?, channel.as_deref(), json).await,
-        Command::Validate { .. } | Command::Complete { .. } => unreachable!("handled above"),
+        Command::Validate { .. } | Command::Complete { .. } | Command::NotifyAgent => {
+            unreachable!("handled above")
+        }
     }
+}
+
+/// `stackctl notify-agent`: one line per alert shown (or not), until a
+/// bus connection is lost, which is a failure so that systemd restarts it.
+async fn notify_agent(args: &Args) -> Result<u8> {
+    let daemon = if args.user {
+        Target::Session
+    } else {
+        Target::System
+    };
+    crate::dbus::agent::run(
+        &daemon,
+        |summary| println!("shown: {summary}"),
+        |why| eprintln!("stackctl notify-agent: {why}"),
+    )
+    .await?;
+    Ok(exit::OK)
 }
 
 /// `stackctl __complete services|tasks`: candidates for the completion

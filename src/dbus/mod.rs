@@ -5,6 +5,7 @@
 //! Architecture invariant: only this module knows zbus. It holds a
 //! [`Control`] and nothing else of the core; every method is a thin call.
 
+pub mod agent;
 mod auth;
 pub mod client;
 mod error;
