@@ -1,6 +1,9 @@
 //! Notifications through the daemon: a failed task reaches a real SMTP
 //! server (aiosmtpd) as an email naming host, service and what happened;
-//! `stackctl notify test` reports per channel what the real channel did.
+//! `stackctl notify test` reports per channel what the real channel did; a
+//! mail waits in the outbox while the server is down, across a daemon
+//! restart, and arrives once; `stackctl notify-agent` shows alerts on a
+//! (fake) desktop notification server.
 
 mod common;
 #[path = "common/smtp.rs"]
@@ -195,8 +198,8 @@ fn the_notify_agent_shows_a_failed_task_on_the_desktop() {
     let n = shown.lock().unwrap()[0].clone();
     assert_eq!(n.app_name, "stackd", "{n:?}");
     assert!(
-        n.summary
-            .starts_with(&format!("{HOST}: {broken} start failed (task ")),
+        n.summary.starts_with(&format!("{HOST}: {broken} "))
+            && n.summary.contains(" failed (task "),
         "{n:?}"
     );
     assert!(n.body.contains("127.0.0.1:9"), "{n:?}");
@@ -207,4 +210,81 @@ fn the_notify_agent_shows_a_failed_task_on_the_desktop() {
         printed.contains(&format!("shown: {HOST}: {broken}")),
         "{printed}"
     );
+}
+
+#[test]
+fn a_mail_waits_out_a_dead_smtp_server_and_a_daemon_restart_and_arrives_once() {
+    if !have_docker()
+        || !have_bus()
+        || !require(
+            "aiosmtpd",
+            smtp::have_aiosmtpd(),
+            "python3 -m pip install aiosmtpd",
+        )
+    {
+        return;
+    }
+    ensure_image();
+    let env = TestEnv::new("notify_outbox");
+    let broken = env.add_project("broken", &failing_compose());
+    // Nothing listens on the port yet.
+    let port = smtp::free_port();
+    env.write_config(&format!(
+        r#"[services.{broken}]
+auto_start = false
+
+[notify.email]
+smtp = "smtp://127.0.0.1:{port}"
+from = "stackd@testhost"
+to = ["ops@example.com"]
+min_severity = "warning"
+"#
+    ));
+    let bus = Bus::start(env.dir());
+    let mut first = Daemon::start(&env, &bus);
+    let start = stackctl(&env, &bus, &["--no-block", "start", &broken]).expect_success();
+    let task = start.stdout.trim().to_string();
+    wait_until(Duration::from_secs(30), "a failed email delivery", || {
+        first
+            .stderr()
+            .contains("cannot deliver a notification to email (attempt 1)")
+    });
+    assert!(first.stop().success(), "SIGTERM ends stackd cleanly");
+    drop(first);
+
+    let second = Daemon::start(&env, &bus);
+    let sink = smtp::SmtpSink::start(port, &env.dir().join("mail"));
+    wait_until(Duration::from_secs(60), "the queued mail arrives", || {
+        !sink.messages().is_empty()
+    });
+    // The restarted daemon delivered the item the first one left behind.
+    wait_until(Duration::from_secs(10), "the delivery is logged", || {
+        second.stderr().contains("to email after 1 failures")
+    });
+    // Let retries that should not happen have their chance (the first
+    // back-off step is 5 s).
+    std::thread::sleep(Duration::from_secs(7));
+    let mails = sink.messages();
+    let ours: Vec<&String> = mails
+        .iter()
+        .filter(|m| m.contains(&format!(" failed (task {task})")))
+        .collect();
+    assert_eq!(ours.len(), 1, "exactly one copy: {mails:#?}");
+    assert!(ours[0].contains(&broken), "{}", ours[0]);
+    // (The restart's own reconcile deploys the service again and fails
+    // again: other alerts, each with its own Message-ID, each once.)
+    let ids: Vec<&str> = mails
+        .iter()
+        .map(|m| {
+            m.lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+                .unwrap_or_else(|| panic!("no Message-ID: {m}"))
+        })
+        .collect();
+    assert!(
+        ids.iter().all(|id| id.ends_with("@stackd.testhost>")),
+        "{ids:?}"
+    );
+    let unique: std::collections::BTreeSet<&&str> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "{ids:?}");
 }
