@@ -1,4 +1,4 @@
-//! The stats monitor: one pass every few seconds reads the host's procfs
+//! The stats monitor: one pass every `sample_interval` (5 s) reads the host's procfs
 //! figures and every managed container's cgroup (no Docker API call per
 //! sample), sums them per service for `CpuPercent`/`MemoryBytes` and
 //! `HostStats`, and feeds the spike detector, whose starts and ends become
@@ -14,11 +14,9 @@ use crate::control::Control;
 use crate::engine::ContainerState;
 use crate::events::Severity;
 use crate::resources::{
-    ContainerSampler, HostSampler, HostStats, Sample, SpikeDetector, SpikeEvent, SpikeThresholds,
+    ContainerSampler, HostSampler, HostStats, Metric, Sample, SpikeDetector, SpikeEvent,
+    SpikeThresholds,
 };
-
-/// How often everything is sampled.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// A service's containers summed.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -55,11 +53,16 @@ pub async fn run(control: Control) {
     let mut host = HostSampler::new().with_disks([cfg.state_dir.clone()]);
     let mut containers = ContainerSampler::new();
     let mut spikes = SpikeDetector::new(0);
-    let mut tick = tokio::time::interval(SAMPLE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut every = cfg.sample_interval;
+    let mut tick = ticker(every);
     loop {
         tick.tick().await;
         let cfg = control.config();
+        // A reload may have changed `sample_interval`.
+        if cfg.sample_interval != every {
+            every = cfg.sample_interval;
+            tick = ticker(every);
+        }
         let host_stats = match host.sample() {
             Ok(h) => Some(h),
             Err(e) => {
@@ -165,6 +168,14 @@ pub async fn run(control: Control) {
     }
 }
 
+fn ticker(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// A spike's start and end as alerts. The journal channel logs each one
+/// with its MESSAGE_ID, so nothing is logged here.
 fn announce(control: &Control, ev: SpikeEvent) {
     match ev {
         SpikeEvent::SpikeStarted {
@@ -175,10 +186,11 @@ fn announce(control: &Control, ev: SpikeEvent) {
             ..
         } => {
             let summary = format!(
-                "{key}: {} at {value:.1} over {threshold:.1}",
-                metric.as_str()
+                "{} at {} (threshold {})",
+                metric_name(metric),
+                figure(metric, value),
+                figure(metric, threshold)
             );
-            warn!(stackd_service = %key, message_id = %crate::systemd::MESSAGE_SPIKE_STARTED, "{summary}");
             control.alert(Severity::Warning, "spike-started", &key, &summary, "");
         }
         SpikeEvent::SpikeEnded {
@@ -189,11 +201,30 @@ fn announce(control: &Control, ev: SpikeEvent) {
             duration,
         } => {
             let summary = format!(
-                "{key}: {} back to normal after {duration:?} (peak {peak:.1}, average {average:.1})",
-                metric.as_str()
+                "{} back to normal after {} (peak {}, average {})",
+                metric_name(metric),
+                crate::recovery::human(duration),
+                figure(metric, peak),
+                figure(metric, average)
             );
-            tracing::info!(stackd_service = %key, message_id = %crate::systemd::MESSAGE_SPIKE_ENDED, "{summary}");
             control.alert(Severity::Info, "spike-ended", &key, &summary, "");
         }
+    }
+}
+
+fn metric_name(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Cpu => "CPU",
+        Metric::MemoryPercent | Metric::Memory => "memory",
+    }
+}
+
+/// "97.3%" of a core, "81.0% of the host's memory", "48 MiB".
+fn figure(metric: Metric, value: f64) -> String {
+    match metric {
+        Metric::Cpu => format!("{value:.1}%"),
+        Metric::MemoryPercent => format!("{value:.1}% of the host's memory"),
+        // Bytes, as f64: whole numbers well below 2^53.
+        Metric::Memory => crate::recovery::bytes(value.max(0.0) as u64),
     }
 }
