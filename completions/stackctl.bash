@@ -76,6 +76,9 @@ _stackctl() {
             stackctl,tasks)
                 cmd="stackctl__subcmd__tasks"
                 ;;
+            stackctl,top)
+                cmd="stackctl__subcmd__top"
+                ;;
             stackctl,update)
                 cmd="stackctl__subcmd__update"
                 ;;
@@ -139,6 +142,9 @@ _stackctl() {
             stackctl__subcmd__help,tasks)
                 cmd="stackctl__subcmd__help__subcmd__tasks"
                 ;;
+            stackctl__subcmd__help,top)
+                cmd="stackctl__subcmd__help__subcmd__top"
+                ;;
             stackctl__subcmd__help,update)
                 cmd="stackctl__subcmd__help__subcmd__update"
                 ;;
@@ -167,7 +173,7 @@ _stackctl() {
 
     case "${cmd}" in
         stackctl)
-            opts="-o -H -c -h -V --user --output --host --config --no-block --help --version list status start stop restart update pull down tasks task cancel logs apply reload check diagnose health notify notify-agent validate help"
+            opts="-o -H -c -h -V --user --output --host --config --no-block --help --version list status start stop restart update pull down tasks task cancel logs apply reload check diagnose health top notify notify-agent validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -433,7 +439,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help)
-            opts="list status start stop restart update pull down tasks task cancel logs apply reload check diagnose health notify notify-agent validate help"
+            opts="list status start stop restart update pull down tasks task cancel logs apply reload check diagnose health top notify notify-agent validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -713,6 +719,20 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help__subcmd__tasks)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__top)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1276,6 +1296,64 @@ _stackctl() {
                     return 0
                     ;;
                 --lines)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__top)
+            opts="-d -n -b -o -H -c -h --order --delay --iterations --batch --user --output --host --config --no-block --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --order)
+                    COMPREPLY=($(compgen -W "cpu memory name" -- "${cur}"))
+                    return 0
+                    ;;
+                --delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --iterations)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

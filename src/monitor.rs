@@ -25,10 +25,34 @@ pub struct ServiceFigures {
     pub memory_bytes: u64,
 }
 
+/// One running container's figures from the last sample (`stackctl top`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerFigures {
+    /// The stackd service (Compose project).
+    pub service: String,
+    /// The container's name, without the leading '/'.
+    pub name: String,
+    pub id: String,
+    /// None the first time a container is seen.
+    pub cpu_percent: Option<f64>,
+    pub memory_bytes: u64,
+    /// None: no limit.
+    pub memory_limit: Option<u64>,
+    pub pids: Option<u64>,
+    pub net_rx: u64,
+    pub net_tx: u64,
+}
+
+type Latest = (
+    HashMap<String, ServiceFigures>,
+    Option<HostStats>,
+    Vec<ContainerFigures>,
+);
+
 /// The latest figures, read by the core.
 #[derive(Default)]
 pub struct Figures {
-    inner: Mutex<(HashMap<String, ServiceFigures>, Option<HostStats>)>,
+    inner: Mutex<Latest>,
 }
 
 impl Figures {
@@ -44,6 +68,12 @@ impl Figures {
     pub fn host(&self) -> Option<HostStats> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.1.clone()
+    }
+
+    /// Every running managed container, by service then name.
+    pub fn containers(&self) -> Vec<ContainerFigures> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.2.clone()
     }
 }
 
@@ -74,7 +104,7 @@ pub async fn run(control: Control) {
             spikes.set_host_memory(h.memory_total);
         }
         // Every running container of every local service, by id and pid.
-        let mut owner: HashMap<String, String> = HashMap::new();
+        let mut owner: HashMap<String, (String, String)> = HashMap::new();
         let mut targets: Vec<(String, u32)> = Vec::new();
         let mut limits: HashMap<String, Option<u64>> = HashMap::new();
         for svc in cfg.local_services() {
@@ -83,7 +113,7 @@ pub async fn run(control: Control) {
                     continue;
                 }
                 if let Some(pid) = c.pid.filter(|p| *p > 0) {
-                    owner.insert(c.id.clone(), svc.name.clone());
+                    owner.insert(c.id.clone(), (svc.name.clone(), c.name.clone()));
                     targets.push((c.id, pid));
                 }
             }
@@ -95,10 +125,22 @@ pub async fn run(control: Control) {
         let sampled = containers.sample(&targets);
         let mut per_service: HashMap<String, ServiceFigures> = HashMap::new();
         let mut cpu_known: HashMap<String, bool> = HashMap::new();
+        let mut rows: Vec<ContainerFigures> = Vec::new();
         for s in &sampled {
-            let Some(name) = owner.get(&s.id) else {
+            let Some((name, container)) = owner.get(&s.id) else {
                 continue;
             };
+            rows.push(ContainerFigures {
+                service: name.clone(),
+                name: container.clone(),
+                id: s.id.clone(),
+                cpu_percent: s.cpu_percent,
+                memory_bytes: s.memory,
+                memory_limit: s.memory_limit,
+                pids: s.pids,
+                net_rx: s.net_rx,
+                net_tx: s.net_tx,
+            });
             let f = per_service.entry(name.clone()).or_default();
             f.cpu_percent += s.cpu_percent.unwrap_or(0.0);
             f.memory_bytes += s.memory;
@@ -158,6 +200,8 @@ pub async fn run(control: Control) {
                 .collect();
             inner.0 = per_service;
             inner.1 = host_stats;
+            rows.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+            inner.2 = rows;
             changed
         };
         for service in changed {

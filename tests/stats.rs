@@ -55,6 +55,55 @@ services:
         "CpuPercent from the cgroup",
         || cpu() > 10.0,
     );
+    // `stackctl top`, batch mode: the header, then the spinning container
+    // with its figures; plain text (stdout is a pipe here anyway).
+    let container = containers(&spin).remove(0).name;
+    let top = stackctl(&env, &bus, &["top", "-b", "-n", "1"]).expect_success();
+    assert!(!top.stdout.contains('\x1b'), "no escape codes: {top}");
+    let lines: Vec<&str> = top.stdout.lines().collect();
+    assert!(lines[0].starts_with("Host: CPU "), "{top}");
+    let header: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "SERVICE",
+            "CONTAINER",
+            "CPU%",
+            "MEMORY",
+            "LIMIT",
+            "PIDS",
+            "NET-RX",
+            "NET-TX"
+        ],
+        "{top}"
+    );
+    let row: Vec<&str> = lines
+        .iter()
+        .find(|l| l.starts_with(&spin))
+        .unwrap_or_else(|| panic!("no row for {spin}: {top}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row.len(), 8, "{top}");
+    assert_eq!(row[1], container, "{top}");
+    assert!(row[2].parse::<f64>().unwrap() > 10.0, "CPU%: {top}");
+    assert!(row[3].ends_with(['K', 'M']), "memory: {top}");
+    assert_eq!(row[4], "-", "no memory limit: {top}");
+    assert_eq!(row[5], "1", "one sh spinning: {top}");
+    // Three snapshots, one after the other; JSON has every figure.
+    let three = stackctl(
+        &env,
+        &bus,
+        &["top", "-b", "-n", "3", "-d", "0.2", "--order=name"],
+    )
+    .expect_success();
+    assert_eq!(three.stdout.matches("SERVICE  ").count(), 3, "{three}");
+    let json = stackctl_json(&env, &bus, &["top", "-n", "1"]);
+    let first = &json.as_array().unwrap()[0];
+    assert_eq!(first["service"], spin.as_str(), "{json}");
+    assert!(first["memory_bytes"].as_u64().unwrap() > 0, "{json}");
+    let bad = stackctl(&env, &bus, &["top", "-d", "0"]);
+    assert_eq!(bad.code, 2, "{bad}");
+
     let memory = busctl(
         &bus,
         &[

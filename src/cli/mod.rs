@@ -5,6 +5,7 @@ pub mod args;
 pub mod daemon_args;
 mod remote;
 mod time;
+mod top;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ use crate::config;
 use crate::dbus::client::{Client, ClientError, ServiceInfo, Target, TaskInfo};
 use crate::dbus::types::ServiceRow;
 use crate::peer::PeerClient;
-pub use args::{command, Args, Command, CompleteWhat, NotifyAction, Output};
+pub use args::{command, Args, Command, CompleteWhat, NotifyAction, Output, TopOrder};
 pub use daemon_args::{daemon_command, DaemonArgs};
 use remote::Conn;
 
@@ -139,6 +140,30 @@ async fn run(args: &Args) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::Health { names } => health(client.bus()?, names, json).await,
+        Command::Top {
+            order,
+            delay,
+            iterations,
+            batch,
+        } => {
+            let opts = top::Options {
+                order: *order,
+                delay: Duration::try_from_secs_f64(*delay)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        Failed(
+                            exit::USAGE,
+                            format!("--delay {delay}: expected seconds above 0"),
+                        )
+                    })?,
+                iterations: *iterations,
+                batch: *batch || json || !std::io::stdout().is_terminal(),
+                json,
+            };
+            top::run(client.bus()?, &opts).await?;
+            Ok(exit::OK)
+        }
         Command::Notify {
             action: NotifyAction::Test { channel },
         } => notify_test(client.bus()?, channel.as_deref(), json).await,

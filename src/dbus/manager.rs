@@ -13,7 +13,7 @@ use zbus::{interface, Connection};
 
 use super::error::{Error, Result};
 use super::path::{service_path, task_path};
-use super::types::{ServiceRow, TaskRow};
+use super::types::{ContainerStatsRow, ServiceRow, TaskRow};
 use super::Shared;
 use crate::control::Op;
 use crate::store::{TaskFilter, TaskState};
@@ -235,6 +235,18 @@ impl Manager {
                 };
                 (k.to_string(), v)
             })
+            .collect()
+    }
+
+    /// Every running container of this host's services with its figures
+    /// from the last sample (no Docker call): what `stackctl top` shows.
+    async fn list_container_stats(&self) -> Vec<ContainerStatsRow> {
+        self.shared
+            .control
+            .figures()
+            .containers()
+            .iter()
+            .map(ContainerStatsRow::from_figures)
             .collect()
     }
 
