@@ -140,7 +140,11 @@ fn the_notify_agent_shows_a_failed_task_on_the_desktop() {
     ensure_image();
     let env = TestEnv::new("notify_agent");
     let broken = env.add_project("broken", &failing_compose());
-    env.write_config(&format!("[services.{broken}]\nauto_start = false\n"));
+    // The desktop gets failed tasks only.
+    let good = format!(
+        "[services.{broken}]\nauto_start = false\n\n[notify.desktop]\nkinds = [\"task-failed\"]\n"
+    );
+    env.write_config(&good);
     let bus = Bus::start(env.dir());
     let session = Bus::start(&env.dir().join("session"));
     let _daemon = Daemon::start(&env, &bus);
@@ -190,11 +194,23 @@ fn the_notify_agent_shows_a_failed_task_on_the_desktop() {
     });
     std::thread::sleep(Duration::from_millis(500));
 
+    // A refused reload is an alert too (reload-failed), but not one of the
+    // kinds [notify.desktop] asks for: no Alert signal, nothing shown.
+    env.write_config(&format!("{good}bogus = 1\n"));
+    assert_eq!(stackctl(&env, &bus, &["reload"]).code, 1);
+    env.write_config(&good);
     let start = stackctl(&env, &bus, &["start", &broken]);
     assert_eq!(start.code, 1, "{start}");
     wait_until(Duration::from_secs(20), "the desktop notification", || {
         !shown.lock().unwrap().is_empty()
     });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        shown.lock().unwrap().len(),
+        1,
+        "{:?}",
+        shown.lock().unwrap()
+    );
     let n = shown.lock().unwrap()[0].clone();
     assert_eq!(n.app_name, "stackd", "{n:?}");
     assert!(

@@ -420,7 +420,20 @@ async fn forward(shared: Shared) {
             }
             Event::ServicesReloaded => shared.sync_services().await,
             Event::ManagerChanged => shared.manager_changed().await,
-            Event::Alert(_) => shared.manager_signal(&ev).await,
+            // `[notify.desktop]`, when present, chooses which alerts the
+            // signal carries; without it every alert is signalled.
+            Event::Alert(a) => {
+                let wanted = shared
+                    .control
+                    .config()
+                    .notify
+                    .desktop
+                    .as_ref()
+                    .map_or(true, |f| crate::notify::router::accepts(f, a));
+                if wanted {
+                    shared.manager_signal(&ev).await;
+                }
+            }
         }
     }
 }
