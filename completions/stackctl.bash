@@ -55,6 +55,9 @@ _stackctl() {
             stackctl,notify)
                 cmd="stackctl__subcmd__notify"
                 ;;
+            stackctl,notify-agent)
+                cmd="stackctl__subcmd__notify__subcmd__agent"
+                ;;
             stackctl,pull)
                 cmd="stackctl__subcmd__pull"
                 ;;
@@ -78,6 +81,9 @@ _stackctl() {
                 ;;
             stackctl,tasks)
                 cmd="stackctl__subcmd__tasks"
+                ;;
+            stackctl,top)
+                cmd="stackctl__subcmd__top"
                 ;;
             stackctl,update)
                 cmd="stackctl__subcmd__update"
@@ -121,6 +127,9 @@ _stackctl() {
             stackctl__subcmd__help,notify)
                 cmd="stackctl__subcmd__help__subcmd__notify"
                 ;;
+            stackctl__subcmd__help,notify-agent)
+                cmd="stackctl__subcmd__help__subcmd__notify__subcmd__agent"
+                ;;
             stackctl__subcmd__help,pull)
                 cmd="stackctl__subcmd__help__subcmd__pull"
                 ;;
@@ -144,6 +153,9 @@ _stackctl() {
                 ;;
             stackctl__subcmd__help,tasks)
                 cmd="stackctl__subcmd__help__subcmd__tasks"
+                ;;
+            stackctl__subcmd__help,top)
+                cmd="stackctl__subcmd__help__subcmd__top"
                 ;;
             stackctl__subcmd__help,update)
                 cmd="stackctl__subcmd__help__subcmd__update"
@@ -173,7 +185,7 @@ _stackctl() {
 
     case "${cmd}" in
         stackctl)
-            opts="-o -H -c -h -V --user --output --host --config --no-block --help --version list status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health notify validate help"
+            opts="-o -H -c -h -V --user --output --host --config --no-block --help --version list status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -477,7 +489,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help)
-            opts="list status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health notify validate help"
+            opts="list status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -658,6 +670,20 @@ _stackctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        stackctl__subcmd__help__subcmd__notify__subcmd__agent)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         stackctl__subcmd__help__subcmd__notify__subcmd__test)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -771,6 +797,20 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help__subcmd__tasks)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__top)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -936,6 +976,44 @@ _stackctl() {
             ;;
         stackctl__subcmd__notify)
             opts="-o -H -c -h --user --output --host --config --no-block --help test help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__notify__subcmd__agent)
+            opts="-o -H -c -h --user --output --host --config --no-block --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1334,6 +1412,64 @@ _stackctl() {
                     return 0
                     ;;
                 --lines)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__top)
+            opts="-d -n -b -o -H -c -h --order --delay --iterations --batch --user --output --host --config --no-block --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --order)
+                    COMPREPLY=($(compgen -W "cpu memory name" -- "${cur}"))
+                    return 0
+                    ;;
+                --delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --iterations)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::config::{self, ConfigError, LoadOptions};
 use crate::control::{Control, SystemState};
 use crate::dbus::{self, DbusError};
-use crate::events::{self, Event};
+use crate::events::{self, Event, Severity};
 use crate::notify::{self, NotifyHandle};
 use crate::peer::{self, PeerError};
 use crate::store::{DesiredState, Store, StoreError};
@@ -115,6 +115,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     // Before anything can raise an alert (the start-up reconcile does).
     let (stop_notify, notify_stopped) = tokio::sync::oneshot::channel();
     let notifier = tokio::spawn(notifier(control.clone(), notify_stopped));
+    let docker_watch = tokio::spawn(docker_alerts(control.clone(), world.clone()));
     let supervisor = tokio::spawn(crate::supervise::run(
         control.clone(),
         control.board().clone(),
@@ -195,6 +196,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         w.abort();
     }
     supervisor.abort();
+    docker_watch.abort();
     monitor.abort();
     observer.abort();
     drop(server);
@@ -251,6 +253,42 @@ async fn notifier(control: Control, mut stop: tokio::sync::oneshot::Receiver<()>
         }
     }
     handle.shutdown().await;
+}
+
+/// Docker lost and Docker back as alerts, like every other event. A
+/// daemon that starts without Docker says so once; "back" follows only a
+/// "lost" that was announced.
+async fn docker_alerts(control: Control, world: Arc<World>) {
+    let mut rx = control.events().subscribe();
+    let mut lost = false;
+    loop {
+        if world.docker_connected() && lost {
+            lost = false;
+            control.alert(
+                Severity::Info,
+                "docker-back",
+                "",
+                "Docker is back",
+                "the event stream is followed again and every project was read anew",
+            );
+        } else if !world.docker_connected() && !lost && !world.docker_error().is_empty() {
+            lost = true;
+            control.alert(
+                Severity::Critical,
+                "docker-lost",
+                "",
+                "lost Docker",
+                &format!(
+                    "{}; nothing can be started or recovered until it answers again",
+                    world.docker_error()
+                ),
+            );
+        }
+        // Every event is a chance to look; a lagged receiver looks too.
+        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = rx.recv().await {
+            return;
+        }
+    }
 }
 
 /// Keep systemd's STATUS= line current, at most once a second.

@@ -1,4 +1,4 @@
-//! The stats monitor: one pass every few seconds reads the host's procfs
+//! The stats monitor: one pass every `sample_interval` (5 s) reads the host's procfs
 //! figures and every managed container's cgroup (no Docker API call per
 //! sample), sums them per service for `CpuPercent`/`MemoryBytes` and
 //! `HostStats`, and feeds the spike detector, whose starts and ends become
@@ -14,11 +14,9 @@ use crate::control::Control;
 use crate::engine::ContainerState;
 use crate::events::Severity;
 use crate::resources::{
-    ContainerSampler, HostSampler, HostStats, Sample, SpikeDetector, SpikeEvent, SpikeThresholds,
+    ContainerSampler, HostSampler, HostStats, Metric, Sample, SpikeDetector, SpikeEvent,
+    SpikeThresholds,
 };
-
-/// How often everything is sampled.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// A service's containers summed.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -27,10 +25,34 @@ pub struct ServiceFigures {
     pub memory_bytes: u64,
 }
 
+/// One running container's figures from the last sample (`stackctl top`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerFigures {
+    /// The stackd service (Compose project).
+    pub service: String,
+    /// The container's name, without the leading '/'.
+    pub name: String,
+    pub id: String,
+    /// None the first time a container is seen.
+    pub cpu_percent: Option<f64>,
+    pub memory_bytes: u64,
+    /// None: no limit.
+    pub memory_limit: Option<u64>,
+    pub pids: Option<u64>,
+    pub net_rx: u64,
+    pub net_tx: u64,
+}
+
+type Latest = (
+    HashMap<String, ServiceFigures>,
+    Option<HostStats>,
+    Vec<ContainerFigures>,
+);
+
 /// The latest figures, read by the core.
 #[derive(Default)]
 pub struct Figures {
-    inner: Mutex<(HashMap<String, ServiceFigures>, Option<HostStats>)>,
+    inner: Mutex<Latest>,
     /// The highest memory use sampled per container id (the cgroup's own
     /// peak where the kernel keeps one), kept after the container died so
     /// an OOM kill can name it.
@@ -68,6 +90,12 @@ impl Figures {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.1.clone()
     }
+
+    /// Every running managed container, by service then name.
+    pub fn containers(&self) -> Vec<ContainerFigures> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.2.clone()
+    }
 }
 
 /// Run until aborted.
@@ -76,10 +104,16 @@ pub async fn run(control: Control) {
     let mut host = HostSampler::new().with_disks([cfg.state_dir.clone()]);
     let mut containers = ContainerSampler::new();
     let mut spikes = SpikeDetector::new(0);
-    let mut tick = tokio::time::interval(SAMPLE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut every = cfg.sample_interval;
+    let mut tick = ticker(every);
     loop {
         tick.tick().await;
+        let cfg = control.config();
+        // A reload may have changed `sample_interval`.
+        if cfg.sample_interval != every {
+            every = cfg.sample_interval;
+            tick = ticker(every);
+        }
         let host_stats = match host.sample() {
             Ok(h) => Some(h),
             Err(e) => {
@@ -91,7 +125,7 @@ pub async fn run(control: Control) {
             spikes.set_host_memory(h.memory_total);
         }
         // Every running container of every local service, by id and pid.
-        let mut owner: HashMap<String, String> = HashMap::new();
+        let mut owner: HashMap<String, (String, String)> = HashMap::new();
         let mut targets: Vec<(String, u32)> = Vec::new();
         let mut limits: HashMap<String, Option<u64>> = HashMap::new();
         let mut present: HashSet<String> = HashSet::new();
@@ -103,7 +137,7 @@ pub async fn run(control: Control) {
                     continue;
                 }
                 if let Some(pid) = c.pid.filter(|p| *p > 0) {
-                    owner.insert(c.id.clone(), svc.name.clone());
+                    owner.insert(c.id.clone(), (svc.name.clone(), c.name.clone()));
                     targets.push((c.id, pid));
                 }
             }
@@ -116,10 +150,22 @@ pub async fn run(control: Control) {
         control.figures().keep_peaks(&sampled, &present);
         let mut per_service: HashMap<String, ServiceFigures> = HashMap::new();
         let mut cpu_known: HashMap<String, bool> = HashMap::new();
+        let mut rows: Vec<ContainerFigures> = Vec::new();
         for s in &sampled {
-            let Some(name) = owner.get(&s.id) else {
+            let Some((name, container)) = owner.get(&s.id) else {
                 continue;
             };
+            rows.push(ContainerFigures {
+                service: name.clone(),
+                name: container.clone(),
+                id: s.id.clone(),
+                cpu_percent: s.cpu_percent,
+                memory_bytes: s.memory,
+                memory_limit: s.memory_limit,
+                pids: s.pids,
+                net_rx: s.net_rx,
+                net_tx: s.net_tx,
+            });
             let f = per_service.entry(name.clone()).or_default();
             f.cpu_percent += s.cpu_percent.unwrap_or(0.0);
             f.memory_bytes += s.memory;
@@ -179,6 +225,8 @@ pub async fn run(control: Control) {
                 .collect();
             inner.0 = per_service;
             inner.1 = host_stats;
+            rows.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+            inner.2 = rows;
             changed
         };
         for service in changed {
@@ -189,6 +237,14 @@ pub async fn run(control: Control) {
     }
 }
 
+fn ticker(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// A spike's start and end as alerts. The journal channel logs each one
+/// with its MESSAGE_ID, so nothing is logged here.
 fn announce(control: &Control, ev: SpikeEvent) {
     match ev {
         SpikeEvent::SpikeStarted {
@@ -199,10 +255,11 @@ fn announce(control: &Control, ev: SpikeEvent) {
             ..
         } => {
             let summary = format!(
-                "{key}: {} at {value:.1} over {threshold:.1}",
-                metric.as_str()
+                "{} at {} (threshold {})",
+                metric_name(metric),
+                figure(metric, value),
+                figure(metric, threshold)
             );
-            warn!(stackd_service = %key, message_id = %crate::systemd::MESSAGE_SPIKE_STARTED, "{summary}");
             control.alert(Severity::Warning, "spike-started", &key, &summary, "");
         }
         SpikeEvent::SpikeEnded {
@@ -213,11 +270,30 @@ fn announce(control: &Control, ev: SpikeEvent) {
             duration,
         } => {
             let summary = format!(
-                "{key}: {} back to normal after {duration:?} (peak {peak:.1}, average {average:.1})",
-                metric.as_str()
+                "{} back to normal after {} (peak {}, average {})",
+                metric_name(metric),
+                crate::recovery::human(duration),
+                figure(metric, peak),
+                figure(metric, average)
             );
-            tracing::info!(stackd_service = %key, message_id = %crate::systemd::MESSAGE_SPIKE_ENDED, "{summary}");
             control.alert(Severity::Info, "spike-ended", &key, &summary, "");
         }
+    }
+}
+
+fn metric_name(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Cpu => "CPU",
+        Metric::MemoryPercent | Metric::Memory => "memory",
+    }
+}
+
+/// "97.3%" of a core, "81.0% of the host's memory", "48 MiB".
+fn figure(metric: Metric, value: f64) -> String {
+    match metric {
+        Metric::Cpu => format!("{value:.1}%"),
+        Metric::MemoryPercent => format!("{value:.1}% of the host's memory"),
+        // Bytes, as f64: whole numbers well below 2^53.
+        Metric::Memory => crate::recovery::bytes(value.max(0.0) as u64),
     }
 }

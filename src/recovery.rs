@@ -423,7 +423,7 @@ pub fn diagnose_with(
 }
 
 /// "10m", "90s", "2h", "1h30m".
-fn human(d: Duration) -> String {
+pub(crate) fn human(d: Duration) -> String {
     let s = d.as_secs();
     match (s / 3600, s % 3600 / 60, s % 60) {
         (0, 0, sec) => format!("{sec}s"),
@@ -434,7 +434,8 @@ fn human(d: Duration) -> String {
     }
 }
 
-fn bytes(n: u64) -> String {
+/// "48 MiB", "1.5 GiB".
+pub(crate) fn bytes(n: u64) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
     if n >= 1 << 30 {
         format!("{:.1} GiB", n as f64 / (MIB * 1024.0))

@@ -312,17 +312,16 @@ fn observe(
                 slot.gave_up = Some(reason.clone());
                 slot.announced = Some(d.cause);
                 drop(slots);
-                warn!(
-                    stackd_service = service,
-                    message_id = %crate::systemd::MESSAGE_GAVE_UP,
-                    "{reason}"
-                );
+                // The journal channel logs the alert with its MESSAGE_ID.
+                let body: Vec<&str> = std::iter::once(reason.as_str())
+                    .chain(d.warnings.iter().map(String::as_str))
+                    .collect();
                 control.alert(
                     Severity::Critical,
                     "gave-up",
                     service,
                     &d.summary,
-                    &d.warnings.join("\n"),
+                    &body.join("\n"),
                 );
                 let _ = control.events().send(Event::ServiceChanged {
                     service: service.to_string(),
@@ -399,12 +398,6 @@ fn drop_change(control: &Control, service: &str, change: &health::Change) {
     );
     match change.to {
         Health::Unhealthy => {
-            warn!(
-                stackd_service = service,
-                message_id = %crate::systemd::MESSAGE_UNHEALTHY,
-                "{service} is unhealthy: {}",
-                change.message
-            );
             control.alert(
                 Severity::Warning,
                 "unhealthy",

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::engine::{ContainerInfo, ContainerState, Docker};
 use crate::events::{Event, EventSender};
@@ -196,7 +196,7 @@ impl World {
         let Some(docker) = self.docker() else { return };
         match docker.list_containers(Some(project)).await {
             Ok(containers) => {
-                tracing::debug!(
+                debug!(
                     stackd_service = project,
                     "observed {}",
                     classify(&containers).as_str()
@@ -252,10 +252,7 @@ pub async fn observe(world: Arc<World>, events: EventSender) {
                     let _ = events.send(Event::ServiceChanged { service });
                 }
                 if world.set_docker(Some(docker.clone()), String::new()) {
-                    info!(
-                        message_id = crate::systemd::MESSAGE_DOCKER_LOST,
-                        "connected to Docker"
-                    );
+                    debug!("connected to Docker");
                     let _ = events.send(Event::ManagerChanged);
                 }
                 backoff = Duration::from_millis(500);
@@ -300,10 +297,7 @@ pub async fn observe(world: Arc<World>, events: EventSender) {
             }
         };
         if let Some(why) = lost {
-            warn!(
-                message_id = crate::systemd::MESSAGE_DOCKER_LOST,
-                "lost Docker: {why}; reconnecting"
-            );
+            debug!("lost Docker: {why}; reconnecting");
             world.set_docker(None, why);
             let _ = events.send(Event::ManagerChanged);
             tokio::time::sleep(backoff).await;

@@ -3,14 +3,17 @@
 //! by itself once the engine's socket comes alive.
 
 mod common;
+#[path = "common/http.rs"]
+mod http;
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
     busctl, busctl_error_name, have_bus, have_docker, require, running, stackctl,
-    start_service_call, wait_until, which, Bus, Daemon, TestEnv,
+    start_service_call, toml_str, wait_until, which, Bus, Daemon, TestEnv,
 };
 
 fn docker_connected(bus: &Bus) -> String {
@@ -77,12 +80,15 @@ fn without_docker_the_daemon_answers_and_refuses_to_start() {
     );
 }
 
-/// socat forwarding a unix socket to the real Docker socket. Killed on drop.
+/// socat forwarding a unix socket to the real Docker socket. Killed on
+/// drop with the children it forked for each connection (its process
+/// group), so open connections such as the event stream break too.
 struct Forwarder(Child);
 
 impl Forwarder {
     fn start(listen: &Path) -> Forwarder {
         let child = Command::new("socat")
+            .process_group(0)
             .arg(format!("UNIX-LISTEN:{},fork", listen.display()))
             .arg("UNIX-CONNECT:/var/run/docker.sock")
             .stdin(Stdio::null())
@@ -96,6 +102,12 @@ impl Forwarder {
 
 impl Drop for Forwarder {
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -144,4 +156,82 @@ fn docker_coming_up_later_is_picked_up() {
     stackctl(&env, &bus, &["start", &manual]).expect_success();
     assert_eq!(running(&manual), 1);
     stackctl(&env, &bus, &["status", &manual]).expect_success();
+}
+
+#[test]
+fn docker_lost_and_back_are_notified() {
+    if !have_docker()
+        || !have_bus()
+        || !require("socat", which("socat").is_some(), "apt-get install socat")
+    {
+        return;
+    }
+    let env = TestEnv::new("docker_down_alerts");
+    let web = env.add_sleeper("web");
+    let socket = env.dir().join("docker.sock");
+    let host = format!("unix://{}", socket.display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (port, seen) = rt.block_on(http::http_listener(vec![200]));
+    env.write_config(&format!(
+        "[services.{web}]\nauto_start = false\n\n[notify.webhook.ops]\nurl = {}\nmin_severity = \"info\"\n",
+        toml_str(&format!("http://127.0.0.1:{port}/hook"))
+    ));
+    let forwarder = Forwarder::start(&socket);
+    wait_until(Duration::from_secs(10), "socat listens", || socket.exists());
+    let bus = Bus::start(env.dir());
+    let _daemon = Daemon::start_with(&env, &bus, &[("DOCKER_HOST", &host)], &[]);
+    wait_until(Duration::from_secs(30), "DockerConnected", || {
+        docker_connected(&bus) == "b true"
+    });
+    let kinds = || -> Vec<(String, String, String)> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let v: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+                let field = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+                (field("kind"), field("severity"), field("body"))
+            })
+            .filter(|(k, _, _)| k.starts_with("docker-"))
+            .collect()
+    };
+
+    // The engine goes away: its event stream breaks and reconnects fail.
+    drop(forwarder);
+    wait_until(
+        Duration::from_secs(30),
+        "DockerConnected to turn false",
+        || docker_connected(&bus) == "b false",
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "docker-lost at the webhook",
+        || !kinds().is_empty(),
+    );
+    let lost = kinds().remove(0);
+    assert_eq!(
+        (lost.0.as_str(), lost.1.as_str()),
+        ("docker-lost", "critical"),
+        "{lost:?}"
+    );
+    assert!(lost.2.contains("nothing can be started"), "{lost:?}");
+
+    // SIGKILL left socat's socket file behind; it would refuse to listen.
+    let _ = std::fs::remove_file(&socket);
+    let _forwarder = Forwarder::start(&socket);
+    wait_until(Duration::from_secs(60), "DockerConnected again", || {
+        docker_connected(&bus) == "b true"
+    });
+    wait_until(
+        Duration::from_secs(30),
+        "docker-back at the webhook",
+        || kinds().len() >= 2,
+    );
+    let all = kinds();
+    let names: Vec<&str> = all.iter().map(|k| k.0.as_str()).collect();
+    assert_eq!(names, ["docker-lost", "docker-back"], "{all:?}");
+    assert_eq!(all[1].1, "info", "{all:?}");
+    // Once each: nothing more comes while Docker stays up.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(kinds().len(), 2, "{:?}", kinds());
 }

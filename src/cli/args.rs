@@ -157,11 +157,34 @@ pub enum Command {
     Diagnose { name: String },
     /// Health of every service (or the named ones), with the reason.
     Health { names: Vec<String> },
+    /// Live table of this host's containers with CPU, memory, pids and
+    /// network from the daemon's last sample, like systemd-cgtop.
+    Top {
+        /// Sort by.
+        #[arg(long, value_enum, default_value_t = TopOrder::Cpu)]
+        order: TopOrder,
+        /// Seconds between refreshes.
+        #[arg(long, short = 'd', default_value_t = 2.0, value_name = "SECS")]
+        delay: f64,
+        /// Stop after this many refreshes [default: until interrupted].
+        #[arg(long, short = 'n', value_name = "N")]
+        iterations: Option<u32>,
+        /// Plain snapshots one after the other, no escape codes (the
+        /// default when stdout is not a terminal).
+        #[arg(long, short = 'b')]
+        batch: bool,
+    },
     /// Notifications.
     Notify {
         #[command(subcommand)]
         action: NotifyAction,
     },
+    /// Show the daemon's alerts as desktop notifications (for a user
+    /// session: stackd-notify-agent.service). Follows the Alert signal on
+    /// the system bus (the session bus with --user) and calls
+    /// org.freedesktop.Notifications on the session bus; runs until a bus
+    /// connection is lost.
+    NotifyAgent,
     /// Check a configuration file without asking the daemon.
     Validate {
         /// [default: /etc/stackd/stackd.toml, or the user config with --user]
@@ -175,6 +198,17 @@ pub enum Command {
     /// when the daemon does not answer.
     #[command(name = "__complete", hide = true)]
     Complete { what: CompleteWhat },
+}
+
+/// How `stackctl top` sorts its rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TopOrder {
+    /// Most CPU first.
+    Cpu,
+    /// Most memory first.
+    Memory,
+    /// By service, then container name.
+    Name,
 }
 
 /// What `stackctl __complete` lists.

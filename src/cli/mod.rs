@@ -5,6 +5,7 @@ pub mod args;
 pub mod daemon_args;
 mod remote;
 mod time;
+mod top;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ use crate::config;
 use crate::dbus::client::{Client, ClientError, ServiceInfo, Target, TaskInfo};
 use crate::dbus::types::ServiceRow;
 use crate::peer::PeerClient;
-pub use args::{command, Args, Command, CompleteWhat, NotifyAction, Output};
+pub use args::{command, Args, Command, CompleteWhat, NotifyAction, Output, TopOrder};
 pub use daemon_args::{daemon_command, DaemonArgs};
 use remote::Conn;
 
@@ -74,6 +75,9 @@ async fn run(args: &Args) -> Result<u8> {
     }
     if let Command::Complete { what } = args.command {
         return Ok(complete(args, what).await);
+    }
+    if let Command::NotifyAgent = args.command {
+        return notify_agent(args).await;
     }
     let json = args.output == Output::Json;
     if let Command::List { all_hosts: true } = &args.command {
@@ -154,11 +158,54 @@ async fn run(args: &Args) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::Health { names } => health(client.bus()?, names, json).await,
+        Command::Top {
+            order,
+            delay,
+            iterations,
+            batch,
+        } => {
+            let opts = top::Options {
+                order: *order,
+                delay: Duration::try_from_secs_f64(*delay)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        Failed(
+                            exit::USAGE,
+                            format!("--delay {delay}: expected seconds above 0"),
+                        )
+                    })?,
+                iterations: *iterations,
+                batch: *batch || json || !std::io::stdout().is_terminal(),
+                json,
+            };
+            top::run(client.bus()?, &opts).await?;
+            Ok(exit::OK)
+        }
         Command::Notify {
             action: NotifyAction::Test { channel },
         } => notify_test(client.bus()?, channel.as_deref(), json).await,
-        Command::Validate { .. } | Command::Complete { .. } => unreachable!("handled above"),
+        Command::Validate { .. } | Command::Complete { .. } | Command::NotifyAgent => {
+            unreachable!("handled above")
+        }
     }
+}
+
+/// `stackctl notify-agent`: one line per alert shown (or not), until a
+/// bus connection is lost, which is a failure so that systemd restarts it.
+async fn notify_agent(args: &Args) -> Result<u8> {
+    let daemon = if args.user {
+        Target::Session
+    } else {
+        Target::System
+    };
+    crate::dbus::agent::run(
+        &daemon,
+        |summary| println!("shown: {summary}"),
+        |why| eprintln!("stackctl notify-agent: {why}"),
+    )
+    .await?;
+    Ok(exit::OK)
 }
 
 /// `stackctl __complete services|tasks`: candidates for the completion

@@ -19,6 +19,11 @@ use super::{
 /// Line 1, column 1 of the main file.
 const TOP: At = At { file: 0, offset: 0 };
 
+/// `sample_interval`: its default and bounds.
+const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+const MIN_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_SAMPLE_INTERVAL: Duration = Duration::from_secs(3600);
+
 pub(super) fn build(
     sources: &[(PathBuf, String)],
     opts: &LoadOptions,
@@ -301,6 +306,14 @@ impl Ctx<'_> {
                 }
             },
         };
+        let sample_interval = self.duration(&raw.sample_interval, DEFAULT_SAMPLE_INTERVAL);
+        let sample_interval = match &raw.sample_interval {
+            Some(l) if !(MIN_SAMPLE_INTERVAL..=MAX_SAMPLE_INTERVAL).contains(&sample_interval) => {
+                self.err(l.at, "expected a sampling interval from 1s to 1h");
+                DEFAULT_SAMPLE_INTERVAL
+            }
+            _ => sample_interval,
+        };
         let admin_group = match &raw.admin_group {
             None => Some("stackd".to_owned()),
             Some(l) if l.value.is_empty() => None,
@@ -339,6 +352,7 @@ impl Ctx<'_> {
             runtime_dir,
             compose_command,
             max_parallel,
+            sample_interval,
             admin_group,
             boot_id_file,
             hosts,

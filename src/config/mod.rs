@@ -127,6 +127,8 @@ pub struct Config {
     pub runtime_dir: PathBuf,
     pub compose_command: ComposeCommand,
     pub max_parallel: usize,
+    /// How often the monitor samples the host and every container.
+    pub sample_interval: Duration,
     pub admin_group: Option<String>,
     pub boot_id_file: PathBuf,
     pub hosts: BTreeMap<String, HostConfig>,

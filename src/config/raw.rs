@@ -289,6 +289,7 @@ pub(crate) struct RawFile {
     pub state_dir: L<PathBuf>,
     pub compose_command: L<String>,
     pub max_parallel: L<Int>,
+    pub sample_interval: L<String>,
     pub admin_group: L<String>,
     pub boot_id_file: L<PathBuf>,
     #[serde(default)]
@@ -465,7 +466,8 @@ macro_rules! merge_struct {
 }
 
 merge_struct!(RawFile;
-    leaves: host, compose_dir, state_dir, compose_command, max_parallel, admin_group, boot_id_file;
+    leaves: host, compose_dir, state_dir, compose_command, max_parallel, sample_interval,
+        admin_group, boot_id_file;
     tables: hosts, peer, services, resources, notify);
 merge_struct!(RawHost; leaves: peer; tables: );
 merge_struct!(RawPeer;

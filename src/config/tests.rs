@@ -101,6 +101,7 @@ fn design_sample_parses() {
     assert_eq!(c.runtime_dir, PathBuf::from("/run/stackd"));
     assert_eq!(c.compose_command, ComposeCommand::Auto);
     assert_eq!(c.max_parallel, 4);
+    assert_eq!(c.sample_interval, Duration::from_secs(5));
     assert_eq!(c.admin_group.as_deref(), Some("stackd"));
     assert_eq!(
         c.boot_id_file,
@@ -207,6 +208,20 @@ fn unknown_key_names_file_line_col() {
         e[0].starts_with("/cfg/stackd.toml:1:1: unknown field `colour`"),
         "{e:?}"
     );
+}
+
+#[test]
+fn sample_interval_is_a_duration_from_1s_to_1h() {
+    let c = parse("compose_dir = \"/s\"\nsample_interval = \"2s\"\n").unwrap();
+    assert_eq!(c.sample_interval, Duration::from_secs(2));
+    for bad in ["0s", "500ms", "2h"] {
+        let e = errors(parse(&format!("sample_interval = \"{bad}\"\n")));
+        assert_eq!(
+            e,
+            ["/cfg/stackd.toml:1:19: expected a sampling interval from 1s to 1h"],
+            "{bad}"
+        );
+    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::{self, Config, LoadOptions, ServiceConfig};
 use crate::engine::{Compose, ComposeChoice, ComposeError, ContainerInfo, Invocation};
@@ -467,9 +467,12 @@ impl Control {
                 Ok(())
             }
             Err(e) => {
-                error!(
-                    message_id = %systemd::MESSAGE_RELOAD_FAILED,
-                    "reload refused, the running configuration stays in force:\n{e}"
+                self.alert(
+                    Severity::Critical,
+                    "reload-failed",
+                    "",
+                    "reload refused, the running configuration stays in force",
+                    &e.to_string(),
                 );
                 Err(ControlError::InvalidConfig(e.to_string()))
             }
@@ -1005,14 +1008,6 @@ impl Shared {
             };
             let kind = if boot { "recovered" } else { "reconciled" };
             let failed_names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
-            info!(
-                message_id = %systemd::MESSAGE_RECOVERED,
-                stackd_recovered = recovered.join(" "),
-                stackd_failed = failed_names.join(" "),
-                stackd_left_stopped = stopped.join(" "),
-                stackd_boot = boot,
-                "{summary}"
-            );
             let body = failed
                 .iter()
                 .map(|(n, why)| format!("{n}: {why}"))

@@ -9,7 +9,7 @@ use zbus::zvariant::{OwnedFd, OwnedObjectPath, OwnedValue, Value};
 use zbus::Connection;
 
 use super::path::{self, MANAGER_PATH};
-use super::types::{ContainerRow, DependencyRow, PlanRow, ServiceRow, TaskRow};
+use super::types::{ContainerRow, ContainerStatsRow, DependencyRow, PlanRow, ServiceRow, TaskRow};
 use super::BUS_NAME;
 
 const MANAGER: &str = "org.stackd1.Manager";
@@ -383,6 +383,12 @@ impl Client {
                 Some((k, n))
             })
             .collect())
+    }
+
+    /// Every running container's figures from the daemon's last sample.
+    pub async fn container_stats(&self) -> Result<Vec<ContainerStatsRow>> {
+        self.call(MANAGER_PATH, MANAGER, "ListContainerStats", &())
+            .await
     }
 
     pub async fn check(&self, name: &str) -> Result<Vec<String>> {

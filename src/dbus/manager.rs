@@ -13,7 +13,7 @@ use zbus::{interface, Connection};
 
 use super::error::{Error, Result};
 use super::path::{service_path, task_path};
-use super::types::{parse_mode, DependencyRow, PlanRow, ServiceRow, TaskRow};
+use super::types::{parse_mode, ContainerStatsRow, DependencyRow, PlanRow, ServiceRow, TaskRow};
 use super::Shared;
 use crate::control::Op;
 use crate::store::{TaskFilter, TaskState};
@@ -312,6 +312,18 @@ impl Manager {
                 };
                 (k.to_string(), v)
             })
+            .collect()
+    }
+
+    /// Every running container of this host's services with its figures
+    /// from the last sample (no Docker call): what `stackctl top` shows.
+    async fn list_container_stats(&self) -> Vec<ContainerStatsRow> {
+        self.shared
+            .control
+            .figures()
+            .containers()
+            .iter()
+            .map(ContainerStatsRow::from_figures)
             .collect()
     }
 

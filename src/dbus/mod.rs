@@ -5,6 +5,7 @@
 //! Architecture invariant: only this module knows zbus. It holds a
 //! [`Control`] and nothing else of the core; every method is a thin call.
 
+pub mod agent;
 mod auth;
 pub mod client;
 mod error;
@@ -419,7 +420,20 @@ async fn forward(shared: Shared) {
             }
             Event::ServicesReloaded => shared.sync_services().await,
             Event::ManagerChanged => shared.manager_changed().await,
-            Event::Alert(_) => shared.manager_signal(&ev).await,
+            // `[notify.desktop]`, when present, chooses which alerts the
+            // signal carries; without it every alert is signalled.
+            Event::Alert(a) => {
+                let wanted = shared
+                    .control
+                    .config()
+                    .notify
+                    .desktop
+                    .as_ref()
+                    .map_or(true, |f| crate::notify::router::accepts(f, a));
+                if wanted {
+                    shared.manager_signal(&ev).await;
+                }
+            }
         }
     }
 }

@@ -69,6 +69,40 @@ impl ContainerRow {
     }
 }
 
+/// One row of `ListContainerStats`: `(sssdttttt)`, a running container's
+/// figures from the monitor's last sample.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Type)]
+pub struct ContainerStatsRow {
+    pub service: String,
+    pub container: String,
+    pub id: String,
+    /// Percent of one core; -1 until a second sample.
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    /// 0: no limit.
+    pub memory_limit: u64,
+    /// 0: unknown.
+    pub pids: u64,
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+}
+
+impl ContainerStatsRow {
+    pub fn from_figures(f: &crate::monitor::ContainerFigures) -> ContainerStatsRow {
+        ContainerStatsRow {
+            service: f.service.clone(),
+            container: f.name.clone(),
+            id: f.id.clone(),
+            cpu_percent: f.cpu_percent.unwrap_or(-1.0),
+            memory_bytes: f.memory_bytes,
+            memory_limit: f.memory_limit.unwrap_or(0),
+            pids: f.pids.unwrap_or(0),
+            net_rx_bytes: f.net_rx,
+            net_tx_bytes: f.net_tx,
+        }
+    }
+}
+
 /// One row of `ListTasks`: `(tsssssto)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Type)]
 pub struct TaskRow {

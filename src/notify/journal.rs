@@ -20,6 +20,7 @@ pub fn message_id(kind: &str) -> Option<&'static str> {
         "spike-started" => systemd::MESSAGE_SPIKE_STARTED,
         "spike-ended" => systemd::MESSAGE_SPIKE_ENDED,
         "peer-lost" => systemd::MESSAGE_PEER_LOST,
+        "reload-failed" => systemd::MESSAGE_RELOAD_FAILED,
         _ => return None,
     })
 }
@@ -27,7 +28,7 @@ pub fn message_id(kind: &str) -> Option<&'static str> {
 macro_rules! log_alert {
     ($level:ident, $a:expr, $id:expr) => {
         $level!(
-            message_id = $id,
+            message_id = $id.map(tracing::field::display),
             stackd_service = $a.alert.service.as_str(),
             stackd_host = $a.alert.host.as_str(),
             stackd_alert = $a.alert.kind.as_str(),
@@ -72,6 +73,7 @@ mod tests {
             "spike-started",
             "spike-ended",
             "peer-lost",
+            "reload-failed",
         ] {
             let id = message_id(kind).unwrap_or_else(|| panic!("{kind} has no MESSAGE_ID"));
             assert_eq!(id.len(), 32);
@@ -81,5 +83,29 @@ mod tests {
             );
         }
         assert_eq!(message_id("test"), None);
+    }
+
+    /// An event is one journal line: the alert's, written here with its
+    /// MESSAGE_ID. The modules that raise alerts do not log their own line
+    /// with the same MESSAGE_ID next to it.
+    #[test]
+    fn only_the_journal_channel_writes_message_ids() {
+        let sources = [
+            ("control/mod.rs", include_str!("../control/mod.rs")),
+            ("control/handoff.rs", include_str!("../control/handoff.rs")),
+            ("control/order.rs", include_str!("../control/order.rs")),
+            ("monitor.rs", include_str!("../monitor.rs")),
+            ("supervise.rs", include_str!("../supervise.rs")),
+            ("world.rs", include_str!("../world.rs")),
+            ("daemon.rs", include_str!("../daemon.rs")),
+            ("tasks/mod.rs", include_str!("../tasks/mod.rs")),
+            ("recovery.rs", include_str!("../recovery.rs")),
+        ];
+        for (name, text) in sources {
+            assert!(
+                !text.contains("message_id ="),
+                "src/{name} logs a MESSAGE_ID itself; raise an alert instead"
+            );
+        }
     }
 }

@@ -390,7 +390,6 @@ impl Inner {
             _ => warn!(
                 stackd_task = task.id,
                 stackd_service = %task.service,
-                message_id = crate::systemd::MESSAGE_TASK_FAILED,
                 "{} {result}: {}",
                 task.kind,
                 error.unwrap_or("")
