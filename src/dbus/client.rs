@@ -298,18 +298,18 @@ impl Client {
             .await
     }
 
-    /// `MigrateService`: the migrate task's id.
+    /// `MigrateMode` ("replace" when forced): the migrate task's id.
     pub async fn migrate(&self, name: &str, host: &str, force: bool) -> Result<u64> {
         let path: OwnedObjectPath = self
             .call(
                 MANAGER_PATH,
                 MANAGER,
-                "MigrateService",
-                &(name, host, force),
+                "MigrateMode",
+                &(name, host, if force { "replace" } else { "fail" }),
             )
             .await?;
         path::task_id(path.as_str()).ok_or_else(|| {
-            ClientError::Protocol(format!("MigrateService returned {path}, not a task"))
+            ClientError::Protocol(format!("MigrateMode returned {path}, not a task"))
         })
     }
 

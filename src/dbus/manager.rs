@@ -23,6 +23,25 @@ pub struct Manager {
 }
 
 impl Manager {
+    async fn migrate_as(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        name: &str,
+        host: &str,
+        mode: &str,
+    ) -> Result<OwnedObjectPath> {
+        let force = parse_mode(mode).map_err(Error::InvalidArgument)?;
+        self.shared.policy.check(conn, header).await?;
+        let task = self
+            .shared
+            .control
+            .migrate(name, host, force, &origin(header))
+            .await?;
+        self.shared.register_task(task.id).await;
+        Ok(task_path(task.id))
+    }
+
     async fn op(
         &self,
         conn: &Connection,
@@ -119,24 +138,29 @@ impl Manager {
     }
 
     /// Move a service to another host of the cluster file: one migrate
-    /// task here. `force` goes ahead when a third host cannot be asked; an
-    /// unreachable target always refuses.
-    async fn migrate_service(
+    /// task here (DESIGN.md's `Migrate(s service, s to_host) → o`).
+    async fn migrate(
         &self,
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
-        name: &str,
-        host: &str,
-        force: bool,
+        service: &str,
+        to_host: &str,
     ) -> Result<OwnedObjectPath> {
-        self.shared.policy.check(conn, &header).await?;
-        let task = self
-            .shared
-            .control
-            .migrate(name, host, force, &origin(&header))
-            .await?;
-        self.shared.register_task(task.id).await;
-        Ok(task_path(task.id))
+        self.migrate_as(conn, &header, service, to_host, "fail")
+            .await
+    }
+
+    /// Migrate with a job mode: "fail", or "replace" to go ahead when a
+    /// third host cannot be asked; an unreachable target always refuses.
+    async fn migrate_mode(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        service: &str,
+        to_host: &str,
+        mode: &str,
+    ) -> Result<OwnedObjectPath> {
+        self.migrate_as(conn, &header, service, to_host, mode).await
     }
 
     async fn stop_service(
