@@ -45,6 +45,17 @@ impl PeerClientError {
 
 type Result<T> = std::result::Result<T, PeerClientError>;
 
+/// How an `https://` host's certificate is checked.
+#[derive(Clone, Copy, Debug)]
+pub enum Trust<'a> {
+    /// `tls_pin_sha256`: exactly the certificate with this fingerprint.
+    Pin(&'a str),
+    /// `tls_ca`: a certificate for the host's name or address that this CA signed.
+    Ca(&'a Path),
+    /// Plain HTTP only.
+    None,
+}
+
 #[derive(Clone)]
 pub struct PeerClient {
     /// `http://host:port` or `https://host:port`, no trailing slash.
@@ -60,14 +71,19 @@ impl PeerClient {
     pub fn new(url: &str, peer: &PeerConfig) -> Result<PeerClient> {
         let token =
             Token::load(&peer.token_file).map_err(|e| PeerClientError::Config(e.to_string()))?;
-        PeerClient::with_token(url, token, peer.timeout, peer.tls_ca.as_deref())
+        let trust = match (&peer.tls_pin_sha256, &peer.tls_ca) {
+            (Some(pin), _) => Trust::Pin(pin),
+            (None, Some(ca)) => Trust::Ca(ca),
+            (None, None) => Trust::None,
+        };
+        PeerClient::with_token(url, token, peer.timeout, trust)
     }
 
     pub fn with_token(
         url: &str,
         token: Token,
         timeout: Duration,
-        ca: Option<&Path>,
+        trust: Trust<'_>,
     ) -> Result<PeerClient> {
         let bad = |m: &str| PeerClientError::Config(format!("peer URL {url:?}: {m}"));
         let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
@@ -90,13 +106,17 @@ impl PeerClient {
             format!("{authority}:{}", if https { 443 } else { 80 })
         };
         let tls = if https {
-            let ca = ca.ok_or_else(|| {
-                PeerClientError::Config(format!(
-                    "{url} is https but [peer] tls_ca is not set; stackctl needs the cluster's CA to check the host"
-                ))
-            })?;
-            let connector =
-                super::tls::connector(ca).map_err(|e| PeerClientError::Config(e.to_string()))?;
+            let connector = match trust {
+                Trust::Pin(pin) => super::tls::pinned(pin),
+                Trust::Ca(ca) => super::tls::connector(ca),
+                Trust::None => {
+                    return Err(PeerClientError::Config(format!(
+                        "{url} is https but [peer] sets neither tls_ca nor tls_pin_sha256; \
+                         one of them is needed to check the host's certificate"
+                    )))
+                }
+            }
+            .map_err(|e| PeerClientError::Config(e.to_string()))?;
             let host = authority
                 .rsplit_once(':')
                 .map_or(authority.as_str(), |(h, _)| h)

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-pub use client::{PeerClient, PeerClientError};
+pub use client::{PeerClient, PeerClientError, Trust};
 pub use server::{serve, PeerServer};
 
 #[derive(Debug, Error)]
