@@ -44,6 +44,9 @@ pub enum ControlError {
     InvalidConfig(String),
     #[error("stackd is shutting down and takes no new tasks")]
     ShuttingDown,
+    /// A file the daemon writes (a pushed cluster file) could not be written.
+    #[error("{0}")]
+    Io(String),
     #[error("state store: {0}")]
     Store(#[from] StoreError),
 }
@@ -496,6 +499,31 @@ impl Control {
         };
         systemd::ready(&self.status_line());
         outcome
+    }
+
+    /// Replaces the cluster file with `text` (a push from a peer): checked
+    /// as a reload checks the file on disk, and only then written
+    /// atomically and reloaded. With `check_only` nothing is written.
+    /// Returns the hash of the configuration in force afterwards.
+    pub fn replace_config(&self, text: &str, check_only: bool) -> Result<String, ControlError> {
+        // One push at a time: the check and the write go together.
+        static PUSH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = PUSH.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.config().path.clone();
+        let new = config::check_replacement(&path, text, &self.shared.load_options)
+            .map_err(|e| ControlError::InvalidConfig(e.to_string()))?;
+        if check_only {
+            return Ok(new.hash);
+        }
+        config::write_atomic(&path, text.as_bytes())
+            .map_err(|e| ControlError::Io(format!("cannot write {}: {e}", path.display())))?;
+        info!(
+            "cluster file {} replaced by a push ({})",
+            path.display(),
+            new.hash
+        );
+        self.reload()?;
+        Ok(self.config().hash.clone())
     }
 
     pub fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, ControlError> {

@@ -490,3 +490,113 @@ fn tls_with_a_ca_or_a_pinned_certificate() {
     assert!(out.stderr.contains("TLS"), "{out}");
     assert!(!out.stdout.contains(svc_b.as_str()), "{out}");
 }
+
+/// Every host's `config_hash` from `GET /v1/host`, a to c.
+fn config_hashes(c: &Cluster) -> Vec<String> {
+    (0..HOSTS.len())
+        .map(|i| {
+            let (status, _, body) = http(&c.addr(i), "GET", "/v1/host", Some(TOKEN), "");
+            assert_eq!(status, 200, "{body}");
+            json(&body)["config_hash"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// Every host's own copy of the cluster file, a to c.
+fn cluster_files(c: &Cluster) -> Vec<String> {
+    c.envs
+        .iter()
+        .map(|e| std::fs::read_to_string(e.dir().join("cluster.toml")).unwrap())
+        .collect()
+}
+
+#[test]
+fn config_push_is_checked_everywhere_before_it_is_written() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    let c = Cluster::start("peer_push", "http", "");
+    let original = std::fs::read_to_string(&c.file).unwrap();
+    let before = config_hashes(&c);
+    assert!(before.iter().all(|h| *h == before[0]), "{before:?}");
+
+    // Not a cluster file: 400 naming b's own file, line and column.
+    let b_file = c.envs[1].dir().join("cluster.toml");
+    let (status, _, body) = http(
+        &c.addr(1),
+        "PUT",
+        "/v1/config",
+        Some(TOKEN),
+        "host = \"a\"\nbogus = 1\n",
+    );
+    assert_eq!(status, 400, "{body}");
+    let err = json(&body);
+    assert_eq!(err["kind"], "InvalidConfig", "{body}");
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{}:2:1: ", b_file.display())),
+        "{body}"
+    );
+    // No token, no push.
+    let (status, _, _) = http(&c.addr(1), "PUT", "/v1/config", None, &original);
+    assert_eq!(status, 401);
+
+    // A file only b refuses (a service of b without a compose project):
+    // every host is asked first, so nobody writes it.
+    let ghost = c.envs[0].project("ghost");
+    let bad = c.envs[0].dir().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("{original}\n[services.{ghost}]\nhost = \"b\"\nauto_start = false\n"),
+    )
+    .unwrap();
+    let out = c
+        .ctl(0, &["config", "push", bad.to_str().unwrap()])
+        .expect_failure();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.split_whitespace().eq(["b", "refused:"])),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains(&format!("{}:", b_file.display())),
+        "{out}"
+    );
+    assert!(out.stdout.contains(&ghost), "{out}");
+    assert!(out.stdout.contains("Nothing was written"), "{out}");
+    assert_eq!(config_hashes(&c), before);
+    assert!(cluster_files(&c).iter().all(|f| *f == original));
+
+    // A good file: written on every host, reloaded, the same hash everywhere.
+    let pushed = c.envs[0].add_sleeper("pushed");
+    let good = c.envs[0].dir().join("good.toml");
+    let good_text = format!("{original}\n[services.{pushed}]\nhost = \"c\"\nauto_start = false\n");
+    std::fs::write(&good, &good_text).unwrap();
+    let out = c
+        .ctl(0, &["config", "push", good.to_str().unwrap()])
+        .expect_success();
+    for (i, (h, _)) in HOSTS.iter().enumerate() {
+        let file = c.envs[i].dir().join("cluster.toml");
+        assert!(
+            out.stdout.lines().any(|l| l.starts_with(h)
+                && l.contains("written")
+                && l.contains(&file.display().to_string())),
+            "{out}"
+        );
+    }
+    assert!(cluster_files(&c).iter().all(|f| *f == good_text));
+    let after = config_hashes(&c);
+    assert!(after.iter().all(|h| *h == after[0]), "{after:?}");
+    assert_ne!(after, before);
+    assert!(out.stdout.contains(&after[0]), "{out}");
+    let out = c.ctl(0, &["list", "--all-hosts"]).expect_success();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["c", pushed.as_str()])),
+        "{out}"
+    );
+}

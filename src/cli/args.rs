@@ -125,6 +125,11 @@ pub enum Command {
         #[command(subcommand)]
         action: NotifyAction,
     },
+    /// The cluster file.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Check a configuration file without asking the daemon.
     Validate {
         /// [default: /etc/stackd/stackd.toml, or the user config with --user]
@@ -145,6 +150,18 @@ pub enum Command {
 pub enum CompleteWhat {
     Services,
     Tasks,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Send the cluster file to every host of its [hosts] (this one too).
+    /// Every host checks it first, as a reload would; only when all accept
+    /// it does each write it (atomically) and reload. A refusal or an
+    /// unreachable host leaves the running configuration everywhere.
+    Push {
+        /// [default: the file -c names, else the daemon's]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod daemon_args;
+mod push;
 mod remote;
 mod time;
 
@@ -16,7 +17,7 @@ use crate::config;
 use crate::dbus::client::{Client, ClientError, ServiceInfo, Target, TaskInfo};
 use crate::dbus::types::ServiceRow;
 use crate::peer::PeerClient;
-pub use args::{command, Args, Command, CompleteWhat, NotifyAction, Output};
+pub use args::{command, Args, Command, CompleteWhat, ConfigAction, NotifyAction, Output};
 pub use daemon_args::{daemon_command, DaemonArgs};
 use remote::Conn;
 
@@ -79,6 +80,12 @@ async fn run(args: &Args) -> Result<u8> {
     if let Command::List { all_hosts: true } = &args.command {
         return list_all_hosts(args, json).await;
     }
+    if let Command::Config {
+        action: ConfigAction::Push { file },
+    } = &args.command
+    {
+        return push::push(args, file.clone(), json).await;
+    }
     let client = match &args.host {
         Some(host) => peer_conn(args, host)?,
         None => Conn::Bus(Client::connect(&Target::default_for(args.user)).await?),
@@ -139,7 +146,9 @@ async fn run(args: &Args) -> Result<u8> {
         Command::Notify {
             action: NotifyAction::Test { channel },
         } => notify_test(client.bus()?, channel.as_deref(), json).await,
-        Command::Validate { .. } | Command::Complete { .. } => unreachable!("handled above"),
+        Command::Validate { .. } | Command::Complete { .. } | Command::Config { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 

@@ -32,7 +32,7 @@ impl From<ControlError> for Error {
             ControlError::DockerUnavailable(_) => Error::DockerUnavailable(msg),
             ControlError::InvalidConfig(_) => Error::InvalidConfig(msg),
             ControlError::ShuttingDown => Error::ShuttingDown(msg),
-            ControlError::Store(_) => Error::Failed(msg),
+            ControlError::Store(_) | ControlError::Io(_) => Error::Failed(msg),
         }
     }
 }

@@ -15,7 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::auth::Token;
-use super::types::{ErrorBody, Events, Host, OpRequest, Service, ServiceSummary, Task};
+use super::types::{
+    ConfigPushed, ErrorBody, Events, Host, OpRequest, Service, ServiceSummary, Task,
+};
 use crate::config::PeerConfig;
 
 #[derive(Debug, Error)]
@@ -161,7 +163,7 @@ impl PeerClient {
         self.request(
             Method::POST,
             &format!("/v1/services/{}/{op}", encode(name)),
-            body,
+            Body::Json(body),
         )
         .await
     }
@@ -183,15 +185,28 @@ impl PeerClient {
             .await
     }
 
+    /// `PUT /v1/config`: the host checks `text` as its cluster file and,
+    /// unless `check_only`, writes it and reloads.
+    pub async fn push_config(&self, text: &str, check_only: bool) -> Result<ConfigPushed> {
+        let path = if check_only {
+            "/v1/config?check=true"
+        } else {
+            "/v1/config"
+        };
+        let body = Body::Toml(text.as_bytes().to_vec());
+        self.request(Method::PUT, path, body).await
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.request(Method::GET, path, Vec::new()).await
+        self.request(Method::GET, path, Body::Json(Vec::new()))
+            .await
     }
 
     async fn request<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Vec<u8>,
+        body: Body,
     ) -> Result<T> {
         // Long polls get their own timeout on top of the connection's.
         let extra = path
@@ -216,7 +231,7 @@ impl PeerClient {
         &self,
         method: Method,
         path: &str,
-        body: Vec<u8>,
+        body: Body,
     ) -> Result<T> {
         let tcp = TcpStream::connect(&self.authority)
             .await
@@ -254,7 +269,7 @@ impl PeerClient {
         stream: S,
         method: Method,
         path: &str,
-        body: Vec<u8>,
+        body: Body,
     ) -> Result<(StatusCode, Bytes)>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -277,8 +292,12 @@ impl PeerClient {
                 header::USER_AGENT,
                 concat!("stackd/", env!("CARGO_PKG_VERSION")),
             );
+        let (content_type, body) = match body {
+            Body::Json(b) => ("application/json", b),
+            Body::Toml(b) => ("application/toml", b),
+        };
         if !body.is_empty() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
+            req = req.header(header::CONTENT_TYPE, content_type);
         }
         let req = req
             .body(Full::new(Bytes::from(body)))
@@ -296,6 +315,12 @@ impl PeerClient {
             .to_bytes();
         Ok((status, bytes))
     }
+}
+
+/// A request body and what it is.
+enum Body {
+    Json(Vec<u8>),
+    Toml(Vec<u8>),
 }
 
 /// Percent-encodes a path segment or query value.

@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::auth::{self, Limiter, Token};
-use super::types::{ErrorBody, Events, Host, OpRequest, Service, ServiceSummary, Task};
+use super::types::{
+    ConfigPushed, ErrorBody, Events, Host, OpRequest, Service, ServiceSummary, Task,
+};
 use super::{tls, PeerError};
 use crate::config::PeerConfig;
 use crate::control::{Control, ControlError, Op};
@@ -46,6 +48,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/tasks"),
     ("GET", "/v1/tasks/{id}"),
     ("GET", "/v1/events"),
+    ("PUT", "/v1/config"),
 ];
 
 /// Largest request body read.
@@ -260,6 +263,7 @@ impl From<ControlError> for Failure {
             ControlError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "InvalidConfig"),
             ControlError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown"),
             ControlError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Store"),
+            ControlError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Io"),
         };
         Failure(status, e.to_string(), kind)
     }
@@ -416,6 +420,29 @@ async fn dispatch(
             json(StatusCode::OK, &Task::from_record(&task, Some(log)))
         }
         "/v1/events" => events(state, &query).await?,
+        "/v1/config" => {
+            let check_only = flag(&query, "check")?;
+            let body = read_body(req).await?;
+            let text = String::from_utf8(body.to_vec())
+                .map_err(|_| bad_request("the cluster file must be UTF-8 text"))?;
+            let c = control.clone();
+            let hash = tokio::task::spawn_blocking(move || c.replace_config(&text, check_only))
+                .await
+                .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "Io"))??;
+            if !check_only {
+                info!("cluster file replaced by a push from {peer} ({hash})");
+            }
+            let m = control.manager();
+            json(
+                StatusCode::OK,
+                &ConfigPushed {
+                    host: m.host,
+                    config_path: m.config_path.display().to_string(),
+                    config_hash: hash,
+                    written: !check_only,
+                },
+            )
+        }
         op_route => {
             let op = match op_route.rsplit('/').next() {
                 Some("start") => Op::Start,
@@ -507,6 +534,17 @@ fn number(q: &BTreeMap<String, String>, key: &str, default: u64) -> Result<u64, 
         Some(v) => v
             .parse()
             .map_err(|_| bad_request(format!("{key} must be a non-negative integer, not {v:?}"))),
+    }
+}
+
+/// A boolean query parameter: absent is false.
+fn flag(q: &BTreeMap<String, String>, key: &str) -> Result<bool, Failure> {
+    match q.get(key).map(String::as_str) {
+        None | Some("false" | "0") => Ok(false),
+        Some("true" | "1" | "") => Ok(true),
+        Some(v) => Err(bad_request(format!(
+            "{key} must be true or false, not {v:?}"
+        ))),
     }
 }
 
