@@ -43,6 +43,9 @@ _stackctl() {
             stackctl,help)
                 cmd="stackctl__subcmd__help"
                 ;;
+            stackctl,hosts)
+                cmd="stackctl__subcmd__hosts"
+                ;;
             stackctl,list)
                 cmd="stackctl__subcmd__list"
                 ;;
@@ -118,6 +121,9 @@ _stackctl() {
             stackctl__subcmd__help,help)
                 cmd="stackctl__subcmd__help__subcmd__help"
                 ;;
+            stackctl__subcmd__help,hosts)
+                cmd="stackctl__subcmd__help__subcmd__hosts"
+                ;;
             stackctl__subcmd__help,list)
                 cmd="stackctl__subcmd__help__subcmd__list"
                 ;;
@@ -182,7 +188,7 @@ _stackctl() {
 
     case "${cmd}" in
         stackctl)
-            opts="-o -H -c -h -V --user --output --host --config --no-block --help --version list status start stop restart update pull down tasks task cancel logs apply reload check diagnose health notify config validate help"
+            opts="-o -H -c -h -V --user --output --host --config --no-block --help --version list hosts status start stop restart update pull down tasks task cancel logs apply reload check diagnose health notify config validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -566,7 +572,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help)
-            opts="list status start stop restart update pull down tasks task cancel logs apply reload check diagnose health notify config validate help"
+            opts="list hosts status start stop restart update pull down tasks task cancel logs apply reload check diagnose health notify config validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -692,6 +698,20 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__hosts)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -894,6 +914,44 @@ _stackctl() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__hosts)
+            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -165,6 +165,8 @@ struct Shared {
     queue: OnceLock<Queue>,
     board: Arc<crate::supervise::Board>,
     figures: Arc<crate::monitor::Figures>,
+    hosts: crate::hosts::HostBoard,
+    started_usec: u64,
     boot_id: String,
     state: Mutex<SystemState>,
 }
@@ -195,6 +197,8 @@ impl Control {
             queue: OnceLock::new(),
             board: crate::supervise::Board::new(),
             figures: crate::monitor::Figures::new(),
+            hosts: crate::hosts::HostBoard::default(),
+            started_usec: crate::store::now_usec(),
             boot_id,
             state: Mutex::new(SystemState::Starting),
         });
@@ -336,6 +340,55 @@ impl Control {
             config_path: cfg.path.clone(),
             boot_id: self.shared.boot_id.clone(),
         }
+    }
+
+    /// What the peer heartbeat knows of the other hosts.
+    pub fn host_board(&self) -> &crate::hosts::HostBoard {
+        &self.shared.hosts
+    }
+
+    /// Every host of `[hosts]` (this one too; only this one when the table
+    /// is empty), as this host sees it now.
+    pub fn list_hosts(&self) -> Vec<crate::hosts::HostStatus> {
+        let cfg = self.config();
+        let own = || crate::hosts::HostStatus {
+            name: cfg.host.clone(),
+            address: cfg
+                .hosts
+                .get(&cfg.host)
+                .and_then(|h| h.peer.clone())
+                .unwrap_or_default(),
+            reachable: true,
+            since_usec: self.shared.started_usec,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            load: crate::hosts::load_average_1m(),
+            config_hash: cfg.hash.clone(),
+            error: String::new(),
+        };
+        if cfg.hosts.is_empty() {
+            return vec![own()];
+        }
+        cfg.hosts
+            .iter()
+            .map(|(name, h)| {
+                if *name == cfg.host {
+                    return own();
+                }
+                self.shared
+                    .hosts
+                    .get(name)
+                    .unwrap_or_else(|| crate::hosts::HostStatus {
+                        name: name.clone(),
+                        address: h.peer.clone().unwrap_or_default(),
+                        error: if h.peer.is_some() {
+                            "not heard from yet".into()
+                        } else {
+                            "no peer URL in [hosts]".into()
+                        },
+                        ..Default::default()
+                    })
+            })
+            .collect()
     }
 
     pub fn system_state(&self) -> SystemState {
@@ -637,6 +690,20 @@ impl Control {
     }
 
     /// Store an event and publish it as an alert.
+    /// [`alert`](Self::alert) with structured data stored with the event.
+    pub fn alert_data(
+        &self,
+        severity: Severity,
+        kind: &str,
+        service: &str,
+        summary: &str,
+        body: &str,
+        data: serde_json::Value,
+    ) {
+        self.shared
+            .alert(severity, kind, service, summary, body, data);
+    }
+
     pub fn alert(&self, severity: Severity, kind: &str, service: &str, summary: &str, body: &str) {
         self.shared.alert(
             severity,

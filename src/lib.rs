@@ -10,6 +10,7 @@ pub mod deps;
 pub mod engine;
 pub mod events;
 pub mod health;
+pub mod hosts;
 pub mod monitor;
 pub mod notify;
 pub mod peer;

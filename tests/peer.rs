@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
-    have_bus, have_docker, running, stackctl, toml_str, wait_until, Bus, Daemon, TestEnv,
+    busctl, have_bus, have_docker, running, stackctl, toml_str, wait_until, Bus, Daemon, TestEnv,
 };
 
 const TOKEN: &str = "peer-test-token-0123456789abcdef";
@@ -599,4 +599,120 @@ fn config_push_is_checked_everywhere_before_it_is_written() {
             .any(|l| l.split_whitespace().take(2).eq(["c", pushed.as_str()])),
         "{out}"
     );
+}
+
+/// `Manager.ListHosts` on host `i`'s bus, through busctl: each row's JSON
+/// array `[name, address, reachable, since, version, load, hash, error]`.
+fn list_hosts(c: &Cluster, i: usize) -> Vec<serde_json::Value> {
+    let out = busctl(
+        &c.buses[i],
+        &[
+            "--json=short",
+            "call",
+            "org.stackd1",
+            "/org/stackd1",
+            "org.stackd1.Manager",
+            "ListHosts",
+        ],
+    )
+    .expect_success();
+    let v = json(&out.stdout);
+    assert_eq!(v["type"], "a(ssbtsdss)", "{v}");
+    v["data"][0].as_array().unwrap().clone()
+}
+
+fn host_row<'a>(rows: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    rows.iter()
+        .find(|r| r[0] == name)
+        .unwrap_or_else(|| panic!("no row for {name}: {rows:?}"))
+}
+
+/// Waits on host a's event log for an event of `kind` about peer `host`
+/// after `after`; returns it with the seq to go on from.
+fn wait_peer_event(c: &Cluster, after: u64, kind: &str, host: &str) -> (serde_json::Value, u64) {
+    let mut after = after;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let (status, _, body) = http(
+            &c.addr(0),
+            "GET",
+            &format!("/v1/events?after={after}&timeout=5"),
+            Some(TOKEN),
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        let v = json(&body);
+        for e in v["events"].as_array().unwrap() {
+            if e["kind"] == kind && e["data"]["host"] == host {
+                return (e.clone(), e["seq"].as_u64().unwrap());
+            }
+        }
+        after = v["next"].as_u64().unwrap();
+    }
+    panic!("no {kind} event about {host} within 30 s");
+}
+
+#[test]
+fn a_peer_that_stops_answering_is_lost_then_back() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    const BEAT: Duration = Duration::from_millis(500);
+    let mut c = Cluster::start("peer_live", "http", "heartbeat = \"500ms\"\n");
+
+    // Host a sees every host reachable, with one version and config hash.
+    wait_until(Duration::from_secs(10), "a hears from b and c", || {
+        list_hosts(&c, 0).iter().all(|r| r[2] == true)
+    });
+    let rows = list_hosts(&c, 0);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let hash = &host_row(&rows, "a")[6];
+    assert!(
+        rows.iter().all(|r| r[6] == *hash && r[4] == rows[0][4]),
+        "{rows:?}"
+    );
+    assert_eq!(host_row(&rows, "b")[1], format!("http://{}", c.addr(1)));
+    let (_, _, body) = http(
+        &c.addr(0),
+        "GET",
+        "/v1/events?after=0&timeout=0",
+        Some(TOKEN),
+        "",
+    );
+    let start = json(&body)["next"].as_u64().unwrap();
+
+    // SIGKILL b: a raises peer-lost within three heartbeats.
+    c.daemons[1].as_mut().unwrap().kill();
+    let killed = std::time::Instant::now();
+    let (event, next) = wait_peer_event(&c, start, "peer-lost", "b");
+    let took = killed.elapsed();
+    eprintln!("peer-lost after {took:?} (heartbeat {BEAT:?})");
+    assert!(
+        took <= BEAT * 3 + Duration::from_secs(1),
+        "lost after {took:?}"
+    );
+    assert_eq!(event["severity"], "warning", "{event}");
+    assert!(
+        event["summary"].as_str().unwrap().contains("peer b"),
+        "{event}"
+    );
+    let rows = list_hosts(&c, 0);
+    let b = host_row(&rows, "b");
+    assert_eq!(b[2], false, "{b}");
+    assert!(!b[7].as_str().unwrap().is_empty(), "no error: {b}");
+    assert_eq!(host_row(&rows, "c")[2], true, "{rows:?}");
+    let out = c.ctl(0, &["hosts"]).expect_success();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("b ") && l.contains("unreachable")),
+        "{out}"
+    );
+
+    // b comes back: peer-back, reachable again.
+    c.daemons[1] = Some(c.start_host(1));
+    wait_peer_event(&c, next, "peer-back", "b");
+    assert_eq!(host_row(&list_hosts(&c, 0), "b")[2], true);
+    let out = c.ctl(0, &["hosts"]).expect_success();
+    assert!(!out.stdout.contains("unreachable"), "{out}");
 }

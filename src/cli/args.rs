@@ -47,6 +47,10 @@ pub enum Command {
         #[arg(long)]
         all_hosts: bool,
     },
+    /// Every host of the cluster file as this host's daemon sees it:
+    /// reachable or not and since when, version, load and config hash (a
+    /// hash that differs from the others is marked: the files drifted).
+    Hosts,
     /// Show a service like `systemctl status`, or the host when no name is given.
     Status { names: Vec<String> },
     /// Start services (docker compose up -d); their desired state becomes running.

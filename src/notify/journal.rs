@@ -20,6 +20,7 @@ pub fn message_id(kind: &str) -> Option<&'static str> {
         "spike-started" => systemd::MESSAGE_SPIKE_STARTED,
         "spike-ended" => systemd::MESSAGE_SPIKE_ENDED,
         "peer-lost" => systemd::MESSAGE_PEER_LOST,
+        "peer-back" => systemd::MESSAGE_PEER_BACK,
         _ => return None,
     })
 }

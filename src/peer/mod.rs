@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod liveness;
 pub mod server;
 mod tls;
 pub mod types;
