@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
-    busctl, have_bus, have_docker, running, stackctl, toml_str, wait_until, Bus, Daemon, TestEnv,
+    busctl, have_bus, have_docker, require, running, stackctl, toml_str, wait_until, which, Bus,
+    Daemon, TestEnv,
 };
 
 const TOKEN: &str = "peer-test-token-0123456789abcdef";
@@ -715,4 +716,74 @@ fn a_peer_that_stops_answering_is_lost_then_back() {
     assert_eq!(host_row(&list_hosts(&c, 0), "b")[2], true);
     let out = c.ctl(0, &["hosts"]).expect_success();
     assert!(!out.stdout.contains("unreachable"), "{out}");
+}
+
+/// stackd started by `systemd-socket-activate` (as systemd starts it from
+/// stackd.socket): it serves the socket it was passed in LISTEN_FDS, and
+/// never binds `peer.listen` (an address this machine does not have).
+#[test]
+fn a_socket_passed_by_systemd_is_served() {
+    let activate = which("systemd-socket-activate");
+    if !have_docker()
+        || !have_bus()
+        || !require(
+            "systemd-socket-activate",
+            activate.is_some(),
+            "apt-get install systemd",
+        )
+    {
+        return;
+    }
+    let env = TestEnv::new("peer_socket");
+    let token = env.dir().join("peer.token");
+    std::fs::write(&token, TOKEN).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.write_config(&format!(
+        "[peer]\nlisten = \"192.0.2.1:7780\"\ntoken_file = {}\n",
+        toml_str(&token.display().to_string())
+    ));
+    let bus = Bus::start(env.dir());
+    let addr = format!("127.0.0.1:{}", free_port());
+    // Without --accept it execs stackd in its own process (so LISTEN_PID
+    // is stackd's) at the first connection: knock once it listens.
+    let knock = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while TcpStream::connect(&addr).is_err() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let config = env.config_path().display().to_string();
+    let mut args = vec!["--listen", addr.as_str()];
+    for var in [
+        "DBUS_SESSION_BUS_ADDRESS",
+        "XDG_RUNTIME_DIR",
+        "XDG_STATE_HOME",
+        "XDG_CONFIG_HOME",
+        "NOTIFY_SOCKET",
+        "RUST_LOG",
+        "PATH",
+        "HOME",
+    ] {
+        args.extend(["--setenv", var]);
+    }
+    args.extend([env!("CARGO_BIN_EXE_stackd"), "--user", "--config", &config]);
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    let daemon = Daemon::start_program(&activate.unwrap(), &args, &env, &bus, &[]);
+    knock.join().unwrap();
+
+    let (status, _, body) = http(&addr, "GET", "/v1/host", Some(TOKEN), "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["host"], common::HOST, "{body}");
+    let (status, _, _) = http(&addr, "GET", "/v1/host", None, "");
+    assert_eq!(status, 401);
+    assert!(
+        daemon
+            .stderr()
+            .contains("using the socket passed by systemd"),
+        "{}",
+        daemon.stderr()
+    );
 }
