@@ -9,6 +9,7 @@ pub mod dbus;
 pub mod deps;
 pub mod engine;
 pub mod events;
+pub mod fuzz;
 pub mod health;
 pub mod hosts;
 pub mod monitor;

@@ -457,13 +457,7 @@ async fn dispatch(
                     ))
                 }
             };
-            let body = read_body(req).await?;
-            let request: OpRequest = if body.iter().all(u8::is_ascii_whitespace) {
-                OpRequest::default()
-            } else {
-                serde_json::from_slice(&body)
-                    .map_err(|e| bad_request(format!("malformed JSON body: {e}")))?
-            };
+            let request = op_request(&read_body(req).await?)?;
             let origin = match request.caller {
                 Some(c) => format!(
                     "peer:{}:{}",
@@ -477,6 +471,33 @@ async fn dispatch(
             json(StatusCode::ACCEPTED, &Task::from_record(&task, None))
         }
     })
+}
+
+/// The optional JSON body of a service operation.
+fn op_request(body: &[u8]) -> Result<OpRequest, Failure> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(OpRequest::default());
+    }
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("malformed JSON body: {e}")))
+}
+
+/// Decodes what a client controls before any handler runs: the route, the
+/// path parameters, the query and, for operations, the JSON body. The fuzz
+/// targets (`fuzz/`, `tests/fuzz.rs`) feed it arbitrary input; it must
+/// answer, never panic. Err is the status and reason the client would get.
+pub fn decode_request(method: &str, target: &str, body: &[u8]) -> Result<(), (StatusCode, String)> {
+    let fail = |f: Failure| (f.0, f.1);
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (pattern, params) =
+        route(method, path).map_err(|s| (s, format!("no route for {method} {path}")))?;
+    parse_query(query).map_err(fail)?;
+    for v in params.values() {
+        percent_decode(v).map_err(fail)?;
+    }
+    if method == "POST" && pattern.starts_with("/v1/services/") {
+        op_request(body).map_err(fail)?;
+    }
+    Ok(())
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Failure> {
