@@ -1,14 +1,23 @@
-//! Figure for the peer endpoint: `GET /v1/services` on loopback with 50
-//! concurrent keep-alive clients for 5 s: requests per second and p99.
-//! Goals: more than 5,000 req/s, p99 under 20 ms.
+//! Figures for the peer endpoint, on loopback:
+//!
+//! 1. `GET /v1/services` with 50 concurrent keep-alive clients for 5 s:
+//!    requests per second and p99, with the daemon idle and again while a
+//!    deploy task (a Compose project that takes ~8 s to come up) runs.
+//!    Goals: more than 5,000 req/s, p99 under 20 ms.
+//! 2. `stackctl list --all-hosts` across three daemons (127.0.0.1-3), and
+//!    with a fourth host that never answers (a socket that listens but
+//!    never accepts). Goal: the dead host delays the answer by at most the
+//!    peer timeout (2 s).
 //!
 //! `cargo bench --bench peer`. Without `--bench` (as `cargo test
-//! --all-targets` runs it) it does nothing.
+//! --all-targets` runs it) it does nothing. Part 1's deploy and part 2 need
+//! Docker and are skipped without it.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Bus, Daemon, TestEnv};
@@ -21,6 +30,7 @@ const CLIENTS: usize = 50;
 const SERVICES: usize = 20;
 const RUN: Duration = Duration::from_secs(5);
 const TOKEN: &str = "bench-token-0123456789";
+const LIST_RUNS: usize = 5;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -29,28 +39,74 @@ fn main() {
     if !common::have_bus() {
         return;
     }
-    let env = TestEnv::new("bench_peer");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+    services_under_load();
+    if common::have_docker() {
+        list_all_hosts();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    let token = env.dir().join("peer.token");
+        .port()
+}
+
+/// Writes the token file (0600) in `dir` and returns its path.
+fn token_file(dir: &Path) -> String {
+    let token = dir.join("peer.token");
     std::fs::write(&token, TOKEN).unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    common::toml_str(&token.display().to_string())
+}
+
+fn services_under_load() {
+    let env = TestEnv::new("bench_peer");
+    let port = free_port();
     let mut extra = format!(
         "[peer]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = {}\n",
-        common::toml_str(&token.display().to_string())
+        token_file(env.dir())
     );
     for i in 0..SERVICES {
         let svc = env.add_project(&format!("s{i}"), "services: {}\n");
         extra.push_str(&format!("[services.{svc}]\nauto_start = false\n"));
     }
+    let docker = common::have_docker();
+    let slow = docker.then(|| {
+        let svc = env.add_project("slow", &common::slow_compose(common::ensure_image()));
+        extra.push_str(&format!("[services.{svc}]\nauto_start = false\n"));
+        svc
+    });
     env.write_config(&extra);
     let bus = Bus::start(env.dir());
     let _daemon = Daemon::start_with(&env, &bus, &[("RUST_LOG", "warn")], &[]);
     let addr = format!("127.0.0.1:{port}");
 
+    report("idle", &load(&addr));
+    if let Some(slow) = slow {
+        let out = common::stackctl(&env, &bus, &["--no-block", "start", &slow]).expect_success();
+        let task = out.stdout.trim().to_string();
+        let latencies = load(&addr);
+        let after = common::stackctl(&env, &bus, &["task", &task]);
+        let still = after.stdout.contains("running");
+        report(
+            &format!(
+                "while deploy task {task} runs{}",
+                if still {
+                    ""
+                } else {
+                    " (it ended before the run did)"
+                }
+            ),
+            &latencies,
+        );
+    }
+}
+
+/// 50 keep-alive clients asking `GET /v1/services` for [`RUN`]; every
+/// request's latency, sorted.
+fn load(addr: &str) -> Vec<Duration> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -60,7 +116,7 @@ fn main() {
         let until = Instant::now() + RUN;
         let mut joins = Vec::new();
         for _ in 0..CLIENTS {
-            let addr = addr.clone();
+            let addr = addr.to_string();
             joins.push(tokio::spawn(async move {
                 let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
                 tcp.set_nodelay(true).unwrap();
@@ -91,13 +147,95 @@ fn main() {
         all
     });
     latencies.sort();
+    latencies
+}
+
+fn report(what: &str, latencies: &[Duration]) {
     let n = latencies.len();
     let p = |q: f64| latencies[((n as f64 * q) as usize).min(n - 1)];
     println!(
-        "GET /v1/services ({SERVICES} services), {CLIENTS} keep-alive clients, {RUN:?}: {n} requests, {:.0} req/s, p50 {:?}, p99 {:?}, max {:?}",
+        "GET /v1/services ({SERVICES} services), {CLIENTS} keep-alive clients, {RUN:?}, {what}: {n} requests, {:.0} req/s, p50 {:?}, p99 {:?}, max {:?}",
         n as f64 / RUN.as_secs_f64(),
         p(0.50),
         p(0.99),
         latencies[n - 1]
     );
+}
+
+/// Three daemons on 127.0.0.1-3, then a fourth host that never answers.
+fn list_all_hosts() {
+    const HOSTS: [(&str, &str); 3] = [("a", "127.0.0.1"), ("b", "127.0.0.2"), ("c", "127.0.0.3")];
+    let envs: Vec<TestEnv> = HOSTS
+        .iter()
+        .map(|(h, _)| TestEnv::new(&format!("bench_hosts_{h}")))
+        .collect();
+    let port = free_port();
+    let mut text = format!(
+        "host = \"a\"\ncompose_dir = {}\n\n[peer]\ntoken_file = {}\ntimeout = \"2s\"\n\n",
+        common::toml_str(&envs[0].compose_dir().display().to_string()),
+        token_file(envs[0].dir()),
+    );
+    for (h, ip) in HOSTS {
+        text.push_str(&format!("[hosts.{h}]\npeer = \"http://{ip}:{port}\"\n"));
+    }
+    for (h, _) in HOSTS {
+        for i in 0..5 {
+            let svc = envs[0].add_project(&format!("{h}{i}"), "services: {}\n");
+            text.push_str(&format!(
+                "[services.{svc}]\nhost = \"{h}\"\nauto_start = false\n"
+            ));
+        }
+    }
+    let file = envs[0].dir().join("cluster.toml");
+    std::fs::write(&file, &text).unwrap();
+    let buses: Vec<Bus> = envs.iter().map(|e| Bus::start(e.dir())).collect();
+    let file_s = file.display().to_string();
+    let _daemons: Vec<Daemon> = HOSTS
+        .iter()
+        .zip(envs.iter().zip(&buses))
+        .map(|((h, _), (env, bus))| {
+            Daemon::start_with(
+                env,
+                bus,
+                &[("RUST_LOG", "warn")],
+                &["--config", &file_s, "--host", h],
+            )
+        })
+        .collect();
+    let time_list = |cluster: &str| {
+        let mut runs: Vec<Duration> = (0..LIST_RUNS)
+            .map(|_| {
+                let t = Instant::now();
+                let _ =
+                    common::stackctl(&envs[0], &buses[0], &["-c", cluster, "list", "--all-hosts"]);
+                t.elapsed()
+            })
+            .collect();
+        runs.sort();
+        runs
+    };
+    let runs = time_list(&file_s);
+    println!(
+        "stackctl list --all-hosts, 3 hosts, 15 services, {LIST_RUNS} runs: median {:?}, max {:?}",
+        runs[LIST_RUNS / 2],
+        runs[LIST_RUNS - 1]
+    );
+
+    // Host d listens (the handshake completes in the kernel) but never
+    // accepts or answers.
+    let dead = std::net::TcpListener::bind("127.0.0.4:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    let with_dead = envs[0].dir().join("cluster-dead.toml");
+    std::fs::write(
+        &with_dead,
+        format!("{text}[hosts.d]\npeer = \"http://{dead_addr}\"\n"),
+    )
+    .unwrap();
+    let runs = time_list(&with_dead.display().to_string());
+    println!(
+        "stackctl list --all-hosts, 3 hosts + 1 that never answers (peer timeout 2 s), {LIST_RUNS} runs: median {:?}, max {:?}",
+        runs[LIST_RUNS / 2],
+        runs[LIST_RUNS - 1]
+    );
+    drop(dead);
 }

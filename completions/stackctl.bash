@@ -28,6 +28,9 @@ _stackctl() {
             stackctl,check)
                 cmd="stackctl__subcmd__check"
                 ;;
+            stackctl,config)
+                cmd="stackctl__subcmd__config"
+                ;;
             stackctl,dependencies)
                 cmd="stackctl__subcmd__dependencies"
                 ;;
@@ -42,6 +45,9 @@ _stackctl() {
                 ;;
             stackctl,help)
                 cmd="stackctl__subcmd__help"
+                ;;
+            stackctl,hosts)
+                cmd="stackctl__subcmd__hosts"
                 ;;
             stackctl,list)
                 cmd="stackctl__subcmd__list"
@@ -91,6 +97,18 @@ _stackctl() {
             stackctl,validate)
                 cmd="stackctl__subcmd__validate"
                 ;;
+            stackctl__subcmd__config,help)
+                cmd="stackctl__subcmd__config__subcmd__help"
+                ;;
+            stackctl__subcmd__config,push)
+                cmd="stackctl__subcmd__config__subcmd__push"
+                ;;
+            stackctl__subcmd__config__subcmd__help,help)
+                cmd="stackctl__subcmd__config__subcmd__help__subcmd__help"
+                ;;
+            stackctl__subcmd__config__subcmd__help,push)
+                cmd="stackctl__subcmd__config__subcmd__help__subcmd__push"
+                ;;
             stackctl__subcmd__help,apply)
                 cmd="stackctl__subcmd__help__subcmd__apply"
                 ;;
@@ -99,6 +117,9 @@ _stackctl() {
                 ;;
             stackctl__subcmd__help,check)
                 cmd="stackctl__subcmd__help__subcmd__check"
+                ;;
+            stackctl__subcmd__help,config)
+                cmd="stackctl__subcmd__help__subcmd__config"
                 ;;
             stackctl__subcmd__help,dependencies)
                 cmd="stackctl__subcmd__help__subcmd__dependencies"
@@ -114,6 +135,9 @@ _stackctl() {
                 ;;
             stackctl__subcmd__help,help)
                 cmd="stackctl__subcmd__help__subcmd__help"
+                ;;
+            stackctl__subcmd__help,hosts)
+                cmd="stackctl__subcmd__help__subcmd__hosts"
                 ;;
             stackctl__subcmd__help,list)
                 cmd="stackctl__subcmd__help__subcmd__list"
@@ -163,6 +187,9 @@ _stackctl() {
             stackctl__subcmd__help,validate)
                 cmd="stackctl__subcmd__help__subcmd__validate"
                 ;;
+            stackctl__subcmd__help__subcmd__config,push)
+                cmd="stackctl__subcmd__help__subcmd__config__subcmd__push"
+                ;;
             stackctl__subcmd__help__subcmd__notify,test)
                 cmd="stackctl__subcmd__help__subcmd__notify__subcmd__test"
                 ;;
@@ -185,7 +212,7 @@ _stackctl() {
 
     case "${cmd}" in
         stackctl)
-            opts="-o -H -c -h -V --user --output --host --config --no-block --help --version list status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent validate help"
+            opts="-o -H -c -h -V --user --output --host --config --no-block --help --version list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -301,6 +328,124 @@ _stackctl() {
         stackctl__subcmd__check)
             opts="-o -H -c -h --user --output --host --config --no-block --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__config)
+            opts="-o -H -c -h --user --output --host --config --no-block --help push help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__config__subcmd__help)
+            opts="push help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__config__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__config__subcmd__help__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__config__subcmd__push)
+            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -489,7 +634,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help)
-            opts="list status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent validate help"
+            opts="list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -533,6 +678,34 @@ _stackctl() {
         stackctl__subcmd__help__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__config)
+            opts="push"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__config__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -601,6 +774,20 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__hosts)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -845,6 +1032,44 @@ _stackctl() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__hosts)
+            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

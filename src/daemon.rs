@@ -128,6 +128,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         Some(cfg) => Some(peer::serve(control.clone(), &cfg).await?),
         None => None,
     };
+    let liveness = peer_server
+        .is_some()
+        .then(|| tokio::spawn(peer::liveness::run(control.clone())));
     systemd::ready("starting");
     info!("ready; bus name org.stackd1 held");
 
@@ -179,6 +182,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
 
     info!("stopping; containers are left as they are");
     systemd::stopping();
+    if let Some(l) = liveness {
+        l.abort();
+    }
     if let Some(p) = peer_server {
         p.shutdown().await;
     }

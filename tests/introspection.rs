@@ -610,6 +610,17 @@ fn busctl_as_raw(address: &str, uid: u32) -> String {
 
 #[test]
 fn systemd_analyze_verifies_the_unit() {
+    analyze_verify("stackd.service");
+}
+
+#[test]
+fn systemd_analyze_verifies_the_socket() {
+    analyze_verify("stackd.socket");
+}
+
+/// `systemd-analyze verify` on `systemd/<unit>`, next to a copy of
+/// stackd.service whose ExecStart= is the binary just built.
+fn analyze_verify(unit: &str) {
     if !common::require(
         "systemd-analyze",
         which("systemd-analyze").is_some(),
@@ -617,11 +628,11 @@ fn systemd_analyze_verifies_the_unit() {
     ) {
         return;
     }
-    let unit = fs::read_to_string(repo_file("systemd/stackd.service")).expect("stackd.service");
+    let service = fs::read_to_string(repo_file("systemd/stackd.service")).expect("stackd.service");
     // verify checks that ExecStart= exists: point it at the binary just built.
     let binary = env!("CARGO_BIN_EXE_stackd");
     let mut replaced = 0;
-    let text: String = unit
+    let text: String = service
         .lines()
         .map(|line| {
             if line.starts_with("ExecStart=") {
@@ -634,8 +645,12 @@ fn systemd_analyze_verifies_the_unit() {
         .collect();
     assert_eq!(replaced, 1, "stackd.service must have one ExecStart= line");
     let dir = tempfile::tempdir().expect("temp dir");
-    let copy = dir.path().join("stackd.service");
-    fs::write(&copy, text).expect("unit copy");
+    fs::write(dir.path().join("stackd.service"), text).expect("unit copy");
+    let copy = dir.path().join(unit);
+    if unit != "stackd.service" {
+        let text = fs::read_to_string(repo_file(&format!("systemd/{unit}"))).expect("unit");
+        fs::write(&copy, text).expect("unit copy");
+    }
     // --man=no: Documentation=man:stackd(8) is installed with the package,
     // not on a build machine.
     let out = common::run(
@@ -657,7 +672,7 @@ fn systemd_analyze_verifies_the_unit() {
         .collect();
     assert!(
         problems.is_empty() && (out.success() || only_missing_units(&out.stderr)),
-        "systemd-analyze verify complains about systemd/stackd.service:\n{}\n{out}",
+        "systemd-analyze verify complains about systemd/{unit}:\n{}\n{out}",
         problems.join("\n")
     );
 }

@@ -185,6 +185,7 @@ stackctl --version
 # The unit, enabled by postinst (no systemd runs in the container, so it is
 # not started).
 test -f /usr/lib/systemd/system/stackd.service
+test -f /usr/lib/systemd/system/stackd.socket
 test -L /etc/systemd/system/multi-user.target.wants/stackd.service
 test -f /usr/share/dbus-1/system.d/org.stackd1.conf
 test -f /usr/share/dbus-1/system-services/org.stackd1.service

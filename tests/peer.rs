@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
-    have_bus, have_docker, host_sleeper, running, stackctl, toml_str, wait_until, Bus, Daemon,
-    TestEnv, TwoHosts,
+    busctl, have_bus, have_docker, host_sleeper, require, running, stackctl, toml_str, wait_until,
+    which, Bus, Daemon, TestEnv, TwoHosts,
 };
 
 const TOKEN: &str = "peer-test-token-0123456789abcdef";
@@ -29,18 +29,29 @@ fn free_port() -> u16 {
 /// Writes the cluster file and the token (mode `token_mode`) in `env`'s
 /// dir; one sleeper service per host. Returns (file, services by host).
 fn write_cluster(env: &TestEnv, port: u16, token_mode: u32) -> (PathBuf, Vec<String>) {
+    write_cluster_as(env, port, token_mode, "http", "")
+}
+
+/// [`write_cluster`] with the hosts' URL scheme and more `[peer]` keys.
+fn write_cluster_as(
+    env: &TestEnv,
+    port: u16,
+    token_mode: u32,
+    scheme: &str,
+    peer_extra: &str,
+) -> (PathBuf, Vec<String>) {
     let token = env.dir().join("peer.token");
     std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(token_mode))
         .expect("chmod token");
     let mut text = format!(
-        "host = \"a\"\ncompose_dir = {}\nboot_id_file = {}\n\n[peer]\ntoken_file = {}\ntimeout = \"2s\"\n\n",
+        "host = \"a\"\ncompose_dir = {}\nboot_id_file = {}\n\n[peer]\ntoken_file = {}\ntimeout = \"2s\"\n{peer_extra}\n",
         toml_str(&env.compose_dir().display().to_string()),
         toml_str(&env.boot_id_file().display().to_string()),
         toml_str(&token.display().to_string()),
     );
     for (h, ip) in HOSTS {
-        text.push_str(&format!("[hosts.{h}]\npeer = \"http://{ip}:{port}\"\n"));
+        text.push_str(&format!("[hosts.{h}]\npeer = \"{scheme}://{ip}:{port}\"\n"));
     }
     let mut services = Vec::new();
     for (h, _) in HOSTS {
@@ -94,27 +105,79 @@ fn ctl(env: &TestEnv, bus: &Bus, cluster: &Path, args: &[&str]) -> common::Outpu
     stackctl(env, bus, &all)
 }
 
+/// Three daemons (a, b, c) on 127.0.0.1-3 sharing one port and token; each
+/// reads its own copy of the cluster file (`<its env>/cluster.toml`), so a
+/// push can change one host's file and not another's. Fields drop in order:
+/// daemons first, then buses, then the envs that clean up Docker.
+struct Cluster {
+    daemons: Vec<Option<Daemon>>,
+    buses: Vec<Bus>,
+    envs: Vec<TestEnv>,
+    /// Host a's copy: what stackctl on a reads.
+    file: PathBuf,
+    services: Vec<String>,
+    port: u16,
+}
+
+impl Cluster {
+    #[track_caller]
+    fn start(test: &str, scheme: &str, peer_extra: &str) -> Cluster {
+        let envs: Vec<TestEnv> = HOSTS
+            .iter()
+            .map(|(h, _)| TestEnv::new(&format!("{test}_{h}")))
+            .collect();
+        let port = free_port();
+        let (file, services) = write_cluster_as(&envs[0], port, 0o600, scheme, peer_extra);
+        for env in &envs[1..] {
+            std::fs::copy(&file, env.dir().join("cluster.toml")).expect("copy cluster file");
+        }
+        let buses: Vec<Bus> = envs.iter().map(|e| Bus::start(e.dir())).collect();
+        let mut c = Cluster {
+            daemons: Vec::new(),
+            buses,
+            envs,
+            file,
+            services,
+            port,
+        };
+        for i in 0..HOSTS.len() {
+            let d = c.start_host(i);
+            c.daemons.push(Some(d));
+        }
+        c
+    }
+
+    /// Starts host `i`'s daemon on its own copy of the cluster file.
+    #[track_caller]
+    fn start_host(&self, i: usize) -> Daemon {
+        let file = self.envs[i].dir().join("cluster.toml");
+        let file = file.display().to_string();
+        Daemon::start_with(
+            &self.envs[i],
+            &self.buses[i],
+            &[],
+            &["--config", &file, "--host", HOSTS[i].0],
+        )
+    }
+
+    /// `stackctl -c <a's cluster file> ARGS` run on host `i`.
+    fn ctl(&self, i: usize, args: &[&str]) -> common::Output {
+        ctl(&self.envs[i], &self.buses[i], &self.file, args)
+    }
+
+    fn addr(&self, i: usize) -> String {
+        format!("{}:{}", HOSTS[i].1, self.port)
+    }
+}
+
 #[test]
 fn three_hosts_over_the_peer_endpoint() {
     if !have_docker() || !have_bus() {
         return;
     }
-    let envs: Vec<TestEnv> = HOSTS
-        .iter()
-        .map(|(h, _)| TestEnv::new(&format!("peer_{h}")))
-        .collect();
-    let port = free_port();
-    let (cluster, services) = write_cluster(&envs[0], port, 0o600);
-    let buses: Vec<Bus> = envs.iter().map(|e| Bus::start(e.dir())).collect();
-    let cluster_s = cluster.display().to_string();
-    let _daemons: Vec<Daemon> = HOSTS
-        .iter()
-        .zip(envs.iter().zip(&buses))
-        .map(|((h, _), (env, bus))| {
-            Daemon::start_with(env, bus, &[], &["--config", &cluster_s, "--host", h])
-        })
-        .collect();
-    let addr_b = format!("127.0.0.2:{port}");
+    let c = Cluster::start("peer", "http", "");
+    let services = &c.services;
+    let addr_b = c.addr(1);
     let (svc_a, svc_b, svc_c) = (&services[0], &services[1], &services[2]);
 
     // /healthz needs no token.
@@ -122,7 +185,7 @@ fn three_hosts_over_the_peer_endpoint() {
     assert_eq!(status, 200);
 
     // Aggregated list from host a: a over D-Bus, b and c over HTTP.
-    let out = ctl(&envs[0], &buses[0], &cluster, &["list", "--all-hosts"]).expect_success();
+    let out = c.ctl(0, &["list", "--all-hosts"]).expect_success();
     for (svc, h) in [(svc_a, "a"), (svc_b, "b"), (svc_c, "c")] {
         assert!(
             out.stdout
@@ -145,12 +208,12 @@ fn three_hosts_over_the_peer_endpoint() {
     let before = json(&body)["next"].as_u64().unwrap();
 
     // Remote start from a: b's container runs.
-    ctl(&envs[0], &buses[0], &cluster, &["-H", "b", "start", svc_b]).expect_success();
+    c.ctl(0, &["-H", "b", "start", svc_b]).expect_success();
     wait_until(Duration::from_secs(30), "b's service runs", || {
         running(svc_b) == 1
     });
     assert_eq!(running(svc_a), 0);
-    let out = ctl(&envs[0], &buses[0], &cluster, &["-H", "b", "status", svc_b]).expect_success();
+    let out = c.ctl(0, &["-H", "b", "status", svc_b]).expect_success();
     assert!(out.stdout.contains("Active: active"), "{out}");
     assert!(out.stdout.contains("on b"), "{out}");
 
@@ -247,7 +310,7 @@ fn three_hosts_over_the_peer_endpoint() {
         })
     };
     std::thread::sleep(Duration::from_millis(300));
-    ctl(&envs[0], &buses[0], &cluster, &["-H", "b", "stop", svc_b]).expect_success();
+    c.ctl(0, &["-H", "b", "stop", svc_b]).expect_success();
     let (status, _, body) = poll.join().unwrap();
     assert_eq!(status, 200, "{body}");
     let first = &json(&body)["events"][0];
@@ -270,7 +333,7 @@ fn three_hosts_over_the_peer_endpoint() {
     assert_eq!(status, 401);
 
     // JSON task over -H, with its log.
-    let out = ctl(&envs[0], &buses[0], &cluster, &["-H", "c", "list"]).expect_success();
+    let out = c.ctl(0, &["-H", "c", "list"]).expect_success();
     assert!(
         out.stdout.contains(svc_c.as_str()) && !out.stdout.contains(svc_b.as_str()),
         "{out}"
@@ -302,6 +365,426 @@ fn a_token_file_others_may_read_stops_the_start() {
     assert!(
         message.contains("0644") && message.contains("chmod 600"),
         "{message}"
+    );
+}
+
+/// A CA and a certificate it signed for 127.0.0.1-3, as PEM files in `dir`.
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    /// SHA-256 of the host certificate's DER bytes, lower-case hex.
+    fingerprint: String,
+}
+
+fn make_pki(dir: &Path, name: &str) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use sha2::Digest;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let sans: Vec<String> = HOSTS.iter().map(|(_, ip)| ip.to_string()).collect();
+    let cert = CertificateParams::new(sans)
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let pki = Pki {
+        ca: dir.join(format!("{name}-ca.pem")),
+        cert: dir.join(format!("{name}-cert.pem")),
+        key: dir.join(format!("{name}-key.pem")),
+        fingerprint: sha2::Sha256::digest(cert.der())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    };
+    std::fs::write(&pki.ca, ca.pem()).unwrap();
+    std::fs::write(&pki.cert, cert.pem()).unwrap();
+    std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&pki.key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    pki
+}
+
+/// A copy of `file` whose `[peer]` trusts hosts by `trust` (a TOML line)
+/// instead of its `tls_ca` line.
+fn with_trust(file: &Path, trust: &str, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(file).unwrap();
+    let replaced: Vec<&str> = text
+        .lines()
+        .map(|l| if l.starts_with("tls_ca = ") { trust } else { l })
+        .collect();
+    let path = file.with_file_name(name);
+    std::fs::write(&path, replaced.join("\n")).unwrap();
+    path
+}
+
+#[test]
+fn tls_with_a_ca_or_a_pinned_certificate() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path(), "cluster");
+    let other = make_pki(dir.path(), "other");
+    let peer_tls = format!(
+        "tls_cert = {}\ntls_key = {}\ntls_ca = {}\n",
+        toml_str(&pki.cert.display().to_string()),
+        toml_str(&pki.key.display().to_string()),
+        toml_str(&pki.ca.display().to_string()),
+    );
+    let c = Cluster::start("peer_tls", "https", &peer_tls);
+    let svc_b = &c.services[1];
+
+    // With the cluster's CA: every host answers over https.
+    let out = c.ctl(0, &["list", "--all-hosts"]).expect_success();
+    for (svc, h) in c.services.iter().zip(["a", "b", "c"]) {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.split_whitespace().take(2).eq([h, svc.as_str()])),
+            "{svc} on {h} missing: {out}"
+        );
+    }
+    assert!(out.stdout.contains("0 unreachable"), "{out}");
+    let out = c.ctl(0, &["-H", "b", "status", svc_b]);
+    assert!(out.stdout.contains("on b"), "{out}");
+
+    // Plain HTTP to a TLS endpoint gets no HTTP answer and no data.
+    let mut s = TcpStream::connect(c.addr(1)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let req = format!(
+        "GET /v1/services HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let ended = s.read_to_end(&mut got);
+    assert!(
+        ended.is_ok() || got.is_empty(),
+        "the connection hung: {ended:?}"
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        !text.contains("HTTP/") && !text.contains(svc_b.as_str()),
+        "plain HTTP got an answer: {text:?}"
+    );
+
+    // A pinned fingerprint instead of the CA: the host's certificate passes.
+    let pin = format!("tls_pin_sha256 = \"{}\"", pki.fingerprint);
+    let pinned = with_trust(&c.file, &pin, "pinned.toml");
+    let out = ctl(&c.envs[0], &c.buses[0], &pinned, &["-H", "b", "list"]).expect_success();
+    assert!(out.stdout.contains(svc_b.as_str()), "{out}");
+
+    // Another certificate's fingerprint: refused, saying why.
+    let pin = format!("tls_pin_sha256 = \"{}\"", other.fingerprint);
+    let wrong = with_trust(&c.file, &pin, "wrong-pin.toml");
+    let out = ctl(&c.envs[0], &c.buses[0], &wrong, &["-H", "b", "list"]).expect_failure();
+    assert!(
+        out.stderr.contains(&pki.fingerprint) && out.stderr.contains("tls_pin_sha256"),
+        "{out}"
+    );
+    assert!(!out.stdout.contains(svc_b.as_str()), "{out}");
+
+    // Another CA: refused too.
+    let ca = format!("tls_ca = {}", toml_str(&other.ca.display().to_string()));
+    let wrong = with_trust(&c.file, &ca, "wrong-ca.toml");
+    let out = ctl(&c.envs[0], &c.buses[0], &wrong, &["-H", "b", "list"]).expect_failure();
+    assert!(out.stderr.contains("TLS"), "{out}");
+    assert!(!out.stdout.contains(svc_b.as_str()), "{out}");
+}
+
+/// Every host's `config_hash` from `GET /v1/host`, a to c.
+fn config_hashes(c: &Cluster) -> Vec<String> {
+    (0..HOSTS.len())
+        .map(|i| {
+            let (status, _, body) = http(&c.addr(i), "GET", "/v1/host", Some(TOKEN), "");
+            assert_eq!(status, 200, "{body}");
+            json(&body)["config_hash"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// Every host's own copy of the cluster file, a to c.
+fn cluster_files(c: &Cluster) -> Vec<String> {
+    c.envs
+        .iter()
+        .map(|e| std::fs::read_to_string(e.dir().join("cluster.toml")).unwrap())
+        .collect()
+}
+
+#[test]
+fn config_push_is_checked_everywhere_before_it_is_written() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    let c = Cluster::start("peer_push", "http", "");
+    let original = std::fs::read_to_string(&c.file).unwrap();
+    let before = config_hashes(&c);
+    assert!(before.iter().all(|h| *h == before[0]), "{before:?}");
+
+    // Not a cluster file: 400 naming b's own file, line and column.
+    let b_file = c.envs[1].dir().join("cluster.toml");
+    let (status, _, body) = http(
+        &c.addr(1),
+        "PUT",
+        "/v1/config",
+        Some(TOKEN),
+        "host = \"a\"\nbogus = 1\n",
+    );
+    assert_eq!(status, 400, "{body}");
+    let err = json(&body);
+    assert_eq!(err["kind"], "InvalidConfig", "{body}");
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{}:2:1: ", b_file.display())),
+        "{body}"
+    );
+    // No token, no push.
+    let (status, _, _) = http(&c.addr(1), "PUT", "/v1/config", None, &original);
+    assert_eq!(status, 401);
+
+    // A file only b refuses (a service of b without a compose project):
+    // every host is asked first, so nobody writes it.
+    let ghost = c.envs[0].project("ghost");
+    let bad = c.envs[0].dir().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("{original}\n[services.{ghost}]\nhost = \"b\"\nauto_start = false\n"),
+    )
+    .unwrap();
+    let out = c
+        .ctl(0, &["config", "push", bad.to_str().unwrap()])
+        .expect_failure();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.split_whitespace().eq(["b", "refused:"])),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains(&format!("{}:", b_file.display())),
+        "{out}"
+    );
+    assert!(out.stdout.contains(&ghost), "{out}");
+    assert!(out.stdout.contains("Nothing was written"), "{out}");
+    assert_eq!(config_hashes(&c), before);
+    assert!(cluster_files(&c).iter().all(|f| *f == original));
+
+    // A good file: written on every host, reloaded, the same hash everywhere.
+    let pushed = c.envs[0].add_sleeper("pushed");
+    let good = c.envs[0].dir().join("good.toml");
+    let good_text = format!("{original}\n[services.{pushed}]\nhost = \"c\"\nauto_start = false\n");
+    std::fs::write(&good, &good_text).unwrap();
+    let out = c
+        .ctl(0, &["config", "push", good.to_str().unwrap()])
+        .expect_success();
+    for (i, (h, _)) in HOSTS.iter().enumerate() {
+        let file = c.envs[i].dir().join("cluster.toml");
+        assert!(
+            out.stdout.lines().any(|l| l.starts_with(h)
+                && l.contains("written")
+                && l.contains(&file.display().to_string())),
+            "{out}"
+        );
+    }
+    assert!(cluster_files(&c).iter().all(|f| *f == good_text));
+    let after = config_hashes(&c);
+    assert!(after.iter().all(|h| *h == after[0]), "{after:?}");
+    assert_ne!(after, before);
+    assert!(out.stdout.contains(&after[0]), "{out}");
+    let out = c.ctl(0, &["list", "--all-hosts"]).expect_success();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["c", pushed.as_str()])),
+        "{out}"
+    );
+}
+
+/// `Manager.ListHosts` on host `i`'s bus, through busctl: each row's JSON
+/// array `[name, address, reachable, since, version, load, hash, error]`.
+fn list_hosts(c: &Cluster, i: usize) -> Vec<serde_json::Value> {
+    let out = busctl(
+        &c.buses[i],
+        &[
+            "--json=short",
+            "call",
+            "org.stackd1",
+            "/org/stackd1",
+            "org.stackd1.Manager",
+            "ListHosts",
+        ],
+    )
+    .expect_success();
+    let v = json(&out.stdout);
+    assert_eq!(v["type"], "a(ssbtsdss)", "{v}");
+    v["data"][0].as_array().unwrap().clone()
+}
+
+fn host_row<'a>(rows: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    rows.iter()
+        .find(|r| r[0] == name)
+        .unwrap_or_else(|| panic!("no row for {name}: {rows:?}"))
+}
+
+/// Waits on host a's event log for an event of `kind` about peer `host`
+/// after `after`; returns it with the seq to go on from.
+fn wait_peer_event(c: &Cluster, after: u64, kind: &str, host: &str) -> (serde_json::Value, u64) {
+    let mut after = after;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let (status, _, body) = http(
+            &c.addr(0),
+            "GET",
+            &format!("/v1/events?after={after}&timeout=5"),
+            Some(TOKEN),
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        let v = json(&body);
+        for e in v["events"].as_array().unwrap() {
+            if e["kind"] == kind && e["data"]["host"] == host {
+                return (e.clone(), e["seq"].as_u64().unwrap());
+            }
+        }
+        after = v["next"].as_u64().unwrap();
+    }
+    panic!("no {kind} event about {host} within 30 s");
+}
+
+#[test]
+fn a_peer_that_stops_answering_is_lost_then_back() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    const BEAT: Duration = Duration::from_millis(500);
+    let mut c = Cluster::start("peer_live", "http", "heartbeat = \"500ms\"\n");
+
+    // Host a sees every host reachable, with one version and config hash.
+    wait_until(Duration::from_secs(10), "a hears from b and c", || {
+        list_hosts(&c, 0).iter().all(|r| r[2] == true)
+    });
+    let rows = list_hosts(&c, 0);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let hash = &host_row(&rows, "a")[6];
+    assert!(
+        rows.iter().all(|r| r[6] == *hash && r[4] == rows[0][4]),
+        "{rows:?}"
+    );
+    assert_eq!(host_row(&rows, "b")[1], format!("http://{}", c.addr(1)));
+    let (_, _, body) = http(
+        &c.addr(0),
+        "GET",
+        "/v1/events?after=0&timeout=0",
+        Some(TOKEN),
+        "",
+    );
+    let start = json(&body)["next"].as_u64().unwrap();
+
+    // SIGKILL b: a raises peer-lost within three heartbeats.
+    c.daemons[1].as_mut().unwrap().kill();
+    let killed = std::time::Instant::now();
+    let (event, next) = wait_peer_event(&c, start, "peer-lost", "b");
+    let took = killed.elapsed();
+    eprintln!("peer-lost after {took:?} (heartbeat {BEAT:?})");
+    assert!(
+        took <= BEAT * 3 + Duration::from_secs(1),
+        "lost after {took:?}"
+    );
+    assert_eq!(event["severity"], "warning", "{event}");
+    assert!(
+        event["summary"].as_str().unwrap().contains("peer b"),
+        "{event}"
+    );
+    let rows = list_hosts(&c, 0);
+    let b = host_row(&rows, "b");
+    assert_eq!(b[2], false, "{b}");
+    assert!(!b[7].as_str().unwrap().is_empty(), "no error: {b}");
+    assert_eq!(host_row(&rows, "c")[2], true, "{rows:?}");
+    let out = c.ctl(0, &["hosts"]).expect_success();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("b ") && l.contains("unreachable")),
+        "{out}"
+    );
+
+    // b comes back: peer-back, reachable again.
+    c.daemons[1] = Some(c.start_host(1));
+    wait_peer_event(&c, next, "peer-back", "b");
+    assert_eq!(host_row(&list_hosts(&c, 0), "b")[2], true);
+    let out = c.ctl(0, &["hosts"]).expect_success();
+    assert!(!out.stdout.contains("unreachable"), "{out}");
+}
+
+/// stackd started by `systemd-socket-activate` (as systemd starts it from
+/// stackd.socket): it serves the socket it was passed in LISTEN_FDS, and
+/// never binds `peer.listen` (an address this machine does not have).
+#[test]
+fn a_socket_passed_by_systemd_is_served() {
+    let activate = which("systemd-socket-activate");
+    if !have_docker()
+        || !have_bus()
+        || !require(
+            "systemd-socket-activate",
+            activate.is_some(),
+            "apt-get install systemd",
+        )
+    {
+        return;
+    }
+    let env = TestEnv::new("peer_socket");
+    let token = env.dir().join("peer.token");
+    std::fs::write(&token, TOKEN).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.write_config(&format!(
+        "[peer]\nlisten = \"192.0.2.1:7780\"\ntoken_file = {}\n",
+        toml_str(&token.display().to_string())
+    ));
+    let bus = Bus::start(env.dir());
+    let addr = format!("127.0.0.1:{}", free_port());
+    // Without --accept it execs stackd in its own process (so LISTEN_PID
+    // is stackd's) at the first connection: knock once it listens.
+    let knock = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while TcpStream::connect(&addr).is_err() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let config = env.config_path().display().to_string();
+    let mut args = vec!["--listen", addr.as_str()];
+    for var in [
+        "DBUS_SESSION_BUS_ADDRESS",
+        "XDG_RUNTIME_DIR",
+        "XDG_STATE_HOME",
+        "XDG_CONFIG_HOME",
+        "NOTIFY_SOCKET",
+        "RUST_LOG",
+        "PATH",
+        "HOME",
+    ] {
+        args.extend(["--setenv", var]);
+    }
+    args.extend([env!("CARGO_BIN_EXE_stackd"), "--user", "--config", &config]);
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    let daemon = Daemon::start_program(&activate.unwrap(), &args, &env, &bus, &[]);
+    knock.join().unwrap();
+
+    let (status, _, body) = http(&addr, "GET", "/v1/host", Some(TOKEN), "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["host"], common::HOST, "{body}");
+    let (status, _, _) = http(&addr, "GET", "/v1/host", None, "");
+    assert_eq!(status, 401);
+    assert!(
+        daemon
+            .stderr()
+            .contains("using the socket passed by systemd"),
+        "{}",
+        daemon.stderr()
     );
 }
 

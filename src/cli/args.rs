@@ -47,6 +47,10 @@ pub enum Command {
         #[arg(long)]
         all_hosts: bool,
     },
+    /// Every host of the cluster file as this host's daemon sees it:
+    /// reachable or not and since when, version, load and config hash (a
+    /// hash that differs from the others is marked: the files drifted).
+    Hosts,
     /// Show a service like `systemctl status`, or the host when no name is given.
     Status { names: Vec<String> },
     /// Start services (docker compose up -d) after the dependencies they
@@ -185,6 +189,11 @@ pub enum Command {
     /// org.freedesktop.Notifications on the session bus; runs until a bus
     /// connection is lost.
     NotifyAgent,
+    /// The cluster file.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Check a configuration file without asking the daemon.
     Validate {
         /// [default: /etc/stackd/stackd.toml, or the user config with --user]
@@ -216,6 +225,18 @@ pub enum TopOrder {
 pub enum CompleteWhat {
     Services,
     Tasks,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Send the cluster file to every host of its [hosts] (this one too).
+    /// Every host checks it first, as a reload would; only when all accept
+    /// it does each write it (atomically) and reload. A refusal or an
+    /// unreachable host leaves the running configuration everywhere.
+    Push {
+        /// [default: the file -c names, else the daemon's]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

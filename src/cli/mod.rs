@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod daemon_args;
+mod push;
 mod remote;
 mod time;
 mod top;
@@ -17,7 +18,9 @@ use crate::config;
 use crate::dbus::client::{Client, ClientError, ServiceInfo, Target, TaskInfo};
 use crate::dbus::types::ServiceRow;
 use crate::peer::PeerClient;
-pub use args::{command, Args, Command, CompleteWhat, NotifyAction, Output, TopOrder};
+pub use args::{
+    command, Args, Command, CompleteWhat, ConfigAction, NotifyAction, Output, TopOrder,
+};
 pub use daemon_args::{daemon_command, DaemonArgs};
 use remote::Conn;
 
@@ -83,12 +86,19 @@ async fn run(args: &Args) -> Result<u8> {
     if let Command::List { all_hosts: true } = &args.command {
         return list_all_hosts(args, json).await;
     }
+    if let Command::Config {
+        action: ConfigAction::Push { file },
+    } = &args.command
+    {
+        return push::push(args, file.clone(), json).await;
+    }
     let client = match &args.host {
         Some(host) => peer_conn(args, host)?,
         None => Conn::Bus(Client::connect(&Target::default_for(args.user)).await?),
     };
     match &args.command {
         Command::List { .. } => list(&client, json).await,
+        Command::Hosts => hosts(client.bus()?, json).await,
         Command::Status { names } if names.is_empty() => host_status(&client, json).await,
         Command::Status { names } => status(&client, names, json).await,
         Command::Start {
@@ -185,7 +195,10 @@ async fn run(args: &Args) -> Result<u8> {
         Command::Notify {
             action: NotifyAction::Test { channel },
         } => notify_test(client.bus()?, channel.as_deref(), json).await,
-        Command::Validate { .. } | Command::Complete { .. } | Command::NotifyAgent => {
+        Command::Validate { .. }
+        | Command::Complete { .. }
+        | Command::NotifyAgent
+        | Command::Config { .. } => {
             unreachable!("handled above")
         }
     }
@@ -838,6 +851,54 @@ async fn health(client: &Client, names: &[String], json: bool) -> Result<u8> {
             "{:w$}  {:10} {:>8}  {}",
             s.name, s.health, s.restart_count, s.health_message
         );
+    }
+    Ok(exit::OK)
+}
+
+async fn hosts(client: &Client, json: bool) -> Result<u8> {
+    let rows = client.list_hosts().await?;
+    if json {
+        return print_json(&rows);
+    }
+    // The hash most reachable hosts have; the others drifted from it.
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for r in rows.iter().filter(|r| r.reachable) {
+        *counts.entry(r.config_hash.as_str()).or_default() += 1;
+    }
+    let common = counts.iter().max_by_key(|(_, n)| **n).map(|(h, _)| *h);
+    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    let aw = rows
+        .iter()
+        .map(|r| r.address.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    println!(
+        "{:w$}  {:aw$}  {:11}  {:27}  {:8}  {:5}  CONFIG-HASH",
+        "HOST", "ADDRESS", "STATE", "SINCE", "VERSION", "LOAD"
+    );
+    for r in &rows {
+        let since = if r.since_usec == 0 {
+            "-".to_string()
+        } else {
+            time::timestamp(r.since_usec)
+        };
+        if r.reachable {
+            let drift = if Some(r.config_hash.as_str()) == common {
+                ""
+            } else {
+                "  (differs)"
+            };
+            println!(
+                "{:w$}  {:aw$}  {:11}  {:27}  {:8}  {:5.2}  {}{drift}",
+                r.name, r.address, "reachable", since, r.version, r.load, r.config_hash
+            );
+        } else {
+            println!(
+                "{:w$}  {:aw$}  {:11}  {:27}  {}",
+                r.name, r.address, "unreachable", since, r.error
+            );
+        }
     }
     Ok(exit::OK)
 }

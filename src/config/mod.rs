@@ -9,6 +9,7 @@
 mod build;
 mod raw;
 mod units;
+mod write;
 
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use units::parse_duration;
+pub use write::{check_replacement, write_atomic};
 
 /// Compose file names looked for in a service directory, first match wins.
 pub const COMPOSE_FILE_NAMES: [&str; 4] = [

@@ -51,6 +51,9 @@ pub enum ControlError {
     PeerUnreachable(String),
     #[error("stackd is shutting down and takes no new tasks")]
     ShuttingDown,
+    /// A file the daemon writes (a pushed cluster file) could not be written.
+    #[error("{0}")]
+    Io(String),
     #[error("state store: {0}")]
     Store(#[from] StoreError),
 }
@@ -170,6 +173,8 @@ struct Shared {
     queue: OnceLock<Queue>,
     board: Arc<crate::supervise::Board>,
     figures: Arc<crate::monitor::Figures>,
+    hosts: crate::hosts::HostBoard,
+    started_usec: u64,
     boot_id: String,
     state: Mutex<SystemState>,
     /// The other hosts (the peer endpoint's client), set by the daemon.
@@ -204,6 +209,8 @@ impl Control {
             queue: OnceLock::new(),
             board: crate::supervise::Board::new(),
             figures: crate::monitor::Figures::new(),
+            hosts: crate::hosts::HostBoard::default(),
+            started_usec: crate::store::now_usec(),
             boot_id,
             state: Mutex::new(SystemState::Starting),
             peers: OnceLock::new(),
@@ -349,6 +356,55 @@ impl Control {
         }
     }
 
+    /// What the peer heartbeat knows of the other hosts.
+    pub fn host_board(&self) -> &crate::hosts::HostBoard {
+        &self.shared.hosts
+    }
+
+    /// Every host of `[hosts]` (this one too; only this one when the table
+    /// is empty), as this host sees it now.
+    pub fn list_hosts(&self) -> Vec<crate::hosts::HostStatus> {
+        let cfg = self.config();
+        let own = || crate::hosts::HostStatus {
+            name: cfg.host.clone(),
+            address: cfg
+                .hosts
+                .get(&cfg.host)
+                .and_then(|h| h.peer.clone())
+                .unwrap_or_default(),
+            reachable: true,
+            since_usec: self.shared.started_usec,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            load: crate::hosts::load_average_1m(),
+            config_hash: cfg.hash.clone(),
+            error: String::new(),
+        };
+        if cfg.hosts.is_empty() {
+            return vec![own()];
+        }
+        cfg.hosts
+            .iter()
+            .map(|(name, h)| {
+                if *name == cfg.host {
+                    return own();
+                }
+                self.shared
+                    .hosts
+                    .get(name)
+                    .unwrap_or_else(|| crate::hosts::HostStatus {
+                        name: name.clone(),
+                        address: h.peer.clone().unwrap_or_default(),
+                        error: if h.peer.is_some() {
+                            "not heard from yet".into()
+                        } else {
+                            "no peer URL in [hosts]".into()
+                        },
+                        ..Default::default()
+                    })
+            })
+            .collect()
+    }
+
     pub fn system_state(&self) -> SystemState {
         let state = *self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         if state != SystemState::Running {
@@ -481,6 +537,31 @@ impl Control {
         outcome
     }
 
+    /// Replaces the cluster file with `text` (a push from a peer): checked
+    /// as a reload checks the file on disk, and only then written
+    /// atomically and reloaded. With `check_only` nothing is written.
+    /// Returns the hash of the configuration in force afterwards.
+    pub fn replace_config(&self, text: &str, check_only: bool) -> Result<String, ControlError> {
+        // One push at a time: the check and the write go together.
+        static PUSH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = PUSH.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.config().path.clone();
+        let new = config::check_replacement(&path, text, &self.shared.load_options)
+            .map_err(|e| ControlError::InvalidConfig(e.to_string()))?;
+        if check_only {
+            return Ok(new.hash);
+        }
+        config::write_atomic(&path, text.as_bytes())
+            .map_err(|e| ControlError::Io(format!("cannot write {}: {e}", path.display())))?;
+        info!(
+            "cluster file {} replaced by a push ({})",
+            path.display(),
+            new.hash
+        );
+        self.reload()?;
+        Ok(self.config().hash.clone())
+    }
+
     pub fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, ControlError> {
         Ok(self.shared.store.list_tasks(filter)?)
     }
@@ -592,6 +673,20 @@ impl Control {
     }
 
     /// Store an event and publish it as an alert.
+    /// [`alert`](Self::alert) with structured data stored with the event.
+    pub fn alert_data(
+        &self,
+        severity: Severity,
+        kind: &str,
+        service: &str,
+        summary: &str,
+        body: &str,
+        data: serde_json::Value,
+    ) {
+        self.shared
+            .alert(severity, kind, service, summary, body, data);
+    }
+
     pub fn alert(&self, severity: Severity, kind: &str, service: &str, summary: &str, body: &str) {
         self.shared.alert(
             severity,

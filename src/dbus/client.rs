@@ -9,7 +9,9 @@ use zbus::zvariant::{OwnedFd, OwnedObjectPath, OwnedValue, Value};
 use zbus::Connection;
 
 use super::path::{self, MANAGER_PATH};
-use super::types::{ContainerRow, ContainerStatsRow, DependencyRow, PlanRow, ServiceRow, TaskRow};
+use super::types::{
+    ContainerRow, ContainerStatsRow, DependencyRow, HostRow, PlanRow, ServiceRow, TaskRow,
+};
 use super::BUS_NAME;
 
 const MANAGER: &str = "org.stackd1.Manager";
@@ -227,6 +229,10 @@ impl Client {
             config_path: prop(&m, "ConfigPath")?,
             boot_id: prop(&m, "BootId")?,
         })
+    }
+
+    pub async fn list_hosts(&self) -> Result<Vec<HostRow>> {
+        self.call(MANAGER_PATH, MANAGER, "ListHosts", &()).await
     }
 
     pub async fn list_services(&self) -> Result<Vec<ServiceRow>> {

@@ -35,7 +35,7 @@ impl From<ControlError> for Error {
             ControlError::InvalidConfig(_) => Error::InvalidConfig(msg),
             ControlError::ShuttingDown => Error::ShuttingDown(msg),
             ControlError::PeerUnreachable(_) => Error::PeerUnreachable(msg),
-            ControlError::Store(_) => Error::Failed(msg),
+            ControlError::Store(_) | ControlError::Io(_) => Error::Failed(msg),
         }
     }
 }

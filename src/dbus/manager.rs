@@ -13,7 +13,9 @@ use zbus::{interface, Connection};
 
 use super::error::{Error, Result};
 use super::path::{service_path, task_path};
-use super::types::{parse_mode, ContainerStatsRow, DependencyRow, PlanRow, ServiceRow, TaskRow};
+use super::types::{
+    parse_mode, ContainerStatsRow, DependencyRow, HostRow, PlanRow, ServiceRow, TaskRow,
+};
 use super::Shared;
 use crate::control::Op;
 use crate::store::{TaskFilter, TaskState};
@@ -120,6 +122,17 @@ impl Manager {
             .list_services()
             .iter()
             .map(ServiceRow::from_status)
+            .collect()
+    }
+
+    /// Every host of the cluster file as this host sees it: name, peer URL,
+    /// reachable, since (µs), version, 1-minute load, config hash, error.
+    async fn list_hosts(&self) -> Vec<HostRow> {
+        self.shared
+            .control
+            .list_hosts()
+            .iter()
+            .map(HostRow::from_status)
             .collect()
     }
 

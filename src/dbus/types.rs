@@ -37,6 +37,39 @@ impl ServiceRow {
     }
 }
 
+/// One row of `ListHosts`: `(ssbtsdss)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Type)]
+pub struct HostRow {
+    pub name: String,
+    /// Its peer URL.
+    pub address: String,
+    pub reachable: bool,
+    /// When the current state (reachable or not) began, µs since the epoch;
+    /// 0 when the host was never heard from.
+    pub since_usec: u64,
+    pub version: String,
+    /// 1-minute load average.
+    pub load: f64,
+    pub config_hash: String,
+    /// Why it is unreachable.
+    pub error: String,
+}
+
+impl HostRow {
+    pub fn from_status(h: &crate::hosts::HostStatus) -> HostRow {
+        HostRow {
+            name: h.name.clone(),
+            address: h.address.clone(),
+            reachable: h.reachable,
+            since_usec: h.since_usec,
+            version: h.version.clone(),
+            load: h.load,
+            config_hash: h.config_hash.clone(),
+            error: h.error.clone(),
+        }
+    }
+}
+
 /// One element of the Service `Containers` property: `(ssssxtts)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Type, Value, OwnedValue)]
 pub struct ContainerRow {

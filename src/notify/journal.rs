@@ -21,6 +21,7 @@ pub fn message_id(kind: &str) -> Option<&'static str> {
         "spike-ended" => systemd::MESSAGE_SPIKE_ENDED,
         "peer-lost" => systemd::MESSAGE_PEER_LOST,
         "reload-failed" => systemd::MESSAGE_RELOAD_FAILED,
+        "peer-back" => systemd::MESSAGE_PEER_BACK,
         _ => return None,
     })
 }

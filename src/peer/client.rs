@@ -16,7 +16,8 @@ use tokio::net::TcpStream;
 
 use super::auth::Token;
 use super::types::{
-    ErrorBody, Events, Host, MoveRequest, OpRequest, PrepareAnswer, Service, ServiceSummary, Task,
+    ConfigPushed, ErrorBody, Events, Host, MoveRequest, OpRequest, PrepareAnswer, Service,
+    ServiceSummary, Task,
 };
 use crate::config::PeerConfig;
 
@@ -50,6 +51,16 @@ type Result<T> = std::result::Result<T, PeerClientError>;
 /// What a move's `prepare` may take on top of `[peer] timeout`: the host
 /// runs its preflight (Compose, Docker, disk) before it answers.
 const PREFLIGHT_TIME: Duration = Duration::from_secs(120);
+/// How an `https://` host's certificate is checked.
+#[derive(Clone, Copy, Debug)]
+pub enum Trust<'a> {
+    /// `tls_pin_sha256`: exactly the certificate with this fingerprint.
+    Pin(&'a str),
+    /// `tls_ca`: a certificate for the host's name or address that this CA signed.
+    Ca(&'a Path),
+    /// Plain HTTP only.
+    None,
+}
 
 #[derive(Clone)]
 pub struct PeerClient {
@@ -66,14 +77,19 @@ impl PeerClient {
     pub fn new(url: &str, peer: &PeerConfig) -> Result<PeerClient> {
         let token =
             Token::load(&peer.token_file).map_err(|e| PeerClientError::Config(e.to_string()))?;
-        PeerClient::with_token(url, token, peer.timeout, peer.tls_ca.as_deref())
+        let trust = match (&peer.tls_pin_sha256, &peer.tls_ca) {
+            (Some(pin), _) => Trust::Pin(pin),
+            (None, Some(ca)) => Trust::Ca(ca),
+            (None, None) => Trust::None,
+        };
+        PeerClient::with_token(url, token, peer.timeout, trust)
     }
 
     pub fn with_token(
         url: &str,
         token: Token,
         timeout: Duration,
-        ca: Option<&Path>,
+        trust: Trust<'_>,
     ) -> Result<PeerClient> {
         let bad = |m: &str| PeerClientError::Config(format!("peer URL {url:?}: {m}"));
         let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
@@ -96,13 +112,17 @@ impl PeerClient {
             format!("{authority}:{}", if https { 443 } else { 80 })
         };
         let tls = if https {
-            let ca = ca.ok_or_else(|| {
-                PeerClientError::Config(format!(
-                    "{url} is https but [peer] tls_ca is not set; stackctl needs the cluster's CA to check the host"
-                ))
-            })?;
-            let connector =
-                super::tls::connector(ca).map_err(|e| PeerClientError::Config(e.to_string()))?;
+            let connector = match trust {
+                Trust::Pin(pin) => super::tls::pinned(pin),
+                Trust::Ca(ca) => super::tls::connector(ca),
+                Trust::None => {
+                    return Err(PeerClientError::Config(format!(
+                        "{url} is https but [peer] sets neither tls_ca nor tls_pin_sha256; \
+                         one of them is needed to check the host's certificate"
+                    )))
+                }
+            }
+            .map_err(|e| PeerClientError::Config(e.to_string()))?;
             let host = authority
                 .rsplit_once(':')
                 .map_or(authority.as_str(), |(h, _)| h)
@@ -155,7 +175,7 @@ impl PeerClient {
         self.request(
             Method::POST,
             &format!("/v1/services/{}/{op}", encode(name)),
-            body,
+            Body::Json(body),
         )
         .await
     }
@@ -184,7 +204,7 @@ impl PeerClient {
         self.request_within(
             Method::POST,
             &format!("/v1/services/{}/{step}", encode(name)),
-            body,
+            Body::Json(body),
             PREFLIGHT_TIME,
         )
         .await
@@ -207,15 +227,28 @@ impl PeerClient {
             .await
     }
 
+    /// `PUT /v1/config`: the host checks `text` as its cluster file and,
+    /// unless `check_only`, writes it and reloads.
+    pub async fn push_config(&self, text: &str, check_only: bool) -> Result<ConfigPushed> {
+        let path = if check_only {
+            "/v1/config?check=true"
+        } else {
+            "/v1/config"
+        };
+        let body = Body::Toml(text.as_bytes().to_vec());
+        self.request(Method::PUT, path, body).await
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.request(Method::GET, path, Vec::new()).await
+        self.request(Method::GET, path, Body::Json(Vec::new()))
+            .await
     }
 
     async fn request<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Vec<u8>,
+        body: Body,
     ) -> Result<T> {
         // Long polls get their own timeout on top of the connection's.
         let extra = path
@@ -231,7 +264,7 @@ impl PeerClient {
         &self,
         method: Method,
         path: &str,
-        body: Vec<u8>,
+        body: Body,
         extra: Duration,
     ) -> Result<T> {
         let limit = self.timeout + extra;
@@ -252,7 +285,7 @@ impl PeerClient {
         &self,
         method: Method,
         path: &str,
-        body: Vec<u8>,
+        body: Body,
     ) -> Result<T> {
         let tcp = TcpStream::connect(&self.authority)
             .await
@@ -290,7 +323,7 @@ impl PeerClient {
         stream: S,
         method: Method,
         path: &str,
-        body: Vec<u8>,
+        body: Body,
     ) -> Result<(StatusCode, Bytes)>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -313,8 +346,12 @@ impl PeerClient {
                 header::USER_AGENT,
                 concat!("stackd/", env!("CARGO_PKG_VERSION")),
             );
+        let (content_type, body) = match body {
+            Body::Json(b) => ("application/json", b),
+            Body::Toml(b) => ("application/toml", b),
+        };
         if !body.is_empty() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
+            req = req.header(header::CONTENT_TYPE, content_type);
         }
         let req = req
             .body(Full::new(Bytes::from(body)))
@@ -332,6 +369,12 @@ impl PeerClient {
             .to_bytes();
         Ok((status, bytes))
     }
+}
+
+/// A request body and what it is.
+enum Body {
+    Json(Vec<u8>),
+    Toml(Vec<u8>),
 }
 
 /// Percent-encodes a path segment or query value.

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod client;
 mod cluster;
+pub mod liveness;
 pub mod server;
 mod tls;
 pub mod types;
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-pub use client::{PeerClient, PeerClientError};
+pub use client::{PeerClient, PeerClientError, Trust};
 pub use cluster::Cluster;
 pub use server::{serve, PeerServer};
 

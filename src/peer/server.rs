@@ -21,7 +21,8 @@ use tracing::{debug, info, warn};
 
 use super::auth::{self, Limiter, Token};
 use super::types::{
-    ErrorBody, Events, Host, MoveRequest, OpRequest, PrepareAnswer, Service, ServiceSummary, Task,
+    ConfigPushed, ErrorBody, Events, Host, MoveRequest, OpRequest, PrepareAnswer, Service,
+    ServiceSummary, Task,
 };
 use super::{tls, PeerError};
 use crate::config::PeerConfig;
@@ -50,6 +51,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/tasks"),
     ("GET", "/v1/tasks/{id}"),
     ("GET", "/v1/events"),
+    ("PUT", "/v1/config"),
 ];
 
 /// Largest request body read.
@@ -265,6 +267,7 @@ impl From<ControlError> for Failure {
             ControlError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown"),
             ControlError::PeerUnreachable(_) => (StatusCode::BAD_GATEWAY, "PeerUnreachable"),
             ControlError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Store"),
+            ControlError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Io"),
         };
         Failure(status, e.to_string(), kind)
     }
@@ -442,6 +445,29 @@ async fn dispatch(
             json(StatusCode::OK, &Task::from_record(&task, Some(log)))
         }
         "/v1/events" => events(state, &query).await?,
+        "/v1/config" => {
+            let check_only = flag(&query, "check")?;
+            let body = read_body(req).await?;
+            let text = String::from_utf8(body.to_vec())
+                .map_err(|_| bad_request("the cluster file must be UTF-8 text"))?;
+            let c = control.clone();
+            let hash = tokio::task::spawn_blocking(move || c.replace_config(&text, check_only))
+                .await
+                .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "Io"))??;
+            if !check_only {
+                info!("cluster file replaced by a push from {peer} ({hash})");
+            }
+            let m = control.manager();
+            json(
+                StatusCode::OK,
+                &ConfigPushed {
+                    host: m.host,
+                    config_path: m.config_path.display().to_string(),
+                    config_hash: hash,
+                    written: !check_only,
+                },
+            )
+        }
         op_route => {
             let op = match op_route.rsplit('/').next() {
                 Some("start") => Op::Start,
@@ -456,12 +482,7 @@ async fn dispatch(
                     ))
                 }
             };
-            let body = read_body(req).await?;
-            let request: OpRequest = if body.iter().all(u8::is_ascii_whitespace) {
-                OpRequest::default()
-            } else {
-                parse_json(&body)?
-            };
+            let request = op_request(&read_body(req).await?)?;
             let origin = match request.caller {
                 Some(c) => format!(
                     "peer:{}:{}",
@@ -475,6 +496,39 @@ async fn dispatch(
             json(StatusCode::ACCEPTED, &Task::from_record(&task, None))
         }
     })
+}
+
+/// The optional JSON body of a service operation.
+fn op_request(body: &[u8]) -> Result<OpRequest, Failure> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(OpRequest::default());
+    }
+    parse_json(body)
+}
+
+/// Decodes what a client controls before any handler runs: the route, the
+/// path parameters, the query and, for operations, the JSON body. The fuzz
+/// targets (`fuzz/`, `tests/fuzz.rs`) feed it arbitrary input; it must
+/// answer, never panic. Err is the status and reason the client would get.
+pub fn decode_request(method: &str, target: &str, body: &[u8]) -> Result<(), (StatusCode, String)> {
+    let fail = |f: Failure| (f.0, f.1);
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (pattern, params) =
+        route(method, path).map_err(|s| (s, format!("no route for {method} {path}")))?;
+    parse_query(query).map_err(fail)?;
+    for v in params.values() {
+        percent_decode(v).map_err(fail)?;
+    }
+    match pattern {
+        "/v1/services/{name}/prepare" | "/v1/services/{name}/receive" => {
+            parse_json::<MoveRequest>(body).map_err(fail)?;
+        }
+        _ if method == "POST" && pattern.starts_with("/v1/services/") => {
+            op_request(body).map_err(fail)?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Failure> {
@@ -540,6 +594,17 @@ fn number(q: &BTreeMap<String, String>, key: &str, default: u64) -> Result<u64, 
         Some(v) => v
             .parse()
             .map_err(|_| bad_request(format!("{key} must be a non-negative integer, not {v:?}"))),
+    }
+}
+
+/// A boolean query parameter: absent is false.
+fn flag(q: &BTreeMap<String, String>, key: &str) -> Result<bool, Failure> {
+    match q.get(key).map(String::as_str) {
+        None | Some("false" | "0") => Ok(false),
+        Some("true" | "1" | "") => Ok(true),
+        Some(v) => Err(bad_request(format!(
+            "{key} must be true or false, not {v:?}"
+        ))),
     }
 }
 

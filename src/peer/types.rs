@@ -241,6 +241,19 @@ impl PrepareAnswer {
     }
 }
 
+/// The answer to `PUT /v1/config`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConfigPushed {
+    pub host: String,
+    /// The file that was (or, with `check`, would be) replaced.
+    pub config_path: String,
+    /// The hash of the configuration in force now (with `check`: of the
+    /// one the pushed file would make).
+    pub config_hash: String,
+    /// False when only checked.
+    pub written: bool,
+}
+
 /// Every error body.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -24,6 +24,8 @@ pub const MESSAGE_SPIKE_STARTED: &str = "545039ac9d07465299144e24e72c9986";
 pub const MESSAGE_SPIKE_ENDED: &str = "c0e17e8db4294af785dcc95c50b8b188";
 /// A peer host stopped answering on its peer endpoint.
 pub const MESSAGE_PEER_LOST: &str = "62c1d366c95e4eada888bdbeaecdeca3";
+/// A lost peer host answers again.
+pub const MESSAGE_PEER_BACK: &str = "e4a44da66a1b498391b94360f7ef0939";
 /// A configuration reload was refused; the running configuration stays.
 pub const MESSAGE_RELOAD_FAILED: &str = "c273d99cff4c47a885f38ec5d2c2d975";
 
