@@ -7,16 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn task_times(env: &TestEnv, bus: &Bus, service: &str) -> (u64, u64) {
-    let tasks = stackctl_json(env, bus, &["tasks", "--service", service]);
-    let id = tasks[0]["id"].as_u64().unwrap().to_string();
-    let t = stackctl_json(env, bus, &["task", &id]);
-    (
-        t["started_usec"].as_u64().unwrap(),
-        t["finished_usec"].as_u64().unwrap(),
-    )
-}
-
 #[test]
 fn dependencies_start_in_order_and_guard_stop_and_conflicts() {
     if !(have_docker() && have_bus()) {
@@ -36,8 +26,8 @@ fn dependencies_start_in_order_and_guard_stop_and_conflicts() {
         running(&db) == 1 && running(&web) == 1
     });
     // Task timestamps: web's deploy started after db's ended.
-    let (_, db_done) = task_times(&env, &bus, &db);
-    let (web_started, _) = task_times(&env, &bus, &web);
+    let (_, _, db_done) = task_of(&env, &bus, &db, None);
+    let (_, web_started, _) = task_of(&env, &bus, &web, None);
     assert!(
         web_started >= db_done,
         "web started {web_started}, db done {db_done}"
@@ -128,15 +118,15 @@ services:
     drop(holder);
 }
 
-/// The first task of `service` whose kind is `kind`: (id, started, finished).
-fn task_of(env: &TestEnv, bus: &Bus, service: &str, kind: &str) -> (String, u64, u64) {
+/// The newest task of `service` (of `kind`, when given): (id, started, finished).
+fn task_of(env: &TestEnv, bus: &Bus, service: &str, kind: Option<&str>) -> (String, u64, u64) {
     let tasks = stackctl_json(env, bus, &["tasks", "--service", service]);
     let t = tasks
         .as_array()
         .unwrap()
         .iter()
-        .find(|t| t["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind} task of {service}: {tasks}"));
+        .find(|t| kind.map_or(true, |k| t["kind"] == k))
+        .unwrap_or_else(|| panic!("no {kind:?} task of {service}: {tasks}"));
     let id = t["id"].as_u64().unwrap().to_string();
     let t = stackctl_json(env, bus, &["task", &id]);
     (
@@ -248,8 +238,8 @@ fn a_start_waits_for_healthy_dependencies_and_force_clears_the_way() {
     assert!(refused.stderr.contains("--force"), "{refused}");
     stackctl(&env, &bus, &["stop", "--force", &db]).expect_success();
     assert_eq!((running(&db), running(&web)), (0, 0));
-    let (_, _, web_stopped) = task_of(&env, &bus, &web, "stop");
-    let (_, db_stop_started, _) = task_of(&env, &bus, &db, "stop");
+    let (_, _, web_stopped) = task_of(&env, &bus, &web, Some("stop"));
+    let (_, db_stop_started, _) = task_of(&env, &bus, &db, Some("stop"));
     assert!(
         db_stop_started >= web_stopped,
         "db stop started {db_stop_started}, web stopped {web_stopped}"

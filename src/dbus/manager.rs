@@ -17,14 +17,34 @@ use super::types::{
     parse_mode, ContainerStatsRow, DependencyRow, HostRow, PlanRow, ServiceRow, TaskRow,
 };
 use super::Shared;
-use crate::control::Op;
-use crate::store::{TaskFilter, TaskState};
+use crate::control::{ControlError, Op};
+use crate::store::{TaskFilter, TaskRecord, TaskState};
 
 pub struct Manager {
     pub(super) shared: Shared,
 }
 
 impl Manager {
+    /// A change a caller asked for, in a job mode ("fail" or "replace"):
+    /// mode checked, caller authorized, then `queue` with (force, origin);
+    /// the task's object is registered before its path is returned.
+    async fn queue<F>(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        mode: &str,
+        queue: impl FnOnce(bool, String) -> F,
+    ) -> Result<OwnedObjectPath>
+    where
+        F: std::future::Future<Output = std::result::Result<TaskRecord, ControlError>>,
+    {
+        let force = parse_mode(mode).map_err(Error::InvalidArgument)?;
+        self.shared.policy.check(conn, header).await?;
+        let task = queue(force, origin(header)).await?;
+        self.shared.register_task(task.id).await;
+        Ok(task_path(task.id))
+    }
+
     async fn migrate_as(
         &self,
         conn: &Connection,
@@ -33,15 +53,11 @@ impl Manager {
         host: &str,
         mode: &str,
     ) -> Result<OwnedObjectPath> {
-        let force = parse_mode(mode).map_err(Error::InvalidArgument)?;
-        self.shared.policy.check(conn, header).await?;
-        let task = self
-            .shared
-            .control
-            .migrate(name, host, force, &origin(header))
-            .await?;
-        self.shared.register_task(task.id).await;
-        Ok(task_path(task.id))
+        let control = &self.shared.control;
+        self.queue(conn, header, mode, |force, origin| async move {
+            control.migrate(name, host, force, &origin).await
+        })
+        .await
     }
 
     async fn op(
@@ -52,15 +68,11 @@ impl Manager {
         name: &str,
         mode: &str,
     ) -> Result<OwnedObjectPath> {
-        let force = parse_mode(mode).map_err(Error::InvalidArgument)?;
-        self.shared.policy.check(conn, header).await?;
-        let task = self
-            .shared
-            .control
-            .request(op, name, &origin(header), force)
-            .await?;
-        self.shared.register_task(task.id).await;
-        Ok(task_path(task.id))
+        let control = &self.shared.control;
+        self.queue(conn, header, mode, |force, origin| async move {
+            control.request(op, name, &origin, force).await
+        })
+        .await
     }
 }
 
