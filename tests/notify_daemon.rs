@@ -25,16 +25,20 @@ services:
     .to_string()
 }
 
-#[test]
-fn a_failed_task_is_mailed_and_notify_test_reports_each_channel() {
-    if !have_docker()
-        || !have_bus()
-        || !require(
+/// Docker, a bus and aiosmtpd: the parts the mail tests drive.
+fn have_parts() -> bool {
+    have_docker()
+        && have_bus()
+        && require(
             "aiosmtpd",
             smtp::have_aiosmtpd(),
             "python3 -m pip install aiosmtpd",
         )
-    {
+}
+
+#[test]
+fn a_failed_task_is_mailed_and_notify_test_reports_each_channel() {
+    if !have_parts() {
         return;
     }
     ensure_image();
@@ -230,14 +234,7 @@ fn the_notify_agent_shows_a_failed_task_on_the_desktop() {
 
 #[test]
 fn a_mail_waits_out_a_dead_smtp_server_and_a_daemon_restart_and_arrives_once() {
-    if !have_docker()
-        || !have_bus()
-        || !require(
-            "aiosmtpd",
-            smtp::have_aiosmtpd(),
-            "python3 -m pip install aiosmtpd",
-        )
-    {
+    if !have_parts() {
         return;
     }
     ensure_image();
