@@ -16,9 +16,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use stackd::engine::Docker;
+
+#[path = "../tests/common/image.rs"]
+mod image;
 use stackd::resources::ContainerSampler;
 
-const IMAGE: &str = "stackd-test/busybox:1";
 const LIVE_CONTAINERS: usize = 10;
 const CGROUP_ROUNDS: usize = 200;
 const DOCKER_ROUNDS: usize = 5;
@@ -228,19 +230,14 @@ async fn live_against_docker() -> Vec<Figure> {
         Ok(d) => d,
         Err(e) => return skipped(e.to_string()),
     };
-    let image = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/busybox-image"
-    ))
-    .arg(IMAGE)
-    .status();
-    if !image.is_ok_and(|s| s.success()) {
-        return skipped(format!("cannot build {IMAGE}"));
+    if let Err(e) = image::busybox_static() {
+        return skipped(format!("cannot build the test image: {e}"));
     }
+    let image = image::test_image();
     let mut containers = Containers(Vec::new());
     for _ in 0..LIVE_CONTAINERS {
         let out = Command::new("docker")
-            .args(["run", "-d", "--rm", IMAGE, "sleep", "3600"])
+            .args(["run", "-d", "--rm", image, "sleep", "3600"])
             .output()
             .expect("run docker");
         assert!(

@@ -91,7 +91,7 @@ fn main() {
 /// `auto_start = false`.
 fn idle_env(name: &str, count: usize) -> TestEnv {
     let env = TestEnv::new(name);
-    let compose = common::sleeper_compose(common::IMAGE);
+    let compose = common::sleeper_compose(common::ensure_image());
     let mut config = String::new();
     for i in 0..count {
         let project = env.add_project(&format!("s{i:03}"), &compose);

@@ -571,7 +571,7 @@ fn gib(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::testing::{self, TEST_IMAGE};
+    use crate::engine::testing;
 
     #[test]
     fn reads_v1_normalised_config() {
@@ -685,11 +685,12 @@ services:
     }
 
     fn fixture(dir: &Path, port: u16, bind: &str) -> Target {
+        let image = testing::test_image();
         std::fs::write(dir.join("app.env"), "A=1\n").unwrap();
         std::fs::write(
             dir.join("compose.yaml"),
             format!(
-                "services:\n  app:\n    image: {TEST_IMAGE}\n    pull_policy: never\n    env_file: app.env\n    ports: [\"{port}:80\"]\n    volumes: [\"{bind}:/data\"]\n    command: [\"sleep\", \"600\"]\n"
+                "services:\n  app:\n    image: {image}\n    pull_policy: never\n    env_file: app.env\n    ports: [\"{port}:80\"]\n    volumes: [\"{bind}:/data\"]\n    command: [\"sleep\", \"600\"]\n"
             ),
         )
         .unwrap();
@@ -716,7 +717,7 @@ services:
         else {
             return;
         };
-        testing::ensure_test_image();
+        testing::test_image();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("data")).unwrap();
         let target = fixture(dir.path(), free_port(), "./data");
@@ -731,7 +732,7 @@ services:
         else {
             return;
         };
-        testing::ensure_test_image();
+        testing::test_image();
         let dir = tempfile::tempdir().unwrap();
         let held = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
         let port = held.local_addr().unwrap().port();

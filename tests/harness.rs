@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{
     busctl, busctl_as, containers, docker, ensure_image, have_bus, have_docker, have_setpriv,
-    require, running, wait_until, which, Bus, Daemon, TestEnv, IMAGE,
+    require, running, wait_until, which, Bus, Daemon, TestEnv,
 };
 
 #[test]
@@ -29,9 +29,19 @@ fn image_is_built_once_and_runs_busybox() {
         .into_iter()
         .map(|t| t.join().expect("ensure_image panicked"))
         .collect();
-    assert!(names.iter().all(|n| *n == IMAGE), "{names:?}");
+    let image = names[0];
+    assert!(names.iter().all(|n| *n == image), "{names:?}");
+    // The tag is the recipe's hash, so an image of the same repository built
+    // another way (an older checkout's `:1`, an sh-only import) is another
+    // image and never taken for this one.
+    let (repository, tag) = image.split_once(':').expect("name:tag");
+    assert_eq!(repository, "stackd-test/busybox");
+    assert!(
+        tag.len() == 12 && tag.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{image}"
+    );
 
-    let out = docker(&["run", "--rm", IMAGE, "echo", "ok"]).expect_success();
+    let out = docker(&["run", "--rm", image, "echo", "ok"]).expect_success();
     assert_eq!(out.stdout, "ok\n");
 
     let cmd = docker(&[
@@ -39,7 +49,7 @@ fn image_is_built_once_and_runs_busybox() {
         "inspect",
         "--format",
         "{{json .Config.Cmd}}",
-        IMAGE,
+        image,
     ])
     .expect_success();
     assert_eq!(cmd.stdout.trim(), r#"["/bin/sh"]"#);
@@ -48,7 +58,7 @@ fn image_is_built_once_and_runs_busybox() {
     let script = "for a in sh sleep httpd true false cat echo nc wget; do \
                   [ -x /bin/$a ] || { echo missing $a; exit 1; }; done; \
                   ! false && true && echo ok";
-    let out = docker(&["run", "--rm", IMAGE, "sh", "-c", script]).expect_success();
+    let out = docker(&["run", "--rm", image, "sh", "-c", script]).expect_success();
     assert_eq!(out.stdout, "ok\n");
 }
 

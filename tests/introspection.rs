@@ -185,7 +185,7 @@ fn served_document() -> Option<String> {
     let env = TestEnv::new("introspection");
     // The daemon needs no Docker for this: the service is known from the
     // config, and Apply queues a reconcile task whatever Docker says.
-    let service = env.add_project("web", &common::sleeper_compose(common::IMAGE));
+    let service = env.add_project("web", &common::sleeper_compose(common::ensure_image()));
     env.write_config(&format!("[services.{service}]\nauto_start = false\n"));
     let bus = Bus::start(env.dir());
     let _daemon = Daemon::start(&env, &bus);
@@ -439,7 +439,7 @@ fn the_bus_policy_lets_everyone_ask_and_the_daemon_decide() {
         return;
     }
     let env = TestEnv::new("policy");
-    let service = env.add_project("web", &common::sleeper_compose(common::IMAGE));
+    let service = env.add_project("web", &common::sleeper_compose(common::ensure_image()));
     env.write_config(&format!("[services.{service}]\nauto_start = false\n"));
     let bus_dir = env.dir().join("system-bus");
     fs::create_dir(&bus_dir).expect("bus dir");

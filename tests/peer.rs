@@ -45,9 +45,10 @@ fn write_cluster_as(
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(token_mode))
         .expect("chmod token");
     let mut text = format!(
-        "host = \"a\"\ncompose_dir = {}\nboot_id_file = {}\n\n[peer]\ntoken_file = {}\ntimeout = \"2s\"\n{peer_extra}\n",
+        "host = \"a\"\ncompose_dir = {}\nboot_id_file = {}\n{}\n[peer]\ntoken_file = {}\ntimeout = \"2s\"\n{peer_extra}\n",
         toml_str(&env.compose_dir().display().to_string()),
         toml_str(&env.boot_id_file().display().to_string()),
+        common::compose_config_line(),
         toml_str(&token.display().to_string()),
     );
     for (h, ip) in HOSTS {

@@ -614,11 +614,12 @@ mod tests {
 
     use super::*;
     use crate::engine::docker::ContainerState;
-    use crate::engine::testing::{self, Project, TEST_IMAGE};
+    use crate::engine::testing::{self, Project};
 
     fn sleeper(name: &str, secs: u32) -> String {
+        let image = testing::test_image();
         format!(
-            "  {name}:\n    image: {TEST_IMAGE}\n    pull_policy: never\n    stop_signal: SIGKILL\n    command: [\"sh\", \"-c\", \"echo started; sleep {secs}\"]\n"
+            "  {name}:\n    image: {image}\n    pull_policy: never\n    stop_signal: SIGKILL\n    command: [\"sh\", \"-c\", \"echo started; sleep {secs}\"]\n"
         )
     }
 
@@ -786,7 +787,7 @@ version: '2.4'
         else {
             return;
         };
-        testing::ensure_test_image();
+        testing::test_image();
         let project = Project::new(&compose, "up", &sleeper("app", 600));
         let lines = Mutex::new(Vec::<String>::new());
         compose
@@ -812,7 +813,7 @@ version: '2.4'
         assert_eq!(c.service, "app");
         assert_eq!(c.number, Some(1));
         assert!(!c.oneoff);
-        assert_eq!(c.image, TEST_IMAGE);
+        assert_eq!(c.image, testing::test_image());
         assert_eq!(c.state, ContainerState::Running);
         assert!(c.status.starts_with("Up"), "{}", c.status);
         assert_eq!(c.exit_code, None);
@@ -833,7 +834,7 @@ version: '2.4'
         let Some(compose) = testing::compose().await else {
             return;
         };
-        testing::ensure_test_image();
+        testing::test_image();
         let project = Project::new(&compose, "fail", &sleeper("app", 1));
         let err = compose
             .run(
@@ -871,7 +872,7 @@ version: '2.4'
                 .images(&project.name, dir, &project.file)
                 .await
                 .unwrap(),
-            vec![TEST_IMAGE.to_string()]
+            vec![testing::test_image().to_string()]
         );
 
         let bad = dir.join("bad.yaml");
@@ -897,7 +898,7 @@ version: '2.4'
     ) -> Option<(ComposeError, Duration, u32)> {
         let compose = testing::compose().await?;
         testing::docker().await?;
-        testing::ensure_test_image();
+        testing::test_image();
         let project = Project::new(&compose, suffix, &sleeper("app", 600));
         let inv = project.invocation(&["up"]);
         let cancel = CancellationToken::new();

@@ -827,7 +827,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::engine::testing::{self, Project, TEST_IMAGE};
+    use crate::engine::testing::{self, Project};
 
     #[test]
     fn parses_docker_timestamps() {
@@ -942,8 +942,8 @@ mod tests {
         let Some(docker) = testing::docker().await else {
             return;
         };
-        testing::ensure_test_image();
-        assert!(docker.image_present(TEST_IMAGE).await.unwrap());
+        testing::test_image();
+        assert!(docker.image_present(testing::test_image()).await.unwrap());
         assert!(!docker
             .image_present("stackd-test/not-there:0")
             .await
@@ -972,12 +972,12 @@ mod tests {
         else {
             return;
         };
-        testing::ensure_test_image();
+        let image = testing::test_image();
         let project = Project::new(
             &compose,
             "events",
             &format!(
-                "  job:\n    image: {TEST_IMAGE}\n    pull_policy: never\n    command: [\"sh\", \"-c\", \"sleep 1; exit 3\"]\n"
+                "  job:\n    image: {image}\n    pull_policy: never\n    command: [\"sh\", \"-c\", \"sleep 1; exit 3\"]\n"
             ),
         );
         let mut events = Box::pin(docker.events());
@@ -1011,12 +1011,12 @@ mod tests {
         else {
             return;
         };
-        testing::ensure_test_image();
+        let image = testing::test_image();
         let project = Project::new(
             &compose,
             "logs",
             &format!(
-                "  talk:\n    image: {TEST_IMAGE}\n    pull_policy: never\n    command: [\"sh\", \"-c\", \"echo line one; echo line two >&2; echo line three; sleep 600\"]\n    stop_signal: SIGKILL\n"
+                "  talk:\n    image: {image}\n    pull_policy: never\n    command: [\"sh\", \"-c\", \"echo line one; echo line two >&2; echo line three; sleep 600\"]\n    stop_signal: SIGKILL\n"
             ),
         );
         up(&compose, &project).await;
@@ -1066,12 +1066,12 @@ mod tests {
         else {
             return;
         };
-        testing::ensure_test_image();
+        let image = testing::test_image();
         let project = Project::new(
             &compose,
             "exec",
             &format!(
-                "  box:\n    image: {TEST_IMAGE}\n    pull_policy: never\n    command: [\"sleep\", \"600\"]\n    stop_signal: SIGKILL\n"
+                "  box:\n    image: {image}\n    pull_policy: never\n    command: [\"sleep\", \"600\"]\n    stop_signal: SIGKILL\n"
             ),
         );
         up(&compose, &project).await;

@@ -43,17 +43,20 @@ impl EngineError {
     }
 }
 
+/// The one test-image builder, shared with the integration harness and the
+/// benches (a path outside `src/`, so there is one recipe, not two).
+#[cfg(test)]
+#[path = "../../tests/common/image.rs"]
+mod test_image;
+
 /// Helpers shared by this module's tests. A shared test harness will replace
 /// them; they stay deliberately small.
 #[cfg(test)]
 pub(crate) mod testing {
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::process::{Command, Stdio};
-    use std::sync::Mutex;
 
     use super::{Compose, ComposeChoice, Docker};
-
-    pub const TEST_IMAGE: &str = "stackd-test/busybox:1";
 
     fn in_ci() -> bool {
         std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -82,8 +85,16 @@ pub(crate) mod testing {
         }
     }
 
+    /// The Compose flavor `STACKD_TEST_COMPOSE` names (`v1`, `v2`), else
+    /// what `auto` finds, as the integration harness chooses.
     pub async fn compose() -> Option<Compose> {
-        match Compose::detect(ComposeChoice::Auto).await {
+        let choice = match std::env::var("STACKD_TEST_COMPOSE").as_deref() {
+            Ok("v1") => ComposeChoice::V1,
+            Ok("v2") => ComposeChoice::V2,
+            Ok("") | Err(_) => ComposeChoice::Auto,
+            Ok(other) => panic!("STACKD_TEST_COMPOSE={other:?}: expected v1 or v2"),
+        };
+        match Compose::detect(choice).await {
             Ok(c) => Some(c),
             Err(e) => {
                 missing("Compose", &e.to_string());
@@ -92,59 +103,7 @@ pub(crate) mod testing {
         }
     }
 
-    static IMAGE_LOCK: Mutex<bool> = Mutex::new(false);
-
-    /// Builds `stackd-test/busybox:1` from the host's static busybox, once.
-    pub fn ensure_test_image() {
-        let mut done = IMAGE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        if *done {
-            return;
-        }
-        let present = Command::new("docker")
-            .args(["image", "inspect", TEST_IMAGE])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !present {
-            build_test_image();
-        }
-        *done = true;
-    }
-
-    fn build_test_image() {
-        let busybox = Path::new("/bin/busybox");
-        let described = Command::new("file")
-            .arg("-L")
-            .arg(busybox)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        assert!(
-            busybox.exists() && (described.is_empty() || described.contains("statically linked")),
-            "the test image needs a static /bin/busybox: apt-get install -y busybox-static"
-        );
-        let root = tempfile::tempdir().expect("temp dir");
-        let bin = root.path().join("bin");
-        std::fs::create_dir(&bin).expect("mkdir bin");
-        std::fs::copy(busybox, bin.join("busybox")).expect("copy busybox");
-        std::os::unix::fs::symlink("busybox", bin.join("sh")).expect("symlink sh");
-        let mut tar = Command::new("tar")
-            .arg("-C")
-            .arg(root.path())
-            .args(["-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run tar");
-        let status = Command::new("docker")
-            .args(["import", "--change", r#"CMD ["/bin/sh"]"#, "-", TEST_IMAGE])
-            .stdin(tar.stdout.take().expect("tar stdout"))
-            .stdout(Stdio::null())
-            .status()
-            .expect("run docker import");
-        assert!(tar.wait().expect("tar").success(), "tar failed");
-        assert!(status.success(), "docker import of {TEST_IMAGE} failed");
-    }
+    pub use super::test_image::test_image;
 
     /// One Compose project in a temp dir; `down`ed when dropped.
     pub struct Project {

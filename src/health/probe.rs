@@ -782,17 +782,17 @@ mod tests {
 
     #[tokio::test]
     async fn container_command_probe() {
-        use crate::engine::testing::{self, Project, TEST_IMAGE};
+        use crate::engine::testing::{self, Project};
         let (Some(docker), Some(compose)) = (testing::docker().await, testing::compose().await)
         else {
             return;
         };
-        testing::ensure_test_image();
+        let image = testing::test_image();
         let project = Project::new(
             &compose,
             "hprobe",
             &format!(
-                "  box:\n    image: {TEST_IMAGE}\n    pull_policy: never\n    command: [\"sleep\", \"600\"]\n    stop_signal: SIGKILL\n"
+                "  box:\n    image: {image}\n    pull_policy: never\n    command: [\"sleep\", \"600\"]\n    stop_signal: SIGKILL\n"
             ),
         );
         compose

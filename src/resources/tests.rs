@@ -220,9 +220,9 @@ async fn live_container_busy_loop_is_one_core() {
     if testing::docker().await.is_none() {
         return; // SKIPPED printed, or failed under CI.
     }
-    testing::ensure_test_image();
+    testing::test_image();
     let out = std::process::Command::new("docker")
-        .args(["run", "-d", "--rm", testing::TEST_IMAGE])
+        .args(["run", "-d", "--rm", testing::test_image()])
         .args(["sh", "-c", "while :; do :; done"])
         .output()
         .expect("run docker");

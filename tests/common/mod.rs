@@ -16,11 +16,14 @@
 // without this every binary would warn about the helpers it does not call.
 #![allow(dead_code)]
 
+mod image;
+pub use image::busybox_static;
+
 use std::ffi::OsStr;
 use std::fmt::{self, Write as _};
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -30,12 +33,9 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// The test image, built by [`ensure_image`].
-pub const IMAGE: &str = "stackd-test/busybox:1";
 /// The host name every test config gives the daemon.
 pub const HOST: &str = "testhost";
 /// How long `Daemon::start` waits for `READY=1`.
@@ -136,25 +136,44 @@ pub fn which(name: &str) -> Option<PathBuf> {
         })
 }
 
-/// How to run Compose here: `docker compose` (v2) when the plugin answers,
-/// else `docker-compose` (v1), else None.
+/// How to run Compose here: the flavor `STACKD_TEST_COMPOSE` names (`v2`:
+/// `docker compose`, `v1`: `docker-compose`), else `docker compose` when
+/// the plugin answers, else `docker-compose`; None when the one asked for,
+/// or both, do not answer. The daemons the harness starts are configured
+/// with the same command ([`compose_config_line`]), so one environment
+/// variable runs a whole test binary under one flavor.
 pub fn compose_command() -> Option<&'static [String]> {
     static COMMAND: OnceLock<Option<Vec<String>>> = OnceLock::new();
     COMMAND
         .get_or_init(|| {
-            let answers = |program: &str, args: &[&str]| {
-                try_run(Command::new(program).args(args), Duration::from_secs(60))
-                    .is_ok_and(|out| out.success())
+            let answers = |program: &[&str]| {
+                try_run(
+                    Command::new(program[0]).args(&program[1..]).arg("version"),
+                    Duration::from_secs(60),
+                )
+                .is_ok_and(|out| out.success())
             };
-            if answers("docker", &["compose", "version"]) {
-                Some(vec!["docker".into(), "compose".into()])
-            } else if answers("docker-compose", &["version"]) {
-                Some(vec!["docker-compose".into()])
-            } else {
-                None
-            }
+            let candidates: &[&[&str]] = match std::env::var("STACKD_TEST_COMPOSE").as_deref() {
+                Ok("v1") => &[&["docker-compose"]],
+                Ok("v2") => &[&["docker", "compose"]],
+                Ok("") | Err(_) => &[&["docker", "compose"], &["docker-compose"]],
+                Ok(other) => panic!("STACKD_TEST_COMPOSE={other:?}: expected v1 or v2"),
+            };
+            candidates
+                .iter()
+                .find(|program| answers(program))
+                .map(|program| program.iter().map(|w| w.to_string()).collect())
         })
         .as_deref()
+}
+
+/// The `compose_command = "..."` line for a test daemon's config: the
+/// command [`compose_command`] chose, so the daemon and the test agree.
+/// Empty when there is no Compose (the test has already skipped or failed).
+pub fn compose_config_line() -> String {
+    compose_command().map_or_else(String::new, |words| {
+        format!("compose_command = {}\n", toml_str(&words.join(" ")))
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -284,147 +303,16 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
 // The test image
 // ---------------------------------------------------------------------------
 
-/// Applets linked into the image's /bin (all point at /bin/busybox).
-const APPLETS: &[&str] = &[
-    "sh", "cat", "cp", "date", "dd", "echo", "env", "false", "grep", "head", "hostname", "httpd",
-    "id", "kill", "ln", "ls", "mkdir", "mv", "nc", "printf", "ps", "rm", "seq", "sleep", "tail",
-    "test", "timeout", "touch", "true", "wget", "yes",
-];
-const ETC_PASSWD: &str =
-    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n";
-const ETC_GROUP: &str = "root:x:0:\nnogroup:x:65534:\n";
-/// Label holding a hash of the recipe above: an image built from an older
-/// recipe is rebuilt, so adding an applet needs no manual tag bump.
-const RECIPE_LABEL: &str = "org.stackd.test.recipe";
-const IMAGE_LOCK: &str = "/tmp/stackd-test-image.lock";
-
-/// Builds [`IMAGE`] unless it is there already, and returns its name.
-///
-/// The image is a static busybox imported with `docker import` (no registry
-/// needed); its CMD is /bin/sh. Safe to call from any number of test threads
-/// and test binaries at once: one build per process at most, serialised
-/// across processes by an exclusive flock on a file in /tmp.
+/// The test image's name (`stackd-test/busybox:<recipe hash>`), built
+/// first unless Docker has it; see `tests/common/image.rs`, the one builder
+/// the library's tests, this harness and the benches share.
 #[track_caller]
 pub fn ensure_image() -> &'static str {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(build_image);
-    IMAGE
+    image::test_image()
 }
 
-fn build_image() {
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(IMAGE_LOCK)
-        .unwrap_or_else(|e| panic!("cannot open {IMAGE_LOCK}: {e}"));
-    let _lock = Flock::lock(lock, FlockArg::LockExclusive)
-        .unwrap_or_else(|(_, e)| panic!("cannot lock {IMAGE_LOCK}: {e}"));
-
-    let recipe = format!("{:016x}", fnv1a(image_recipe().as_bytes()));
-    let label_format = format!("{{{{index .Config.Labels \"{RECIPE_LABEL}\"}}}}");
-    let current = docker(&["image", "inspect", "--format", &label_format, IMAGE]);
-    if current.success() && current.stdout.trim() == recipe {
-        return;
-    }
-
-    let busybox = busybox_static().unwrap_or_else(|e| {
-        panic!("cannot build {IMAGE}: {e} (install: apt-get install busybox-static)")
-    });
-    let stage = tempfile::Builder::new()
-        .prefix("stackd-image-")
-        .tempdir()
-        .expect("temp dir for the image");
-    let root = stage.path().join("root");
-    for dir in ["bin", "etc", "tmp", "var/www"] {
-        fs::create_dir_all(root.join(dir)).expect("image dir");
-    }
-    fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod tmp");
-    fs::copy(&busybox, root.join("bin/busybox")).expect("copy busybox");
-    fs::set_permissions(root.join("bin/busybox"), fs::Permissions::from_mode(0o755))
-        .expect("chmod busybox");
-    for applet in APPLETS {
-        symlink("busybox", root.join("bin").join(applet)).expect("applet link");
-    }
-    fs::write(root.join("etc/passwd"), ETC_PASSWD).expect("etc/passwd");
-    fs::write(root.join("etc/group"), ETC_GROUP).expect("etc/group");
-
-    let tarball = stage.path().join("image.tar");
-    run(
-        Command::new("tar")
-            .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tarball)
-            .arg("."),
-        COMMAND_TIMEOUT,
-    )
-    .expect_success();
-    let label = format!("LABEL {RECIPE_LABEL}={recipe}");
-    run(
-        Command::new("docker")
-            .args([
-                "import",
-                "--change",
-                r#"CMD ["/bin/sh"]"#,
-                "--change",
-                &label,
-            ])
-            .arg(&tarball)
-            .arg(IMAGE),
-        COMMAND_TIMEOUT,
-    )
-    .expect_success();
-}
-
-fn image_recipe() -> String {
-    format!("{}\n{ETC_PASSWD}{ETC_GROUP}", APPLETS.join(" "))
-}
-
-/// /bin/busybox, if it is there and statically linked (Debian's `busybox`
-/// package installs a dynamic one at the same path; the image has no libc).
-pub fn busybox_static() -> Result<PathBuf, String> {
-    let path = PathBuf::from("/bin/busybox");
-    let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    match elf_has_interpreter(&bytes) {
-        Some(false) => Ok(path),
-        Some(true) => Err(format!(
-            "{} is dynamically linked (the `busybox` package, not `busybox-static`)",
-            path.display()
-        )),
-        None => Err(format!("{} is not an ELF file", path.display())),
-    }
-}
-
-/// Whether an ELF file asks for a program interpreter (`PT_INTERP`), i.e. is
-/// dynamically linked. None when it is not a little-endian ELF file.
-fn elf_has_interpreter(elf: &[u8]) -> Option<bool> {
-    const PT_INTERP: u32 = 3;
-    let int = |at: usize, len: usize| -> Option<u64> {
-        let bytes = elf.get(at..at + len)?;
-        Some(bytes.iter().rev().fold(0, |n, b| (n << 8) | u64::from(*b)))
-    };
-    if elf.get(..4)? != b"\x7fELF" || *elf.get(5)? != 1 {
-        return None;
-    }
-    // (e_phoff, its size), e_phentsize, e_phnum for ELF32 and ELF64.
-    let (phoff, entsize, count) = match elf.get(4)? {
-        1 => (int(0x1c, 4)?, int(0x2a, 2)?, int(0x2c, 2)?),
-        2 => (int(0x20, 8)?, int(0x36, 2)?, int(0x38, 2)?),
-        _ => return None,
-    };
-    let phoff = usize::try_from(phoff).ok()?;
-    let entsize = usize::try_from(entsize).ok()?;
-    for i in 0..usize::try_from(count).ok()? {
-        if int(phoff + i * entsize, 4)? == u64::from(PT_INTERP) {
-            return Some(true);
-        }
-    }
-    Some(false)
-}
-
-/// 64-bit FNV-1a: a stable hash (std's `DefaultHasher` may change between
-/// Rust releases, and the image label must not).
+/// 64-bit FNV-1a: a stable hash for project prefixes (std's `DefaultHasher`
+/// may change between Rust releases).
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
@@ -640,12 +528,13 @@ impl TestEnv {
     pub fn write_config(&self, extra: &str) -> PathBuf {
         let text = format!(
             "# Written by tests/common for test {}.\n\
-             host = {}\ncompose_dir = {}\nstate_dir = {}\nboot_id_file = {}\n\n{extra}",
+             host = {}\ncompose_dir = {}\nstate_dir = {}\nboot_id_file = {}\n{}\n{extra}",
             self.name,
             toml_str(HOST),
             toml_str(&self.compose_dir().display().to_string()),
             toml_str(&self.state_dir().display().to_string()),
             toml_str(&self.boot_id_file().display().to_string()),
+            compose_config_line(),
         );
         let path = self.config_path();
         fs::write(&path, text).expect("stackd.toml");
@@ -1392,9 +1281,10 @@ impl TwoHosts {
             .map(|(env, host)| {
                 let path = env.dir().join("cluster.toml");
                 let text = format!(
-                    "host = \"{host}\"\ncompose_dir = {}\nboot_id_file = {}\n\n{shared}",
+                    "host = \"{host}\"\ncompose_dir = {}\nboot_id_file = {}\n{}\n{shared}",
                     toml_str(&env.compose_dir().display().to_string()),
                     toml_str(&env.boot_id_file().display().to_string()),
+                    compose_config_line(),
                 );
                 fs::write(&path, text).expect("cluster file");
                 path
