@@ -49,9 +49,17 @@ fn dependencies_start_in_order_and_guard_stop_and_conflicts() {
     );
     assert_eq!(running(&other), 0);
 
-    stackctl(&env, &bus, &["stop", &web]).expect_success();
-    stackctl(&env, &bus, &["stop", &db]).expect_success();
+    // One command names both, dependent first: the stop of db is not
+    // refused, since web's stop is queued, and waits for it.
+    stackctl(&env, &bus, &["stop", &web, &db]).expect_success();
+    assert_eq!(running(&web), 0);
     assert_eq!(running(&db), 0);
+    let (_, _, web_stopped) = task_of(&env, &bus, &web, Some("stop"));
+    let (_, db_stop_started, _) = task_of(&env, &bus, &db, Some("stop"));
+    assert!(
+        db_stop_started >= web_stopped,
+        "db stop started {db_stop_started}, web stopped {web_stopped}"
+    );
     stackctl(&env, &bus, &["start", &other]).expect_success();
     assert_eq!(running(&other), 1);
 }

@@ -40,9 +40,15 @@ impl Control {
         let cfg = self.config();
         self.shared.local_service(&cfg, name)?;
         let graph = Graph::from_services(cfg.local_services());
-        let running = self.running_set(&cfg);
+        let mut running = self.running_set(&cfg);
         let planned = match op {
-            Op::Stop | Op::Down => graph.plan_stop(name, &running, force),
+            Op::Stop | Op::Down => {
+                // A dependent whose stop is already queued is on its way
+                // down, and this stop waits for it (`prepare`): so
+                // `stop web db` stops both, in that order.
+                running.retain(|s| !self.stop_queued(s));
+                graph.plan_stop(name, &running, force)
+            }
             Op::Start | Op::Restart | Op::Update => graph.plan_start(name, &running, force),
             Op::Pull => Ok(Vec::new()),
         };
@@ -132,6 +138,21 @@ impl Control {
     }
 
     /// Local services with containers running.
+    /// A stop or down of `service` waits or runs in the queue.
+    fn stop_queued(&self, service: &str) -> bool {
+        let filter = TaskFilter {
+            service: Some(service.to_string()),
+            states: vec![TaskState::Pending, TaskState::Running],
+            ..Default::default()
+        };
+        self.shared
+            .store
+            .list_tasks(&filter)
+            .unwrap_or_default()
+            .iter()
+            .any(|t| matches!(t.kind.as_str(), "stop" | "down"))
+    }
+
     fn running_set(&self, cfg: &Config) -> BTreeSet<String> {
         cfg.local_services()
             .filter(|s| is_up(&self.shared, &s.name))
