@@ -198,6 +198,9 @@ impl Worker {
         wake: Arc<Notify>,
         cancel: CancellationToken,
     ) {
+        // The router's end goes away first at shutdown; the outbox is
+        // still worth delivering until `cancel`.
+        let mut router_gone = false;
         loop {
             if cancel.is_cancelled() {
                 return;
@@ -228,9 +231,9 @@ impl Worker {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = wake.notified() => {}
-                r = unqueued.recv() => match r {
+                r = unqueued.recv(), if !router_gone => match r {
                     Some(r) => self.keep(r),
-                    None => return,
+                    None => router_gone = true,
                 },
                 _ = tokio::time::sleep(sleep) => {}
             }
