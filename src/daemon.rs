@@ -302,12 +302,15 @@ async fn docker_alerts(control: Control, world: Arc<World>) {
 /// How long the store must stay writable after a failed spell before
 /// "state-write-back" is announced (a nearly full disk flaps).
 const STATE_BACK_AFTER: Duration = Duration::from_secs(10);
+/// How often a store that cannot write is tried by [`state_alerts`] itself.
+const STATE_PROBE_EVERY: Duration = Duration::from_secs(15);
 
 /// The state database cannot write (a full state directory, a read-only
 /// file system) and can again, as alerts: each once per spell, the first
 /// at once, the second once writes have worked for [`STATE_BACK_AFTER`].
 /// The store only announces changes, so this wakes twice per spell, not
-/// once per failed write.
+/// once per failed write; while writes fail it also tries one small write
+/// every [`STATE_PROBE_EVERY`], in case nothing else writes.
 async fn state_alerts(control: Control) {
     let store = control.store().clone();
     let mut rx = store.write_health();
@@ -362,7 +365,18 @@ async fn state_alerts(control: Control) {
             }
             _ => {}
         }
-        if rx.changed().await.is_err() {
+        if announced.is_some() {
+            // Nothing else may write for a while (an idle host): try a
+            // small write now and then, so that "back" is not left unsaid.
+            match tokio::time::timeout(STATE_PROBE_EVERY, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    let now = crate::store::now_usec().to_string();
+                    let _ = store.set_meta("last_write_probe_usec", &now);
+                }
+            }
+        } else if rx.changed().await.is_err() {
             return;
         }
     }

@@ -201,6 +201,10 @@ impl Worker {
         // The router's end goes away first at shutdown; the outbox is
         // still worth delivering until `cancel`.
         let mut router_gone = false;
+        // Another write that works (the daemon's probe, a task) ends the
+        // store's back-off here too: what waits in memory is written at once.
+        let mut health = self.store.write_health();
+        let mut health_gone = false;
         loop {
             if cancel.is_cancelled() {
                 return;
@@ -236,6 +240,13 @@ impl Worker {
                     None => router_gone = true,
                 },
                 _ = tokio::time::sleep(sleep) => {}
+                changed = health.changed(), if !health_gone => match changed {
+                    Ok(()) if !health.borrow_and_update().is_failing() => {
+                        self.store_wait.worked();
+                    }
+                    Ok(()) => {}
+                    Err(_) => health_gone = true,
+                },
             }
             // Whatever woke us, a pass never follows another sooner.
             tokio::time::sleep(MIN_PAUSE).await;
