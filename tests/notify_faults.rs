@@ -299,6 +299,89 @@ min_severity = "warning"
     assert_eq!(unique.len(), all.len(), "no duplicates: {all:?}");
 }
 
+/// A delivery the full disk kept from being recorded, then a crash: the
+/// next daemon sends the mail once more, with the same Message-ID, and no
+/// more than that.
+#[test]
+fn a_crash_before_a_delivery_could_be_recorded_sends_it_again_once_with_the_same_id() {
+    if !have_parts()
+        || !require(
+            "root (to mount a tmpfs)",
+            is_root(),
+            "run the test suite as root",
+        )
+    {
+        return;
+    }
+    ensure_image();
+    let env = TestEnv::new("notify_full_crash");
+    let _tmpfs = Tmpfs::mount(&env.state_dir(), "8m");
+    let broken = env.add_project("broken", &failing_compose());
+    let port = smtp::free_port();
+    env.write_config(&format!(
+        r#"[services.{broken}]
+auto_start = false
+
+[notify.email]
+smtp = "smtp://127.0.0.1:{port}"
+from = "stackd@testhost"
+to = ["ops@example.com"]
+min_severity = "warning"
+kinds = ["task-failed"]
+"#
+    ));
+    let bus = Bus::start(env.dir());
+    let mut first = Daemon::start(&env, &bus);
+    let start = stackctl(&env, &bus, &["--no-block", "start", &broken]).expect_success();
+    let task = start.stdout.trim().to_string();
+    wait_until(Duration::from_secs(30), "a failed email delivery", || {
+        first
+            .stderr()
+            .contains("cannot deliver a notification to email (attempt 1)")
+    });
+    let filler = env.state_dir().join("filler");
+    fill(&filler);
+    let sink = smtp::SmtpSink::start(port, &env.dir().join("mail"));
+    let ours = |sink: &smtp::SmtpSink| -> Vec<String> {
+        received(sink)
+            .into_iter()
+            .filter(|m| m.contains(&format!(" failed (task {task})")))
+            .collect()
+    };
+    wait_until(Duration::from_secs(30), "the mail arrives", || {
+        !ours(&sink).is_empty()
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "its delivery is not recorded",
+        || first.stderr().contains("cannot record the delivery"),
+    );
+    // Not sent again by this daemon: its next retry would have come 10 s
+    // after the last.
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(ours(&sink).len(), 1);
+
+    // A crash, then the space comes back and stackd with it.
+    first.kill();
+    drop(first);
+    fs::remove_file(&filler).unwrap();
+    let second = Daemon::start(&env, &bus);
+    wait_until(Duration::from_secs(30), "the second copy", || {
+        ours(&sink).len() >= 2
+    });
+    wait_until(Duration::from_secs(10), "its delivery is recorded", || {
+        second.stderr().contains("to email after 1 failures")
+    });
+    std::thread::sleep(Duration::from_secs(7));
+    let mails = ours(&sink);
+    assert_eq!(mails.len(), 2, "at most twice: {mails:#?}");
+    assert_eq!(
+        message_id(&mails[0]),
+        message_id(&mails[1]),
+        "one Message-ID"
+    );
+}
+
 #[test]
 fn a_burst_of_alerts_with_smtp_down_and_a_restart_all_reach_the_mailbox() {
     if !have_parts() {
