@@ -398,6 +398,10 @@ async fn route_loop(
         if ticked && !out.unstored.is_empty() {
             out.store_unstored();
         }
+        // A store that cannot write is tried at the tick only.
+        if !ticked && out.store.write_failing() {
+            continue;
+        }
         let now = now_usec();
         for channel in router.summaries_due(now) {
             if out.summarise(&channel, now) {
