@@ -20,7 +20,9 @@
 //!   disk costs one write attempt per step, and what waited in memory is
 //!   written then;
 //! - failed writes are logged through [`Store::note_write_error`], at most
-//!   a line a minute.
+//!   a line a minute; a channel's failed deliveries likewise (the first of
+//!   a spell at once, then a line a minute with a count, the rest at debug
+//!   level).
 //!
 //! A restart forgets what only memory held: an item delivered but not
 //! recorded is sent once more (same delivery id, so the receiver can drop
@@ -53,6 +55,9 @@ const MIN_PAUSE: Duration = Duration::from_millis(50);
 pub const STORE_RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait before writing to a store that refused a write.
 pub const STORE_RETRY_MAX: Duration = Duration::from_secs(60);
+/// A channel's failed deliveries are logged at warn level at most this
+/// often (the first of a spell at once).
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Alerts kept in memory while the store cannot queue them; the oldest go
 /// first beyond it (they were written to the journal when they happened).
 const MEMORY_MAX: usize = 1000;
@@ -167,6 +172,9 @@ pub(super) struct Worker {
     store_wait: StoreWait,
     /// Alerts dropped from memory since the last line that said so.
     dropped: u64,
+    /// Per channel: when a failed delivery was last logged at warn level,
+    /// and how many failures went to the debug log since.
+    quiet: BTreeMap<String, (Option<Instant>, u64)>,
     passes: u64,
 }
 
@@ -186,6 +194,7 @@ impl Worker {
             memory: Vec::new(),
             store_wait: StoreWait::default(),
             dropped: 0,
+            quiet: BTreeMap::new(),
             passes: 0,
         }
     }
@@ -428,6 +437,7 @@ impl Worker {
             async move {
                 let mut results = Vec::new();
                 let mut failed: Option<(u64, String)> = None;
+                let mut first_failure = None;
                 for j in jobs {
                     if let Some((at, why)) = &failed {
                         let why = format!("not tried: an earlier item failed: {why}");
@@ -463,20 +473,26 @@ impl Worker {
                         Err(why) => {
                             let delay = backoff.delay(j.attempts + 1);
                             let at = backoff.next(j.attempts + 1);
-                            warn!(
-                                "cannot deliver a notification to {name} (attempt {}): {why}; \
-                                 trying again in {delay:?}",
-                                j.attempts + 1
-                            );
+                            first_failure = Some((j.attempts + 1, why.clone(), delay));
                             results.push((j.source, j.attempts, Err((at, why.clone()))));
                             failed = Some((at, why));
                         }
                     }
                 }
-                results
+                (name, results, first_failure)
             }
         });
-        let results: Vec<_> = join_all(runs).await.into_iter().flatten().collect();
+        let mut results = Vec::new();
+        for (name, r, failure) in join_all(runs).await {
+            match failure {
+                Some((attempt, why, delay)) => self.say_failure(&name, attempt, &why, delay),
+                None if r.iter().any(|(_, _, x)| x.is_ok()) => {
+                    self.quiet.remove(&name);
+                }
+                None => {}
+            }
+            results.extend(r);
+        }
         let mut done_in_memory = Vec::new();
         for (source, attempts, result) in results {
             match source {
@@ -505,6 +521,38 @@ impl Worker {
         done_in_memory.sort_unstable();
         for i in done_in_memory.into_iter().rev() {
             self.memory.remove(i);
+        }
+    }
+
+    /// Logs a failed delivery: at once for the first of a spell on the
+    /// channel, then at most once per [`FAILURE_LOG_EVERY`] with a count of
+    /// the failures in between (which go to the debug log).
+    fn say_failure(&mut self, name: &str, attempt: u32, why: &str, delay: Duration) {
+        let now = Instant::now();
+        let q = self.quiet.entry(name.to_string()).or_insert((None, 0));
+        if q.0
+            .is_some_and(|t| now.duration_since(t) < FAILURE_LOG_EVERY)
+        {
+            q.1 += 1;
+            debug!(
+                "cannot deliver a notification to {name} (attempt {attempt}): {why}; \
+                 trying again in {delay:?}"
+            );
+            return;
+        }
+        let unsaid = std::mem::take(&mut q.1);
+        q.0 = Some(now);
+        if unsaid == 0 {
+            warn!(
+                "cannot deliver a notification to {name} (attempt {attempt}): {why}; \
+                 trying again in {delay:?}"
+            );
+        } else {
+            warn!(
+                "cannot deliver a notification to {name} (attempt {attempt}): {why}; \
+                 trying again in {delay:?} ({unsaid} more failed deliveries to {name} \
+                 since the last line like this)"
+            );
         }
     }
 
