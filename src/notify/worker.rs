@@ -284,10 +284,10 @@ impl Worker {
         });
     }
 
+    /// The store refused: wait before the next write (whatever the error,
+    /// so that nothing here can spin on it) and say so, boundedly.
     fn store_failed(&mut self, what: &str, e: &StoreError) {
-        if e.is_write_failure() {
-            self.store_wait.failed();
-        }
+        self.store_wait.failed();
         self.store.note_write_error(what, e);
     }
 
