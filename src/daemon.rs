@@ -116,6 +116,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let (stop_notify, notify_stopped) = tokio::sync::oneshot::channel();
     let notifier = tokio::spawn(notifier(control.clone(), notify_stopped));
     let docker_watch = tokio::spawn(docker_alerts(control.clone(), world.clone()));
+    let state_watch = tokio::spawn(state_alerts(control.clone()));
     let supervisor = tokio::spawn(crate::supervise::run(
         control.clone(),
         control.board().clone(),
@@ -203,6 +204,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     }
     supervisor.abort();
     docker_watch.abort();
+    state_watch.abort();
     monitor.abort();
     observer.abort();
     drop(server);
@@ -292,6 +294,89 @@ async fn docker_alerts(control: Control, world: Arc<World>) {
         }
         // Every event is a chance to look; a lagged receiver looks too.
         if let Err(tokio::sync::broadcast::error::RecvError::Closed) = rx.recv().await {
+            return;
+        }
+    }
+}
+
+/// How long the store must stay writable after a failed spell before
+/// "state-write-back" is announced (a nearly full disk flaps).
+const STATE_BACK_AFTER: Duration = Duration::from_secs(10);
+/// How often a store that cannot write is tried by [`state_alerts`] itself.
+const STATE_PROBE_EVERY: Duration = Duration::from_secs(15);
+
+/// The state database cannot write (a full state directory, a read-only
+/// file system) and can again, as alerts: each once per spell, the first
+/// at once, the second once writes have worked for [`STATE_BACK_AFTER`].
+/// The store only announces changes, so this wakes twice per spell, not
+/// once per failed write; while writes fail it also tries one small write
+/// every [`STATE_PROBE_EVERY`], in case nothing else writes.
+async fn state_alerts(control: Control) {
+    let store = control.store().clone();
+    let mut rx = store.write_health();
+    let dir = control.config().state_dir.display().to_string();
+    // The spell announced: its start and the failure count before it.
+    let mut announced: Option<(u64, u64)> = None;
+    loop {
+        let health = rx.borrow_and_update().clone();
+        match (&health.failing, announced) {
+            (Some(f), None) => {
+                announced = Some((f.since_usec, health.failures_total.saturating_sub(1)));
+                let summary = if f.disk_full {
+                    format!("the state directory {dir} is full")
+                } else {
+                    format!("cannot write the state database in {dir}")
+                };
+                control.alert(
+                    Severity::Critical,
+                    "state-write-failed",
+                    "",
+                    &summary,
+                    &format!(
+                        "{}. Until it can write, stackd keeps what it must record in \
+                         memory: alerts are still sent (from memory) and retried with their \
+                         usual back-off; task logs, events and desired-state changes made \
+                         meanwhile may be lost, and a restart forgets what only memory held. \
+                         Free some space in {dir}; stackd resumes by itself.",
+                        f.error
+                    ),
+                );
+            }
+            (None, Some((since, base))) => {
+                tokio::time::sleep(STATE_BACK_AFTER).await;
+                if !rx.borrow().is_failing() {
+                    let now = crate::store::now_usec();
+                    let failed = store.write_health().borrow().failures_total - base;
+                    announced = None;
+                    control.alert(
+                        Severity::Info,
+                        "state-write-back",
+                        "",
+                        &format!("the state database in {dir} can write again"),
+                        &format!(
+                            "Writes failed for {}s ({failed} failed writes); what waited in \
+                             memory is being written now.",
+                            now.saturating_sub(since) / 1_000_000
+                        ),
+                    );
+                }
+                // Still (or again) failing: the same spell goes on.
+                continue;
+            }
+            _ => {}
+        }
+        if announced.is_some() {
+            // Nothing else may write for a while (an idle host): try a
+            // small write now and then, so that "back" is not left unsaid.
+            match tokio::time::timeout(STATE_PROBE_EVERY, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    let now = crate::store::now_usec().to_string();
+                    let _ = store.set_meta("last_write_probe_usec", &now);
+                }
+            }
+        } else if rx.changed().await.is_err() {
             return;
         }
     }

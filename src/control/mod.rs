@@ -840,7 +840,8 @@ impl Shared {
             summary: summary.to_string(),
             data,
         }) {
-            warn!("cannot store event {kind}: {e}");
+            self.store
+                .note_write_error(format_args!("cannot store event {kind}"), &e);
         }
         let _ = self.events.send(Event::Alert(Alert {
             severity,

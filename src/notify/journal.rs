@@ -22,6 +22,7 @@ pub fn message_id(kind: &str) -> Option<&'static str> {
         "peer-lost" => systemd::MESSAGE_PEER_LOST,
         "reload-failed" => systemd::MESSAGE_RELOAD_FAILED,
         "peer-back" => systemd::MESSAGE_PEER_BACK,
+        "state-write-failed" | "state-write-back" => systemd::MESSAGE_STATE_WRITE,
         _ => return None,
     })
 }
@@ -75,6 +76,8 @@ mod tests {
             "spike-ended",
             "peer-lost",
             "reload-failed",
+            "state-write-failed",
+            "state-write-back",
         ] {
             let id = message_id(kind).unwrap_or_else(|| panic!("{kind} has no MESSAGE_ID"));
             assert_eq!(id.len(), 32);

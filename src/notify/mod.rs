@@ -3,6 +3,13 @@
 //! outbox, and one outbox worker delivers each item to its channel, at least
 //! once, retrying with exponential back-off across daemon restarts.
 //!
+//! Nothing is lost to the rate limit: what it holds back is kept in the
+//! outbox as held and replaced by one summary when the channel's window
+//! ends, across restarts. Nothing spins when the store cannot write (a full
+//! state directory): alerts the outbox cannot take are delivered from the
+//! worker's memory, outcomes it cannot record are kept there too, and the
+//! store is written again after a back-off (see [`worker`]).
+//!
 //! Channels: `journal` (always), `email` (`[notify.email]`, SMTP through
 //! lettre) and `webhook.NAME` (`[notify.webhook.NAME]`: JSON, ntfy, Slack or
 //! Discord over HTTP(S)). Desktop notifications are not a channel here: the
@@ -31,7 +38,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -40,7 +47,7 @@ use crate::config::{self, ChannelFilter, NotifyConfig};
 use crate::events::{Alert, Event, EventSender, Severity};
 use crate::store::{now_usec, Store};
 
-pub use router::{Limits, Route, Routed, Router, SUPPRESSED_KIND};
+pub use router::{summary, Limits, Route, Routed, Router, SUPPRESSED_KIND};
 pub use worker::Backoff;
 
 /// The journal channel's name.
@@ -203,23 +210,23 @@ pub fn spawn_with(
         by_name.insert(route.channel.clone(), channel);
         routes.push(route);
     }
-    let router = Router::new(routes, opts.limits, host.clone(), now_usec());
+    let router = Router::new(routes, opts.limits, now_usec());
+    let (unqueued_tx, unqueued_rx) = mpsc::unbounded_channel();
+    let worker = worker::Worker::new(store.clone(), by_name, host.clone(), opts.backoff);
     let tasks = vec![
         tokio::spawn(route_loop(
             router,
             rx,
-            store.clone(),
-            wake.clone(),
+            Outlet {
+                store,
+                host: host.clone(),
+                wake: wake.clone(),
+                unqueued: unqueued_tx,
+                unstored: Vec::new(),
+            },
             cancel.clone(),
         )),
-        tokio::spawn(worker::run(
-            store,
-            by_name,
-            host.clone(),
-            opts.backoff,
-            wake,
-            cancel.clone(),
-        )),
+        tokio::spawn(worker.run(unqueued_rx, wake, cancel.clone())),
     ];
     NotifyHandle {
         config: config.clone(),
@@ -229,22 +236,154 @@ pub fn spawn_with(
     }
 }
 
-/// Alerts from the bus → router → outbox; wakes the worker after a push.
+/// Held alerts read for one summary; more wait for the next one.
+const SUMMARY_MAX: usize = 10_000;
+/// Held alerts kept in memory while the store cannot take them.
+const UNSTORED_MAX: usize = 1000;
+
+/// Where routed alerts go: the outbox, or the worker's memory when the
+/// outbox cannot take them.
+struct Outlet {
+    store: Arc<Store>,
+    host: String,
+    wake: Arc<Notify>,
+    /// To the worker: alerts to send that the store could not queue.
+    unqueued: mpsc::UnboundedSender<Routed>,
+    /// Held alerts the store could not keep yet, oldest first; written
+    /// before their channel's next summary.
+    unstored: Vec<Routed>,
+}
+
+impl Outlet {
+    /// Queues one routed alert: into the outbox to send or to hold, or to
+    /// the worker (send) or into `unstored` (hold) if the store refuses.
+    fn queue(&mut self, r: Routed) {
+        let written = if r.held {
+            self.store
+                .outbox_hold(&r.channel, &r.dedup_key, &payload(&r.alert))
+        } else {
+            self.store
+                .outbox_push(&r.channel, &r.dedup_key, &payload(&r.alert))
+        };
+        match written {
+            Ok(_) if r.held => {}
+            Ok(_) => self.wake.notify_one(),
+            Err(e) => {
+                self.store.note_write_error(
+                    format_args!("cannot queue the {} alert for {}", r.alert.kind, r.channel),
+                    &e,
+                );
+                if r.held {
+                    if self.unstored.len() >= UNSTORED_MAX {
+                        self.unstored.remove(0);
+                    }
+                    self.unstored.push(r);
+                } else {
+                    let _ = self.unqueued.send(r);
+                }
+            }
+        }
+    }
+
+    /// Writes the held alerts kept in memory, oldest first, until the
+    /// store refuses one.
+    fn store_unstored(&mut self) {
+        while let Some(r) = self.unstored.first() {
+            match self
+                .store
+                .outbox_hold(&r.channel, &r.dedup_key, &payload(&r.alert))
+            {
+                Ok(_) => {
+                    self.unstored.remove(0);
+                }
+                Err(e) => {
+                    self.store
+                        .note_write_error("cannot keep an alert held back by the rate limit", &e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Replaces `channel`'s held alerts by one summary in the outbox.
+    /// True when that is done (or there was nothing to summarise).
+    fn summarise(&self, channel: &str, now: u64) -> bool {
+        if self.unstored.iter().any(|r| r.channel == channel) {
+            return false;
+        }
+        let items = match self.store.outbox_held(Some(channel), SUMMARY_MAX) {
+            Ok(items) => items,
+            Err(e) => {
+                self.store
+                    .note_write_error("cannot read the alerts held back by the rate limit", &e);
+                return false;
+            }
+        };
+        let (Some(first), Some(last)) = (items.first(), items.last()) else {
+            return true;
+        };
+        let alerts: Vec<Alert> = items
+            .iter()
+            .filter_map(|i| alert_from_payload(&i.payload))
+            .collect();
+        let ids: Vec<u64> = items.iter().map(|i| i.id).collect();
+        let alert = summary(&self.host, channel, &alerts, now);
+        let key = format!("summary:{}-{}", first.id, last.id);
+        match self
+            .store
+            .outbox_summarise(channel, &key, &payload(&alert), &ids)
+        {
+            Ok(_) => {
+                self.wake.notify_one();
+                true
+            }
+            Err(e) => {
+                self.store.note_write_error(
+                    format_args!("cannot queue the summary of held alerts for {channel}"),
+                    &e,
+                );
+                false
+            }
+        }
+    }
+}
+
+/// Alerts from the bus → router → outbox; summaries of what the rate limit
+/// held back when a channel's window ends.
 async fn route_loop(
     mut router: Router,
     mut rx: tokio::sync::broadcast::Receiver<Event>,
-    store: Arc<Store>,
-    wake: Arc<Notify>,
+    mut out: Outlet,
     cancel: CancellationToken,
 ) {
+    // What an earlier run held back is still to be summarised.
+    match out.store.outbox_held(None, usize::MAX) {
+        Ok(items) => {
+            let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+            for i in &items {
+                *counts.entry(i.channel.as_str()).or_default() += 1;
+            }
+            for (channel, n) in counts {
+                router.restore_held(channel, n);
+            }
+        }
+        Err(e) => out
+            .store
+            .note_write_error("cannot read the alerts held back by the rate limit", &e),
+    }
     let mut tick = tokio::time::interval(router.limits().refill_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let routed = tokio::select! {
+        let ticked = tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => router.flush(now_usec()),
+            _ = tick.tick() => true,
             ev = rx.recv() => match ev {
-                Ok(Event::Alert(alert)) => router.route(&alert, now_usec()),
+                Ok(Event::Alert(alert)) => {
+                    for r in router.route(&alert, now_usec()) {
+                        out.queue(r);
+                    }
+                    false
+                }
                 Ok(_) => continue,
                 Err(RecvError::Lagged(n)) => {
                     warn!("the notification router missed {n} events (the bus overflowed); \
@@ -254,18 +393,20 @@ async fn route_loop(
                 Err(RecvError::Closed) => return,
             },
         };
-        let mut pushed = false;
-        for r in routed {
-            match store.outbox_push(&r.channel, &r.dedup_key, &payload(&r.alert)) {
-                Ok(_) => pushed = true,
-                Err(e) => warn!(
-                    stackd_service = %r.alert.service,
-                    "cannot queue the {} alert for {}: {e}", r.alert.kind, r.channel
-                ),
-            }
+        // Held alerts the store refused wait for the tick (a write a
+        // window, not one per alert).
+        if ticked && !out.unstored.is_empty() {
+            out.store_unstored();
         }
-        if pushed {
-            wake.notify_one();
+        // A store that cannot write is tried at the tick only.
+        if !ticked && out.store.write_failing() {
+            continue;
+        }
+        let now = now_usec();
+        for channel in router.summaries_due(now) {
+            if out.summarise(&channel, now) {
+                router.summarised(&channel);
+            }
         }
     }
 }

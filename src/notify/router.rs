@@ -11,9 +11,19 @@
 //! 2. de-duplication: the same kind + service + summary on the same channel
 //!    within `dedup_window` of the last one let through is dropped;
 //! 3. rate limit: a token bucket per channel (`burst` tokens, one more every
-//!    `refill_every`). An alert that finds the bucket empty is counted, not
-//!    sent; once a token is back the channel gets one summary alert
-//!    (`kind = "notify-suppressed"`) saying how many of which kind it missed.
+//!    `refill_every`). An alert that finds the bucket empty is *held*, not
+//!    dropped: the caller keeps it in the store's outbox as held back
+//!    ([`Routed::held`]), and once a token is back [`Router::summaries_due`]
+//!    names the channel, whose held alerts then go as one summary alert
+//!    (`kind = "notify-suppressed"`, built by [`summary`]) listing kinds,
+//!    services and counts. The count of held alerts per channel is restored
+//!    from the store at start ([`Router::restore_held`]), so a restart
+//!    sends the summary instead of forgetting it.
+//!
+//! The journal is the record of last resort: critical alerts reach it
+//! whatever de-duplication and rate limit say (a refused reload, which is
+//! critical, is always logged with its reason); both still apply to every
+//! other channel.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -62,6 +72,8 @@ pub struct Routed {
     /// one item per (channel, key).
     pub dedup_key: String,
     pub alert: Alert,
+    /// Held back by the rate limit: keep it for the summary, do not send.
+    pub held: bool,
 }
 
 #[derive(Debug)]
@@ -73,33 +85,24 @@ struct ChannelState {
     /// `refill_every`. Integer arithmetic, no drift.
     level_usec: u64,
     last_refill_usec: u64,
-    suppressed: Suppressed,
-}
-
-#[derive(Debug, Default)]
-struct Suppressed {
-    count: u64,
-    since_usec: u64,
-    worst: Option<Severity>,
-    by_kind: BTreeMap<String, u64>,
+    /// Alerts held back and not yet summarised.
+    held: u64,
 }
 
 /// Routes alerts to channels. One per daemon; keeps the de-duplication and
 /// rate-limit state in memory (a restart forgets it, which at worst lets one
-/// duplicate through).
+/// duplicate through); what it held back is in the store.
 #[derive(Debug)]
 pub struct Router {
     limits: Limits,
-    host: String,
     channels: Vec<ChannelState>,
 }
 
 impl Router {
-    pub fn new(routes: Vec<Route>, limits: Limits, host: String, now_usec: u64) -> Router {
+    pub fn new(routes: Vec<Route>, limits: Limits, now_usec: u64) -> Router {
         let full = limits.refill_every_usec() * u64::from(limits.burst);
         Router {
             limits,
-            host,
             channels: routes
                 .into_iter()
                 .map(|route| ChannelState {
@@ -107,14 +110,14 @@ impl Router {
                     recent: HashMap::new(),
                     level_usec: full,
                     last_refill_usec: now_usec,
-                    suppressed: Suppressed::default(),
+                    held: 0,
                 })
                 .collect(),
         }
     }
 
-    /// The channels an alert goes to, in route order; a summary of
-    /// suppressed alerts may follow an alert on its channel.
+    /// The channels an alert goes to, in route order, each marked sent or
+    /// held back.
     pub fn route(&mut self, alert: &Alert, now_usec: u64) -> Vec<Routed> {
         let limits = self.limits;
         let window = duration_usec(limits.dedup_window);
@@ -122,6 +125,17 @@ impl Router {
         let mut out = Vec::new();
         for ch in &mut self.channels {
             if !accepts(&ch.route.filter, alert) {
+                continue;
+            }
+            let channel = ch.route.channel.clone();
+            let routed = |held| Routed {
+                channel: channel.clone(),
+                dedup_key: key.clone(),
+                alert: alert.clone(),
+                held,
+            };
+            if channel == super::JOURNAL && alert.severity == Severity::Critical {
+                out.push(routed(false));
                 continue;
             }
             ch.recent
@@ -134,37 +148,57 @@ impl Router {
             if ch.recent.contains_key(&what) {
                 continue;
             }
-            ch.refill(limits, now_usec);
-            if !ch.take(limits) {
-                ch.suppressed.add(alert, now_usec);
-                continue;
-            }
             ch.recent.insert(what, now_usec);
-            out.push(Routed {
-                channel: ch.route.channel.clone(),
-                dedup_key: key.clone(),
-                alert: alert.clone(),
-            });
-            if let Some(summary) = ch.summary(limits, &self.host, now_usec) {
-                out.push(summary);
+            ch.refill(limits, now_usec);
+            if ch.take(limits) {
+                out.push(routed(false));
+            } else {
+                ch.held += 1;
+                out.push(routed(true));
             }
         }
         out
     }
 
-    /// Summaries of suppressed alerts for every channel whose bucket has a
-    /// token again. Call now and then (every `refill_every`), so a burst
-    /// followed by silence is still reported.
-    pub fn flush(&mut self, now_usec: u64) -> Vec<Routed> {
+    /// Counts `count` held alerts of `channel` found in the store at start.
+    pub fn restore_held(&mut self, channel: &str, count: u64) {
+        if let Some(ch) = self
+            .channels
+            .iter_mut()
+            .find(|c| c.route.channel == channel)
+        {
+            ch.held += count;
+        }
+    }
+
+    /// The channels holding alerts back whose bucket has a token again:
+    /// their summary is due. Call now and then (every `refill_every`) and
+    /// after routing, so a burst followed by silence is still reported;
+    /// call [`Router::summarised`] once a summary is queued.
+    pub fn summaries_due(&mut self, now_usec: u64) -> Vec<String> {
         let limits = self.limits;
-        let host = self.host.clone();
         self.channels
             .iter_mut()
             .filter_map(|ch| {
                 ch.refill(limits, now_usec);
-                ch.summary(limits, &host, now_usec)
+                (ch.held > 0 && ch.level_usec >= limits.refill_every_usec())
+                    .then(|| ch.route.channel.clone())
             })
             .collect()
+    }
+
+    /// `channel`'s summary is queued: it costs a token and the count starts
+    /// over.
+    pub fn summarised(&mut self, channel: &str) {
+        let limits = self.limits;
+        if let Some(ch) = self
+            .channels
+            .iter_mut()
+            .find(|c| c.route.channel == channel)
+        {
+            ch.take(limits);
+            ch.held = 0;
+        }
     }
 
     pub fn limits(&self) -> Limits {
@@ -195,54 +229,87 @@ impl ChannelState {
             false
         }
     }
-
-    /// The summary alert for what was suppressed, if anything was and a
-    /// token is there for it.
-    fn summary(&mut self, limits: Limits, host: &str, now_usec: u64) -> Option<Routed> {
-        if self.suppressed.count == 0 || !self.take(limits) {
-            return None;
-        }
-        let s = std::mem::take(&mut self.suppressed);
-        let kinds = s
-            .by_kind
-            .iter()
-            .map(|(k, n)| format!("{k}: {n}"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let alert = Alert {
-            severity: s.worst.unwrap_or(Severity::Info),
-            kind: SUPPRESSED_KIND.to_string(),
-            host: host.to_string(),
-            service: String::new(),
-            summary: format!(
-                "{} {} not sent to {} (rate limit)",
-                s.count,
-                if s.count == 1 { "alert" } else { "alerts" },
-                self.route.channel
-            ),
-            body: format!(
-                "Alerts suppressed since {} by kind:\n{kinds}\n\
-                 See them all with \"journalctl -u stackd\".",
-                super::rfc3339(s.since_usec)
-            ),
-            usec: now_usec,
-        };
-        Some(Routed {
-            channel: self.route.channel.clone(),
-            dedup_key: format!("suppressed:{}:{}", s.since_usec, now_usec),
-            alert,
-        })
-    }
 }
 
-impl Suppressed {
-    fn add(&mut self, alert: &Alert, now_usec: u64) {
-        if self.count == 0 {
-            self.since_usec = now_usec;
-        }
-        self.count += 1;
-        self.worst = self.worst.max(Some(alert.severity));
-        *self.by_kind.entry(alert.kind.clone()).or_default() += 1;
+/// Held alerts listed one by one in a summary; the rest are counted.
+const SUMMARY_LINES: usize = 50;
+
+/// The summary alert for the alerts `held` back on `channel`: the worst
+/// severity, the one service if they all concern one, and a body that
+/// counts them by kind and by service and lists them (the first
+/// [`SUMMARY_LINES`]).
+pub fn summary(host: &str, channel: &str, held: &[Alert], now_usec: u64) -> Alert {
+    let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut by_service: BTreeMap<&str, u64> = BTreeMap::new();
+    for a in held {
+        *by_kind.entry(a.kind.as_str()).or_default() += 1;
+        let service = if a.service.is_empty() {
+            "(the host)"
+        } else {
+            a.service.as_str()
+        };
+        *by_service.entry(service).or_default() += 1;
+    }
+    let count = |m: &BTreeMap<&str, u64>| {
+        m.iter()
+            .map(|(k, n)| format!("  {k}: {n}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let since = held.iter().map(|a| a.usec).min().unwrap_or(now_usec);
+    let mut lines: Vec<String> = held
+        .iter()
+        .take(SUMMARY_LINES)
+        .map(|a| {
+            format!(
+                "  {} {} {} {}{}{}",
+                super::rfc3339(a.usec),
+                a.severity.as_str(),
+                a.kind,
+                if a.service.is_empty() {
+                    ""
+                } else {
+                    a.service.as_str()
+                },
+                if a.service.is_empty() { "" } else { ": " },
+                a.summary
+            )
+        })
+        .collect();
+    if held.len() > SUMMARY_LINES {
+        lines.push(format!("  ... and {} more", held.len() - SUMMARY_LINES));
+    }
+    let services: Vec<&&str> = by_service.keys().collect();
+    Alert {
+        severity: held
+            .iter()
+            .map(|a| a.severity)
+            .max()
+            .unwrap_or(Severity::Info),
+        kind: SUPPRESSED_KIND.to_string(),
+        host: host.to_string(),
+        service: match (services.as_slice(), held.first()) {
+            ([_], Some(a)) => a.service.clone(),
+            _ => String::new(),
+        },
+        summary: format!(
+            "{} {} held back from {channel} by the rate limit",
+            held.len(),
+            if held.len() == 1 { "alert" } else { "alerts" },
+        ),
+        body: format!(
+            "Alerts held back since {}:\n{}\n\nBy kind:\n{}\n\nBy service:\n{}{}",
+            super::rfc3339(since),
+            lines.join("\n"),
+            count(&by_kind),
+            count(&by_service),
+            if channel == super::JOURNAL {
+                ""
+            } else {
+                "\n\nThe journal has each of them: journalctl -u stackd"
+            }
+        ),
+        usec: now_usec,
     }
 }
 
@@ -388,7 +455,6 @@ mod tests {
                 },
             ],
             limits,
-            "nuc".into(),
             0,
         )
     }
@@ -463,8 +529,12 @@ mod tests {
         );
     }
 
+    fn sent(out: &[Routed]) -> usize {
+        out.iter().filter(|r| !r.held).count()
+    }
+
     #[test]
-    fn rate_limits_and_summarises() {
+    fn rate_limits_hold_back_and_summarise() {
         let limits = Limits {
             dedup_window: Duration::from_secs(1),
             burst: 3,
@@ -476,68 +546,123 @@ mod tests {
                 filter: filter(CS::Info, &[], &[]),
             }],
             limits,
-            "nuc".into(),
             0,
         );
         let a = |i: u64, sev| alert(sev, "task-failed", "web", &format!("task {i}"), i);
-        // A burst of 8 at t=0: 3 pass, 5 are counted.
-        let mut sent = 0;
+        // A burst of 8 at t=0: 3 are sent, 5 are held back, none is lost.
+        let mut routed = Vec::new();
         for i in 0..8 {
             let sev = if i == 6 {
                 Severity::Critical
             } else {
                 Severity::Warning
             };
-            sent += r.route(&a(i, sev), 0).len();
+            routed.extend(r.route(&a(i, sev), 0));
         }
-        assert_eq!(sent, 3);
-        // Nothing to flush before a token is back.
-        assert!(r.flush(9 * S).is_empty());
-        // A token is back: one summary, with the worst severity.
-        let out = r.flush(10 * S);
-        assert_eq!(out.len(), 1);
-        let s = &out[0].alert;
-        assert_eq!(s.kind, SUPPRESSED_KIND);
-        assert_eq!(s.severity, Severity::Critical);
-        assert_eq!(s.summary, "5 alerts not sent to email (rate limit)");
-        assert!(s.body.contains("task-failed: 5"), "{}", s.body);
-        assert!(r.flush(30 * S).is_empty(), "the summary is sent once");
+        assert_eq!(routed.len(), 8);
+        assert_eq!(sent(&routed), 3);
+        assert!(routed[3..].iter().all(|x| x.held));
+        // Nothing to summarise before a token is back.
+        assert!(r.summaries_due(9 * S).is_empty());
+        // A token is back: the channel's summary is due until it is queued.
+        assert_eq!(r.summaries_due(10 * S), ["email"]);
+        assert_eq!(r.summaries_due(10 * S), ["email"]);
+        r.summarised("email");
+        assert!(
+            r.summaries_due(10 * S).is_empty(),
+            "the summary is sent once"
+        );
+        // The summary took the token: the next alert waits for another one.
+        assert!(r.route(&a(20, Severity::Warning), 10 * S)[0].held);
         // After a quiet spell the whole burst is there again, no more.
-        let mut sent = 0;
+        r.summarised("email");
+        let mut n = 0;
         for i in 100..110 {
-            sent += r.route(&a(i, Severity::Warning), 100 * S).len();
+            n += sent(&r.route(&a(i, Severity::Warning), 100 * S));
         }
-        assert_eq!(sent, 3);
+        assert_eq!(n, 3);
     }
 
     #[test]
-    fn summary_follows_an_alert_when_tokens_allow() {
+    fn held_counts_survive_in_the_store_and_are_restored() {
         let limits = Limits {
             dedup_window: Duration::from_secs(1),
-            burst: 1,
+            burst: 2,
             refill_every: Duration::from_secs(10),
         };
-        let mut r = Router::new(
-            vec![Route {
-                channel: "journal".into(),
-                filter: filter(CS::Info, &[], &[]),
-            }],
-            limits,
-            "nuc".into(),
-            0,
-        );
-        let a = |i: u64| alert(Severity::Warning, "unhealthy", "web", &format!("{i}"), i);
-        assert_eq!(r.route(&a(1), 0).len(), 1);
-        assert_eq!(r.route(&a(2), S).len(), 0);
-        // 25 s later: two tokens' worth of time but the bucket holds one,
-        // so the alert goes and the summary waits for the next token.
-        assert_eq!(channels(&r.route(&a(3), 25 * S)), ["journal:unhealthy"]);
-        let out = r.flush(35 * S);
-        assert_eq!(channels(&out), ["journal:notify-suppressed"]);
-        assert_eq!(
-            out[0].alert.summary,
-            "1 alert not sent to journal (rate limit)"
-        );
+        let mut r = router(limits);
+        assert!(r.summaries_due(0).is_empty());
+        r.restore_held("email", 7);
+        r.restore_held("webhook.nope", 1);
+        // A fresh router has full buckets: the summary is due at once.
+        assert_eq!(r.summaries_due(0), ["email"]);
+    }
+
+    #[test]
+    fn critical_alerts_always_reach_the_journal() {
+        let limits = Limits {
+            dedup_window: Duration::from_secs(600),
+            burst: 1,
+            refill_every: Duration::from_secs(60),
+        };
+        let mut r = router(limits);
+        let gave_up = alert(Severity::Critical, "gave-up", "web", "giving up", 1);
+        for i in 0..5 {
+            let out = r.route(&gave_up, i * S);
+            let journal: Vec<_> = out.iter().filter(|o| o.channel == "journal").collect();
+            assert_eq!(journal.len(), 1, "{i}: {out:?}");
+            assert!(!journal[0].held, "{i}");
+            // Email: the first is sent, the same one again is a duplicate.
+            let email = out.iter().filter(|o| o.channel == "email").count();
+            assert_eq!(email, usize::from(i == 0), "{i}: {out:?}");
+        }
+        // A warning on the journal still meets the rate limit.
+        let w = |i: u64| alert(Severity::Warning, "unhealthy", "db", &format!("{i}"), i);
+        assert!(!r.route(&w(10), 10 * S)[0].held);
+        assert!(r.route(&w(11), 11 * S)[0].held);
+    }
+
+    #[test]
+    fn a_summary_counts_kinds_and_services_and_lists_the_alerts() {
+        let held = vec![
+            alert(Severity::Warning, "task-failed", "web", "deploy failed", S),
+            alert(Severity::Critical, "gave-up", "db", "giving up", 2 * S),
+            alert(
+                Severity::Warning,
+                "task-failed",
+                "web",
+                "deploy failed again",
+                3 * S,
+            ),
+            alert(Severity::Info, "docker-back", "", "Docker is back", 4 * S),
+        ];
+        let s = summary("nuc", "email", &held, 10 * S);
+        assert_eq!(s.kind, SUPPRESSED_KIND);
+        assert_eq!(s.severity, Severity::Critical);
+        assert_eq!(s.service, "");
+        assert_eq!(s.summary, "4 alerts held back from email by the rate limit");
+        for part in [
+            "task-failed: 2",
+            "gave-up: 1",
+            "web: 2",
+            "db: 1",
+            "(the host): 1",
+            "critical gave-up db: giving up",
+            "1970-01-01T00:00:03Z warning task-failed web: deploy failed again",
+            "journalctl -u stackd",
+        ] {
+            assert!(s.body.contains(part), "{part:?} in\n{}", s.body);
+        }
+        let one = summary("nuc", "journal", &held[..1], 10 * S);
+        assert_eq!(one.service, "web");
+        assert_eq!(one.severity, Severity::Warning);
+        assert!(!one.body.contains("journalctl"), "{}", one.body);
+        let many: Vec<Alert> = (0..60)
+            .map(|i| alert(Severity::Warning, "unhealthy", "web", &format!("{i}"), i))
+            .collect();
+        assert!(summary("nuc", "email", &many, 0)
+            .body
+            .contains("... and 10 more"));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 mod desired;
 mod error;
 mod events;
+mod health;
 mod outbox;
 mod schema;
 mod tasks;
@@ -33,6 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 pub use error::StoreError;
+pub use health::{WriteFailure, WriteHealth, QUIET_INTERVAL};
 pub use types::{
     result, Desired, DesiredSource, DesiredState, EventRecord, LogLine, NewEvent, NewTask,
     OutboxItem, ParseEnumError, TaskFilter, TaskRecord, TaskState,
@@ -55,6 +57,7 @@ pub fn now_usec() -> u64 {
 pub struct Store {
     conn: Mutex<Connection>,
     path: PathBuf,
+    health: health::Health,
 }
 
 impl fmt::Debug for Store {
@@ -114,6 +117,7 @@ impl Store {
         Ok(Store {
             conn: Mutex::new(conn),
             path,
+            health: health::Health::new(),
         })
     }
 
@@ -134,7 +138,17 @@ impl Store {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        Self::write_on(&mut self.conn(), f).map_err(|e| self.locate(e))
+        let result = Self::write_on(&mut self.conn(), f).map_err(|e| self.locate(e));
+        self.account(&result);
+        result
+    }
+
+    /// Tells the write-health tracker how a write went.
+    fn account<T>(&self, result: &Result<T, StoreError>) {
+        match result {
+            Ok(_) => self.health.succeeded(),
+            Err(e) => self.health.failed(e),
+        }
     }
 
     /// [`Store::write`] on a connection already locked.

@@ -97,6 +97,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     DROP TABLE desired;
     ALTER TABLE desired_v2 RENAME TO desired;
     ",
+    // 3: an alert the rate limit holds back is kept in the outbox, `held`,
+    // until the window ends and one summary replaces it (marked delivered
+    // then): so what was held back survives a restart.
+    r"
+    ALTER TABLE outbox ADD COLUMN held INTEGER NOT NULL DEFAULT 0 CHECK (held IN (0, 1));
+    DROP INDEX outbox_due;
+    CREATE INDEX outbox_due ON outbox (next_attempt_usec, id)
+        WHERE delivered_usec IS NULL AND held = 0;
+    CREATE INDEX outbox_held ON outbox (channel, id)
+        WHERE delivered_usec IS NULL AND held = 1;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -170,9 +170,11 @@ impl Store {
             });
         let restored = conn.pragma_update(None, "synchronous", "FULL");
         drop(conn);
-        written
+        let result = written
             .and(restored.map_err(StoreError::from))
-            .map_err(|e| self.locate(e))
+            .map_err(|e| self.locate(e));
+        self.account(&result);
+        result
     }
 
     /// Task `id`, if it exists.

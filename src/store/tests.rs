@@ -648,6 +648,51 @@ fn outbox_due_retry_delivered() {
     assert_ne!(store.outbox_push("email", "event-1", &payload).unwrap(), a);
 }
 
+#[test]
+fn held_outbox_items_wait_for_one_summary_that_survives_a_reopen() {
+    let dir = temp();
+    let store = Store::open(dir.path()).unwrap();
+    let h1 = store.outbox_hold("email", "alert-1", &json!(1)).unwrap();
+    let h2 = store.outbox_hold("email", "alert-2", &json!(2)).unwrap();
+    let other = store.outbox_hold("journal", "alert-1", &json!(1)).unwrap();
+    // Held items are never due, and a held key is pushed at most once.
+    assert!(store.outbox_due(u64::MAX, 10).unwrap().is_empty());
+    assert_eq!(
+        store.outbox_hold("email", "alert-1", &json!(9)).unwrap(),
+        h1
+    );
+    drop(store);
+
+    // A restart finds them.
+    let store = Store::open(dir.path()).unwrap();
+    let all = store.outbox_held(None, 10).unwrap();
+    assert_eq!(
+        all.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [h1, h2, other]
+    );
+    let email = store.outbox_held(Some("email"), 10).unwrap();
+    assert_eq!(email.len(), 2);
+    assert_eq!(email[1].payload, json!(2));
+
+    let s = store
+        .outbox_summarise("email", "summary:1-2", &json!("both"), &[h1, h2])
+        .unwrap();
+    // The summary is due; the held items are done, the other channel's not.
+    let due = store.outbox_due(u64::MAX, 10).unwrap();
+    assert_eq!(due.iter().map(|i| i.id).collect::<Vec<_>>(), [s]);
+    assert_eq!(due[0].payload, json!("both"));
+    assert!(store.outbox_held(Some("email"), 10).unwrap().is_empty());
+    assert_eq!(store.outbox_held(None, 10).unwrap()[0].id, other);
+    // Summarising again (a retry after a lost answer) changes nothing.
+    assert_eq!(
+        store
+            .outbox_summarise("email", "summary:1-2", &json!("both"), &[h1, h2])
+            .unwrap(),
+        s
+    );
+    assert_eq!(store.outbox_due(u64::MAX, 10).unwrap().len(), 1);
+}
+
 /// Everything at once from several threads, through one shared store and
 /// through a second store (a second connection) on the same file.
 #[test]

@@ -28,6 +28,8 @@ pub const MESSAGE_PEER_LOST: &str = "62c1d366c95e4eada888bdbeaecdeca3";
 pub const MESSAGE_PEER_BACK: &str = "e4a44da66a1b498391b94360f7ef0939";
 /// A configuration reload was refused; the running configuration stays.
 pub const MESSAGE_RELOAD_FAILED: &str = "c273d99cff4c47a885f38ec5d2c2d975";
+/// The state database cannot write (full state directory) / writes again.
+pub const MESSAGE_STATE_WRITE: &str = "f373aa1e7580418f97ea16ecec9f9deb";
 
 fn send(states: &[NotifyState]) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {

@@ -132,7 +132,10 @@ impl Log {
             "{line}"
         );
         if let Err(e) = self.store.append_task_log(self.id, line) {
-            warn!(stackd_task = self.id, "cannot store a task log line: {e}");
+            self.store.note_write_error(
+                format_args!("cannot store a log line of task {}", self.id),
+                &e,
+            );
         }
     }
 }
@@ -375,10 +378,8 @@ impl Inner {
             lanes.running.remove(&task.id);
         }
         if let Err(e) = record {
-            warn!(
-                stackd_task = task.id,
-                "cannot store the end of the task: {e}"
-            );
+            self.store
+                .note_write_error(format_args!("cannot store the end of task {}", task.id), &e);
         }
         match state {
             TaskState::Succeeded => info!(
@@ -434,7 +435,10 @@ fn record_event(store: &Store, kind: &str, task: &TaskRecord, summary: String) {
         }),
     };
     if let Err(e) = store.append_event(&event) {
-        warn!(stackd_task = task.id, "cannot store the task event: {e}");
+        store.note_write_error(
+            format_args!("cannot store the event of task {}", task.id),
+            &e,
+        );
     }
 }
 
