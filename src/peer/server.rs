@@ -248,6 +248,18 @@ pub fn route<'p>(
     })
 }
 
+/// The methods `path` is served with, for the `Allow` header a 405 must
+/// carry (RFC 9110, 15.5.6).
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = ROUTES
+        .iter()
+        .filter(|(m, _)| route(m, path).is_ok())
+        .map(|(m, _)| *m)
+        .collect();
+    out.dedup();
+    out
+}
+
 type Resp = Response<Full<Bytes>>;
 
 struct Failure(StatusCode, String, &'static str);
@@ -315,15 +327,21 @@ async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp
             } else {
                 "MethodNotAllowed"
             };
-            return error(Failure(
+            let mut r = error(Failure(
                 status,
                 format!("no route for {} {path}", req.method()),
                 kind,
             ));
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                if let Ok(v) = HeaderValue::from_str(&allowed_methods(&path).join(", ")) {
+                    r.headers_mut().insert(header::ALLOW, v);
+                }
+            }
+            return r;
         }
     };
     if pattern != "/healthz" {
-        if let Err(resp) = authenticate(state, &req, peer) {
+        if let Err(resp) = authenticate(state, &req, peer).await {
             return *resp;
         }
     }
@@ -331,17 +349,17 @@ async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp
     result.unwrap_or_else(error)
 }
 
-fn authenticate(state: &State, req: &Request<Incoming>, peer: SocketAddr) -> Result<(), Box<Resp>> {
-    if state.limiter.blocked(peer.ip()) {
-        return Err(Box::new(error(Failure(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "too many failed attempts from {}; try again within a minute",
-                peer.ip()
-            ),
-            "TooManyRequests",
-        ))));
-    }
+/// The bearer token, checked before the failure limit: a right token is
+/// always let through, so a scanner or a misconfigured peer behind the same
+/// address cannot lock a real peer out. Wrong tokens from an address that
+/// used up its failures are answered 429 after [`auth::BLOCKED_DELAY`]
+/// (and no longer logged one by one), which slows guessing down; the
+/// token's length (a random 32 bytes or more) is what makes guessing futile.
+async fn authenticate(
+    state: &State,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<(), Box<Resp>> {
     let presented = auth::bearer(
         req.headers()
             .get(header::AUTHORIZATION)
@@ -349,6 +367,18 @@ fn authenticate(state: &State, req: &Request<Incoming>, peer: SocketAddr) -> Res
     );
     if presented.is_some_and(|t| state.token.matches(t)) {
         return Ok(());
+    }
+    if state.limiter.blocked(peer.ip()) {
+        state.limiter.fail(peer.ip());
+        tokio::time::sleep(auth::BLOCKED_DELAY).await;
+        return Err(Box::new(error(Failure(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed attempts from {}; wrong tokens are refused more slowly for a minute",
+                peer.ip()
+            ),
+            "TooManyRequests",
+        ))));
     }
     let n = state.limiter.fail(peer.ip());
     warn!(
@@ -447,13 +477,18 @@ async fn dispatch(
         "/v1/events" => events(state, &query).await?,
         "/v1/config" => {
             let check_only = flag(&query, "check")?;
+            let force = flag(&query, "force")?;
             let body = read_body(req).await?;
-            let text = String::from_utf8(body.to_vec())
-                .map_err(|_| bad_request("the cluster file must be UTF-8 text"))?;
+            let text =
+                crate::config::utf8_text(std::path::Path::new("(pushed file)"), body.to_vec())
+                    .map_err(|e| bad_request(e.to_string()))?;
             let c = control.clone();
-            let hash = tokio::task::spawn_blocking(move || c.replace_config(&text, check_only))
-                .await
-                .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "Io"))??;
+            let hash =
+                tokio::task::spawn_blocking(move || c.replace_config(&text, check_only, force))
+                    .await
+                    .map_err(|e| {
+                        Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "Io")
+                    })??;
             if !check_only {
                 info!("cluster file replaced by a push from {peer} ({hash})");
             }
@@ -753,6 +788,8 @@ mod tests {
             Err(StatusCode::METHOD_NOT_ALLOWED)
         );
         assert_eq!(route("GET", "/v1/nothing"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(allowed_methods("/v1/services/web/start"), vec!["POST"]);
+        assert_eq!(allowed_methods("/v1/config"), vec!["PUT"]);
         assert_eq!(route("GET", "/v1/services/"), Err(StatusCode::NOT_FOUND));
     }
 
