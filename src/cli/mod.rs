@@ -675,19 +675,32 @@ async fn print_status(client: &Conn, s: &ServiceInfo) -> Result<()> {
             );
         }
     }
-    if let Ok(file) = client.logs(&s.name, 10, false).await {
-        let lines: Vec<String> = std::io::BufReader::new(file)
-            .lines()
-            .map_while(|l| l.ok())
-            .collect();
-        if !lines.is_empty() {
-            println!();
-            for l in lines {
-                println!("{l}");
+    match client.logs(&s.name, 10, false).await {
+        Ok(file) => {
+            let lines: Vec<String> = std::io::BufReader::new(file)
+                .lines()
+                .map_while(|l| l.ok())
+                .collect();
+            if !lines.is_empty() {
+                println!();
+                for l in lines {
+                    println!("{l}");
+                }
             }
         }
+        Err(e) if logs_denied(&e) => {
+            println!();
+            println!("Log lines hidden: {}", e.1);
+        }
+        Err(_) => {}
     }
     Ok(())
+}
+
+/// The daemon refused to show logs to this caller (`Policy::check_logs`);
+/// what it may see is still shown, with the reason for the rest.
+fn logs_denied(e: &Failed) -> bool {
+    e.1.contains("may not read logs")
 }
 
 async fn ops(client: &Conn, args: &Args, method: &str, names: &[String]) -> Result<u8> {
@@ -735,7 +748,18 @@ async fn follow_task(client: &Conn, args: &Args, id: u64, what: &str) -> Result<
     let mut out = std::io::stdout();
     loop {
         let info = client.task(id).await?;
-        let lines = client.task_log_since(id, seen).await?;
+        // A caller allowed to change state but not to read logs (polkit
+        // org.stackd1.manage only) still follows the task to its end.
+        let lines = match client.task_log_since(id, seen).await {
+            Err(e) if logs_denied(&e) => {
+                if seen == 0 {
+                    let _ = writeln!(out, "(log lines hidden: {})", e.1);
+                    seen = 1;
+                }
+                Vec::new()
+            }
+            r => r?,
+        };
         if tty && !lines.is_empty() {
             eprint!("\r\x1b[2K");
         }
@@ -818,7 +842,10 @@ async fn tasks(
 
 async fn task(client: &Conn, id: u64, json: bool) -> Result<u8> {
     let info = client.task(id).await?;
-    let log = client.task_log_since(id, 0).await?;
+    let log = match client.task_log_since(id, 0).await {
+        Err(e) if logs_denied(&e) => vec![format!("(log lines hidden: {})", e.1)],
+        r => r?,
+    };
     if json {
         #[derive(Serialize)]
         struct WithLog<'a> {

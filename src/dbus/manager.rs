@@ -381,8 +381,17 @@ impl Manager {
     }
 
     /// The service's container logs, written into the returned pipe; with
-    /// `follow` the pipe stays open until the reader closes it.
-    async fn service_logs(&self, name: &str, lines: u32, follow: bool) -> Result<OwnedFd> {
+    /// `follow` the pipe stays open until the reader closes it. Needs what
+    /// reading the journal needs (`Policy::check_logs`).
+    async fn service_logs(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+        lines: u32,
+        follow: bool,
+    ) -> Result<OwnedFd> {
+        self.shared.policy.check_logs(conn, &header).await?;
         let tail = (lines > 0).then_some(lines as usize);
         let stream = self.shared.control.logs(name, tail, follow)?;
         super::logs::pipe(stream).map_err(|e| Error::Failed(format!("cannot open a pipe: {e}")))
@@ -425,7 +434,14 @@ impl Manager {
 
     /// The evidence stackd sees for a service and what it would do about
     /// it, without doing it.
-    async fn diagnose(&self, name: &str) -> Result<Vec<String>> {
+    /// Needs what reading logs needs: the evidence quotes them.
+    async fn diagnose(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+    ) -> Result<Vec<String>> {
+        self.shared.policy.check_logs(conn, &header).await?;
         Ok(self.shared.control.diagnose(name)?)
     }
 
