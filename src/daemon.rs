@@ -78,6 +78,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         host_override: opts.host.clone(),
     };
     let config = config::load(&opts.config, &load)?;
+    let (before, after) = systemd::raise_nofile_limit();
+    if after != before {
+        info!("open file limit raised from {before} to {after}");
+    }
     let boot_id =
         systemd::read_boot_id(&config.boot_id_file).map_err(|source| DaemonError::BootId {
             path: config.boot_id_file.clone(),

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::auth::{self, Limiter, Token};
+use super::limits::Gate;
 use super::types::{
     ConfigPushed, ErrorBody, Events, Host, MoveRequest, OpRequest, PrepareAnswer, Service,
     ServiceSummary, Task,
@@ -56,8 +57,13 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// Largest request body read.
 pub const MAX_BODY: usize = 1 << 20;
-/// Time a client has to send its request head.
+/// Time a client has to send its request head; also how long an idle
+/// keep-alive connection is held (hyper starts the timer when it waits for
+/// the next request).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send the body it announced; a request that sends
+/// less is answered 408 and its connection closed.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Long polls (`/v1/events`) open at once; more get 503.
 pub const MAX_LONG_POLLS: usize = 64;
 /// Longest `timeout` a long poll may ask for, in seconds.
@@ -71,6 +77,7 @@ struct State {
     limiter: Limiter,
     long_polls: AtomicUsize,
     cancel: CancellationToken,
+    gate: Arc<Gate>,
 }
 
 /// The running server; [`PeerServer::shutdown`] stops it.
@@ -117,6 +124,7 @@ pub async fn serve(control: Control, cfg: &PeerConfig) -> Result<PeerServer, Pee
         limiter: Limiter::default(),
         long_polls: AtomicUsize::new(0),
         cancel: cancel.clone(),
+        gate: Arc::new(Gate::default()),
     });
     let task = tokio::spawn(accept_loop(listener, tls, state));
     Ok(PeerServer {
@@ -155,21 +163,32 @@ async fn accept_loop(
     state: Arc<State>,
 ) {
     loop {
+        // Room first (connection caps, the descriptors' reserve): until
+        // then new connections wait in the kernel's backlog.
+        tokio::select! {
+            () = state.gate.wait_for_room() => {}
+            _ = state.cancel.cancelled() => return,
+        }
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    warn!("peer endpoint: accept failed: {e}");
+                    state.gate.accept_failed(&e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = state.cancel.cancelled() => return,
         };
+        let Some(permit) = state.gate.admit(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let cancel = state.cancel.clone();
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
@@ -346,7 +365,14 @@ async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp
         }
     }
     let result = dispatch(state, pattern, &params, req, peer).await;
-    result.unwrap_or_else(error)
+    let mut r = result.unwrap_or_else(error);
+    if r.status() == StatusCode::REQUEST_TIMEOUT {
+        // The rest of a body that did not come must not be read as the
+        // next request.
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }
 
 /// The bearer token, checked before the failure limit: a right token is
@@ -567,7 +593,18 @@ pub fn decode_request(method: &str, target: &str, body: &[u8]) -> Result<(), (St
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Failure> {
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    let collect = Limited::new(req.into_body(), MAX_BODY).collect();
+    let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, collect).await else {
+        return Err(Failure(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {}s",
+                BODY_TIMEOUT.as_secs()
+            ),
+            "RequestTimeout",
+        ));
+    };
+    match read {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Failure(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -95,6 +95,21 @@ pub fn read_boot_id(path: &Path) -> std::io::Result<String> {
     }
 }
 
+/// Raises the soft limit on open files to the hard one, as systemd
+/// advises for a daemon that may need many (its unit keeps the soft limit
+/// at 1024 for the programs it starts). Returns (before, after); the same
+/// twice when nothing changed or the limit cannot be read.
+pub fn raise_nofile_limit() -> (u64, u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return (0, 0);
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return (soft, hard);
+    }
+    (soft, soft)
+}
+
 /// The most of a boot id file read: a UUID, a newline, and some slack.
 pub const BOOT_ID_MAX: u64 = 64;
 
