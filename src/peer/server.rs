@@ -378,9 +378,10 @@ async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp
 /// The bearer token, checked before the failure limit: a right token is
 /// always let through, so a scanner or a misconfigured peer behind the same
 /// address cannot lock a real peer out. Wrong tokens from an address that
-/// used up its failures are answered 429 after [`auth::BLOCKED_DELAY`]
-/// (and no longer logged one by one), which slows guessing down; the
-/// token's length (a random 32 bytes or more) is what makes guessing futile.
+/// used up its failures are still answered 401 (the credential is what is
+/// wrong), but only after [`auth::BLOCKED_DELAY`] and no longer logged one
+/// by one, which slows guessing down; the token's length (a random 32 bytes
+/// or more) is what makes guessing futile.
 async fn authenticate(
     state: &State,
     req: &Request<Incoming>,
@@ -394,26 +395,26 @@ async fn authenticate(
     if presented.is_some_and(|t| state.token.matches(t)) {
         return Ok(());
     }
-    if state.limiter.blocked(peer.ip()) {
-        state.limiter.fail(peer.ip());
-        tokio::time::sleep(auth::BLOCKED_DELAY).await;
-        return Err(Box::new(error(Failure(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "too many failed attempts from {}; wrong tokens are refused more slowly for a minute",
-                peer.ip()
-            ),
-            "TooManyRequests",
-        ))));
+    // A missing token guesses nothing: refused, not counted.
+    if presented.is_some() {
+        if state.limiter.blocked(peer.ip()) {
+            state.limiter.fail(peer.ip());
+            tokio::time::sleep(auth::BLOCKED_DELAY).await;
+        } else {
+            let n = state.limiter.fail(peer.ip());
+            warn!(
+                stackd_peer = %peer,
+                "peer request {} {} from {peer} refused: wrong token ({n} failures in this minute{})",
+                req.method(),
+                req.uri().path(),
+                if n >= auth::MAX_FAILURES {
+                    "; more are answered slowly and not logged one by one"
+                } else {
+                    ""
+                }
+            );
+        }
     }
-    let n = state.limiter.fail(peer.ip());
-    warn!(
-        stackd_peer = %peer,
-        "peer request {} {} from {peer} refused: {} token ({n} failures in this minute)",
-        req.method(),
-        req.uri().path(),
-        if presented.is_some() { "wrong" } else { "missing" }
-    );
     let mut r = error(Failure(
         StatusCode::UNAUTHORIZED,
         "a valid bearer token is required (Authorization: Bearer TOKEN)".into(),
@@ -482,7 +483,10 @@ async fn dispatch(
                         .map_err(|e| bad_request(e.to_string()))?],
                     None => Vec::new(),
                 },
-                limit: Some(number(&query, "limit", 20)?.min(1000) as usize),
+                limit: Some(match number(&query, "limit", 20)? {
+                    n if n > 1000 => return Err(bad_request("limit is at most 1000")),
+                    n => n as usize,
+                }),
             };
             let rows: Vec<Task> = control
                 .list_tasks(&filter)?
@@ -615,8 +619,15 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Failure> {
     }
 }
 
+/// Every body is a JSON object; serde would also take a struct written as
+/// an array (`[]`), which the document does not allow.
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
-    serde_json::from_slice(body).map_err(|e| bad_request(format!("malformed JSON body: {e}")))
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| bad_request(format!("malformed JSON body: {e}")))?;
+    if !value.is_object() {
+        return Err(bad_request("the body must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| bad_request(format!("malformed JSON body: {e}")))
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Failure> {
