@@ -245,7 +245,8 @@ fn careless_requests_get_the_right_answers() {
 }
 
 /// A push that would take every service of this host is refused (409)
-/// naming them, in the check round too; forced, it is written.
+/// naming them, in the check round too, and by `stackctl config push`
+/// with nothing written; forced, it is written.
 #[test]
 fn a_push_that_removes_every_service_needs_force() {
     if !have_docker() || !have_bus() {
@@ -253,9 +254,32 @@ fn a_push_that_removes_every_service_needs_force() {
     }
     let h = OneHost::start("hardening_push", &["one", "two"]);
     let addr = h.addr();
-    let before = std::fs::read_to_string(h.config()).unwrap();
-    let cut = before.find("[services.").unwrap();
-    let truncated = &before[..cut];
+    // The host lists itself, so that `config push` knows where to send.
+    let hosts = format!("[hosts.{}]\npeer = \"http://{addr}\"\n\n", common::HOST);
+    let text = std::fs::read_to_string(h.config()).unwrap();
+    let cut = text.find("[services.").unwrap();
+    let before = format!("{}{hosts}{}", &text[..cut], &text[cut..]);
+    std::fs::write(h.config(), &before).unwrap();
+    stackctl(&h.env, &h.bus, &["reload"]).expect_success();
+    let truncated = format!("{}{hosts}", &text[..cut]);
+    let truncated = truncated.as_str();
+    let pushed = h.env.dir().join("pushed.toml");
+    std::fs::write(&pushed, truncated).unwrap();
+    let push = |force: bool| {
+        let mut args = vec!["config", "push", pushed.to_str().unwrap()];
+        if force {
+            args.push("--force");
+        }
+        stackctl(&h.env, &h.bus, &args)
+    };
+    let out = push(false);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains("refused") && out.stdout.contains("--force"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("Nothing was written"), "{out}");
+    assert_eq!(std::fs::read_to_string(h.config()).unwrap(), before);
     for path in ["/v1/config?check=true", "/v1/config"] {
         let (status, _, body) = http(&addr, "PUT", path, Some(TOKEN), truncated);
         assert_eq!(status, 409, "{path}: {body}");
@@ -273,6 +297,13 @@ fn a_push_that_removes_every_service_needs_force() {
         truncated,
     );
     assert_eq!(status, 200, "{body}");
+    assert_eq!(std::fs::read_to_string(h.config()).unwrap(), truncated);
+    // Back, then pushed again by stackctl with --force.
+    std::fs::write(h.config(), &before).unwrap();
+    stackctl(&h.env, &h.bus, &["reload"]).expect_success();
+    let out = push(true);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("written"), "{out}");
     assert_eq!(std::fs::read_to_string(h.config()).unwrap(), truncated);
 }
 /// A request announcing a longer body than it sends is closed after the
