@@ -363,3 +363,70 @@ fn check_config_refuses_what_the_daemon_would() {
         assert!(o.stderr.contains(&at), "{at}: {o}");
     }
 }
+
+/// The cluster file was cut while stackd was down: the start-up reconcile
+/// does not stop the services the file no longer names (nobody asked it
+/// to), says so in its log and as an alert, and a person's `apply --force`
+/// still can.
+#[test]
+fn a_file_truncated_while_stopped_does_not_stop_services_at_start() {
+    if !common::have_docker() || !have_bus() {
+        return;
+    }
+    let env = TestEnv::new("config_truncated_start");
+    let names: Vec<String> = ["a", "b", "c"].iter().map(|n| env.add_sleeper(n)).collect();
+    let whole: String = names
+        .iter()
+        .map(|n| format!("[services.{n}]\nauto_start = true\n\n"))
+        .collect();
+    let config = env.write_config(&whole);
+    let bus = Bus::start(env.dir());
+    let mut daemon = Daemon::start(&env, &bus);
+    for n in &names {
+        common::wait_until(
+            std::time::Duration::from_secs(120),
+            &format!("{n} running"),
+            || common::running(n) > 0,
+        );
+    }
+    daemon.stop();
+    let text = fs::read_to_string(&config).unwrap();
+    let cut = text.find(&format!("[services.{}]", names[1])).unwrap();
+    fs::write(&config, &text[..cut]).unwrap();
+    let daemon = Daemon::start(&env, &bus);
+    let reconcile = || {
+        stackctl_json(&env, &bus, &["tasks"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["kind"] == "reconcile" && t["origin"] == "start")
+            .cloned()
+    };
+    common::wait_until(
+        std::time::Duration::from_secs(60),
+        "the start-up reconcile ends",
+        || reconcile().is_some_and(|t| t["state"] == "succeeded" || t["state"] == "failed"),
+    );
+    let id = reconcile().unwrap()["id"].to_string();
+    let log = stackctl(&env, &bus, &["task", &id]).stdout;
+    assert!(
+        log.contains("not stopping services no longer assigned") && log.contains("--force"),
+        "{log}"
+    );
+    for n in &names {
+        assert!(common::running(n) > 0, "{n} was stopped at start:\n{log}");
+    }
+    assert!(
+        daemon.stderr().contains("left running"),
+        "the alert is logged:\n{}",
+        daemon.stderr()
+    );
+    stackctl(&env, &bus, &["apply", "--force"]).expect_success();
+    for gone in &names[1..] {
+        common::wait_until(
+            std::time::Duration::from_secs(60),
+            &format!("{gone} stopped"),
+            || common::running(gone) == 0,
+        );
+    }
+}
