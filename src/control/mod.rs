@@ -492,8 +492,8 @@ impl Control {
         }
     }
 
-    /// Plan against the current config and queue what it takes.
-    /// Queue a reconcile. Unless `force`, refused when it would stop more
+    /// Plan against the current config and queue what it takes (a
+    /// reconcile task). Unless `force`, refused when it would stop more
     /// of this host's services for being no longer assigned than
     /// `reload_guard` lets a reload remove (see [`Shared::removal_guard`]).
     pub fn apply(&self, origin: &str, force: bool) -> Result<TaskRecord, ControlError> {

@@ -509,9 +509,10 @@ async fn dispatch(
             let check_only = flag(&query, "check")?;
             let force = flag(&query, "force")?;
             let body = read_body(req).await?;
-            let text =
-                crate::config::utf8_text(std::path::Path::new("(pushed file)"), body.to_vec())
-                    .map_err(|e| bad_request(e.to_string()))?;
+            // Located as the other diagnostics of a push are: in the file
+            // it would become.
+            let text = crate::config::utf8_text(&control.manager().config_path, body.to_vec())
+                .map_err(|e| bad_request(e.to_string()))?;
             let c = control.clone();
             let hash =
                 tokio::task::spawn_blocking(move || c.replace_config(&text, check_only, force))
