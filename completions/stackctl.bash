@@ -250,7 +250,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__apply)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -h --force --user --output --host --config --no-block --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -444,7 +444,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__config__subcmd__push)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -h --force --user --output --host --config --no-block --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1394,7 +1394,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__reload)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -h --force --user --output --host --config --no-block --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

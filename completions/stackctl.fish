@@ -50,7 +50,7 @@ complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "task" -d 'Show on
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "cancel" -d 'Cancel pending or running tasks'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "logs" -d 'Show a service\'s container logs'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "apply" -d 'Bring this host to its desired state now'
-complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "reload" -d 'Reload the configuration; a bad file keeps the running one'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "reload" -d 'Reload the configuration; a bad file keeps the running one, and so does one that would remove more than reload_guard of this host\'s services (or every one)'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "check" -d 'Run the preflight checks of a deploy only (compose file, images, bind mounts, env files, ports, disk) and list every problem'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "dependencies" -d 'Show what a service depends on as a tree, like `systemctl list-dependencies`, with each one\'s state'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "diagnose" -d 'Print the evidence stackd sees for a service and what it would do, without doing it'
@@ -173,6 +173,7 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s o -l output 
 json\t''"
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l force -d 'Also stop services no longer assigned to this host when they are more than reload_guard of them (else refused)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s h -l help -d 'Print help'
@@ -180,6 +181,7 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s o -l output
 json\t''"
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l force -d 'Take a valid file whatever it removes'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s h -l help -d 'Print help'
@@ -263,6 +265,7 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_see
 json\t''"
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -l force -d 'Write it even where it removes more than reload_guard of a host\'s services (or every one)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -s h -l help -d 'Print help'
@@ -290,7 +293,7 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_s
 complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "cancel" -d 'Cancel pending or running tasks'
 complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "logs" -d 'Show a service\'s container logs'
 complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "apply" -d 'Bring this host to its desired state now'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "reload" -d 'Reload the configuration; a bad file keeps the running one'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "reload" -d 'Reload the configuration; a bad file keeps the running one, and so does one that would remove more than reload_guard of this host\'s services (or every one)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "check" -d 'Run the preflight checks of a deploy only (compose file, images, bind mounts, env files, ports, disk) and list every problem'
 complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "dependencies" -d 'Show what a service depends on as a tree, like `systemctl list-dependencies`, with each one\'s state'
 complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "diagnose" -d 'Print the evidence stackd sees for a service and what it would do, without doing it'

@@ -57,12 +57,31 @@ pub enum DaemonError {
     Signals(std::io::Error),
 }
 
+/// What start-up would refuse about this host beyond the cluster file
+/// itself, checked without changing anything (`stackd --check-config`):
+/// the boot id file, the state directory and the peer token file.
+pub fn check_host(config: &config::Config) -> Result<(), Box<DaemonError>> {
+    systemd::read_boot_id(&config.boot_id_file).map_err(|source| DaemonError::BootId {
+        path: config.boot_id_file.clone(),
+        source,
+    })?;
+    crate::store::check_state_dir(&config.state_dir).map_err(DaemonError::from)?;
+    if let Some(p) = &config.peer {
+        peer::auth::Token::load(&p.token_file).map_err(DaemonError::from)?;
+    }
+    Ok(())
+}
+
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let load = LoadOptions {
         user_mode: opts.user_mode,
         host_override: opts.host.clone(),
     };
     let config = config::load(&opts.config, &load)?;
+    let (before, after) = systemd::raise_nofile_limit();
+    if after != before {
+        info!("open file limit raised from {before} to {after}");
+    }
     let boot_id =
         systemd::read_boot_id(&config.boot_id_file).map_err(|source| DaemonError::BootId {
             path: config.boot_id_file.clone(),
@@ -174,7 +193,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         tokio::select! {
             _ = sighup.recv() => {
                 info!("SIGHUP: reloading the configuration");
-                let _ = control.reload();
+                let _ = control.reload(false);
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,

@@ -77,6 +77,10 @@ pub fn effective_desired(auto_start: bool, said: Option<DesiredState>) -> Desire
     }
 }
 
+/// The reason of a stop for a service that the config no longer assigns
+/// to this host (the stops `reload_guard` counts).
+pub const NO_LONGER_ASSIGNED: &str = "no longer assigned to this host";
+
 pub fn plan(facts: &[Facts]) -> Plan {
     let mut out = Plan::default();
     let mut deploy: Vec<&Facts> = Vec::new();
@@ -91,7 +95,7 @@ pub fn plan(facts: &[Facts]) -> Plan {
             if f.deployed_by_us && running {
                 out.stops.push(Action::Stop {
                     service: f.name.clone(),
-                    reason: "no longer assigned to this host".into(),
+                    reason: NO_LONGER_ASSIGNED.into(),
                 });
             }
             continue;

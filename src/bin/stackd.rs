@@ -48,7 +48,11 @@ fn main() -> ExitCode {
             user_mode: args.user,
             host_override: args.host.clone(),
         };
-        return match config::load(&path, &opts) {
+        // The file, then what start-up would refuse about this host.
+        let checked = config::load(&path, &opts)
+            .map_err(|e| Box::new(daemon::DaemonError::from(e)))
+            .and_then(|cfg| daemon::check_host(&cfg).map(|()| cfg));
+        return match checked {
             Ok(cfg) => {
                 println!("{}: ok ({})", path.display(), cfg.summary());
                 ExitCode::SUCCESS

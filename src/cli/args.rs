@@ -142,9 +142,20 @@ pub enum Command {
         lines: u32,
     },
     /// Bring this host to its desired state now.
-    Apply,
-    /// Reload the configuration; a bad file keeps the running one.
-    Reload,
+    Apply {
+        /// Also stop services no longer assigned to this host when they are
+        /// more than reload_guard of them (else refused).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Reload the configuration; a bad file keeps the running one, and so
+    /// does one that would remove more than reload_guard of this host's
+    /// services (or every one).
+    Reload {
+        /// Take a valid file whatever it removes.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run the preflight checks of a deploy only (compose file, images,
     /// bind mounts, env files, ports, disk) and list every problem.
     Check { name: String },
@@ -236,6 +247,10 @@ pub enum ConfigAction {
     Push {
         /// [default: the file -c names, else the daemon's]
         file: Option<PathBuf>,
+        /// Write it even where it removes more than reload_guard of a
+        /// host's services (or every one).
+        #[arg(long)]
+        force: bool,
     },
 }
 

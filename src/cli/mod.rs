@@ -74,7 +74,7 @@ pub fn main() -> ExitCode {
 
 async fn run(args: &Args) -> Result<u8> {
     if let Command::Validate { file, host } = &args.command {
-        return validate(args, file.clone(), host.clone());
+        return validate(args, file.clone(), host.clone()).await;
     }
     if let Command::Complete { what } = args.command {
         return Ok(complete(args, what).await);
@@ -87,10 +87,10 @@ async fn run(args: &Args) -> Result<u8> {
         return list_all_hosts(args, json).await;
     }
     if let Command::Config {
-        action: ConfigAction::Push { file },
+        action: ConfigAction::Push { file, force },
     } = &args.command
     {
-        return push::push(args, file.clone(), json).await;
+        return push::push(args, file.clone(), *force, json).await;
     }
     let client = match &args.host {
         Some(host) => peer_conn(args, host)?,
@@ -139,16 +139,16 @@ async fn run(args: &Args) -> Result<u8> {
             follow,
             lines,
         } => logs(&client, name, *lines, *follow).await,
-        Command::Apply => {
-            let ids = client.bus()?.apply().await?;
+        Command::Apply { force } => {
+            let ids = client.bus()?.apply(*force).await?;
             let mut code = exit::OK;
             for id in ids {
                 code = code.max(follow_task(&client, args, id, "apply").await?);
             }
             Ok(code)
         }
-        Command::Reload => {
-            client.bus()?.reload().await?;
+        Command::Reload { force } => {
+            client.bus()?.reload(*force).await?;
             Ok(exit::OK)
         }
         Command::Check { name } => {
@@ -260,19 +260,72 @@ fn print_json<T: Serialize>(value: &T) -> Result<u8> {
     Ok(exit::OK)
 }
 
-fn validate(args: &Args, file: Option<std::path::PathBuf>, host: Option<String>) -> Result<u8> {
+/// `stackctl validate`: the file as the daemon would read it. An empty
+/// file is refused (a truncated one, almost certainly); and when a daemon
+/// of the same host runs, a file that would remove every one of its
+/// services, or more than `reload_guard` of them, gets a warning: the
+/// daemon would refuse to reload it without `--force`.
+async fn validate(
+    args: &Args,
+    file: Option<std::path::PathBuf>,
+    host: Option<String>,
+) -> Result<u8> {
     let path = file.unwrap_or_else(|| config::default_config_path(args.user));
+    if std::fs::read(&path).is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace)) {
+        return Err(Failed(
+            exit::FAILURE,
+            format!(
+                "{}: the file is empty; a cluster file with nothing in it is almost certainly \
+                 a truncated one",
+                path.display()
+            ),
+        ));
+    }
     let opts = config::LoadOptions {
         user_mode: args.user,
         host_override: host,
     };
-    match config::load(&path, &opts) {
-        Ok(cfg) => {
-            println!("{}: ok ({})", path.display(), cfg.summary());
-            Ok(exit::OK)
-        }
-        Err(e) => Err(Failed(exit::FAILURE, e.to_string())),
+    let cfg = config::load(&path, &opts).map_err(|e| Failed(exit::FAILURE, e.to_string()))?;
+    println!("{}: ok ({})", path.display(), cfg.summary());
+    let compared = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        compare_with_daemon(args, &cfg),
+    )
+    .await;
+    if let Ok(Some(why)) = compared {
+        eprintln!(
+            "warning: compared with the running stackd: {why}; it would refuse to reload this \
+             file without `stackctl reload --force`"
+        );
     }
+    Ok(exit::OK)
+}
+
+/// What the running daemon of `cfg`'s host would say about losing
+/// services to `cfg` (None when none runs, or nothing trips the guard).
+async fn compare_with_daemon(args: &Args, cfg: &config::Config) -> Option<String> {
+    let client = Client::connect(&Target::default_for(args.user))
+        .await
+        .ok()?;
+    if !client.daemon_running().await {
+        return None;
+    }
+    if client.manager().await.ok()?.host != cfg.host {
+        return None;
+    }
+    let running: Vec<String> = client
+        .list_services()
+        .await
+        .ok()?
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    let removed: Vec<String> = running
+        .iter()
+        .filter(|n| cfg.service(n).map_or(true, |s| !s.assigned_to(&cfg.host)))
+        .cloned()
+        .collect();
+    config::guard_message(running.len(), &removed, cfg.reload_guard)
 }
 
 /// A colored dot as systemctl draws it, only on a terminal.
@@ -622,19 +675,32 @@ async fn print_status(client: &Conn, s: &ServiceInfo) -> Result<()> {
             );
         }
     }
-    if let Ok(file) = client.logs(&s.name, 10, false).await {
-        let lines: Vec<String> = std::io::BufReader::new(file)
-            .lines()
-            .map_while(|l| l.ok())
-            .collect();
-        if !lines.is_empty() {
-            println!();
-            for l in lines {
-                println!("{l}");
+    match client.logs(&s.name, 10, false).await {
+        Ok(file) => {
+            let lines: Vec<String> = std::io::BufReader::new(file)
+                .lines()
+                .map_while(|l| l.ok())
+                .collect();
+            if !lines.is_empty() {
+                println!();
+                for l in lines {
+                    println!("{l}");
+                }
             }
         }
+        Err(e) if logs_denied(&e) => {
+            println!();
+            println!("Log lines hidden: {}", e.1);
+        }
+        Err(_) => {}
     }
     Ok(())
+}
+
+/// The daemon refused to show logs to this caller (`Policy::check_logs`);
+/// what it may see is still shown, with the reason for the rest.
+fn logs_denied(e: &Failed) -> bool {
+    e.1.contains("may not read logs")
 }
 
 async fn ops(client: &Conn, args: &Args, method: &str, names: &[String]) -> Result<u8> {
@@ -682,7 +748,18 @@ async fn follow_task(client: &Conn, args: &Args, id: u64, what: &str) -> Result<
     let mut out = std::io::stdout();
     loop {
         let info = client.task(id).await?;
-        let lines = client.task_log_since(id, seen).await?;
+        // A caller allowed to change state but not to read logs (polkit
+        // org.stackd1.manage only) still follows the task to its end.
+        let lines = match client.task_log_since(id, seen).await {
+            Err(e) if logs_denied(&e) => {
+                if seen == 0 {
+                    let _ = writeln!(out, "(log lines hidden: {})", e.1);
+                    seen = 1;
+                }
+                Vec::new()
+            }
+            r => r?,
+        };
         if tty && !lines.is_empty() {
             eprint!("\r\x1b[2K");
         }
@@ -765,7 +842,10 @@ async fn tasks(
 
 async fn task(client: &Conn, id: u64, json: bool) -> Result<u8> {
     let info = client.task(id).await?;
-    let log = client.task_log_since(id, 0).await?;
+    let log = match client.task_log_since(id, 0).await {
+        Err(e) if logs_denied(&e) => vec![format!("(log lines hidden: {})", e.1)],
+        r => r?,
+    };
     if json {
         #[derive(Serialize)]
         struct WithLog<'a> {

@@ -25,12 +25,21 @@ struct Row {
     error: String,
 }
 
-pub async fn push(args: &Args, file: Option<PathBuf>, json: bool) -> Result<u8> {
+pub async fn push(args: &Args, file: Option<PathBuf>, force: bool, json: bool) -> Result<u8> {
     let path = file
         .or_else(|| args.config.clone())
         .unwrap_or_else(|| config::default_config_path(args.user));
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Failed(exit::FAILURE, format!("{}: {e}", path.display())))?;
+    if text.trim().is_empty() {
+        return Err(Failed(
+            exit::FAILURE,
+            format!(
+                "{} is empty (a truncated file?); nothing was pushed",
+                path.display()
+            ),
+        ));
+    }
     // Read here only for [hosts] and [peer]; each host checks it as itself.
     let opts = config::LoadOptions {
         user_mode: args.user,
@@ -49,10 +58,15 @@ pub async fn push(args: &Args, file: Option<PathBuf>, json: bool) -> Result<u8> 
         ));
     }
 
-    let checks = join_all(hosts.iter().map(|(_, c)| c.push_config(&text, true))).await;
+    let checks = join_all(hosts.iter().map(|(_, c)| c.push_config(&text, true, force))).await;
     let all_accept = checks.iter().all(std::result::Result::is_ok);
     let rows: Vec<Row> = if all_accept {
-        let writes = join_all(hosts.iter().map(|(_, c)| c.push_config(&text, false))).await;
+        let writes = join_all(
+            hosts
+                .iter()
+                .map(|(_, c)| c.push_config(&text, false, force)),
+        )
+        .await;
         rows(&hosts, writes, "written")
     } else {
         rows(&hosts, checks, "checked")

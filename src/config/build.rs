@@ -6,14 +6,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{
-    self, At, HostSpec, Loc, Merge, Num, RawFile, RawHealth, RawResources, StrOrInt, Strings,
+    self, At, HostSpec, Loc, Merge, Num, RawFile, RawHealth, RawResources, StrOrInt, StrOrNum,
+    Strings,
 };
 use super::units::{self, parse_bytes, parse_duration, parse_status_ranges, Fnv};
 use super::{
     home_dir, xdg_dir, ChannelFilter, ComposeCommand, Config, ConfigError, Diagnostic, EmailConfig,
     Handoff, HealthConfig, HostConfig, HostSelector, LoadOptions, NotifyConfig, PeerConfig, Probe,
     ResourcesConfig, RestartConfig, ServiceConfig, Severity, WebhookConfig, WebhookFormat,
-    COMPOSE_FILE_NAMES,
+    COMPOSE_FILE_NAMES, DEFAULT_RELOAD_GUARD,
 };
 
 /// Line 1, column 1 of the main file.
@@ -314,6 +315,29 @@ impl Ctx<'_> {
             }
             _ => sample_interval,
         };
+        let reload_guard = match &raw.reload_guard {
+            None => DEFAULT_RELOAD_GUARD,
+            Some(l) => {
+                let v = match &l.value {
+                    StrOrNum::Num(n) => Some(*n),
+                    StrOrNum::Str(s) => s
+                        .trim()
+                        .strip_suffix('%')
+                        .and_then(|p| p.trim().parse::<f64>().ok())
+                        .map(|p| p / 100.0),
+                };
+                match v {
+                    Some(f) if (0.0..=1.0).contains(&f) => f,
+                    _ => {
+                        self.err(
+                            l.at,
+                            "expected a fraction from 0 to 1 (0.5) or a percentage (\"50%\")",
+                        );
+                        DEFAULT_RELOAD_GUARD
+                    }
+                }
+            }
+        };
         let admin_group = match &raw.admin_group {
             None => Some("stackd".to_owned()),
             Some(l) if l.value.is_empty() => None,
@@ -355,6 +379,7 @@ impl Ctx<'_> {
             sample_interval,
             admin_group,
             boot_id_file,
+            reload_guard,
             hosts,
             peer,
             resources,

@@ -133,6 +133,9 @@ pub struct Config {
     pub sample_interval: Duration,
     pub admin_group: Option<String>,
     pub boot_id_file: PathBuf,
+    /// The share of this host's services a reload or push may remove
+    /// without `--force` (0 to 1); removing every one is always refused.
+    pub reload_guard: f64,
     pub hosts: BTreeMap<String, HostConfig>,
     pub peer: Option<PeerConfig>,
     /// Host-wide resource thresholds (top-level `[resources]`); services
@@ -166,6 +169,50 @@ impl Config {
     pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
         self.services.get(name)
     }
+
+    /// The services this host runs under `self` that `new` no longer
+    /// assigns to it (deleted, or given to another host), by name.
+    pub fn removed_by(&self, new: &Config) -> Vec<String> {
+        self.local_services()
+            .filter(|s| {
+                new.service(&s.name)
+                    .map_or(true, |n| !n.assigned_to(&new.host))
+            })
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// Why `new` may not replace `self` without being forced: it would take
+    /// every service of this host, or more than `reload_guard` of them
+    /// (the running configuration's guard: a truncated file must not lower
+    /// its own bar). None when it may.
+    pub fn guard(&self, new: &Config) -> Option<String> {
+        let before = self.local_services().count();
+        let removed = self.removed_by(new);
+        guard_message(before, &removed, self.reload_guard)
+    }
+}
+
+/// `reload_guard` when the file does not set it: half.
+pub const DEFAULT_RELOAD_GUARD: f64 = 0.5;
+
+/// The refusal for losing `removed` of `before` services, if it trips the
+/// guard: all of them, or more than `guard` of them.
+pub fn guard_message(before: usize, removed: &[String], guard: f64) -> Option<String> {
+    let n = removed.len();
+    if n == 0 || (n < before && n as f64 <= guard * before as f64) {
+        return None;
+    }
+    let which = if n == before {
+        "every one".to_string()
+    } else {
+        format!("more than reload_guard ({:.0}%)", guard * 100.0)
+    };
+    Some(format!(
+        "it would remove {n} of this host's {before} services, {which}: {} \
+         (a truncated or wrong file?)",
+        removed.join(", ")
+    ))
 }
 
 /// `[hosts.NAME]`
@@ -430,9 +477,32 @@ pub fn default_config_path(user_mode: bool) -> PathBuf {
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
+    })?;
+    utf8_text(path, bytes)
+}
+
+/// The file's bytes as text; bytes that are not UTF-8 are a diagnostic at
+/// the line and column of the first bad byte, as any other error is.
+pub fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let bad = e.utf8_error().valid_up_to();
+        let good = &e.as_bytes()[..bad];
+        let line = 1 + good.iter().filter(|b| **b == b'\n').count();
+        let line_start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        // Columns count characters, as the TOML diagnostics do.
+        let col = 1 + String::from_utf8_lossy(&good[line_start..]).chars().count();
+        ConfigError::Parse(Diagnostic {
+            file: path.to_path_buf(),
+            line,
+            col,
+            message: format!(
+                "byte 0x{:02x} is not UTF-8; the cluster file must be UTF-8 text",
+                e.as_bytes()[bad]
+            ),
+        })
     })
 }
 

@@ -189,6 +189,39 @@ impl<'de> Deserialize<'de> for StrOrInt {
     }
 }
 
+/// A value that may be written as a string or a number
+/// (`reload_guard = 0.5` or `reload_guard = "50%"`).
+#[derive(Debug, Clone)]
+pub(crate) enum StrOrNum {
+    Str(String),
+    Num(f64),
+}
+
+impl<'de> Deserialize<'de> for StrOrNum {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = StrOrNum;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a fraction such as 0.5 or a percentage such as \"50%\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StrOrNum, E> {
+                Ok(StrOrNum::Str(v.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StrOrNum, E> {
+                Ok(StrOrNum::Num(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StrOrNum, E> {
+                Ok(StrOrNum::Num(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<StrOrNum, E> {
+                Ok(StrOrNum::Num(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// An integer; exists for the error message ("expected an integer", not "i64").
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Int(pub i64);
@@ -292,6 +325,7 @@ pub(crate) struct RawFile {
     pub sample_interval: L<String>,
     pub admin_group: L<String>,
     pub boot_id_file: L<PathBuf>,
+    pub reload_guard: L<StrOrNum>,
     #[serde(default)]
     pub hosts: LocMap<RawHost>,
     pub peer: Option<RawPeer>,
@@ -467,7 +501,7 @@ macro_rules! merge_struct {
 
 merge_struct!(RawFile;
     leaves: host, compose_dir, state_dir, compose_command, max_parallel, sample_interval,
-        admin_group, boot_id_file;
+        admin_group, boot_id_file, reload_guard;
     tables: hosts, peer, services, resources, notify);
 merge_struct!(RawHost; leaves: peer; tables: );
 merge_struct!(RawPeer;

@@ -796,3 +796,52 @@ fn peer_listen_defaults_to_own_host_url() {
     let cfg = parse_str(text, Path::new("/x.toml"), &LoadOptions::default(), false).unwrap();
     assert_eq!(cfg.peer.unwrap().listen, "127.0.0.2:7782");
 }
+
+#[test]
+fn reload_guard_is_a_fraction_or_a_percentage() {
+    assert_eq!(parse("").unwrap().reload_guard, DEFAULT_RELOAD_GUARD);
+    assert_eq!(parse("reload_guard = 0.25\n").unwrap().reload_guard, 0.25);
+    assert_eq!(parse("reload_guard = \"30%\"\n").unwrap().reload_guard, 0.3);
+    assert_eq!(parse("reload_guard = 1\n").unwrap().reload_guard, 1.0);
+    for bad in [
+        "reload_guard = 2\n",
+        "reload_guard = \"half\"\n",
+        "reload_guard = -0.1\n",
+    ] {
+        let e = errors(parse(bad));
+        assert!(
+            e[0].starts_with("/cfg/stackd.toml:1:16: expected a fraction"),
+            "{bad}: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn the_guard_trips_on_every_service_or_more_than_the_share() {
+    let names = |n: usize| (0..n).map(|i| format!("s{i}")).collect::<Vec<_>>();
+    assert_eq!(guard_message(4, &[], 0.5), None);
+    assert_eq!(guard_message(4, &names(2), 0.5), None);
+    let m = guard_message(4, &names(3), 0.5).unwrap();
+    assert!(
+        m.contains("3 of this host's 4") && m.contains("s0, s1, s2"),
+        "{m}"
+    );
+    assert!(guard_message(1, &names(1), 1.0)
+        .unwrap()
+        .contains("every one"));
+    assert!(guard_message(10, &names(1), 0.0).is_some());
+}
+
+#[test]
+fn invalid_utf8_is_located() {
+    let e = utf8_text(
+        Path::new("/cfg/stackd.toml"),
+        b"host = \"a\"\nx = \"\xc3\xa9\xff\"\n".to_vec(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("/cfg/stackd.toml:2:7: byte 0xff is not UTF-8"),
+        "{e}"
+    );
+}

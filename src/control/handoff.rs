@@ -353,8 +353,10 @@ impl Shared {
         name: &str,
         from: &str,
     ) -> Result<&'c ServiceConfig, ControlError> {
+        // A well-formed request whose sender this host's cluster file does
+        // not know: the two files disagree (409), not a malformed request.
         if !cfg.hosts.contains_key(from) || from == cfg.host {
-            return Err(ControlError::InvalidArgument(format!(
+            return Err(ControlError::Conflict(format!(
                 "{from} is not another host of {}'s cluster file",
                 cfg.host
             )));

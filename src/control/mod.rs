@@ -492,19 +492,50 @@ impl Control {
         }
     }
 
-    /// Plan against the current config and queue what it takes.
-    pub fn apply(&self, origin: &str) -> Result<TaskRecord, ControlError> {
+    /// Plan against the current config and queue what it takes (a
+    /// reconcile task). Unless `force`, refused when it would stop more
+    /// of this host's services for being no longer assigned than
+    /// `reload_guard` lets a reload remove (see [`Shared::removal_guard`]).
+    pub fn apply(&self, origin: &str, force: bool) -> Result<TaskRecord, ControlError> {
+        if !force {
+            if let Some(why) = self
+                .shared
+                .removal_guard(&reconcile::plan(&self.shared.facts()))
+            {
+                return Err(ControlError::Conflict(format!(
+                    "apply refused: {why}; check the cluster file, or run `stackctl apply --force` \
+                     to stop them"
+                )));
+            }
+        }
         Ok(self.queue().submit(TaskKind::Reconcile, "", origin)?)
     }
 
-    /// Re-read the config. A bad file changes nothing and says why.
-    pub fn reload(&self) -> Result<(), ControlError> {
+    /// Re-read the config. A bad file changes nothing and says why; so
+    /// does one that would remove too many of this host's services
+    /// (`reload_guard`), unless `force`.
+    pub fn reload(&self, force: bool) -> Result<(), ControlError> {
         systemd::reloading();
         let path = self.config().path.clone();
-        let result = config::load(&path, &self.shared.load_options);
+        let result = config::load(&path, &self.shared.load_options).map_err(|e| e.to_string());
+        let result = result.and_then(|new| match self.config().guard(&new) {
+            Some(why) if !force => Err(format!(
+                "{}: {why}; check the file, or run `stackctl reload --force` to remove them",
+                path.display()
+            )),
+            _ => Ok(new),
+        });
         let outcome = match result {
             Ok(new) => {
                 let old = self.config();
+                let removed = old.removed_by(&new);
+                if !removed.is_empty() {
+                    info!(
+                        "the reload removes {} of this host's services: {}",
+                        removed.len(),
+                        removed.join(", ")
+                    );
+                }
                 if new.max_parallel != old.max_parallel {
                     warn!("max_parallel changed; the new value takes effect when stackd restarts");
                 }
@@ -528,9 +559,9 @@ impl Control {
                     "reload-failed",
                     "",
                     "reload refused, the running configuration stays in force",
-                    &e.to_string(),
+                    &e,
                 );
-                Err(ControlError::InvalidConfig(e.to_string()))
+                Err(ControlError::InvalidConfig(e))
             }
         };
         systemd::ready(&self.status_line());
@@ -541,13 +572,33 @@ impl Control {
     /// as a reload checks the file on disk, and only then written
     /// atomically and reloaded. With `check_only` nothing is written.
     /// Returns the hash of the configuration in force afterwards.
-    pub fn replace_config(&self, text: &str, check_only: bool) -> Result<String, ControlError> {
+    /// An empty text is refused (a truncated file, almost certainly), and
+    /// so, unless `force`, is one that trips `reload_guard`.
+    pub fn replace_config(
+        &self,
+        text: &str,
+        check_only: bool,
+        force: bool,
+    ) -> Result<String, ControlError> {
+        if text.trim().is_empty() {
+            return Err(ControlError::InvalidArgument(
+                "the pushed cluster file is empty (a truncated file?); nothing was written".into(),
+            ));
+        }
         // One push at a time: the check and the write go together.
         static PUSH: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one = PUSH.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.config().path.clone();
         let new = config::check_replacement(&path, text, &self.shared.load_options)
             .map_err(|e| ControlError::InvalidConfig(e.to_string()))?;
+        if !force {
+            if let Some(why) = self.config().guard(&new) {
+                return Err(ControlError::Conflict(format!(
+                    "the pushed cluster file was refused: {why}; nothing was written \
+                     (push it with `stackctl config push --force` to remove them)"
+                )));
+            }
+        }
         if check_only {
             return Ok(new.hash);
         }
@@ -558,7 +609,10 @@ impl Control {
             path.display(),
             new.hash
         );
-        self.reload()?;
+        // Checked above, with the same drop-ins; forced so that a drop-in
+        // changed in between does not leave the new file written but
+        // refused.
+        self.reload(true)?;
         Ok(self.config().hash.clone())
     }
 
@@ -633,7 +687,9 @@ impl Control {
     /// Queue the start-up reconcile (boot recovery when the boot id changed).
     pub fn startup(&self) -> Result<TaskRecord, ControlError> {
         let origin = if self.is_new_boot()? { "boot" } else { "start" };
-        let task = self.apply(origin)?;
+        // Not forced by a person: the reconcile itself leaves too many
+        // removals alone (see `reconcile`).
+        let task = self.apply(origin, true)?;
         self.shared
             .store
             .set_meta("boot_id", &self.shared.boot_id)?;
@@ -1038,6 +1094,26 @@ impl Shared {
             .collect()
     }
 
+    /// Why `plan`'s stops of services no longer assigned to this host are
+    /// too many to make without a person's `--force`: every one of the
+    /// host's services, or more than the config's `reload_guard` of them.
+    /// The host's services are those configured here and those still
+    /// running that stackd deployed.
+    fn removal_guard(&self, plan: &reconcile::Plan) -> Option<String> {
+        let removed: Vec<String> = plan
+            .stops
+            .iter()
+            .filter(|a| a.reason() == reconcile::NO_LONGER_ASSIGNED)
+            .map(|a| a.service().to_string())
+            .collect();
+        if removed.is_empty() {
+            return None;
+        }
+        let cfg = self.config();
+        let before = cfg.local_services().count() + removed.len();
+        config::guard_message(before, &removed, cfg.reload_guard)
+    }
+
     /// Plan and carry out: stops at once, then deploys wave by wave.
     async fn reconcile(
         &self,
@@ -1059,7 +1135,28 @@ impl Shared {
             }
         }
         let boot = task.origin == "boot";
-        let plan = reconcile::plan(&self.facts());
+        let mut plan = reconcile::plan(&self.facts());
+        // The start-up reconcile asked nobody: a cluster file truncated
+        // while stackd was down must not stop this host's services. A
+        // person's apply was checked (or forced) when it was asked for.
+        if matches!(task.origin.as_str(), "boot" | "start") {
+            if let Some(why) = self.removal_guard(&plan) {
+                log.line(&format!(
+                    "not stopping services no longer assigned to this host: {why}; \
+                     `stackctl apply --force` stops them"
+                ));
+                self.alert(
+                    Severity::Critical,
+                    "reload-failed",
+                    "",
+                    "services no longer assigned to this host were left running",
+                    &why,
+                    serde_json::Value::Null,
+                );
+                plan.stops
+                    .retain(|a| a.reason() != reconcile::NO_LONGER_ASSIGNED);
+            }
+        }
         for (name, why) in &plan.left {
             log.line(&format!("{name}: left alone ({why})"));
         }

@@ -1,6 +1,13 @@
-//! Who may change state. Reading is open to everyone; changing needs uid 0,
-//! the daemon's own uid (the point of `--user` mode), membership of
-//! `admin_group`, or the polkit action `org.stackd1.manage`.
+//! Who may change state, and who may read logs. Listing and status are
+//! open to everyone; changing needs uid 0, the daemon's own uid (the point
+//! of `--user` mode), membership of `admin_group`, or the polkit action
+//! `org.stackd1.manage`.
+//!
+//! Logs (container output, task logs, diagnoses) carry what services print,
+//! passwords included, so reading them needs what `journalctl` needs for a
+//! system service's output: uid 0 or the daemon's own uid, group `adm` or
+//! `systemd-journal` (the caller's process groups, as the bus sees them),
+//! `admin_group`, or the polkit action `org.stackd1.read-logs`.
 
 use std::collections::HashMap;
 
@@ -13,6 +20,10 @@ use zbus::Connection;
 use super::error::Error;
 
 pub const POLKIT_ACTION: &str = "org.stackd1.manage";
+/// The polkit action that lets a caller read logs.
+pub const POLKIT_READ_LOGS: &str = "org.stackd1.read-logs";
+/// Groups whose members may read logs, as they may read the journal.
+pub const LOG_GROUPS: [&str; 2] = ["adm", "systemd-journal"];
 
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -42,6 +53,33 @@ async fn caller_uid(conn: &Connection, header: &Header<'_>) -> Result<u32, Error
     }
 }
 
+/// The caller's process groups (primary and supplementary), as the bus
+/// driver reports them; None on a peer-to-peer connection or when the bus
+/// cannot tell.
+async fn caller_groups(conn: &Connection, header: &Header<'_>) -> Option<Vec<u32>> {
+    let (Some(_), Some(sender)) = (conn.unique_name(), header.sender()) else {
+        return None;
+    };
+    let dbus = zbus::fdo::DBusProxy::new(conn).await.ok()?;
+    dbus.get_connection_credentials(sender.clone().into())
+        .await
+        .ok()?
+        .into_unix_group_ids()
+}
+
+/// Whether the caller is in `group`: by its process groups when the bus
+/// reports them (what a file permission would see), else by the user
+/// database.
+fn caller_in_group(uid: u32, gids: Option<&[u32]>, group: &str) -> bool {
+    match gids {
+        Some(gids) => Group::from_name(group)
+            .ok()
+            .flatten()
+            .is_some_and(|g| gids.contains(&g.gid.as_raw())),
+        None => in_group(uid, group),
+    }
+}
+
 fn in_group(uid: u32, group: &str) -> bool {
     let Ok(Some(group)) = Group::from_name(group) else {
         return false;
@@ -60,7 +98,7 @@ fn in_group(uid: u32, group: &str) -> bool {
         .unwrap_or(false)
 }
 
-async fn polkit_allows(conn: &Connection, header: &Header<'_>) -> bool {
+async fn polkit_allows(conn: &Connection, header: &Header<'_>, action: &str) -> bool {
     let (Some(_), Some(sender)) = (conn.unique_name(), header.sender()) else {
         return false;
     };
@@ -76,7 +114,7 @@ async fn polkit_allows(conn: &Connection, header: &Header<'_>) -> bool {
             "CheckAuthorization",
             &(
                 ("system-bus-name", subject_details),
-                POLKIT_ACTION,
+                action,
                 details,
                 1u32,
                 "",
@@ -110,7 +148,7 @@ impl Policy {
                     return Ok(());
                 }
             }
-            if polkit_allows(conn, header).await {
+            if polkit_allows(conn, header, POLKIT_ACTION).await {
                 return Ok(());
             }
         }
@@ -126,6 +164,41 @@ impl Policy {
         };
         Err(Error::AccessDenied(format!(
             "uid {uid} may not do this: {how}"
+        )))
+    }
+
+    /// Ok when the caller may read logs (see the module comment); else a
+    /// named AccessDenied that says what would be needed.
+    pub async fn check_logs(&self, conn: &Connection, header: &Header<'_>) -> Result<(), Error> {
+        let uid = caller_uid(conn, header).await?;
+        if uid == 0 || uid == Uid::effective().as_raw() {
+            return Ok(());
+        }
+        let gids = caller_groups(conn, header).await;
+        let mut groups: Vec<&str> = LOG_GROUPS.to_vec();
+        if !self.user_mode {
+            if let Some(g) = &self.admin_group {
+                groups.push(g);
+            }
+        }
+        if groups
+            .iter()
+            .any(|g| caller_in_group(uid, gids.as_deref(), g))
+        {
+            return Ok(());
+        }
+        if !self.user_mode && polkit_allows(conn, header, POLKIT_READ_LOGS).await {
+            return Ok(());
+        }
+        let polkit = if self.user_mode {
+            String::new()
+        } else {
+            format!(", or polkit authorization {POLKIT_READ_LOGS}")
+        };
+        Err(Error::AccessDenied(format!(
+            "uid {uid} may not read logs: logs may hold secrets, so reading them needs root, \
+             this daemon's user, group {}{polkit} (as journalctl does)",
+            groups.join(" or ")
         )))
     }
 }

@@ -217,6 +217,21 @@ impl Client {
             .await
     }
 
+    /// Whether the daemon runs now, asked without starting it (a bus may
+    /// activate a service on a call to its name).
+    pub async fn daemon_running(&self) -> bool {
+        if self.p2p {
+            return true;
+        }
+        match zbus::fdo::DBusProxy::new(&self.conn).await {
+            Ok(p) => match zbus::names::BusName::try_from(BUS_NAME) {
+                Ok(name) => p.name_has_owner(name).await.unwrap_or(false),
+                Err(_) => false,
+            },
+            Err(_) => false,
+        }
+    }
+
     pub async fn manager(&self) -> Result<ManagerInfo> {
         let m = self.all(MANAGER_PATH, MANAGER).await?;
         Ok(ManagerInfo {
@@ -319,16 +334,25 @@ impl Client {
         })
     }
 
-    pub async fn apply(&self) -> Result<Vec<u64>> {
-        let paths: Vec<OwnedObjectPath> = self.call(MANAGER_PATH, MANAGER, "Apply", &()).await?;
+    /// ApplyMode: "replace" (`force`) also stops more services no longer
+    /// assigned to this host than `reload_guard` allows.
+    pub async fn apply(&self, force: bool) -> Result<Vec<u64>> {
+        let mode = if force { "replace" } else { "fail" };
+        let paths: Vec<OwnedObjectPath> = self
+            .call(MANAGER_PATH, MANAGER, "ApplyMode", &(mode,))
+            .await?;
         Ok(paths
             .iter()
             .filter_map(|p| path::task_id(p.as_str()))
             .collect())
     }
 
-    pub async fn reload(&self) -> Result<()> {
-        self.call(MANAGER_PATH, MANAGER, "Reload", &()).await
+    /// ReloadMode: "replace" (`force`) takes a file that would remove
+    /// more services than `reload_guard` allows.
+    pub async fn reload(&self, force: bool) -> Result<()> {
+        let mode = if force { "replace" } else { "fail" };
+        self.call(MANAGER_PATH, MANAGER, "ReloadMode", &(mode,))
+            .await
     }
 
     pub async fn task(&self, id: u64) -> Result<TaskInfo> {

@@ -76,6 +76,30 @@ impl Manager {
     }
 }
 
+impl Manager {
+    async fn apply_as(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        mode: &str,
+    ) -> Result<Vec<OwnedObjectPath>> {
+        let force = parse_mode(mode).map_err(Error::InvalidArgument)?;
+        self.shared.policy.check(conn, header).await?;
+        let task = self.shared.control.apply(&origin(header), force)?;
+        self.shared.register_task(task.id).await;
+        Ok(vec![task_path(task.id)])
+    }
+
+    async fn reload_as(&self, conn: &Connection, header: &Header<'_>, mode: &str) -> Result<()> {
+        let force = parse_mode(mode).map_err(Error::InvalidArgument)?;
+        self.shared.policy.check(conn, header).await?;
+        let control = self.shared.control.clone();
+        Ok(tokio::task::spawn_blocking(move || control.reload(force))
+            .await
+            .map_err(|e| Error::Failed(e.to_string()))??)
+    }
+}
+
 /// Who asked, for the task's `origin` ("dbus:1.42" or "private").
 pub(super) fn origin(header: &Header<'_>) -> String {
     match header.sender() {
@@ -286,24 +310,47 @@ impl Manager {
     }
 
     /// Bring the host to its desired state; returns the reconcile task.
+    /// Refused (Conflict) when it would stop more of this host's services
+    /// for being no longer assigned than `reload_guard` allows.
     async fn apply(
         &self,
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<OwnedObjectPath>> {
-        self.shared.policy.check(conn, &header).await?;
-        let task = self.shared.control.apply(&origin(&header))?;
-        self.shared.register_task(task.id).await;
-        Ok(vec![task_path(task.id)])
+        self.apply_as(conn, &header, "fail").await
     }
 
+    /// Apply with a mode: "fail" as Apply, "replace" stops services no
+    /// longer assigned to this host however many they are.
+    async fn apply_mode(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        mode: &str,
+    ) -> Result<Vec<OwnedObjectPath>> {
+        self.apply_as(conn, &header, mode).await
+    }
+
+    /// Re-read the cluster file. Refused (InvalidArgument) when it is not
+    /// valid or would remove more of this host's services than
+    /// `reload_guard` allows; the running configuration stays.
     async fn reload(
         &self,
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<()> {
-        self.shared.policy.check(conn, &header).await?;
-        Ok(self.shared.control.reload()?)
+        self.reload_as(conn, &header, "fail").await
+    }
+
+    /// Reload with a mode: "fail" as Reload, "replace" takes a valid file
+    /// whatever it removes.
+    async fn reload_mode(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        mode: &str,
+    ) -> Result<()> {
+        self.reload_as(conn, &header, mode).await
     }
 
     async fn list_tasks(&self, filter: HashMap<String, OwnedValue>) -> Result<Vec<TaskRow>> {
@@ -334,8 +381,17 @@ impl Manager {
     }
 
     /// The service's container logs, written into the returned pipe; with
-    /// `follow` the pipe stays open until the reader closes it.
-    async fn service_logs(&self, name: &str, lines: u32, follow: bool) -> Result<OwnedFd> {
+    /// `follow` the pipe stays open until the reader closes it. Needs what
+    /// reading the journal needs (`Policy::check_logs`).
+    async fn service_logs(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+        lines: u32,
+        follow: bool,
+    ) -> Result<OwnedFd> {
+        self.shared.policy.check_logs(conn, &header).await?;
         let tail = (lines > 0).then_some(lines as usize);
         let stream = self.shared.control.logs(name, tail, follow)?;
         super::logs::pipe(stream).map_err(|e| Error::Failed(format!("cannot open a pipe: {e}")))
@@ -378,7 +434,14 @@ impl Manager {
 
     /// The evidence stackd sees for a service and what it would do about
     /// it, without doing it.
-    async fn diagnose(&self, name: &str) -> Result<Vec<String>> {
+    /// Needs what reading logs needs: the evidence quotes them.
+    async fn diagnose(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+    ) -> Result<Vec<String>> {
+        self.shared.policy.check_logs(conn, &header).await?;
         Ok(self.shared.control.diagnose(name)?)
     }
 

@@ -45,13 +45,25 @@ impl Task {
         Ok(self.shared.control.cancel(self.id)?)
     }
 
-    /// The whole stored log, one line per element.
-    async fn log(&self) -> Result<Vec<String>> {
+    /// The whole stored log, one line per element. Needs what reading
+    /// the journal needs (`Policy::check_logs`): Compose prints secrets.
+    async fn log(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<String>> {
+        self.shared.policy.check_logs(conn, &header).await?;
         Ok(self.shared.control.task_log(self.id)?)
     }
 
     /// The log lines after the first `skip` ones (for following a task).
-    async fn log_since(&self, skip: u32) -> Result<Vec<String>> {
+    async fn log_since(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        skip: u32,
+    ) -> Result<Vec<String>> {
+        self.shared.policy.check_logs(conn, &header).await?;
         Ok(self
             .shared
             .control

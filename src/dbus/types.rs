@@ -214,7 +214,7 @@ impl PlanRow {
 /// "replace" (they are stopped first). True for "replace".
 pub fn parse_mode(mode: &str) -> Result<bool, String> {
     match mode {
-        "fail" | "" => Ok(false),
+        "fail" => Ok(false),
         "replace" => Ok(true),
         other => Err(format!(
             "unknown mode {other:?} (known: \"fail\", \"replace\")"

@@ -14,6 +14,8 @@ use super::PeerError;
 pub const MAX_FAILURES: u32 = 10;
 /// The window failures are counted in.
 pub const WINDOW: Duration = Duration::from_secs(60);
+/// How long a wrong token waits for its 429 once its address is blocked.
+pub const BLOCKED_DELAY: Duration = Duration::from_secs(1);
 
 /// The shared secret every peer request but `/healthz` must present.
 #[derive(Clone)]
@@ -91,8 +93,9 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    /// True when `ip` used up its failures for the current window: every
-    /// authenticated request from it is refused until the window ends.
+    /// True when `ip` used up its failures for the current window: wrong
+    /// tokens from it are refused slowly until the window ends (a right
+    /// token is still accepted; see `server::authenticate`).
     pub fn blocked(&self, ip: IpAddr) -> bool {
         let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&ip)

@@ -229,14 +229,16 @@ impl PeerClient {
 
     /// `PUT /v1/config`: the host checks `text` as its cluster file and,
     /// unless `check_only`, writes it and reloads.
-    pub async fn push_config(&self, text: &str, check_only: bool) -> Result<ConfigPushed> {
-        let path = if check_only {
-            "/v1/config?check=true"
-        } else {
-            "/v1/config"
-        };
+    /// `PUT /v1/config`; `force` passes the host's `reload_guard`.
+    pub async fn push_config(
+        &self,
+        text: &str,
+        check_only: bool,
+        force: bool,
+    ) -> Result<ConfigPushed> {
+        let path = format!("/v1/config?check={check_only}&force={force}");
         let body = Body::Toml(text.as_bytes().to_vec());
-        self.request(Method::PUT, path, body).await
+        self.request(Method::PUT, &path, body).await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {

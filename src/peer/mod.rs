@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod client;
 mod cluster;
+pub mod limits;
 pub mod liveness;
 pub mod server;
 mod tls;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::auth::{self, Limiter, Token};
+use super::limits::Gate;
 use super::types::{
     ConfigPushed, ErrorBody, Events, Host, MoveRequest, OpRequest, PrepareAnswer, Service,
     ServiceSummary, Task,
@@ -56,8 +57,13 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// Largest request body read.
 pub const MAX_BODY: usize = 1 << 20;
-/// Time a client has to send its request head.
+/// Time a client has to send its request head; also how long an idle
+/// keep-alive connection is held (hyper starts the timer when it waits for
+/// the next request).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send the body it announced; a request that sends
+/// less is answered 408 and its connection closed.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Long polls (`/v1/events`) open at once; more get 503.
 pub const MAX_LONG_POLLS: usize = 64;
 /// Longest `timeout` a long poll may ask for, in seconds.
@@ -71,6 +77,7 @@ struct State {
     limiter: Limiter,
     long_polls: AtomicUsize,
     cancel: CancellationToken,
+    gate: Arc<Gate>,
 }
 
 /// The running server; [`PeerServer::shutdown`] stops it.
@@ -117,6 +124,7 @@ pub async fn serve(control: Control, cfg: &PeerConfig) -> Result<PeerServer, Pee
         limiter: Limiter::default(),
         long_polls: AtomicUsize::new(0),
         cancel: cancel.clone(),
+        gate: Arc::new(Gate::default()),
     });
     let task = tokio::spawn(accept_loop(listener, tls, state));
     Ok(PeerServer {
@@ -155,21 +163,32 @@ async fn accept_loop(
     state: Arc<State>,
 ) {
     loop {
+        // Room first (connection caps, the descriptors' reserve): until
+        // then new connections wait in the kernel's backlog.
+        tokio::select! {
+            () = state.gate.wait_for_room() => {}
+            _ = state.cancel.cancelled() => return,
+        }
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    warn!("peer endpoint: accept failed: {e}");
+                    state.gate.accept_failed(&e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = state.cancel.cancelled() => return,
         };
+        let Some(permit) = state.gate.admit(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let cancel = state.cancel.clone();
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
@@ -248,6 +267,18 @@ pub fn route<'p>(
     })
 }
 
+/// The methods `path` is served with, for the `Allow` header a 405 must
+/// carry (RFC 9110, 15.5.6).
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = ROUTES
+        .iter()
+        .filter(|(m, _)| route(m, path).is_ok())
+        .map(|(m, _)| *m)
+        .collect();
+    out.dedup();
+    out
+}
+
 type Resp = Response<Full<Bytes>>;
 
 struct Failure(StatusCode, String, &'static str);
@@ -315,33 +346,47 @@ async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp
             } else {
                 "MethodNotAllowed"
             };
-            return error(Failure(
+            let mut r = error(Failure(
                 status,
                 format!("no route for {} {path}", req.method()),
                 kind,
             ));
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                if let Ok(v) = HeaderValue::from_str(&allowed_methods(&path).join(", ")) {
+                    r.headers_mut().insert(header::ALLOW, v);
+                }
+            }
+            return r;
         }
     };
     if pattern != "/healthz" {
-        if let Err(resp) = authenticate(state, &req, peer) {
+        if let Err(resp) = authenticate(state, &req, peer).await {
             return *resp;
         }
     }
     let result = dispatch(state, pattern, &params, req, peer).await;
-    result.unwrap_or_else(error)
+    let mut r = result.unwrap_or_else(error);
+    if r.status() == StatusCode::REQUEST_TIMEOUT {
+        // The rest of a body that did not come must not be read as the
+        // next request.
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }
 
-fn authenticate(state: &State, req: &Request<Incoming>, peer: SocketAddr) -> Result<(), Box<Resp>> {
-    if state.limiter.blocked(peer.ip()) {
-        return Err(Box::new(error(Failure(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "too many failed attempts from {}; try again within a minute",
-                peer.ip()
-            ),
-            "TooManyRequests",
-        ))));
-    }
+/// The bearer token, checked before the failure limit: a right token is
+/// always let through, so a scanner or a misconfigured peer behind the same
+/// address cannot lock a real peer out. Wrong tokens from an address that
+/// used up its failures are still answered 401 (the credential is what is
+/// wrong), but only after [`auth::BLOCKED_DELAY`] and no longer logged one
+/// by one, which slows guessing down; the token's length (a random 32 bytes
+/// or more) is what makes guessing futile.
+async fn authenticate(
+    state: &State,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<(), Box<Resp>> {
     let presented = auth::bearer(
         req.headers()
             .get(header::AUTHORIZATION)
@@ -350,14 +395,26 @@ fn authenticate(state: &State, req: &Request<Incoming>, peer: SocketAddr) -> Res
     if presented.is_some_and(|t| state.token.matches(t)) {
         return Ok(());
     }
-    let n = state.limiter.fail(peer.ip());
-    warn!(
-        stackd_peer = %peer,
-        "peer request {} {} from {peer} refused: {} token ({n} failures in this minute)",
-        req.method(),
-        req.uri().path(),
-        if presented.is_some() { "wrong" } else { "missing" }
-    );
+    // A missing token guesses nothing: refused, not counted.
+    if presented.is_some() {
+        if state.limiter.blocked(peer.ip()) {
+            state.limiter.fail(peer.ip());
+            tokio::time::sleep(auth::BLOCKED_DELAY).await;
+        } else {
+            let n = state.limiter.fail(peer.ip());
+            warn!(
+                stackd_peer = %peer,
+                "peer request {} {} from {peer} refused: wrong token ({n} failures in this minute{})",
+                req.method(),
+                req.uri().path(),
+                if n >= auth::MAX_FAILURES {
+                    "; more are answered slowly and not logged one by one"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     let mut r = error(Failure(
         StatusCode::UNAUTHORIZED,
         "a valid bearer token is required (Authorization: Bearer TOKEN)".into(),
@@ -426,7 +483,10 @@ async fn dispatch(
                         .map_err(|e| bad_request(e.to_string()))?],
                     None => Vec::new(),
                 },
-                limit: Some(number(&query, "limit", 20)?.min(1000) as usize),
+                limit: Some(match number(&query, "limit", 20)? {
+                    n if n > 1000 => return Err(bad_request("limit is at most 1000")),
+                    n => n as usize,
+                }),
             };
             let rows: Vec<Task> = control
                 .list_tasks(&filter)?
@@ -447,13 +507,19 @@ async fn dispatch(
         "/v1/events" => events(state, &query).await?,
         "/v1/config" => {
             let check_only = flag(&query, "check")?;
+            let force = flag(&query, "force")?;
             let body = read_body(req).await?;
-            let text = String::from_utf8(body.to_vec())
-                .map_err(|_| bad_request("the cluster file must be UTF-8 text"))?;
+            // Located as the other diagnostics of a push are: in the file
+            // it would become.
+            let text = crate::config::utf8_text(&control.manager().config_path, body.to_vec())
+                .map_err(|e| bad_request(e.to_string()))?;
             let c = control.clone();
-            let hash = tokio::task::spawn_blocking(move || c.replace_config(&text, check_only))
-                .await
-                .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "Io"))??;
+            let hash =
+                tokio::task::spawn_blocking(move || c.replace_config(&text, check_only, force))
+                    .await
+                    .map_err(|e| {
+                        Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "Io")
+                    })??;
             if !check_only {
                 info!("cluster file replaced by a push from {peer} ({hash})");
             }
@@ -532,7 +598,18 @@ pub fn decode_request(method: &str, target: &str, body: &[u8]) -> Result<(), (St
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Failure> {
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    let collect = Limited::new(req.into_body(), MAX_BODY).collect();
+    let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, collect).await else {
+        return Err(Failure(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {}s",
+                BODY_TIMEOUT.as_secs()
+            ),
+            "RequestTimeout",
+        ));
+    };
+    match read {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Failure(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -543,8 +620,15 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Failure> {
     }
 }
 
+/// Every body is a JSON object; serde would also take a struct written as
+/// an array (`[]`), which the document does not allow.
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
-    serde_json::from_slice(body).map_err(|e| bad_request(format!("malformed JSON body: {e}")))
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| bad_request(format!("malformed JSON body: {e}")))?;
+    if !value.is_object() {
+        return Err(bad_request("the body must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| bad_request(format!("malformed JSON body: {e}")))
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Failure> {
@@ -753,6 +837,8 @@ mod tests {
             Err(StatusCode::METHOD_NOT_ALLOWED)
         );
         assert_eq!(route("GET", "/v1/nothing"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(allowed_methods("/v1/services/web/start"), vec!["POST"]);
+        assert_eq!(allowed_methods("/v1/config"), vec!["PUT"]);
         assert_eq!(route("GET", "/v1/services/"), Err(StatusCode::NOT_FOUND));
     }
 

@@ -220,6 +220,41 @@ impl Store {
 
 /// Creates `dir` (and missing parents) with mode 0700. An existing
 /// directory is left as it is.
+/// What [`Store::open`] would say about `dir` before anything is created
+/// (for `stackd --check-config`): it must be a directory stackd can write,
+/// or not exist yet under a directory.
+pub fn check_state_dir(dir: &Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    // The nearest part of the path that exists must be a directory.
+    let mut at = Some(dir);
+    while let Some(p) = at {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => {
+                if p == dir {
+                    return nix::unistd::access(
+                        dir,
+                        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+                    )
+                    .map_err(|e| io(std::io::Error::from(e)));
+                }
+                return Ok(());
+            }
+            Ok(_) => {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{} is not a directory", p.display()),
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => at = p.parent(),
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Ok(())
+}
+
 fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()

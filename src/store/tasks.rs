@@ -179,6 +179,11 @@ impl Store {
 
     /// Task `id`, if it exists.
     pub fn task(&self, id: u64) -> Result<Option<TaskRecord>, StoreError> {
+        // SQLite's integers are i64: an id past i64::MAX names no task
+        // (rather than an error converting it).
+        if i64::try_from(id).is_err() {
+            return Ok(None);
+        }
         let raw = self.read(|conn| Ok(load(conn, id)?))?;
         raw.map(|raw| self.task_from_raw(raw)).transpose()
     }
@@ -199,6 +204,9 @@ impl Store {
         id: u64,
         after_line: u64,
     ) -> Result<Vec<(u64, LogLine)>, StoreError> {
+        if i64::try_from(id).is_err() {
+            return Ok(Vec::new());
+        }
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT line_no, usec, line FROM task_log

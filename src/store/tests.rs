@@ -987,3 +987,23 @@ fn a_version_1_database_keeps_its_desired_states() {
     store.set_moved("web", DesiredState::Stopped, "b").unwrap();
     store.integrity_check().unwrap();
 }
+
+#[test]
+fn ids_past_i64_name_no_task() {
+    let store = Store::open_in_memory().unwrap();
+    assert!(store.task(u64::MAX).unwrap().is_none());
+    assert!(store.task(1 << 63).unwrap().is_none());
+    assert!(store.task_log(u64::MAX).unwrap().is_empty());
+}
+
+#[test]
+fn check_state_dir_refuses_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, "x").unwrap();
+    let e = super::check_state_dir(&file).unwrap_err().to_string();
+    assert!(e.contains("is not a directory"), "{e}");
+    assert!(super::check_state_dir(&file.join("below")).is_err());
+    assert!(super::check_state_dir(&dir.path().join("new/state")).is_ok());
+    assert!(super::check_state_dir(dir.path()).is_ok());
+}

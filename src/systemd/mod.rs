@@ -75,9 +75,51 @@ pub fn watchdog_ping() {
     send(&[NotifyState::Watchdog]);
 }
 
-/// The kernel's boot id (or the file tests point `boot_id_file` at).
+/// The kernel's boot id (or the file tests point `boot_id_file` at). At
+/// most [`BOOT_ID_MAX`] bytes are read (a device such as `/dev/zero` would
+/// never end), and what is read must be a UUID, as the kernel's is.
 pub fn read_boot_id(path: &Path) -> std::io::Result<String> {
-    Ok(std::fs::read_to_string(path)?.trim().to_string())
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(BOOT_ID_MAX)
+        .read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let id = text.trim();
+    if is_boot_id(id) {
+        Ok(id.to_string())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "this is not a boot id (a UUID such as 0f8c0c0e-4a3f-4b51-9d3c-2c1f0f1a2b3c, \
+             as /proc/sys/kernel/random/boot_id holds)",
+        ))
+    }
+}
+
+/// Raises the soft limit on open files to the hard one, as systemd
+/// advises for a daemon that may need many (its unit keeps the soft limit
+/// at 1024 for the programs it starts). Returns (before, after); the same
+/// twice when nothing changed or the limit cannot be read.
+pub fn raise_nofile_limit() -> (u64, u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return (0, 0);
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return (soft, hard);
+    }
+    (soft, soft)
+}
+
+/// The most of a boot id file read: a UUID, a newline, and some slack.
+pub const BOOT_ID_MAX: u64 = 64;
+
+/// A UUID: 32 hex digits, with or without the four dashes.
+fn is_boot_id(s: &str) -> bool {
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    let dashed = s.len() == 36 && [8, 13, 18, 23].iter().all(|&i| s.as_bytes()[i] == b'-');
+    hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()) && (dashed || !s.contains('-'))
 }
 
 /// True when stderr is connected to the journal (systemd sets
@@ -95,4 +137,31 @@ pub fn stderr_is_journal() -> bool {
         return false;
     };
     dev.parse::<u64>().ok() == Some(meta.dev()) && ino.parse::<u64>().ok() == Some(meta.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_ids_are_uuids_read_boundedly() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("id");
+        std::fs::write(&f, "0f8c0c0e-4a3f-4b51-9d3c-2c1f0f1a2b3c\n").unwrap();
+        assert_eq!(
+            read_boot_id(&f).unwrap(),
+            "0f8c0c0e-4a3f-4b51-9d3c-2c1f0f1a2b3c"
+        );
+        std::fs::write(&f, "hello\n").unwrap();
+        assert!(read_boot_id(&f).is_err());
+        // /dev/zero never ends: only BOOT_ID_MAX bytes are read.
+        let e = read_boot_id(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.to_string().contains("not a boot id"), "{e}");
+        assert_eq!(
+            read_boot_id(Path::new("/proc/sys/kernel/random/boot_id"))
+                .map(|s| s.len())
+                .unwrap_or(36),
+            36
+        );
+    }
 }
