@@ -98,6 +98,9 @@ fn schemathesis_finds_nothing_against_the_served_document() {
         .arg(&report)
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_TELEMETRY", "false")
+        // Its example cache (.schemathesis/) goes to the temp dir, not
+        // the checkout.
+        .current_dir(env.dir())
         .stdin(Stdio::null());
     let out: Output = common::run(&mut cmd, Duration::from_secs(900));
     let log = daemon.stderr();
