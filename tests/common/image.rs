@@ -9,9 +9,10 @@
 //! The tag is derived from what goes in: the busybox binary, the applet
 //! links and the files under `/etc`. An image of the same repository built
 //! differently (by an older checkout, by hand, with fewer applets) has
-//! another tag and is never taken for this one; a new recipe needs no
-//! manual tag bump. `.ci/run` removes every `stackd-test/*` image first, so
-//! CI builds it as a fresh machine would.
+//! another tag and is never taken for this one; an image tagged with this
+//! very name by hand lacks the recipe label and is rebuilt; a new recipe
+//! needs no manual tag bump. `.ci/run` removes every `stackd-test/*` image
+//! first, so CI builds it as a fresh machine would.
 //!
 //! Only std and crates the library already has (`nix`, `sha2`, `tempfile`).
 
@@ -37,6 +38,8 @@ const APPLETS: &[&str] = &[
 const ETC_PASSWD: &str =
     "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n";
 const ETC_GROUP: &str = "root:x:0:\nnogroup:x:65534:\n";
+/// The label holding the recipe hash (the tag's too).
+const RECIPE_LABEL: &str = "org.stackd.test.recipe";
 /// Serialises builds across test processes (several test binaries and the
 /// library's tests may ask at once).
 const LOCK_FILE: &str = "/tmp/stackd-test-image.lock";
@@ -54,10 +57,11 @@ pub fn test_image() -> &'static str {
             panic!("cannot build the test image: {e} (install: apt-get install busybox-static)")
         });
         let binary = fs::read(&busybox).expect("read busybox");
-        let name = format!("{REPOSITORY}:{}", recipe_hash(&binary));
+        let recipe = recipe_hash(&binary);
+        let name = format!("{REPOSITORY}:{recipe}");
         let _lock = lock();
-        if !present(&name) {
-            build(&name, &binary);
+        if !built_here(&name, &recipe) {
+            build(&name, &recipe, &binary);
         }
         name
     })
@@ -83,13 +87,15 @@ fn recipe_hash(binary: &[u8]) -> String {
         .collect()
 }
 
-fn present(name: &str) -> bool {
+/// Docker has `name`, and it carries the recipe label this builder puts on
+/// it: an image someone tagged with the same name by hand is rebuilt.
+fn built_here(name: &str, recipe: &str) -> bool {
+    let format = format!("{{{{index .Config.Labels \"{RECIPE_LABEL}\"}}}}");
     Command::new("docker")
-        .args(["image", "inspect", name])
-        .stdout(Stdio::null())
+        .args(["image", "inspect", "--format", &format, name])
         .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+        .output()
+        .is_ok_and(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == recipe)
 }
 
 /// An exclusive `flock` on [`LOCK_FILE`], held until dropped.
@@ -104,7 +110,7 @@ fn lock() -> Flock<fs::File> {
         .unwrap_or_else(|(_, e)| panic!("cannot lock {LOCK_FILE}: {e}"))
 }
 
-fn build(name: &str, binary: &[u8]) {
+fn build(name: &str, recipe: &str, binary: &[u8]) {
     let stage = tempfile::Builder::new()
         .prefix("stackd-image-")
         .tempdir()
@@ -140,7 +146,8 @@ fn build(name: &str, binary: &[u8]) {
         String::from_utf8_lossy(&tar.stderr)
     );
     let import = Command::new("docker")
-        .args(["import", "--change", r#"CMD ["/bin/sh"]"#])
+        .args(["import", "--change", r#"CMD ["/bin/sh"]"#, "--change"])
+        .arg(format!("LABEL {RECIPE_LABEL}={recipe}"))
         .arg(&tarball)
         .arg(name)
         .output()
