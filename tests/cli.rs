@@ -110,3 +110,154 @@ fn health_counts_and_exits_1_while_a_wanted_service_is_unhealthy() {
     let out = stackctl(&env, &bus, &["health"]);
     assert_eq!(out.code, 0, "{out}");
 }
+
+/// A service that prints five long numbered lines, then sleeps.
+fn chatty_compose(image: &str) -> String {
+    format!(
+        r#"version: "2.4"
+services:
+  main:
+    image: {image}
+    pull_policy: never
+    command: ["sh", "-c", "for i in 1 2 3 4 5; do echo line-$$i-of-a-log-that-runs-well-past-forty-columns; done; exec sleep 3600"]
+    init: true
+    stop_grace_period: 1s
+"#
+    )
+}
+
+/// A service whose container exits with code 3 at once.
+fn failing_compose(image: &str) -> String {
+    format!(
+        r#"version: "2.4"
+services:
+  main:
+    image: {image}
+    pull_policy: never
+    command: ["sh", "-c", "exit 3"]
+    init: true
+"#
+    )
+}
+
+/// stackctl with `$COLUMNS` set, as a shell that exports it would run it.
+fn stackctl_columns(env: &TestEnv, bus: &Bus, columns: &str, args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stackctl"));
+    cmd.arg("--user")
+        .args(args)
+        .env("COLUMNS", columns)
+        .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
+        .env("XDG_RUNTIME_DIR", env.run_dir());
+    run(&mut cmd, COMMAND_TIMEOUT)
+}
+
+#[test]
+fn is_verbs_answer_with_systemctls_exit_codes() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    let env = TestEnv::new("cli_is");
+    let on = env.add_sleeper("on");
+    let off = env.add_sleeper("off");
+    let bad = env.add_project("bad", &failing_compose(ensure_image()));
+    env.write_config(&format!(
+        "[services.{on}]\nauto_start = false\n[services.{off}]\nauto_start = false\n\
+         [services.{bad}]\nauto_start = false\nrestart = {{ on_failure = false }}\n"
+    ));
+    let bus = Bus::start(env.dir());
+    let _daemon = Daemon::start(&env, &bus);
+    stackctl(&env, &bus, &["start", &on, &bad]).expect_success();
+    wait_until(SETTLE, "bad seen failed", || {
+        stackctl(&env, &bus, &["is-failed", &bad]).code == 0
+    });
+
+    let check = |args: &[&str], code: i32, stdout: &str| {
+        let out = stackctl(&env, &bus, args);
+        assert_eq!((out.code, out.stdout.as_str()), (code, stdout), "{out}");
+    };
+    // is-active: 0 when at least one is active, else 3; 4 for unknown.
+    check(&["is-active", &on], 0, "active\n");
+    check(&["is-active", &off], 3, "inactive\n");
+    check(&["is-active", &bad], 3, "failed\n");
+    check(&["is-active", &off, &on], 0, "inactive\nactive\n");
+    check(&["is-active", "nope"], 4, "unknown\n");
+    check(&["is-active", "-q", &on], 0, "");
+    check(&["is-active", "--quiet", &off], 3, "");
+    // is-failed: 0 when at least one failed, else 1.
+    check(&["is-failed", &bad], 0, "failed\n");
+    check(&["is-failed", &on, &off], 1, "active\ninactive\n");
+    check(&["is-failed", "nope"], 4, "unknown\n");
+    // is-wanted: the desired state; 0 when at least one is wanted running.
+    check(&["is-wanted", &on], 0, "running\n");
+    check(&["is-wanted", &off], 1, "stopped\n");
+    check(&["is-wanted", &bad], 0, "running\n");
+    check(&["is-wanted", "-q", &off], 1, "");
+    stackctl(&env, &bus, &["stop", &on]).expect_success();
+    check(&["is-wanted", &on], 1, "stopped\n");
+    check(&["is-active", &on], 3, "inactive\n");
+}
+
+#[test]
+fn systemctl_flags_no_pager_full_lines_quiet_no_legend() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    let env = TestEnv::new("cli_flags");
+    let talk = env.add_project("talk", &chatty_compose(ensure_image()));
+    let quiet = env.add_sleeper("quiet");
+    env.write_config(&format!(
+        "[services.{talk}]\nauto_start = false\n[services.{quiet}]\nauto_start = false\n"
+    ));
+    let bus = Bus::start(env.dir());
+    let _daemon = Daemon::start(&env, &bus);
+
+    // -q: nothing on stdout while the task runs; the exit code answers.
+    let out = stackctl(&env, &bus, &["-q", "start", &quiet]).expect_success();
+    assert_eq!(out.stdout, "", "{out}");
+    let out = stackctl(&env, &bus, &["start", &talk]).expect_success();
+    assert!(!out.stdout.is_empty(), "without -q the task log is shown");
+    wait_until(SETTLE, "all five lines logged", || {
+        stackctl(&env, &bus, &["logs", &talk])
+            .stdout
+            .contains("line-5")
+    });
+
+    // --no-pager is accepted; -n picks the last lines, 0 none.
+    let out = stackctl(&env, &bus, &["status", &talk, "--no-pager"]).expect_success();
+    assert!(out.stdout.contains("line-1") && out.stdout.contains("line-5"));
+    let out = stackctl(&env, &bus, &["status", &talk, "-n", "2"]).expect_success();
+    assert!(
+        !out.stdout.contains("line-3")
+            && out.stdout.contains("line-4")
+            && out.stdout.contains("line-5"),
+        "{out}"
+    );
+    let out = stackctl(&env, &bus, &["status", &talk, "--lines", "0"]).expect_success();
+    assert!(!out.stdout.contains("line-"), "{out}");
+
+    // $COLUMNS ellipsizes; -l/--full does not.
+    let out = stackctl_columns(&env, &bus, "40", &["status", &talk]).expect_success();
+    let log: Vec<&str> = out.stdout.lines().filter(|l| l.contains("line-")).collect();
+    assert_eq!(log.len(), 5, "{out}");
+    assert!(
+        log.iter()
+            .all(|l| l.chars().count() == 40 && l.ends_with('…')),
+        "{out}"
+    );
+    for flag in ["-l", "--full"] {
+        let out = stackctl_columns(&env, &bus, "40", &["status", &talk, flag]).expect_success();
+        assert!(out.stdout.contains("past-forty-columns"), "{flag}: {out}");
+    }
+
+    // --no-legend: rows only, in list and tasks.
+    let out = stackctl(&env, &bus, &["list"]).expect_success();
+    assert!(out.stdout.contains("SERVICE") && out.stdout.contains("2 services listed."));
+    let out = stackctl(&env, &bus, &["list", "--no-legend"]).expect_success();
+    assert_eq!(out.stdout.lines().count(), 2, "{out}");
+    assert!(!out.stdout.contains("SERVICE") && !out.stdout.contains("listed"));
+    let out = stackctl(&env, &bus, &["tasks", "--no-legend", "--service", &talk]).expect_success();
+    assert_eq!(out.stdout.lines().count(), 1, "{out}");
+    assert!(!out.stdout.contains("KIND"), "{out}");
+    let out = stackctl(&env, &bus, &["tasks", "--service", &talk]).expect_success();
+    assert!(out.stdout.contains("1 task listed."), "{out}");
+}
