@@ -261,3 +261,70 @@ fn systemctl_flags_no_pager_full_lines_quiet_no_legend() {
     let out = stackctl(&env, &bus, &["tasks", "--service", &talk]).expect_success();
     assert!(out.stdout.contains("1 task listed."), "{out}");
 }
+
+#[test]
+fn diagnose_speaks_words_and_counts_restarts_as_health_does() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    let env = TestEnv::new("cli_diagnose");
+    // Docker's own restart policy restarts it twice, then it stays down;
+    // stackd is told not to act, so only Docker's restarts count.
+    let crash = env.add_project(
+        "crash",
+        &failing_compose(ensure_image()).replace(
+            "    init: true\n",
+            "    init: true\n    restart: on-failure:2\n",
+        ),
+    );
+    env.write_config(&format!(
+        "[services.{crash}]\nauto_start = false\nrestart = {{ on_failure = false }}\n"
+    ));
+    let bus = Bus::start(env.dir());
+    let _daemon = Daemon::start(&env, &bus);
+    stackctl(&env, &bus, &["start", &crash]).expect_success();
+    let restarts = || {
+        let out = stackctl(&env, &bus, &["--output", "json", "health", &crash]);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        v[0]["restart_count"].as_u64().unwrap()
+    };
+    wait_until(SETTLE, "Docker restarted it twice and gave up", || {
+        restarts() == 2 && stackctl(&env, &bus, &["is-failed", &crash]).code == 0
+    });
+
+    let out = stackctl(&env, &bus, &["diagnose", &crash]).expect_success();
+    for debug in ["{", "}", "None", "Some(", "Duration", "\""] {
+        assert!(!out.stdout.contains(debug), "{debug:?} in: {out}");
+    }
+    assert!(out.stdout.lines().any(|l| l == "restarts: 2"), "{out}");
+    assert!(out.stdout.contains("action: nothing ("), "{out}");
+    assert!(out.stdout.contains("desired state: running"), "{out}");
+    assert!(
+        out.stdout
+            .contains("crash-loop budget: 0 of 5 restarts used within 10m"),
+        "{out}"
+    );
+    // status says the same figure.
+    let status = stackctl(&env, &bus, &["status", &crash]);
+    assert!(
+        status.stdout.lines().any(|l| l.trim() == "Restarts: 2"),
+        "{status}"
+    );
+
+    // Singular footer, and the Tasks: block in columns under its label.
+    let out = stackctl(&env, &bus, &["list"]).expect_success();
+    assert!(out.stdout.contains("\n1 service listed.\n"), "{out}");
+    stackctl(&env, &bus, &["stop", &crash]).expect_success();
+    let status = stackctl(&env, &bus, &["status", &crash]);
+    let tasks: Vec<&str> = status
+        .stdout
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("Tasks:"))
+        .take_while(|l| l.contains('#'))
+        .collect();
+    assert_eq!(tasks.len(), 2, "{status}");
+    assert!(tasks[0].starts_with("       Tasks: #"), "{status}");
+    let col = |l: &str, c: char| l.find(c).unwrap();
+    assert_eq!(col(tasks[0], '#'), col(tasks[1], '#'), "{status}");
+    assert_eq!(col(tasks[0], '('), col(tasks[1], '('), "{status}");
+}

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::config;
 use crate::dbus::client::{Client, ClientError, ServiceInfo, Target, TaskInfo};
-use crate::dbus::types::ServiceRow;
+use crate::dbus::types::{ServiceRow, TaskRow};
 use crate::peer::PeerClient;
 pub use args::{
     command, Args, Command, CompleteWhat, ConfigAction, NotifyAction, Output, TopOrder,
@@ -323,6 +323,39 @@ fn ellipsize(line: &str, width: Option<usize>) -> std::borrow::Cow<'_, str> {
         }
         _ => line.into(),
     }
+}
+
+/// The `Tasks:` block of `status`: the first task on the label's line,
+/// the others under it, id, kind and result each in a column.
+fn task_block(recent: &[TaskRow]) -> Vec<String> {
+    let result = |t: &TaskRow| {
+        if t.result.is_empty() {
+            t.state.clone()
+        } else {
+            t.result.clone()
+        }
+    };
+    let iw = recent
+        .iter()
+        .map(|t| t.id.to_string().len() + 1)
+        .max()
+        .unwrap_or(0);
+    let kw = recent.iter().map(|t| t.kind.len()).max().unwrap_or(0);
+    let rw = recent.iter().map(|t| result(t).len()).max().unwrap_or(0);
+    recent
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let label = if i == 0 { "Tasks:" } else { "" };
+            format!(
+                "{label:>13} {:<iw$} {:<kw$} {:<rw$} ({})",
+                format!("#{}", t.id),
+                t.kind,
+                result(t),
+                time::ago(t.created_usec)
+            )
+        })
+        .collect()
 }
 
 /// Which question an is-* verb asks.
@@ -723,22 +756,8 @@ async fn print_status(
         }
     }
     let recent = client.tasks(Some(&s.name), &[], Some(5)).await?;
-    if !recent.is_empty() {
-        println!("       Tasks:");
-        for t in &recent {
-            let result = if t.result.is_empty() {
-                t.state.clone()
-            } else {
-                t.result.clone()
-            };
-            println!(
-                "    #{} {} {} ({})",
-                t.id,
-                t.kind,
-                result,
-                time::ago(t.created_usec)
-            );
-        }
+    for line in task_block(&recent) {
+        println!("{line}");
     }
     // 0 asks the daemon for every line, so it is not asked at all.
     if log_lines == 0 {

@@ -310,33 +310,51 @@ impl Control {
         self.shared.world.docker()
     }
 
-    /// The evidence and what the rule table would do, without doing it.
+    /// The evidence and what the rule table would do, without doing it,
+    /// in words a person reads (no debug output). Its "restarts" is the
+    /// status's `RestartCount` (the one `health` and `status` show: Docker's
+    /// restarts of the containers plus stackd's recoveries); the crash-loop
+    /// budget, which a person's start or stop resets and which only counts
+    /// stackd's restarts within `window`, is named as what it is.
     pub fn diagnose(&self, name: &str) -> Result<Vec<String>, ControlError> {
         let cfg = self.config();
-        self.shared.local_service(&cfg, name)?;
+        let svc = self.shared.local_service(&cfg, name)?;
+        let policy = svc.restart.clone();
+        let status = self.service(name)?;
         let Some((ev, d)) = self.shared.board.diagnose(self, name) else {
             return Err(ControlError::NoSuchService(name.to_string()));
         };
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
         let mut lines = vec![format!("summary: {}", d.summary)];
-        lines.push(format!("cause: {}", d.cause.as_str()));
-        lines.push(format!("outcome: {}", d.cause.outcome()));
-        lines.push(format!("action: {:?}", d.action));
-        lines.push(format!("desired: {}", ev.desired.as_str()));
-        lines.push(format!("task pending or running: {}", ev.user_task_active));
+        lines.push(format!(
+            "cause: {} (outcome: {})",
+            d.cause.as_str(),
+            d.cause.outcome()
+        ));
+        lines.push(format!("action: {}", action_words(&d.action)));
+        lines.push(format!("desired state: {}", ev.desired.as_str()));
+        lines.push(format!(
+            "task pending or running: {}",
+            yes_no(ev.user_task_active)
+        ));
         if let Some(c) = &ev.container {
+            let code = ev.exit_code.map_or("none".to_string(), |c| c.to_string());
             lines.push(format!(
-                "failed container: {c} (exit code {}, oom killed {})",
-                ev.exit_code.map_or("none".to_string(), |c| c.to_string()),
-                ev.oom_killed
+                "failed container: {c} (exit code {code}, killed for lack of memory: {})",
+                yes_no(ev.oom_killed)
             ));
         }
         lines.push(format!(
-            "failed probes: {} (retries {})",
+            "failed probes: {} in a row ({} turn it unhealthy)",
             ev.failed_probes, ev.retries
         ));
+        lines.push(format!("restarts: {}", status.restart_count));
         lines.push(format!(
-            "restarts in window: {}, next backoff {:?}",
-            ev.budget.restarts_in_window, ev.budget.backoff
+            "crash-loop budget: {} of {} restarts used within {}, next after {}",
+            ev.budget.restarts_in_window,
+            policy.max_restarts,
+            crate::recovery::human(policy.window),
+            crate::recovery::human(ev.budget.backoff)
         ));
         lines.extend(d.warnings.iter().map(|w| format!("warning: {w}")));
         Ok(lines)
@@ -1244,6 +1262,29 @@ fn recovery_summary(
 }
 
 /// Health as far as containers and Docker's healthchecks tell.
+/// What the rule table would do, as `diagnose` says it.
+fn action_words(action: &crate::recovery::Action) -> String {
+    use crate::recovery::{human, Action};
+    let after = |d: std::time::Duration| {
+        if d.is_zero() {
+            "now".to_string()
+        } else {
+            format!("in {}", human(d))
+        }
+    };
+    match action {
+        Action::Restart { delay } => format!("restart the containers {}", after(*delay)),
+        Action::Recreate { delay } => {
+            format!("recreate what is missing (up -d) {}", after(*delay))
+        }
+        Action::PullThenRecreate { delay } => {
+            format!("pull the image, then recreate (up -d) {}", after(*delay))
+        }
+        Action::None { reason } => format!("nothing ({reason})"),
+        Action::GiveUp { reason } => format!("give up until a person acts ({reason})"),
+    }
+}
+
 fn health_of(
     containers: &[ContainerInfo],
     observed: Observed,
