@@ -1606,7 +1606,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__restart)
-            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
+            opts="-o -H -c -l -q -h --wait --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1644,7 +1644,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__start)
-            opts="-o -H -c -l -q -h --force --dry-run --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
+            opts="-o -H -c -l -q -h --force --dry-run --wait --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1916,7 +1916,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__update)
-            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
+            opts="-o -H -c -l -q -h --wait --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -328,3 +328,73 @@ fn diagnose_speaks_words_and_counts_restarts_as_health_does() {
     assert_eq!(col(tasks[0], '#'), col(tasks[1], '#'), "{status}");
     assert_eq!(col(tasks[0], '('), col(tasks[1], '('), "{status}");
 }
+
+#[test]
+fn start_wait_returns_once_the_probe_says_healthy_or_times_out() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    let env = TestEnv::new("cli_wait");
+    let slow = env.add_sleeper("slow");
+    let never = env.add_sleeper("never");
+    let slow_file = env.dir().join("slow.ok");
+    let never_file = env.dir().join("never.ok");
+    env.write_config(&format!(
+        "{}{}",
+        probed(&slow, &slow_file, "start_timeout = \"60s\""),
+        probed(&never, &never_file, "start_timeout = \"4s\"")
+    ));
+    let bus = Bus::start(env.dir());
+    let _daemon = Daemon::start(&env, &bus);
+
+    // The probe's file appears 3 s after the start is asked for.
+    let t0 = std::time::Instant::now();
+    let maker = {
+        let file = slow_file.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(3));
+            std::fs::write(file, "").unwrap();
+        })
+    };
+    let out = stackctl(&env, &bus, &["start", "--wait", &slow]);
+    let took = t0.elapsed();
+    maker.join().unwrap();
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        took >= Duration::from_secs(3),
+        "returned after {took:?}: {out}"
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("{slow}: running and healthy after")),
+        "{out}"
+    );
+    // The health changes were streamed on the way.
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("{slow}: active (running), health"))),
+        "{out}"
+    );
+    assert_eq!(stackctl(&env, &bus, &["is-active", &slow]).code, 0);
+
+    // restart --wait on a healthy service returns 0 as well.
+    let out = stackctl(&env, &bus, &["restart", "--wait", &slow]);
+    assert_eq!(out.code, 0, "{out}");
+
+    // Never healthy: "timeout" and exit 1 once its start_timeout passed.
+    let t0 = std::time::Instant::now();
+    let out = stackctl(&env, &bus, &["start", "--wait", &never]);
+    let took = t0.elapsed();
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains(&format!("{never}: timeout:")), "{out}");
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(60),
+        "{took:?}"
+    );
+    // --wait and --no-block exclude each other.
+    assert_eq!(
+        stackctl(&env, &bus, &["start", "--wait", "--no-block", &slow]).code,
+        2
+    );
+}

@@ -109,6 +109,11 @@ pub enum Command {
         /// order, without doing it.
         #[arg(long)]
         dry_run: bool,
+        /// Then wait until each service runs and is healthy (its probe,
+        /// Docker's healthchecks) within its start_timeout, printing each
+        /// health change; exit 1 with "timeout" when it is not.
+        #[arg(long)]
+        wait: bool,
     },
     /// Move a service to another host: preflight and pull there, then
     /// stop here and start there (handoff = "stop-first"), or start there,
@@ -136,11 +141,21 @@ pub enum Command {
     Restart {
         #[arg(required = true)]
         names: Vec<String>,
+        /// Then wait until each service runs and is healthy (its probe,
+        /// Docker's healthchecks) within its start_timeout, printing each
+        /// health change; exit 1 with "timeout" when it is not.
+        #[arg(long)]
+        wait: bool,
     },
     /// Pull images, then recreate; a failed pull leaves the service as it was.
     Update {
         #[arg(required = true)]
         names: Vec<String>,
+        /// Then wait until each service runs and is healthy (its probe,
+        /// Docker's healthchecks) within its start_timeout, printing each
+        /// health change; exit 1 with "timeout" when it is not.
+        #[arg(long)]
+        wait: bool,
     },
     /// Pull the services' images.
     Pull {

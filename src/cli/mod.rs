@@ -108,23 +108,31 @@ async fn run(args: &Args) -> Result<u8> {
             names,
             dry_run: true,
             force,
+            ..
         } => dry_run_start(client.bus()?, names, *force).await,
         Command::Start {
-            names, force: true, ..
-        } => forced(&client, args, "StartServiceMode", names).await,
-        Command::Start { names, .. } => ops(&client, args, "StartService", names).await,
-        Command::Stop { names, force: true } => {
-            forced(&client, args, "StopServiceMode", names).await
+            names,
+            force: true,
+            wait,
+            ..
+        } => forced(&client, args, "StartServiceMode", names, *wait).await,
+        Command::Start { names, wait, .. } => {
+            ops(&client, args, "StartService", names, *wait).await
         }
-        Command::Stop { names, .. } => ops(&client, args, "StopService", names).await,
+        Command::Stop { names, force: true } => {
+            forced(&client, args, "StopServiceMode", names, false).await
+        }
+        Command::Stop { names, .. } => ops(&client, args, "StopService", names, false).await,
         Command::Migrate { name, to, force } => {
             let id = client.bus()?.migrate(name, to, *force).await?;
             follow_task(&client, args, id, name).await
         }
-        Command::Restart { names } => ops(&client, args, "RestartService", names).await,
-        Command::Update { names } => ops(&client, args, "UpdateService", names).await,
-        Command::Pull { names } => ops(&client, args, "PullService", names).await,
-        Command::Down { names } => ops(&client, args, "DownService", names).await,
+        Command::Restart { names, wait } => {
+            ops(&client, args, "RestartService", names, *wait).await
+        }
+        Command::Update { names, wait } => ops(&client, args, "UpdateService", names, *wait).await,
+        Command::Pull { names } => ops(&client, args, "PullService", names, false).await,
+        Command::Down { names } => ops(&client, args, "DownService", names, false).await,
         Command::Tasks {
             service,
             state,
@@ -778,13 +786,22 @@ async fn print_status(
     Ok(())
 }
 
-async fn ops(client: &Conn, args: &Args, method: &str, names: &[String]) -> Result<u8> {
-    submit_each(client, args, names, |name| client.service_op(method, name)).await
+async fn ops(client: &Conn, args: &Args, method: &str, names: &[String], wait: bool) -> Result<u8> {
+    submit_each(client, args, names, wait, |name| {
+        client.service_op(method, name)
+    })
+    .await
 }
 
 /// Start or stop with mode "replace": what stands in the way stops first.
-async fn forced(client: &Conn, args: &Args, method: &str, names: &[String]) -> Result<u8> {
-    submit_each(client, args, names, |name| {
+async fn forced(
+    client: &Conn,
+    args: &Args,
+    method: &str,
+    names: &[String],
+    wait: bool,
+) -> Result<u8> {
+    submit_each(client, args, names, wait, |name| {
         client.service_op_mode(method, name, "replace")
     })
     .await
@@ -799,12 +816,25 @@ async fn submit_each<'a, F, Fut>(
     client: &Conn,
     args: &Args,
     names: &'a [String],
+    wait: bool,
     submit: F,
 ) -> Result<u8>
 where
     F: Fn(&'a str) -> Fut,
     Fut: std::future::Future<Output = Result<u64>>,
 {
+    if wait && args.no_block {
+        return Err(Failed(
+            exit::USAGE,
+            "--wait and --no-block exclude each other".to_string(),
+        ));
+    }
+    if wait && matches!(client, Conn::Peer { .. }) {
+        return Err(Failed(
+            exit::USAGE,
+            "--wait is not available with -H; run it on the host".to_string(),
+        ));
+    }
     let mut ids = Vec::new();
     let mut refused = Vec::new();
     for name in names {
@@ -816,12 +846,68 @@ where
             }
         }
     }
-    let code = follow_all(client, args, ids).await?;
+    let code = if wait {
+        let mut code = exit::OK;
+        for (name, id) in ids {
+            let mut done = follow_task(client, args, id, &name).await?;
+            if done == exit::OK {
+                done = wait_ready(client, args, &name).await?;
+            }
+            code = code.max(done);
+        }
+        code
+    } else {
+        follow_all(client, args, ids).await?
+    };
     Ok(match refused.as_slice() {
         [] => code,
         [only] if names.len() == 1 => *only,
         _ => exit::FAILURE,
     })
+}
+
+/// `--wait`: after the task, poll the service until it is running and
+/// healthy as the daemon's `Ready` says (the probe has said healthy, not
+/// merely not run yet), printing each change of its state and health;
+/// `timeout` and exit 1 when its `start_timeout`, counted from the end of
+/// the task, passes first.
+async fn wait_ready(client: &Conn, args: &Args, name: &str) -> Result<u8> {
+    let started = Instant::now();
+    let mut last = String::new();
+    let mut limit: Option<Duration> = None;
+    loop {
+        let s = client.service(name).await?;
+        let limit = *limit.get_or_insert(Duration::from_micros(s.start_timeout_usec));
+        let now = if s.health_message.is_empty() {
+            format!("{} ({}), health {}", s.active_state, s.sub_state, s.health)
+        } else {
+            format!(
+                "{} ({}), health {}: {}",
+                s.active_state, s.sub_state, s.health, s.health_message
+            )
+        };
+        if now != last && !args.quiet {
+            println!("{name}: {now} ({:.1}s)", started.elapsed().as_secs_f64());
+        }
+        if s.ready {
+            if !args.quiet {
+                println!(
+                    "{name}: running and healthy after {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            return Ok(exit::OK);
+        }
+        if started.elapsed() >= limit {
+            eprintln!(
+                "{name}: timeout: not running and healthy within start_timeout {} ({now})",
+                time::span(u64::try_from(limit.as_micros()).unwrap_or(u64::MAX))
+            );
+            return Ok(exit::FAILURE);
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 async fn follow_all(client: &Conn, args: &Args, ids: Vec<(String, u64)>) -> Result<u8> {

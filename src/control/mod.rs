@@ -149,6 +149,13 @@ pub struct ServiceStatus {
     pub cpu_percent: f64,
     pub memory_bytes: u64,
     pub compose_file: PathBuf,
+    /// Running and healthy as a dependent's start waits for it: containers
+    /// up, Docker's healthchecks passing, and the probe (if one is
+    /// configured) has said healthy, not merely not yet run
+    /// (`stackctl start --wait`).
+    pub ready: bool,
+    /// The service's `start_timeout`, how long `--wait` waits for `ready`.
+    pub start_timeout: std::time::Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -809,7 +816,9 @@ impl Shared {
         let (mut health, mut health_message) = health_of(&containers, observed, desired);
         let mut recoveries = 0;
         let mut gave_up = false;
+        let mut probed_healthy = false;
         if let Some(v) = self.board.verdict(&svc.name) {
+            probed_healthy = v.health == "healthy";
             recoveries = v.recoveries;
             gave_up = v.gave_up;
             // The supervisor's view (probes, debounced) wins once it has one.
@@ -823,6 +832,11 @@ impl Shared {
         } else {
             (active_state, sub_state)
         };
+        let has_probe = svc.health.as_ref().is_some_and(|h| h.probe.is_some());
+        let ready = active_state == "active"
+            && observed == Observed::Running
+            && health == "healthy"
+            && (!has_probe || probed_healthy);
         ServiceStatus {
             name: svc.name.clone(),
             host: cfg.host.clone(),
@@ -838,6 +852,8 @@ impl Shared {
             memory_bytes: self.figures.service(&svc.name).memory_bytes,
             compose_file: svc.compose_file.clone(),
             containers,
+            ready,
+            start_timeout: svc.start_timeout,
         }
     }
 

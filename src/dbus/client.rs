@@ -75,6 +75,12 @@ pub struct ServiceInfo {
     pub cpu_percent: f64,
     pub memory_bytes: u64,
     pub compose_file: String,
+    /// Running and healthy as the probe tells (absent over the peer
+    /// endpoint, which does not send it).
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub start_timeout_usec: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -272,6 +278,8 @@ impl Client {
             cpu_percent: prop(&m, "CpuPercent")?,
             memory_bytes: prop(&m, "MemoryBytes")?,
             compose_file: prop(&m, "ComposeFile")?,
+            ready: prop(&m, "Ready")?,
+            start_timeout_usec: prop(&m, "StartTimeoutUSec")?,
         })
     }
 
