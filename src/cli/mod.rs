@@ -870,9 +870,12 @@ where
 /// healthy as the daemon's `Ready` says (the probe has said healthy, not
 /// merely not run yet), printing each change of its state and health;
 /// `timeout` and exit 1 when its `start_timeout`, counted from the end of
-/// the task, passes first.
+/// the task, passes first. Ready must hold for a second on end: a
+/// container that exits at once looks running for a moment.
 async fn wait_ready(client: &Conn, args: &Args, name: &str) -> Result<u8> {
+    const SETTLE: Duration = Duration::from_secs(1);
     let started = Instant::now();
+    let mut ready_since: Option<Instant> = None;
     let mut last = String::new();
     let mut limit: Option<Duration> = None;
     loop {
@@ -889,7 +892,12 @@ async fn wait_ready(client: &Conn, args: &Args, name: &str) -> Result<u8> {
         if now != last && !args.quiet {
             println!("{name}: {now} ({:.1}s)", started.elapsed().as_secs_f64());
         }
-        if s.ready {
+        ready_since = if s.ready {
+            ready_since.or(Some(Instant::now()))
+        } else {
+            None
+        };
+        if ready_since.is_some_and(|t| t.elapsed() >= SETTLE) {
             if !args.quiet {
                 println!(
                     "{name}: running and healthy after {:.1}s",
@@ -898,7 +906,7 @@ async fn wait_ready(client: &Conn, args: &Args, name: &str) -> Result<u8> {
             }
             return Ok(exit::OK);
         }
-        if started.elapsed() >= limit {
+        if ready_since.is_none() && started.elapsed() >= limit {
             eprintln!(
                 "{name}: timeout: not running and healthy within start_timeout {} ({now})",
                 time::span(u64::try_from(limit.as_micros()).unwrap_or(u64::MAX))

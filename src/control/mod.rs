@@ -338,7 +338,14 @@ impl Control {
             d.cause.as_str(),
             d.cause.outcome()
         ));
-        lines.push(format!("action: {}", action_words(&d.action)));
+        let action = match &d.action {
+            // Already said as the summary: not twice.
+            crate::recovery::Action::None { reason } if *reason == d.summary => {
+                "nothing".to_string()
+            }
+            other => action_words(other),
+        };
+        lines.push(format!("action: {action}"));
         lines.push(format!("desired state: {}", ev.desired.as_str()));
         lines.push(format!(
             "task pending or running: {}",
@@ -356,12 +363,19 @@ impl Control {
             ev.failed_probes, ev.retries
         ));
         lines.push(format!("restarts: {}", status.restart_count));
+        let next = if ev.budget.backoff.is_zero() {
+            String::new()
+        } else {
+            format!(
+                ", the next after {}",
+                crate::recovery::human(ev.budget.backoff)
+            )
+        };
         lines.push(format!(
-            "crash-loop budget: {} of {} restarts used within {}, next after {}",
+            "crash-loop budget: {} of {} restarts used within {}{next}",
             ev.budget.restarts_in_window,
             policy.max_restarts,
             crate::recovery::human(policy.window),
-            crate::recovery::human(ev.budget.backoff)
         ));
         lines.extend(d.warnings.iter().map(|w| format!("warning: {w}")));
         Ok(lines)
