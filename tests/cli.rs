@@ -140,15 +140,23 @@ services:
     )
 }
 
-/// stackctl with `$COLUMNS` set, as a shell that exports it would run it.
-fn stackctl_columns(env: &TestEnv, bus: &Bus, columns: &str, args: &[&str]) -> Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stackctl"));
-    cmd.arg("--user")
-        .args(args)
+/// stackctl on a terminal (a pty from util-linux `script`) with
+/// `$COLUMNS` set, as a person at a shell that exports it runs it; its
+/// output with the pty's CR LF turned back into LF.
+fn stackctl_tty(env: &TestEnv, bus: &Bus, columns: &str, args: &[&str]) -> Output {
+    let line: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_stackctl"))
+        .chain(std::iter::once("--user"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect();
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &line.join(" "), "/dev/null"])
         .env("COLUMNS", columns)
         .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
         .env("XDG_RUNTIME_DIR", env.run_dir());
-    run(&mut cmd, COMMAND_TIMEOUT)
+    let mut out = run(&mut cmd, COMMAND_TIMEOUT);
+    out.stdout = out.stdout.replace("\r\n", "\n");
+    out
 }
 
 #[test]
@@ -235,8 +243,8 @@ fn systemctl_flags_no_pager_full_lines_quiet_no_legend() {
     let out = stackctl(&env, &bus, &["status", &talk, "--lines", "0"]).expect_success();
     assert!(!out.stdout.contains("line-"), "{out}");
 
-    // $COLUMNS ellipsizes; -l/--full does not.
-    let out = stackctl_columns(&env, &bus, "40", &["status", &talk]).expect_success();
+    // On a terminal $COLUMNS ellipsizes; -l/--full does not, nor a pipe.
+    let out = stackctl_tty(&env, &bus, "40", &["status", &talk]).expect_success();
     let log: Vec<&str> = out.stdout.lines().filter(|l| l.contains("line-")).collect();
     assert_eq!(log.len(), 5, "{out}");
     assert!(
@@ -245,9 +253,11 @@ fn systemctl_flags_no_pager_full_lines_quiet_no_legend() {
         "{out}"
     );
     for flag in ["-l", "--full"] {
-        let out = stackctl_columns(&env, &bus, "40", &["status", &talk, flag]).expect_success();
+        let out = stackctl_tty(&env, &bus, "40", &["status", &talk, flag]).expect_success();
         assert!(out.stdout.contains("past-forty-columns"), "{flag}: {out}");
     }
+    let piped = stackctl(&env, &bus, &["status", &talk]).expect_success();
+    assert!(piped.stdout.contains("past-forty-columns"), "{piped}");
 
     // --no-legend: rows only, in list and tasks.
     let out = stackctl(&env, &bus, &["list"]).expect_success();

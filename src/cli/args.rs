@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long, global = true)]
     pub no_pager: bool,
     /// Do not ellipsize long lines (status, health) to the terminal's
-    /// width or $COLUMNS.
+    /// width or $COLUMNS (piped output is never ellipsized).
     #[arg(long, short = 'l', global = true)]
     pub full: bool,
     /// Only errors: no task log while waiting, no counts, nothing from

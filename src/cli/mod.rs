@@ -299,27 +299,23 @@ fn count(n: usize, one: &str, many: &str, what: &str) -> String {
 }
 
 /// How wide a line may be before it is ellipsized, as systemctl does:
-/// never with `--full`; else `$COLUMNS` when set, else the terminal's
-/// width when stdout is one; never when piped.
+/// only when stdout is a terminal and without `--full`; as wide as
+/// `$COLUMNS` says, else the terminal. Piped output is never cut.
 fn line_width(args: &Args) -> Option<usize> {
-    if args.full {
+    let stdout = std::io::stdout();
+    if args.full || !stdout.is_terminal() {
         return None;
     }
-    if let Some(n) = std::env::var("COLUMNS")
+    std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.trim().parse::<usize>().ok())
         .filter(|n| *n > 0)
-    {
-        return Some(n);
-    }
-    let stdout = std::io::stdout();
-    if !stdout.is_terminal() {
-        return None;
-    }
-    rustix::termios::tcgetwinsize(&stdout)
-        .ok()
-        .map(|w| usize::from(w.ws_col))
-        .filter(|n| *n > 0)
+        .or_else(|| {
+            rustix::termios::tcgetwinsize(&stdout)
+                .ok()
+                .map(|w| usize::from(w.ws_col))
+                .filter(|n| *n > 0)
+        })
 }
 
 /// `line` cut to `width` characters, the last one an ellipsis.
