@@ -142,7 +142,7 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s H -l host -d
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l force -d 'Stop running services that conflict (and what depends on them) first instead of refusing, and start even when another host of the cluster cannot be asked whether it runs the service'
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l dry-run -d 'Run the preflight checks and print what a start would do, in order, without doing it'
-complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l wait -d 'Then wait until each service runs and is healthy (its probe, Docker\'s healthchecks) within its start_timeout, printing each health change; exit 1 with "timeout" when it is not'
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l wait -d 'The task then waits until the service runs and is healthy (its probe, Docker\'s healthchecks) within its start_timeout, logging each health change; its result is "timeout" (exit 1) when not'
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -178,7 +178,7 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s o -l outpu
 json\t''"
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
-complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l wait -d 'Then wait until each service runs and is healthy (its probe, Docker\'s healthchecks) within its start_timeout, printing each health change; exit 1 with "timeout" when it is not'
+complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l wait -d 'The task then waits until the service runs and is healthy (its probe, Docker\'s healthchecks) within its start_timeout, logging each health change; its result is "timeout" (exit 1) when not'
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -190,7 +190,7 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s o -l output
 json\t''"
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
-complete -c stackctl -n "__fish_stackctl_using_subcommand update" -l wait -d 'Then wait until each service runs and is healthy (its probe, Docker\'s healthchecks) within its start_timeout, printing each health change; exit 1 with "timeout" when it is not'
+complete -c stackctl -n "__fish_stackctl_using_subcommand update" -l wait -d 'The task then waits until the service runs and is healthy (its probe, Docker\'s healthchecks) within its start_timeout, logging each health change; its result is "timeout" (exit 1) when not'
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'

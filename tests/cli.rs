@@ -379,11 +379,16 @@ fn start_wait_returns_once_the_probe_says_healthy_or_times_out() {
             .contains(&format!("{slow}: running and healthy after")),
         "{out}"
     );
-    // The health changes were streamed on the way.
+    // The health changes were streamed on the way: not yet, then healthy.
+    let changes: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with(&format!("{slow}: ")) && l.contains(", health "))
+        .collect();
+    let unhealthy = changes.iter().position(|l| l.contains("health unhealthy"));
+    let healthy = changes.iter().position(|l| l.contains("health healthy"));
     assert!(
-        out.stdout
-            .lines()
-            .any(|l| l.starts_with(&format!("{slow}: active (running), health"))),
+        unhealthy.is_some() && healthy.is_some() && unhealthy < healthy,
         "{out}"
     );
     assert_eq!(stackctl(&env, &bus, &["is-active", &slow]).code, 0);
@@ -397,14 +402,24 @@ fn start_wait_returns_once_the_probe_says_healthy_or_times_out() {
     let out = stackctl(&env, &bus, &["start", "--wait", &never]);
     let took = t0.elapsed();
     assert_eq!(out.code, 1, "{out}");
-    assert!(out.stderr.contains(&format!("{never}: timeout:")), "{out}");
+    assert!(
+        out.stderr.contains(") timeout: ")
+            && out.stderr.contains(&format!(
+                "{never} was not running and healthy within start_timeout 4s"
+            )),
+        "{out}"
+    );
     assert!(
         took >= Duration::from_secs(4) && took < Duration::from_secs(60),
         "{took:?}"
     );
-    // --wait and --no-block exclude each other.
-    assert_eq!(
-        stackctl(&env, &bus, &["start", "--wait", "--no-block", &slow]).code,
-        2
-    );
+    // The task says so too, for whoever looks later.
+    let tasks = stackctl_json(&env, &bus, &["tasks", "--service", &never]);
+    assert_eq!(tasks[0]["result"], "timeout", "{tasks}");
+    // --no-block with --wait queues the waiting task and prints its id.
+    let out = stackctl(&env, &bus, &["restart", "--wait", "--no-block", &slow]).expect_success();
+    let id: u64 = out.stdout.trim().parse().expect("a task id");
+    wait_until(SETTLE, "the waiting restart succeeded", || {
+        stackctl_json(&env, &bus, &["task", &id.to_string()])["result"] == "done"
+    });
 }

@@ -109,9 +109,9 @@ pub enum Command {
         /// order, without doing it.
         #[arg(long)]
         dry_run: bool,
-        /// Then wait until each service runs and is healthy (its probe,
-        /// Docker's healthchecks) within its start_timeout, printing each
-        /// health change; exit 1 with "timeout" when it is not.
+        /// The task then waits until the service runs and is healthy (its
+        /// probe, Docker's healthchecks) within its start_timeout, logging
+        /// each health change; its result is "timeout" (exit 1) when not.
         #[arg(long)]
         wait: bool,
     },
@@ -141,9 +141,9 @@ pub enum Command {
     Restart {
         #[arg(required = true)]
         names: Vec<String>,
-        /// Then wait until each service runs and is healthy (its probe,
-        /// Docker's healthchecks) within its start_timeout, printing each
-        /// health change; exit 1 with "timeout" when it is not.
+        /// The task then waits until the service runs and is healthy (its
+        /// probe, Docker's healthchecks) within its start_timeout, logging
+        /// each health change; its result is "timeout" (exit 1) when not.
         #[arg(long)]
         wait: bool,
     },
@@ -151,9 +151,9 @@ pub enum Command {
     Update {
         #[arg(required = true)]
         names: Vec<String>,
-        /// Then wait until each service runs and is healthy (its probe,
-        /// Docker's healthchecks) within its start_timeout, printing each
-        /// health change; exit 1 with "timeout" when it is not.
+        /// The task then waits until the service runs and is healthy (its
+        /// probe, Docker's healthchecks) within its start_timeout, logging
+        /// each health change; its result is "timeout" (exit 1) when not.
         #[arg(long)]
         wait: bool,
     },

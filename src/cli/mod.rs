@@ -783,10 +783,26 @@ async fn print_status(
 }
 
 async fn ops(client: &Conn, args: &Args, method: &str, names: &[String], wait: bool) -> Result<u8> {
-    submit_each(client, args, names, wait, |name| {
-        client.service_op(method, name)
+    submit_each(client, args, names, wait, |name| async move {
+        if wait {
+            Ok(client
+                .bus()?
+                .queue_and_wait(name, waited_op(method), "fail")
+                .await?)
+        } else {
+            client.service_op(method, name).await
+        }
     })
     .await
+}
+
+/// QueueAndWait's operation for a Manager method.
+fn waited_op(method: &str) -> &'static str {
+    match method {
+        "RestartService" => "restart",
+        "UpdateService" => "update",
+        _ => "start",
+    }
 }
 
 /// Start or stop with mode "replace": what stands in the way stops first.
@@ -797,8 +813,15 @@ async fn forced(
     names: &[String],
     wait: bool,
 ) -> Result<u8> {
-    submit_each(client, args, names, wait, |name| {
-        client.service_op_mode(method, name, "replace")
+    submit_each(client, args, names, wait, |name| async move {
+        if wait {
+            Ok(client
+                .bus()?
+                .queue_and_wait(name, waited_op(method), "replace")
+                .await?)
+        } else {
+            client.service_op_mode(method, name, "replace").await
+        }
     })
     .await
 }
@@ -819,12 +842,6 @@ where
     F: Fn(&'a str) -> Fut,
     Fut: std::future::Future<Output = Result<u64>>,
 {
-    if wait && args.no_block {
-        return Err(Failed(
-            exit::USAGE,
-            "--wait and --no-block exclude each other".to_string(),
-        ));
-    }
     if wait && matches!(client, Conn::Peer { .. }) {
         return Err(Failed(
             exit::USAGE,
@@ -842,76 +859,12 @@ where
             }
         }
     }
-    let code = if wait {
-        let mut code = exit::OK;
-        for (name, id) in ids {
-            let mut done = follow_task(client, args, id, &name).await?;
-            if done == exit::OK {
-                done = wait_ready(client, args, &name).await?;
-            }
-            code = code.max(done);
-        }
-        code
-    } else {
-        follow_all(client, args, ids).await?
-    };
+    let code = follow_all(client, args, ids).await?;
     Ok(match refused.as_slice() {
         [] => code,
         [only] if names.len() == 1 => *only,
         _ => exit::FAILURE,
     })
-}
-
-/// `--wait`: after the task, poll the service until it is running and
-/// healthy as the daemon's `Ready` says (the probe has said healthy, not
-/// merely not run yet), printing each change of its state and health;
-/// `timeout` and exit 1 when its `start_timeout`, counted from the end of
-/// the task, passes first. Ready must hold for a second on end: a
-/// container that exits at once looks running for a moment.
-async fn wait_ready(client: &Conn, args: &Args, name: &str) -> Result<u8> {
-    const SETTLE: Duration = Duration::from_secs(1);
-    let started = Instant::now();
-    let mut ready_since: Option<Instant> = None;
-    let mut last = String::new();
-    let mut limit: Option<Duration> = None;
-    loop {
-        let s = client.service(name).await?;
-        let limit = *limit.get_or_insert(Duration::from_micros(s.start_timeout_usec));
-        let now = if s.health_message.is_empty() {
-            format!("{} ({}), health {}", s.active_state, s.sub_state, s.health)
-        } else {
-            format!(
-                "{} ({}), health {}: {}",
-                s.active_state, s.sub_state, s.health, s.health_message
-            )
-        };
-        if now != last && !args.quiet {
-            println!("{name}: {now} ({:.1}s)", started.elapsed().as_secs_f64());
-        }
-        ready_since = if s.ready {
-            ready_since.or(Some(Instant::now()))
-        } else {
-            None
-        };
-        if ready_since.is_some_and(|t| t.elapsed() >= SETTLE) {
-            if !args.quiet {
-                println!(
-                    "{name}: running and healthy after {:.1}s",
-                    started.elapsed().as_secs_f64()
-                );
-            }
-            return Ok(exit::OK);
-        }
-        if ready_since.is_none() && started.elapsed() >= limit {
-            eprintln!(
-                "{name}: timeout: not running and healthy within start_timeout {} ({now})",
-                time::span(u64::try_from(limit.as_micros()).unwrap_or(u64::MAX))
-            );
-            return Ok(exit::FAILURE);
-        }
-        last = now;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 async fn follow_all(client: &Conn, args: &Args, ids: Vec<(String, u64)>) -> Result<u8> {

@@ -28,6 +28,7 @@ use crate::world::{self, Observed, World};
 mod order;
 pub use order::TreeRow;
 mod handoff;
+mod wait;
 pub use handoff::{PeerFailure, PeerService, Peers, Prepared, RemoteTask};
 
 #[derive(Debug, Error)]
@@ -152,10 +153,8 @@ pub struct ServiceStatus {
     /// Running and healthy as a dependent's start waits for it: containers
     /// up, Docker's healthchecks passing, and the probe (if one is
     /// configured) has said healthy, not merely not yet run
-    /// (`stackctl start --wait`).
+    /// (what a task queued with `request_and_wait` waits for).
     pub ready: bool,
-    /// The service's `start_timeout`, how long `--wait` waits for `ready`.
-    pub start_timeout: std::time::Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -188,6 +187,8 @@ struct Shared {
     peers: OnceLock<Arc<dyn handoff::Peers>>,
     /// Target host of each move queued and not yet started, by service.
     moves: Mutex<std::collections::HashMap<String, String>>,
+    /// Tasks that wait for health after their Compose step (`wait.rs`).
+    waits: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Cheap to clone.
@@ -222,6 +223,7 @@ impl Control {
             state: Mutex::new(SystemState::Starting),
             peers: OnceLock::new(),
             moves: Mutex::default(),
+            waits: Mutex::default(),
         });
         let runner = Arc::new(ComposeRunner {
             shared: shared.clone(),
@@ -847,7 +849,8 @@ impl Shared {
             (active_state, sub_state)
         };
         let has_probe = svc.health.as_ref().is_some_and(|h| h.probe.is_some());
-        let ready = active_state == "active"
+        // Not "active": a task that waits for it shows it as activating.
+        let ready = active_state != "failed"
             && observed == Observed::Running
             && health == "healthy"
             && (!has_probe || probed_healthy);
@@ -867,7 +870,6 @@ impl Shared {
             compose_file: svc.compose_file.clone(),
             containers,
             ready,
-            start_timeout: svc.start_timeout,
         }
     }
 
@@ -1008,6 +1010,10 @@ impl Shared {
             }
         }
         self.world.refresh(&task.service, &self.events).await;
+        let wait = self.waits().remove(&task.id);
+        if wait && outcome.is_ok() {
+            return self.wait_ready(&cfg, &task, &log, &cancel).await;
+        }
         outcome
     }
 

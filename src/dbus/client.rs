@@ -79,8 +79,6 @@ pub struct ServiceInfo {
     /// endpoint, which does not send it).
     #[serde(default)]
     pub ready: bool,
-    #[serde(default)]
-    pub start_timeout_usec: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -279,7 +277,6 @@ impl Client {
             memory_bytes: prop(&m, "MemoryBytes")?,
             compose_file: prop(&m, "ComposeFile")?,
             ready: prop(&m, "Ready")?,
-            start_timeout_usec: prop(&m, "StartTimeoutUSec")?,
         })
     }
 
@@ -300,6 +297,22 @@ impl Client {
             .await?;
         path::task_id(path.as_str())
             .ok_or_else(|| ClientError::Protocol(format!("{method} returned {path}, not a task")))
+    }
+
+    /// QueueAndWait: start, restart or update whose task waits for the
+    /// service to be healthy. Returns the task id.
+    pub async fn queue_and_wait(&self, name: &str, operation: &str, mode: &str) -> Result<u64> {
+        let path: OwnedObjectPath = self
+            .call(
+                MANAGER_PATH,
+                MANAGER,
+                "QueueAndWait",
+                &(name, operation, mode),
+            )
+            .await?;
+        path::task_id(path.as_str()).ok_or_else(|| {
+            ClientError::Protocol(format!("QueueAndWait returned {path}, not a task"))
+        })
     }
 
     pub async fn plan_start(&self, name: &str, mode: &str) -> Result<Vec<PlanRow>> {

@@ -59,10 +59,6 @@ pub(super) fn properties(s: &ServiceStatus) -> HashMap<&'static str, Value<'stat
             Value::from(s.compose_file.display().to_string()),
         ),
         ("Ready", Value::from(s.ready)),
-        (
-            "StartTimeoutUSec",
-            Value::from(u64::try_from(s.start_timeout.as_micros()).unwrap_or(u64::MAX)),
-        ),
     ])
 }
 
@@ -162,16 +158,11 @@ impl Service {
     }
 
     /// Running and healthy as a dependent's start waits for it (the probe,
-    /// if any, has said healthy); what `stackctl start --wait` waits for.
+    /// if any, has said healthy); what a task queued by QueueAndWait waits
+    /// for.
     #[zbus(property)]
     async fn ready(&self) -> zbus::fdo::Result<bool> {
         Ok(self.status()?.ready)
-    }
-
-    /// The service's `start_timeout` in microseconds.
-    #[zbus(property, name = "StartTimeoutUSec")]
-    async fn start_timeout_usec(&self) -> zbus::fdo::Result<u64> {
-        Ok(u64::try_from(self.status()?.start_timeout.as_micros()).unwrap_or(u64::MAX))
     }
 
     #[zbus(property)]
