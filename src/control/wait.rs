@@ -40,7 +40,17 @@ impl Control {
             ));
         }
         let task = self.request(op, name, origin, force).await?;
-        self.shared.waits().insert(task.id);
+        let store = &self.shared.store;
+        let mut waits = self.shared.waits();
+        // A task that failed before its Compose step never took its id out.
+        waits.retain(|id| {
+            store
+                .task(*id)
+                .ok()
+                .flatten()
+                .is_some_and(|t| !t.state.is_finished())
+        });
+        waits.insert(task.id);
         Ok(task)
     }
 }
