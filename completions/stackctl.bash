@@ -49,6 +49,15 @@ _stackctl() {
             stackctl,hosts)
                 cmd="stackctl__subcmd__hosts"
                 ;;
+            stackctl,is-active)
+                cmd="stackctl__subcmd__is__subcmd__active"
+                ;;
+            stackctl,is-failed)
+                cmd="stackctl__subcmd__is__subcmd__failed"
+                ;;
+            stackctl,is-wanted)
+                cmd="stackctl__subcmd__is__subcmd__wanted"
+                ;;
             stackctl,list)
                 cmd="stackctl__subcmd__list"
                 ;;
@@ -139,6 +148,15 @@ _stackctl() {
             stackctl__subcmd__help,hosts)
                 cmd="stackctl__subcmd__help__subcmd__hosts"
                 ;;
+            stackctl__subcmd__help,is-active)
+                cmd="stackctl__subcmd__help__subcmd__is__subcmd__active"
+                ;;
+            stackctl__subcmd__help,is-failed)
+                cmd="stackctl__subcmd__help__subcmd__is__subcmd__failed"
+                ;;
+            stackctl__subcmd__help,is-wanted)
+                cmd="stackctl__subcmd__help__subcmd__is__subcmd__wanted"
+                ;;
             stackctl__subcmd__help,list)
                 cmd="stackctl__subcmd__help__subcmd__list"
                 ;;
@@ -212,7 +230,7 @@ _stackctl() {
 
     case "${cmd}" in
         stackctl)
-            opts="-o -H -c -h -V --user --output --host --config --no-block --help --version list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help"
+            opts="-o -H -c -l -q -h -V --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help --version list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -250,7 +268,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__apply)
-            opts="-o -H -c -h --force --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --force --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -288,7 +306,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__cancel)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -326,7 +344,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__check)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -364,7 +382,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__config)
-            opts="-o -H -c -h --user --output --host --config --no-block --help push help"
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help push help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -444,7 +462,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__config__subcmd__push)
-            opts="-o -H -c -h --force --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --force --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -482,7 +500,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__dependencies)
-            opts="-o -H -c -h --reverse --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --reverse --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -520,7 +538,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__diagnose)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -558,7 +576,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__down)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -596,7 +614,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__health)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -634,7 +652,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help)
-            opts="list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help"
+            opts="list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -788,6 +806,48 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help__subcmd__hosts)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__is__subcmd__active)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__is__subcmd__failed)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__is__subcmd__wanted)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1040,7 +1100,121 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__hosts)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__is__subcmd__active)
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__is__subcmd__failed)
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__is__subcmd__wanted)
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1078,7 +1252,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__list)
-            opts="-o -H -c -h --all-hosts --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --all-hosts --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1116,7 +1290,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__logs)
-            opts="-f -n -o -H -c -h --follow --lines --user --output --host --config --no-block --help"
+            opts="-f -n -o -H -c -l -q -h --follow --lines --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1162,7 +1336,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__migrate)
-            opts="-o -H -c -h --force --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --force --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1200,7 +1374,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__notify)
-            opts="-o -H -c -h --user --output --host --config --no-block --help test help"
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help test help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1238,7 +1412,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__notify__subcmd__agent)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1318,7 +1492,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__notify__subcmd__test)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1356,7 +1530,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__pull)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1394,7 +1568,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__reload)
-            opts="-o -H -c -h --force --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --force --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1432,7 +1606,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__restart)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --wait --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1470,7 +1644,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__start)
-            opts="-o -H -c -h --force --dry-run --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --force --dry-run --wait --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1508,12 +1682,20 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__status)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-n -o -H -c -l -q -h --lines --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --lines)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -1546,7 +1728,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__stop)
-            opts="-o -H -c -h --force --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --force --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1584,7 +1766,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__task)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1622,7 +1804,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__tasks)
-            opts="-n -o -H -c -h --service --state --lines --user --output --host --config --no-block --help"
+            opts="-n -o -H -c -l -q -h --service --state --lines --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1676,7 +1858,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__top)
-            opts="-d -n -b -o -H -c -h --order --delay --iterations --batch --user --output --host --config --no-block --help"
+            opts="-d -n -b -o -H -c -l -q -h --order --delay --iterations --batch --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1734,7 +1916,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__update)
-            opts="-o -H -c -h --user --output --host --config --no-block --help"
+            opts="-o -H -c -l -q -h --wait --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1772,7 +1954,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__validate)
-            opts="-o -c -h --host --user --output --config --no-block --help"
+            opts="-o -c -l -q -h --host --user --output --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

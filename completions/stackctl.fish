@@ -3,7 +3,7 @@
 
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_stackctl_global_optspecs
-    string join \n user o/output= H/host= c/config= no-block h/help V/version
+    string join \n user o/output= H/host= c/config= no-block no-pager l/full q/quiet no-legend h/help V/version
 end
 
 function __fish_stackctl_needs_command
@@ -33,11 +33,18 @@ complete -c stackctl -n "__fish_stackctl_needs_command" -s H -l host -d 'Talk to
 complete -c stackctl -n "__fish_stackctl_needs_command" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_needs_command" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_needs_command" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_needs_command" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_needs_command" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_needs_command" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_needs_command" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_needs_command" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_needs_command" -s V -l version -d 'Print version'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "list" -d 'List the services of this host'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "hosts" -d 'Every host of the cluster file as this host\'s daemon sees it: reachable or not and since when, version, load and config hash (a hash that differs from the others is marked: the files drifted)'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "status" -d 'Show a service like `systemctl status`, or the host when no name is given'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "is-active" -d 'Print each service\'s active state (active, inactive, failed, activating, ...). Exit 0 when at least one is active, 3 otherwise, 4 when none is and a name is unknown, as `systemctl is-active`'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "is-failed" -d 'Print each service\'s active state. Exit 0 when at least one has failed, 1 otherwise, 4 when none has and a name is unknown, as `systemctl is-failed`'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "is-wanted" -d 'Print each service\'s desired state (running or stopped), stackd\'s `is-enabled`. Exit 0 when at least one is wanted running, 1 otherwise, 4 when none is and a name is unknown'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "start" -d 'Start services (docker compose up -d) after the dependencies they need, which start too and must be healthy first; their desired state becomes running. A service of one host starts only when no other host of the cluster runs it'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "migrate" -d 'Move a service to another host: preflight and pull there, then stop here and start there (handoff = "stop-first"), or start there, wait until healthy and stop here ("overlap")'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "stop" -d 'Stop services; their desired state becomes stopped and survives reboots'
@@ -68,6 +75,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand list" -s c -l config -
 complete -c stackctl -n "__fish_stackctl_using_subcommand list" -l all-hosts -d 'Every host in [hosts], with a HOST column'
 complete -c stackctl -n "__fish_stackctl_using_subcommand list" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand list" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand list" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand list" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand list" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand list" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand list" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
@@ -75,22 +86,69 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -s H -l host -d
 complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -s h -l help -d 'Print help'
+complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s n -l lines -d 'How many of the service\'s last log lines to show (0: none)' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
 complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand status" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand status" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand status" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand status" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s h -l help -d 'Print help'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -s o -l output -d 'Output format' -r -f -a "text\t''
+json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -l user -d 'Talk to the daemon of the calling user on the session bus'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -s h -l help -d 'Print help'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -s o -l output -d 'Output format' -r -f -a "text\t''
+json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -l user -d 'Talk to the daemon of the calling user on the session bus'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -s h -l help -d 'Print help'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -s o -l output -d 'Output format' -r -f -a "text\t''
+json\t''"
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -l user -d 'Talk to the daemon of the calling user on the session bus'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l force -d 'Stop running services that conflict (and what depends on them) first instead of refusing, and start even when another host of the cluster cannot be asked whether it runs the service'
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l dry-run -d 'Run the preflight checks and print what a start would do, in order, without doing it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l wait -d 'The task then waits until the service runs and is healthy (its probe, Docker\'s healthchecks) within its start_timeout, logging each health change; its result is "timeout" (exit 1) when not'
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
@@ -99,6 +157,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -s c -l confi
 complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -l force -d 'Go ahead when a third host cannot be asked whether it runs the service; an unreachable target always refuses'
 complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
@@ -107,20 +169,34 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s c -l config -
 complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -l force -d 'Stop the running services that depend on them first, dependents first, instead of refusing'
 complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l wait -d 'The task then waits until the service runs and is healthy (its probe, Docker\'s healthchecks) within its start_timeout, logging each health change; its result is "timeout" (exit 1) when not'
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand update" -l wait -d 'The task then waits until the service runs and is healthy (its probe, Docker\'s healthchecks) within its start_timeout, logging each health change; its result is "timeout" (exit 1) when not'
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand update" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand update" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
@@ -128,6 +204,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -s H -l host -d 
 complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand down" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
@@ -135,6 +215,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand down" -s H -l host -d 
 complete -c stackctl -n "__fish_stackctl_using_subcommand down" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand down" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand down" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand down" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand down" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand down" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand down" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand down" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -l service -d 'Only tasks of this service' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -l state -d 'Only tasks in these states (pending, running, succeeded, failed, cancelled)' -r
@@ -145,6 +229,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s H -l host -d
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand task" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
@@ -152,6 +240,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand task" -s H -l host -d 
 complete -c stackctl -n "__fish_stackctl_using_subcommand task" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand task" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand task" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand task" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand task" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand task" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand task" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand task" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
@@ -159,6 +251,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -s H -l host -
 complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s n -l lines -d 'How many lines from the end (0: all)' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s o -l output -d 'Output format' -r -f -a "text\t''
@@ -168,6 +264,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s c -l config -
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s f -l follow -d 'Keep following new lines'
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
@@ -176,6 +276,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s c -l config 
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l force -d 'Also stop services no longer assigned to this host when they are more than reload_guard of them (else refused)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
@@ -184,6 +288,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s c -l config
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l force -d 'Take a valid file whatever it removes'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
@@ -191,6 +299,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s H -l host -d
 complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand check" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand check" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand check" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand check" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
@@ -199,6 +311,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -s c -l 
 complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -l reverse -d 'Show what depends on the service instead'
 complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
@@ -206,6 +322,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -s H -l host
 complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand health" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
@@ -213,6 +333,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand health" -s H -l host -
 complete -c stackctl -n "__fish_stackctl_using_subcommand health" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand health" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand health" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand health" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand health" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand health" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand health" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand health" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand top" -l order -d 'Sort by' -r -f -a "cpu\t'Most CPU first'
 memory\t'Most memory first'
@@ -226,6 +350,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand top" -s c -l config -d
 complete -c stackctl -n "__fish_stackctl_using_subcommand top" -s b -l batch -d 'Plain snapshots one after the other, no escape codes (the default when stdout is not a terminal)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand top" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand top" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand top" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand top" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand top" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand top" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand top" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
@@ -233,6 +361,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -f -a "test" -d 'Send a test message through the real channel (all channels when none is named: journal, email, webhook.NAME) and report what happened'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -242,6 +374,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_see
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from help" -f -a "test" -d 'Send a test message through the real channel (all channels when none is named: journal, email, webhook.NAME) and report what happened'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -251,6 +387,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -s H -l 
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
@@ -258,6 +398,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -f -a "push" -d 'Send the cluster file to every host of its [hosts] (this one too). Every host checks it first, as a reload would; only when all accept it does each write it (atomically) and reload. A refusal or an unreachable host leaves the running configuration everywhere'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -268,6 +412,10 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_see
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -l force -d 'Write it even where it removes more than reload_guard of a host\'s services (or every one)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "push" -d 'Send the cluster file to every host of its [hosts] (this one too). Every host checks it first, as a reload would; only when all accept it does each write it (atomically) and reload. A refusal or an unreachable host leaves the running configuration everywhere'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -277,33 +425,40 @@ json\t''"
 complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -l no-block -d 'Queue the task and print its id instead of waiting for it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
+complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -s l -l full -d 'Do not ellipsize long lines (status, health) to the terminal\'s width or $COLUMNS (piped output is never ellipsized)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -s q -l quiet -d 'Only errors: no task log while waiting, no counts, nothing from the is-* verbs (their exit code answers)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -l no-legend -d 'No column headers and no footer in list, tasks, health and hosts'
 complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -s h -l help -d 'Print help'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "list" -d 'List the services of this host'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "hosts" -d 'Every host of the cluster file as this host\'s daemon sees it: reachable or not and since when, version, load and config hash (a hash that differs from the others is marked: the files drifted)'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "status" -d 'Show a service like `systemctl status`, or the host when no name is given'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "start" -d 'Start services (docker compose up -d) after the dependencies they need, which start too and must be healthy first; their desired state becomes running. A service of one host starts only when no other host of the cluster runs it'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "migrate" -d 'Move a service to another host: preflight and pull there, then stop here and start there (handoff = "stop-first"), or start there, wait until healthy and stop here ("overlap")'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "stop" -d 'Stop services; their desired state becomes stopped and survives reboots'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "restart" -d 'Restart services'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "update" -d 'Pull images, then recreate; a failed pull leaves the service as it was'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "pull" -d 'Pull the services\' images'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "down" -d 'Stop and remove the services\' containers and networks (volumes are kept)'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "tasks" -d 'List tasks, newest first'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "task" -d 'Show one task with its whole log'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "cancel" -d 'Cancel pending or running tasks'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "logs" -d 'Show a service\'s container logs'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "apply" -d 'Bring this host to its desired state now'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "reload" -d 'Reload the configuration; a bad file keeps the running one, and so does one that would remove more than reload_guard of this host\'s services (or every one)'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "check" -d 'Run the preflight checks of a deploy only (compose file, images, bind mounts, env files, ports, disk) and list every problem'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "dependencies" -d 'Show what a service depends on as a tree, like `systemctl list-dependencies`, with each one\'s state'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "diagnose" -d 'Print the evidence stackd sees for a service and what it would do, without doing it'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "health" -d 'Health of every service (or the named ones), with the reason'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "top" -d 'Live table of this host\'s containers with CPU, memory, pids and network from the daemon\'s last sample, like systemd-cgtop'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "notify" -d 'Notifications'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "notify-agent" -d 'Show the daemon\'s alerts as desktop notifications (for a user session: stackd-notify-agent.service). Follows the Alert signal on the system bus (the session bus with --user) and calls org.freedesktop.Notifications on the session bus; runs until a bus connection is lost'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "config" -d 'The cluster file'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "validate" -d 'Check a configuration file without asking the daemon'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "list" -d 'List the services of this host'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "hosts" -d 'Every host of the cluster file as this host\'s daemon sees it: reachable or not and since when, version, load and config hash (a hash that differs from the others is marked: the files drifted)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "status" -d 'Show a service like `systemctl status`, or the host when no name is given'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "is-active" -d 'Print each service\'s active state (active, inactive, failed, activating, ...). Exit 0 when at least one is active, 3 otherwise, 4 when none is and a name is unknown, as `systemctl is-active`'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "is-failed" -d 'Print each service\'s active state. Exit 0 when at least one has failed, 1 otherwise, 4 when none has and a name is unknown, as `systemctl is-failed`'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "is-wanted" -d 'Print each service\'s desired state (running or stopped), stackd\'s `is-enabled`. Exit 0 when at least one is wanted running, 1 otherwise, 4 when none is and a name is unknown'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "start" -d 'Start services (docker compose up -d) after the dependencies they need, which start too and must be healthy first; their desired state becomes running. A service of one host starts only when no other host of the cluster runs it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "migrate" -d 'Move a service to another host: preflight and pull there, then stop here and start there (handoff = "stop-first"), or start there, wait until healthy and stop here ("overlap")'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "stop" -d 'Stop services; their desired state becomes stopped and survives reboots'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "restart" -d 'Restart services'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "update" -d 'Pull images, then recreate; a failed pull leaves the service as it was'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "pull" -d 'Pull the services\' images'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "down" -d 'Stop and remove the services\' containers and networks (volumes are kept)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "tasks" -d 'List tasks, newest first'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "task" -d 'Show one task with its whole log'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "cancel" -d 'Cancel pending or running tasks'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "logs" -d 'Show a service\'s container logs'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "apply" -d 'Bring this host to its desired state now'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "reload" -d 'Reload the configuration; a bad file keeps the running one, and so does one that would remove more than reload_guard of this host\'s services (or every one)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "check" -d 'Run the preflight checks of a deploy only (compose file, images, bind mounts, env files, ports, disk) and list every problem'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "dependencies" -d 'Show what a service depends on as a tree, like `systemctl list-dependencies`, with each one\'s state'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "diagnose" -d 'Print the evidence stackd sees for a service and what it would do, without doing it'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "health" -d 'Health of every service (or the named ones), with the reason'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "top" -d 'Live table of this host\'s containers with CPU, memory, pids and network from the daemon\'s last sample, like systemd-cgtop'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "notify" -d 'Notifications'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "notify-agent" -d 'Show the daemon\'s alerts as desktop notifications (for a user session: stackd-notify-agent.service). Follows the Alert signal on the system bus (the session bus with --user) and calls org.freedesktop.Notifications on the session bus; runs until a bus connection is lost'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "config" -d 'The cluster file'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "validate" -d 'Check a configuration file without asking the daemon'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand help; and __fish_seen_subcommand_from notify" -f -a "test" -d 'Send a test message through the real channel (all channels when none is named: journal, email, webhook.NAME) and report what happened'
 complete -c stackctl -n "__fish_stackctl_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "push" -d 'Send the cluster file to every host of its [hosts] (this one too). Every host checks it first, as a reload would; only when all accept it does each write it (atomically) and reload. A refusal or an unreachable host leaves the running configuration everywhere'
 

@@ -47,8 +47,15 @@ fn running_sleeper(test: &str) -> (TestEnv, Bus, Daemon, String) {
 }
 
 fn restart_count(env: &TestEnv, bus: &Bus, name: &str) -> u64 {
-    let v = stackctl_json(env, bus, &["health", name]);
+    let v = health_json(env, bus, name);
     v[0]["restart_count"].as_u64().unwrap()
+}
+
+/// `health --output json NAME`, which exits 1 while the service is
+/// unhealthy or failed: the rows are printed either way.
+fn health_json(env: &TestEnv, bus: &Bus, name: &str) -> serde_json::Value {
+    let out = stackctl(env, bus, &["--output", "json", "health", name]);
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
 #[test]
@@ -240,7 +247,7 @@ services:
     let bus = Bus::start(env.dir());
     let daemon = Daemon::start(&env, &bus);
     stackctl(&env, &bus, &["start", &web]).expect_success();
-    let health = || stackctl_json(&env, &bus, &["health", &web])[0]["health"].clone();
+    let health = || health_json(&env, &bus, &web)[0]["health"].clone();
     wait_until(Duration::from_secs(30), "healthy", || health() == "healthy");
 
     // The web server dies; its container keeps running (sleep is PID 1).
@@ -342,7 +349,7 @@ fn an_https_probe_trusts_its_tls_ca_and_names_an_unknown_issuer() {
     let bus = Bus::start(env.dir());
     let _daemon = Daemon::start(&env, &bus);
     let health = |name: &str| {
-        let v = stackctl_json(&env, &bus, &["health", name]);
+        let v = health_json(&env, &bus, name);
         (
             v[0]["health"].as_str().unwrap().to_string(),
             v[0]["message"].as_str().unwrap().to_string(),

@@ -29,6 +29,20 @@ pub struct Args {
     /// Queue the task and print its id instead of waiting for it.
     #[arg(long, global = true)]
     pub no_block: bool,
+    /// Accepted for systemctl's sake; stackctl never pages.
+    #[arg(long, global = true)]
+    pub no_pager: bool,
+    /// Do not ellipsize long lines (status, health) to the terminal's
+    /// width or $COLUMNS (piped output is never ellipsized).
+    #[arg(long, short = 'l', global = true)]
+    pub full: bool,
+    /// Only errors: no task log while waiting, no counts, nothing from
+    /// the is-* verbs (their exit code answers).
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// No column headers and no footer in list, tasks, health and hosts.
+    #[arg(long, global = true)]
+    pub no_legend: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -52,7 +66,33 @@ pub enum Command {
     /// hash that differs from the others is marked: the files drifted).
     Hosts,
     /// Show a service like `systemctl status`, or the host when no name is given.
-    Status { names: Vec<String> },
+    Status {
+        names: Vec<String>,
+        /// How many of the service's last log lines to show (0: none).
+        #[arg(long, short = 'n', default_value_t = 10)]
+        lines: u32,
+    },
+    /// Print each service's active state (active, inactive, failed,
+    /// activating, ...). Exit 0 when at least one is active, 3 otherwise,
+    /// 4 when none is and a name is unknown, as `systemctl is-active`.
+    IsActive {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Print each service's active state. Exit 0 when at least one has
+    /// failed, 1 otherwise, 4 when none has and a name is unknown, as
+    /// `systemctl is-failed`.
+    IsFailed {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Print each service's desired state (running or stopped), stackd's
+    /// `is-enabled`. Exit 0 when at least one is wanted running, 1
+    /// otherwise, 4 when none is and a name is unknown.
+    IsWanted {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Start services (docker compose up -d) after the dependencies they
     /// need, which start too and must be healthy first; their desired state
     /// becomes running. A service of one host starts only when no other
@@ -69,6 +109,11 @@ pub enum Command {
         /// order, without doing it.
         #[arg(long)]
         dry_run: bool,
+        /// The task then waits until the service runs and is healthy (its
+        /// probe, Docker's healthchecks) within its start_timeout, logging
+        /// each health change; its result is "timeout" (exit 1) when not.
+        #[arg(long)]
+        wait: bool,
     },
     /// Move a service to another host: preflight and pull there, then
     /// stop here and start there (handoff = "stop-first"), or start there,
@@ -96,11 +141,21 @@ pub enum Command {
     Restart {
         #[arg(required = true)]
         names: Vec<String>,
+        /// The task then waits until the service runs and is healthy (its
+        /// probe, Docker's healthchecks) within its start_timeout, logging
+        /// each health change; its result is "timeout" (exit 1) when not.
+        #[arg(long)]
+        wait: bool,
     },
     /// Pull images, then recreate; a failed pull leaves the service as it was.
     Update {
         #[arg(required = true)]
         names: Vec<String>,
+        /// The task then waits until the service runs and is healthy (its
+        /// probe, Docker's healthchecks) within its start_timeout, logging
+        /// each health change; its result is "timeout" (exit 1) when not.
+        #[arg(long)]
+        wait: bool,
     },
     /// Pull the services' images.
     Pull {

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::config;
 use crate::dbus::client::{Client, ClientError, ServiceInfo, Target, TaskInfo};
-use crate::dbus::types::ServiceRow;
+use crate::dbus::types::{ServiceRow, TaskRow};
 use crate::peer::PeerClient;
 pub use args::{
     command, Args, Command, CompleteWhat, ConfigAction, NotifyAction, Output, TopOrder,
@@ -97,36 +97,47 @@ async fn run(args: &Args) -> Result<u8> {
         None => Conn::Bus(Client::connect(&Target::default_for(args.user)).await?),
     };
     match &args.command {
-        Command::List { .. } => list(&client, json).await,
-        Command::Hosts => hosts(client.bus()?, json).await,
-        Command::Status { names } if names.is_empty() => host_status(&client, json).await,
-        Command::Status { names } => status(&client, names, json).await,
+        Command::List { .. } => list(&client, args, json).await,
+        Command::Hosts => hosts(client.bus()?, args, json).await,
+        Command::Status { names, .. } if names.is_empty() => host_status(&client, json).await,
+        Command::Status { names, lines } => status(&client, args, names, *lines, json).await,
+        Command::IsActive { names } => is_state(&client, args, Is::Active, names).await,
+        Command::IsFailed { names } => is_state(&client, args, Is::Failed, names).await,
+        Command::IsWanted { names } => is_state(&client, args, Is::Wanted, names).await,
         Command::Start {
             names,
             dry_run: true,
             force,
+            ..
         } => dry_run_start(client.bus()?, names, *force).await,
         Command::Start {
-            names, force: true, ..
-        } => forced(&client, args, "StartServiceMode", names).await,
-        Command::Start { names, .. } => ops(&client, args, "StartService", names).await,
-        Command::Stop { names, force: true } => {
-            forced(&client, args, "StopServiceMode", names).await
+            names,
+            force: true,
+            wait,
+            ..
+        } => forced(&client, args, "StartServiceMode", names, *wait).await,
+        Command::Start { names, wait, .. } => {
+            ops(&client, args, "StartService", names, *wait).await
         }
-        Command::Stop { names, .. } => ops(&client, args, "StopService", names).await,
+        Command::Stop { names, force: true } => {
+            forced(&client, args, "StopServiceMode", names, false).await
+        }
+        Command::Stop { names, .. } => ops(&client, args, "StopService", names, false).await,
         Command::Migrate { name, to, force } => {
             let id = client.bus()?.migrate(name, to, *force).await?;
             follow_task(&client, args, id, name).await
         }
-        Command::Restart { names } => ops(&client, args, "RestartService", names).await,
-        Command::Update { names } => ops(&client, args, "UpdateService", names).await,
-        Command::Pull { names } => ops(&client, args, "PullService", names).await,
-        Command::Down { names } => ops(&client, args, "DownService", names).await,
+        Command::Restart { names, wait } => {
+            ops(&client, args, "RestartService", names, *wait).await
+        }
+        Command::Update { names, wait } => ops(&client, args, "UpdateService", names, *wait).await,
+        Command::Pull { names } => ops(&client, args, "PullService", names, false).await,
+        Command::Down { names } => ops(&client, args, "DownService", names, false).await,
         Command::Tasks {
             service,
             state,
             lines,
-        } => tasks(&client, service.as_deref(), state, *lines, json).await,
+        } => tasks(&client, args, service.as_deref(), state, *lines, json).await,
         Command::Task { id } => task(&client, *id, json).await,
         Command::Cancel { ids } => {
             for id in ids {
@@ -155,7 +166,9 @@ async fn run(args: &Args) -> Result<u8> {
             for line in client.bus()?.check(name).await? {
                 println!("{line}");
             }
-            println!("{name}: preflight passed");
+            if !args.quiet {
+                println!("{name}: preflight passed");
+            }
             Ok(exit::OK)
         }
         Command::Dependencies { name, reverse } => {
@@ -167,7 +180,7 @@ async fn run(args: &Args) -> Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Health { names } => health(client.bus()?, names, json).await,
+        Command::Health { names } => health(client.bus()?, args, names, json).await,
         Command::Top {
             order,
             delay,
@@ -328,6 +341,126 @@ async fn compare_with_daemon(args: &Args, cfg: &config::Config) -> Option<String
     config::guard_message(running.len(), &removed, cfg.reload_guard)
 }
 
+/// "1 service listed", "2 services listed" (`what` may be empty).
+fn count(n: usize, one: &str, many: &str, what: &str) -> String {
+    let noun = if n == 1 { one } else { many };
+    if what.is_empty() {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun} {what}")
+    }
+}
+
+/// How wide a line may be before it is ellipsized, as systemctl does:
+/// only when stdout is a terminal and without `--full`; as wide as
+/// `$COLUMNS` says, else the terminal. Piped output is never cut.
+fn line_width(args: &Args) -> Option<usize> {
+    let stdout = std::io::stdout();
+    if args.full || !stdout.is_terminal() {
+        return None;
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .or_else(|| {
+            rustix::termios::tcgetwinsize(&stdout)
+                .ok()
+                .map(|w| usize::from(w.ws_col))
+                .filter(|n| *n > 0)
+        })
+}
+
+/// `line` cut to `width` characters, the last one an ellipsis.
+fn ellipsize(line: &str, width: Option<usize>) -> std::borrow::Cow<'_, str> {
+    match width {
+        Some(w) if line.chars().count() > w => {
+            let kept: String = line.chars().take(w.saturating_sub(1)).collect();
+            format!("{kept}…").into()
+        }
+        _ => line.into(),
+    }
+}
+
+/// The `Tasks:` block of `status`: the first task on the label's line,
+/// the others under it, id, kind and result each in a column.
+fn task_block(recent: &[TaskRow]) -> Vec<String> {
+    let result = |t: &TaskRow| {
+        if t.result.is_empty() {
+            t.state.clone()
+        } else {
+            t.result.clone()
+        }
+    };
+    let iw = recent
+        .iter()
+        .map(|t| t.id.to_string().len() + 1)
+        .max()
+        .unwrap_or(0);
+    let kw = recent.iter().map(|t| t.kind.len()).max().unwrap_or(0);
+    let rw = recent.iter().map(|t| result(t).len()).max().unwrap_or(0);
+    recent
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let label = if i == 0 { "Tasks:" } else { "" };
+            format!(
+                "{label:>13} {:<iw$} {:<kw$} {:<rw$} ({})",
+                format!("#{}", t.id),
+                t.kind,
+                result(t),
+                time::ago(t.created_usec)
+            )
+        })
+        .collect()
+}
+
+/// Which question an is-* verb asks.
+#[derive(Clone, Copy)]
+enum Is {
+    Active,
+    Failed,
+    Wanted,
+}
+
+/// `is-active`, `is-failed`, `is-wanted`: one state a line (none with
+/// --quiet). As systemctl: 0 when at least one name answers yes; else 3
+/// (is-active, "not running") or 1 (is-failed, is-wanted); 4 when none
+/// answers yes and a name is unknown.
+async fn is_state(client: &Conn, args: &Args, is: Is, names: &[String]) -> Result<u8> {
+    let mut yes = false;
+    let mut unknown = false;
+    for name in names {
+        match client.service(name).await {
+            Ok(s) => {
+                let (state, hit) = match is {
+                    Is::Active => (s.active_state.as_str(), s.active_state == "active"),
+                    Is::Failed => (s.active_state.as_str(), s.active_state == "failed"),
+                    Is::Wanted => (s.desired_state.as_str(), s.desired_state == "running"),
+                };
+                yes |= hit;
+                if !args.quiet {
+                    println!("{state}");
+                }
+            }
+            Err(Failed(code, why)) if code == exit::NO_SUCH => {
+                unknown = true;
+                if !args.quiet {
+                    println!("unknown");
+                }
+                eprintln!("{name}: {why}");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(match (yes, unknown, is) {
+        (true, _, _) => exit::OK,
+        (false, true, _) => exit::NO_SUCH,
+        (false, false, Is::Active) => exit::NOT_RUNNING,
+        (false, false, _) => exit::FAILURE,
+    })
+}
+
 /// A colored dot as systemctl draws it, only on a terminal.
 fn dot(active: &str, health: &str) -> &'static str {
     if !std::io::stdout().is_terminal() {
@@ -461,10 +594,12 @@ async fn list_all_hosts(args: &Args, json: bool) -> Result<u8> {
     } else {
         let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(7);
         let hw = hosts.iter().map(String::len).max().unwrap_or(0).max(4);
-        println!(
-            "{:hw$}  {:w$}  {:8} {:12} {:10} {:10} CONTAINERS",
-            "HOST", "SERVICE", "DESIRED", "ACTIVE", "SUB", "HEALTH"
-        );
+        if !args.no_legend {
+            println!(
+                "{:hw$}  {:w$}  {:8} {:12} {:10} {:10} CONTAINERS",
+                "HOST", "SERVICE", "DESIRED", "ACTIVE", "SUB", "HEALTH"
+            );
+        }
         for r in &rows {
             println!(
                 "{:hw$}  {:w$}  {:8} {:12} {:10} {:10} {}",
@@ -481,12 +616,14 @@ async fn list_all_hosts(args: &Args, json: bool) -> Result<u8> {
         for (h, e) in &down {
             println!("{:hw$}  unreachable (asked {at}): {e}", h);
         }
-        println!(
-            "\n{} services listed on {} hosts; {} unreachable.",
-            rows.len(),
-            hosts.len() - down.len(),
-            down.len()
-        );
+        if !args.no_legend {
+            println!(
+                "\n{} on {}; {} unreachable.",
+                count(rows.len(), "service", "services", "listed"),
+                count(hosts.len() - down.len(), "host", "hosts", ""),
+                down.len()
+            );
+        }
     }
     Ok(if down.is_empty() {
         exit::OK
@@ -495,23 +632,27 @@ async fn list_all_hosts(args: &Args, json: bool) -> Result<u8> {
     })
 }
 
-async fn list(client: &Conn, json: bool) -> Result<u8> {
+async fn list(client: &Conn, args: &Args, json: bool) -> Result<u8> {
     let rows = client.list_services().await?;
     if json {
         return print_json(&rows);
     }
     let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(7);
-    println!(
-        "{:w$}  {:8} {:12} {:10} {:10} CONTAINERS",
-        "SERVICE", "DESIRED", "ACTIVE", "SUB", "HEALTH"
-    );
+    if !args.no_legend {
+        println!(
+            "{:w$}  {:8} {:12} {:10} {:10} CONTAINERS",
+            "SERVICE", "DESIRED", "ACTIVE", "SUB", "HEALTH"
+        );
+    }
     for r in &rows {
         println!(
             "{:w$}  {:8} {:12} {:10} {:10} {}",
             r.name, r.desired_state, r.active_state, r.sub_state, r.health, r.containers
         );
     }
-    println!("\n{} services listed.", rows.len());
+    if !args.no_legend {
+        println!("\n{}.", count(rows.len(), "service", "services", "listed"));
+    }
     Ok(exit::OK)
 }
 
@@ -576,7 +717,13 @@ async fn host_status(client: &Conn, json: bool) -> Result<u8> {
     Ok(exit::OK)
 }
 
-async fn status(client: &Conn, names: &[String], json: bool) -> Result<u8> {
+async fn status(
+    client: &Conn,
+    args: &Args,
+    names: &[String],
+    lines: u32,
+    json: bool,
+) -> Result<u8> {
     let mut infos = Vec::new();
     for name in names {
         infos.push(client.service(name).await?);
@@ -589,7 +736,7 @@ async fn status(client: &Conn, names: &[String], json: bool) -> Result<u8> {
         if i > 0 {
             println!();
         }
-        print_status(client, s).await?;
+        print_status(client, s, lines, line_width(args)).await?;
         if s.active_state != "active" {
             code = exit::NOT_RUNNING;
         }
@@ -597,7 +744,12 @@ async fn status(client: &Conn, names: &[String], json: bool) -> Result<u8> {
     Ok(code)
 }
 
-async fn print_status(client: &Conn, s: &ServiceInfo) -> Result<()> {
+async fn print_status(
+    client: &Conn,
+    s: &ServiceInfo,
+    log_lines: u32,
+    width: Option<usize>,
+) -> Result<()> {
     println!(
         "{} {} - Compose project on {}",
         dot(&s.active_state, &s.health),
@@ -621,7 +773,10 @@ async fn print_status(client: &Conn, s: &ServiceInfo) -> Result<()> {
     } else {
         format!(" ({})", s.health_message)
     };
-    println!("      Health: {}{msg}", s.health);
+    println!(
+        "{}",
+        ellipsize(&format!("      Health: {}{msg}", s.health), width)
+    );
     println!("    Restarts: {}", s.restart_count);
     if !s.containers.is_empty() {
         println!("  Containers:");
@@ -654,28 +809,18 @@ async fn print_status(client: &Conn, s: &ServiceInfo) -> Result<()> {
             if c.restart_count > 0 {
                 line.push_str(&format!(", {} restarts", c.restart_count));
             }
-            println!("{line}  {}", c.image);
+            println!("{}", ellipsize(&format!("{line}  {}", c.image), width));
         }
     }
     let recent = client.tasks(Some(&s.name), &[], Some(5)).await?;
-    if !recent.is_empty() {
-        println!("       Tasks:");
-        for t in &recent {
-            let result = if t.result.is_empty() {
-                t.state.clone()
-            } else {
-                t.result.clone()
-            };
-            println!(
-                "    #{} {} {} ({})",
-                t.id,
-                t.kind,
-                result,
-                time::ago(t.created_usec)
-            );
-        }
+    for line in task_block(&recent) {
+        println!("{line}");
     }
-    match client.logs(&s.name, 10, false).await {
+    // 0 asks the daemon for every line, so it is not asked at all.
+    if log_lines == 0 {
+        return Ok(());
+    }
+    match client.logs(&s.name, log_lines, false).await {
         Ok(file) => {
             let lines: Vec<String> = std::io::BufReader::new(file)
                 .lines()
@@ -684,7 +829,7 @@ async fn print_status(client: &Conn, s: &ServiceInfo) -> Result<()> {
             if !lines.is_empty() {
                 println!();
                 for l in lines {
-                    println!("{l}");
+                    println!("{}", ellipsize(&l, width));
                 }
             }
         }
@@ -703,22 +848,89 @@ fn logs_denied(e: &Failed) -> bool {
     e.1.contains("may not read logs")
 }
 
-async fn ops(client: &Conn, args: &Args, method: &str, names: &[String]) -> Result<u8> {
-    let mut ids = Vec::new();
-    for name in names {
-        ids.push((name.clone(), client.service_op(method, name).await?));
+async fn ops(client: &Conn, args: &Args, method: &str, names: &[String], wait: bool) -> Result<u8> {
+    submit_each(client, args, names, wait, |name| async move {
+        if wait {
+            Ok(client
+                .bus()?
+                .queue_and_wait(name, waited_op(method), "fail")
+                .await?)
+        } else {
+            client.service_op(method, name).await
+        }
+    })
+    .await
+}
+
+/// QueueAndWait's operation for a Manager method.
+fn waited_op(method: &str) -> &'static str {
+    match method {
+        "RestartService" => "restart",
+        "UpdateService" => "update",
+        _ => "start",
     }
-    follow_all(client, args, ids).await
 }
 
 /// Start or stop with mode "replace": what stands in the way stops first.
-async fn forced(client: &Conn, args: &Args, method: &str, names: &[String]) -> Result<u8> {
-    let mut ids = Vec::new();
-    for name in names {
-        let id = client.service_op_mode(method, name, "replace").await?;
-        ids.push((name.clone(), id));
+async fn forced(
+    client: &Conn,
+    args: &Args,
+    method: &str,
+    names: &[String],
+    wait: bool,
+) -> Result<u8> {
+    submit_each(client, args, names, wait, |name| async move {
+        if wait {
+            Ok(client
+                .bus()?
+                .queue_and_wait(name, waited_op(method), "replace")
+                .await?)
+        } else {
+            client.service_op_mode(method, name, "replace").await
+        }
+    })
+    .await
+}
+
+/// Submits one task per name, in the order given: a refused name is
+/// reported (the name, then the reason) and the others still go ahead.
+/// The exit code is the refusal's own code for a single name (4 for an
+/// unknown one, as `status` says), else 1 when any name was refused or any
+/// task did not succeed.
+async fn submit_each<'a, F, Fut>(
+    client: &Conn,
+    args: &Args,
+    names: &'a [String],
+    wait: bool,
+    submit: F,
+) -> Result<u8>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<u64>>,
+{
+    if wait && matches!(client, Conn::Peer { .. }) {
+        return Err(Failed(
+            exit::USAGE,
+            "--wait is not available with -H; run it on the host".to_string(),
+        ));
     }
-    follow_all(client, args, ids).await
+    let mut ids = Vec::new();
+    let mut refused = Vec::new();
+    for name in names {
+        match submit(name).await {
+            Ok(id) => ids.push((name.clone(), id)),
+            Err(Failed(code, why)) => {
+                eprintln!("{name}: {why}");
+                refused.push(code);
+            }
+        }
+    }
+    let code = follow_all(client, args, ids).await?;
+    Ok(match refused.as_slice() {
+        [] => code,
+        [only] if names.len() == 1 => *only,
+        _ => exit::FAILURE,
+    })
 }
 
 async fn follow_all(client: &Conn, args: &Args, ids: Vec<(String, u64)>) -> Result<u8> {
@@ -742,7 +954,7 @@ async fn follow_task(client: &Conn, args: &Args, id: u64, what: &str) -> Result<
         println!("{id}");
         return Ok(exit::OK);
     }
-    let tty = std::io::stderr().is_terminal();
+    let tty = std::io::stderr().is_terminal() && !args.quiet;
     let started = Instant::now();
     let mut seen = 0u32;
     let mut out = std::io::stdout();
@@ -763,8 +975,10 @@ async fn follow_task(client: &Conn, args: &Args, id: u64, what: &str) -> Result<
         if tty && !lines.is_empty() {
             eprint!("\r\x1b[2K");
         }
-        for l in &lines {
-            let _ = writeln!(out, "{l}");
+        if !args.quiet {
+            for l in &lines {
+                let _ = writeln!(out, "{l}");
+            }
         }
         seen += lines.len() as u32;
         if info.finished() {
@@ -807,6 +1021,7 @@ fn report(t: &TaskInfo, what: &str) -> u8 {
 
 async fn tasks(
     client: &Conn,
+    args: &Args,
     service: Option<&str>,
     states: &[String],
     limit: u32,
@@ -816,10 +1031,12 @@ async fn tasks(
     if json {
         return print_json(&rows);
     }
-    println!(
-        "{:>6} {:10} {:20} {:10} {:12} CREATED",
-        "ID", "KIND", "SERVICE", "STATE", "RESULT"
-    );
+    if !args.no_legend {
+        println!(
+            "{:>6} {:10} {:20} {:10} {:12} CREATED",
+            "ID", "KIND", "SERVICE", "STATE", "RESULT"
+        );
+    }
     for t in &rows {
         let service = if t.service.is_empty() {
             "(host)"
@@ -836,7 +1053,9 @@ async fn tasks(
             time::timestamp(t.created_usec)
         );
     }
-    println!("\n{} tasks listed.", rows.len());
+    if !args.no_legend {
+        println!("\n{}.", count(rows.len(), "task", "tasks", "listed"));
+    }
     Ok(exit::OK)
 }
 
@@ -887,7 +1106,11 @@ async fn task(client: &Conn, id: u64, json: bool) -> Result<u8> {
     Ok(exit::OK)
 }
 
-async fn health(client: &Client, names: &[String], json: bool) -> Result<u8> {
+/// `health`: one row per service, then the counts ("3 healthy,
+/// 1 unhealthy, 2 not running"). Exits 1 when a service whose desired state
+/// is running is unhealthy or failed, so a script or a CI job can gate on
+/// it; an unknown name is reported and exits 4 unless that already failed.
+async fn health(client: &Client, args: &Args, names: &[String], json: bool) -> Result<u8> {
     let names: Vec<String> = if names.is_empty() {
         client
             .list_services()
@@ -899,9 +1122,21 @@ async fn health(client: &Client, names: &[String], json: bool) -> Result<u8> {
         names.to_vec()
     };
     let mut infos = Vec::new();
+    let mut missing = exit::OK;
     for name in &names {
-        infos.push(client.service(name).await?);
+        match client.service(name).await {
+            Ok(s) => infos.push(s),
+            Err(e) => {
+                let Failed(code, why) = e.into();
+                eprintln!("{name}: {why}");
+                missing = missing.max(code);
+            }
+        }
     }
+    let bad = infos.iter().any(|s| {
+        s.desired_state == "running" && (s.health == "unhealthy" || s.active_state == "failed")
+    });
+    let code = if bad { exit::FAILURE } else { missing };
     if json {
         #[derive(Serialize)]
         struct Row<'a> {
@@ -919,23 +1154,67 @@ async fn health(client: &Client, names: &[String], json: bool) -> Result<u8> {
                 restart_count: s.restart_count,
             })
             .collect();
-        return print_json(&rows);
+        print_json(&rows)?;
+        return Ok(code);
     }
     let w = infos.iter().map(|s| s.name.len()).max().unwrap_or(0).max(7);
-    println!(
-        "{:w$}  {:10} {:>8}  MESSAGE",
-        "SERVICE", "HEALTH", "RESTARTS"
-    );
-    for s in &infos {
+    if !args.no_legend {
         println!(
+            "{:w$}  {:10} {:>8}  MESSAGE",
+            "SERVICE", "HEALTH", "RESTARTS"
+        );
+    }
+    let width = line_width(args);
+    for s in &infos {
+        let line = format!(
             "{:w$}  {:10} {:>8}  {}",
             s.name, s.health, s.restart_count, s.health_message
         );
+        println!("{}", ellipsize(&line, width));
     }
-    Ok(exit::OK)
+    if !args.no_legend && !args.quiet {
+        println!("\n{}.", health_counts(&infos));
+    }
+    Ok(code)
 }
 
-async fn hosts(client: &Client, json: bool) -> Result<u8> {
+/// "3 healthy, 1 unhealthy, 2 not running": a service that does not run
+/// counts as "failed" or "not running" whatever its health says; the
+/// others by their health. Only the kinds present are named.
+fn health_counts(infos: &[ServiceInfo]) -> String {
+    const ORDER: [&str; 7] = [
+        "healthy",
+        "starting",
+        "degraded",
+        "unhealthy",
+        "unknown",
+        "failed",
+        "not running",
+    ];
+    let mut counts = [0usize; ORDER.len()];
+    for s in infos {
+        let kind = match s.active_state.as_str() {
+            "failed" => "failed",
+            "inactive" | "deactivating" => "not running",
+            _ => s.health.as_str(),
+        };
+        let i = ORDER.iter().position(|k| *k == kind).unwrap_or(4);
+        counts[i] += 1;
+    }
+    let parts: Vec<String> = ORDER
+        .iter()
+        .zip(counts)
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    if parts.is_empty() {
+        "0 services".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+async fn hosts(client: &Client, args: &Args, json: bool) -> Result<u8> {
     let rows = client.list_hosts().await?;
     if json {
         return print_json(&rows);
@@ -953,10 +1232,12 @@ async fn hosts(client: &Client, json: bool) -> Result<u8> {
         .max()
         .unwrap_or(7)
         .max(7);
-    println!(
-        "{:w$}  {:aw$}  {:11}  {:27}  {:8}  {:5}  CONFIG-HASH",
-        "HOST", "ADDRESS", "STATE", "SINCE", "VERSION", "LOAD"
-    );
+    if !args.no_legend {
+        println!(
+            "{:w$}  {:aw$}  {:11}  {:27}  {:8}  {:5}  CONFIG-HASH",
+            "HOST", "ADDRESS", "STATE", "SINCE", "VERSION", "LOAD"
+        );
+    }
     for r in &rows {
         let since = if r.since_usec == 0 {
             "-".to_string()

@@ -28,6 +28,7 @@ use crate::world::{self, Observed, World};
 mod order;
 pub use order::TreeRow;
 mod handoff;
+mod wait;
 pub use handoff::{PeerFailure, PeerService, Peers, Prepared, RemoteTask};
 
 #[derive(Debug, Error)]
@@ -149,6 +150,11 @@ pub struct ServiceStatus {
     pub cpu_percent: f64,
     pub memory_bytes: u64,
     pub compose_file: PathBuf,
+    /// Running and healthy as a dependent's start waits for it: containers
+    /// up, Docker's healthchecks passing, and the probe (if one is
+    /// configured) has said healthy, not merely not yet run
+    /// (what a task queued with `request_and_wait` waits for).
+    pub ready: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -181,6 +187,8 @@ struct Shared {
     peers: OnceLock<Arc<dyn handoff::Peers>>,
     /// Target host of each move queued and not yet started, by service.
     moves: Mutex<std::collections::HashMap<String, String>>,
+    /// Tasks that wait for health after their Compose step (`wait.rs`).
+    waits: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Cheap to clone.
@@ -215,6 +223,7 @@ impl Control {
             state: Mutex::new(SystemState::Starting),
             peers: OnceLock::new(),
             moves: Mutex::default(),
+            waits: Mutex::default(),
         });
         let runner = Arc::new(ComposeRunner {
             shared: shared.clone(),
@@ -310,33 +319,65 @@ impl Control {
         self.shared.world.docker()
     }
 
-    /// The evidence and what the rule table would do, without doing it.
+    /// The evidence and what the rule table would do, without doing it,
+    /// in words a person reads (no debug output). Its "restarts" is the
+    /// status's `RestartCount` (the one `health` and `status` show: Docker's
+    /// restarts of the containers plus stackd's recoveries); the crash-loop
+    /// budget, which a person's start or stop resets and which only counts
+    /// stackd's restarts within `window`, is named as what it is.
     pub fn diagnose(&self, name: &str) -> Result<Vec<String>, ControlError> {
         let cfg = self.config();
-        self.shared.local_service(&cfg, name)?;
+        let svc = self.shared.local_service(&cfg, name)?;
+        let policy = svc.restart.clone();
+        let status = self.service(name)?;
         let Some((ev, d)) = self.shared.board.diagnose(self, name) else {
             return Err(ControlError::NoSuchService(name.to_string()));
         };
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
         let mut lines = vec![format!("summary: {}", d.summary)];
-        lines.push(format!("cause: {}", d.cause.as_str()));
-        lines.push(format!("outcome: {}", d.cause.outcome()));
-        lines.push(format!("action: {:?}", d.action));
-        lines.push(format!("desired: {}", ev.desired.as_str()));
-        lines.push(format!("task pending or running: {}", ev.user_task_active));
+        lines.push(format!(
+            "cause: {} (outcome: {})",
+            d.cause.as_str(),
+            d.cause.outcome()
+        ));
+        let action = match &d.action {
+            // Already said as the summary: not twice.
+            crate::recovery::Action::None { reason } if *reason == d.summary => {
+                "nothing".to_string()
+            }
+            other => action_words(other),
+        };
+        lines.push(format!("action: {action}"));
+        lines.push(format!("desired state: {}", ev.desired.as_str()));
+        lines.push(format!(
+            "task pending or running: {}",
+            yes_no(ev.user_task_active)
+        ));
         if let Some(c) = &ev.container {
+            let code = ev.exit_code.map_or("none".to_string(), |c| c.to_string());
             lines.push(format!(
-                "failed container: {c} (exit code {}, oom killed {})",
-                ev.exit_code.map_or("none".to_string(), |c| c.to_string()),
-                ev.oom_killed
+                "failed container: {c} (exit code {code}, killed for lack of memory: {})",
+                yes_no(ev.oom_killed)
             ));
         }
         lines.push(format!(
-            "failed probes: {} (retries {})",
+            "failed probes: {} in a row ({} turn it unhealthy)",
             ev.failed_probes, ev.retries
         ));
+        lines.push(format!("restarts: {}", status.restart_count));
+        let next = if ev.budget.backoff.is_zero() {
+            String::new()
+        } else {
+            format!(
+                ", the next after {}",
+                crate::recovery::human(ev.budget.backoff)
+            )
+        };
         lines.push(format!(
-            "restarts in window: {}, next backoff {:?}",
-            ev.budget.restarts_in_window, ev.budget.backoff
+            "crash-loop budget: {} of {} restarts used within {}{next}",
+            ev.budget.restarts_in_window,
+            policy.max_restarts,
+            crate::recovery::human(policy.window),
         ));
         lines.extend(d.warnings.iter().map(|w| format!("warning: {w}")));
         Ok(lines)
@@ -847,7 +888,9 @@ impl Shared {
         let (mut health, mut health_message) = health_of(&containers, observed, desired);
         let mut recoveries = 0;
         let mut gave_up = false;
+        let mut probed_healthy = false;
         if let Some(v) = self.board.verdict(&svc.name) {
+            probed_healthy = v.health == "healthy";
             recoveries = v.recoveries;
             gave_up = v.gave_up;
             // The supervisor's view (probes, debounced) wins once it has one.
@@ -861,6 +904,12 @@ impl Shared {
         } else {
             (active_state, sub_state)
         };
+        let has_probe = svc.health.as_ref().is_some_and(|h| h.probe.is_some());
+        // Not "active": a task that waits for it shows it as activating.
+        let ready = active_state != "failed"
+            && observed == Observed::Running
+            && health == "healthy"
+            && (!has_probe || probed_healthy);
         ServiceStatus {
             name: svc.name.clone(),
             host: cfg.host.clone(),
@@ -876,6 +925,7 @@ impl Shared {
             memory_bytes: self.figures.service(&svc.name).memory_bytes,
             compose_file: svc.compose_file.clone(),
             containers,
+            ready,
         }
     }
 
@@ -1017,6 +1067,10 @@ impl Shared {
             }
         }
         self.world.refresh(&task.service, &self.events).await;
+        let wait = self.waits().remove(&task.id);
+        if wait && outcome.is_ok() {
+            return self.wait_ready(&cfg, &task, &log, &cancel).await;
+        }
         outcome
     }
 
@@ -1342,6 +1396,29 @@ fn recovery_summary(
 }
 
 /// Health as far as containers and Docker's healthchecks tell.
+/// What the rule table would do, as `diagnose` says it.
+fn action_words(action: &crate::recovery::Action) -> String {
+    use crate::recovery::{human, Action};
+    let after = |d: std::time::Duration| {
+        if d.is_zero() {
+            "now".to_string()
+        } else {
+            format!("in {}", human(d))
+        }
+    };
+    match action {
+        Action::Restart { delay } => format!("restart the containers {}", after(*delay)),
+        Action::Recreate { delay } => {
+            format!("recreate what is missing (up -d) {}", after(*delay))
+        }
+        Action::PullThenRecreate { delay } => {
+            format!("pull the image, then recreate (up -d) {}", after(*delay))
+        }
+        Action::None { reason } => format!("nothing ({reason})"),
+        Action::GiveUp { reason } => format!("give up until a person acts ({reason})"),
+    }
+}
+
 fn health_of(
     containers: &[ContainerInfo],
     observed: Observed,

@@ -75,6 +75,10 @@ pub struct ServiceInfo {
     pub cpu_percent: f64,
     pub memory_bytes: u64,
     pub compose_file: String,
+    /// Running and healthy as the probe tells (absent over the peer
+    /// endpoint, which does not send it).
+    #[serde(default)]
+    pub ready: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -287,6 +291,7 @@ impl Client {
             cpu_percent: prop(&m, "CpuPercent")?,
             memory_bytes: prop(&m, "MemoryBytes")?,
             compose_file: prop(&m, "ComposeFile")?,
+            ready: prop(&m, "Ready")?,
         })
     }
 
@@ -307,6 +312,22 @@ impl Client {
             .await?;
         path::task_id(path.as_str())
             .ok_or_else(|| ClientError::Protocol(format!("{method} returned {path}, not a task")))
+    }
+
+    /// QueueAndWait: start, restart or update whose task waits for the
+    /// service to be healthy. Returns the task id.
+    pub async fn queue_and_wait(&self, name: &str, operation: &str, mode: &str) -> Result<u64> {
+        let path: OwnedObjectPath = self
+            .call(
+                MANAGER_PATH,
+                MANAGER,
+                "QueueAndWait",
+                &(name, operation, mode),
+            )
+            .await?;
+        path::task_id(path.as_str()).ok_or_else(|| {
+            ClientError::Protocol(format!("QueueAndWait returned {path}, not a task"))
+        })
     }
 
     pub async fn plan_start(&self, name: &str, mode: &str) -> Result<Vec<PlanRow>> {

@@ -186,6 +186,35 @@ impl Manager {
         self.op(conn, &header, Op::Start, name, "fail").await
     }
 
+    /// Start, restart or update a service (operation "start", "restart",
+    /// "update"; mode "fail", or "replace" as StartServiceMode) and let the
+    /// task wait until the service runs and is healthy within its
+    /// start_timeout; its result is "timeout" when it is not.
+    async fn queue_and_wait(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+        operation: &str,
+        mode: &str,
+    ) -> Result<OwnedObjectPath> {
+        let op = match operation {
+            "start" => Op::Start,
+            "restart" => Op::Restart,
+            "update" => Op::Update,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "operation {other:?}: expected start, restart or update"
+                )))
+            }
+        };
+        let control = &self.shared.control;
+        self.queue(conn, &header, mode, |force, origin| async move {
+            control.request_and_wait(op, name, &origin, force).await
+        })
+        .await
+    }
+
     /// Move a service to another host of the cluster file: one migrate
     /// task here (DESIGN.md's `Migrate(s service, s to_host) → o`).
     async fn migrate(

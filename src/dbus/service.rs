@@ -58,6 +58,7 @@ pub(super) fn properties(s: &ServiceStatus) -> HashMap<&'static str, Value<'stat
             "ComposeFile",
             Value::from(s.compose_file.display().to_string()),
         ),
+        ("Ready", Value::from(s.ready)),
     ])
 }
 
@@ -154,6 +155,14 @@ impl Service {
     #[zbus(property)]
     async fn restart_count(&self) -> zbus::fdo::Result<u64> {
         Ok(self.status()?.restart_count)
+    }
+
+    /// Running and healthy as a dependent's start waits for it (the probe,
+    /// if any, has said healthy); what a task queued by QueueAndWait waits
+    /// for.
+    #[zbus(property)]
+    async fn ready(&self) -> zbus::fdo::Result<bool> {
+        Ok(self.status()?.ready)
     }
 
     #[zbus(property)]

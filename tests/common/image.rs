@@ -95,7 +95,9 @@ fn built_here(name: &str, recipe: &str) -> bool {
         .args(["image", "inspect", "--format", &format, name])
         .stderr(Stdio::null())
         .output()
-        .is_ok_and(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == recipe)
+        .is_ok_and(|out| {
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == recipe
+        })
 }
 
 /// An exclusive `flock` on [`LOCK_FILE`], held until dropped.
