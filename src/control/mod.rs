@@ -157,6 +157,21 @@ pub struct ServiceStatus {
     pub ready: bool,
 }
 
+impl ServiceStatus {
+    /// One line for a task log: "active (running), health unhealthy: why".
+    pub fn summary(&self) -> String {
+        let mut line = format!(
+            "{} ({}), health {}",
+            self.active_state, self.sub_state, self.health
+        );
+        if !self.health_message.is_empty() {
+            line.push_str(": ");
+            line.push_str(&self.health_message);
+        }
+        line
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ManagerInfo {
     pub version: &'static str,

@@ -270,17 +270,7 @@ impl Shared {
                 }
                 return Ok(());
             }
-            let why = if st.health_message.is_empty() {
-                format!(
-                    "{} ({}), health {}",
-                    st.active_state, st.sub_state, st.health
-                )
-            } else {
-                format!(
-                    "{} ({}), health {}: {}",
-                    st.active_state, st.sub_state, st.health, st.health_message
-                )
-            };
+            let why = st.summary();
             if !is_up(self, dep) && !self.queue().busy(dep) {
                 return Err(Failure {
                     result: "dependency",

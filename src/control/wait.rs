@@ -84,17 +84,7 @@ impl Shared {
         loop {
             let said = self.store.desired(&svc.name).ok().flatten();
             let st = self.status(cfg, svc, said.as_ref());
-            let now = if st.health_message.is_empty() {
-                format!(
-                    "{} ({}), health {}",
-                    st.active_state, st.sub_state, st.health
-                )
-            } else {
-                format!(
-                    "{} ({}), health {}: {}",
-                    st.active_state, st.sub_state, st.health, st.health_message
-                )
-            };
+            let now = st.summary();
             let elapsed = started.elapsed().as_secs_f64();
             if now != last {
                 log.line(&format!("{}: {now} ({elapsed:.1}s)", svc.name));

@@ -65,39 +65,11 @@ impl Store {
 
     /// Up to `limit` undelivered items due at `now_usec`, the longest due first.
     pub fn outbox_due(&self, now_usec: u64, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
-        let rows = self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, channel, dedup_key, payload, created_usec, attempts,
-                        next_attempt_usec, last_error
-                 FROM outbox
-                 WHERE delivered_usec IS NULL AND held = 0 AND next_attempt_usec <= ?1
-                 ORDER BY next_attempt_usec, id LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![to_i64(now_usec), to_i64(limit)], |row| {
-                Ok((
-                    OutboxItem {
-                        id: row.get(0)?,
-                        channel: row.get(1)?,
-                        dedup_key: row.get(2)?,
-                        payload: serde_json::Value::Null,
-                        created_usec: row.get(4)?,
-                        attempts: row.get(5)?,
-                        next_attempt_usec: row.get(6)?,
-                        last_error: row.get(7)?,
-                    },
-                    row.get::<_, String>(3)?,
-                ))
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })?;
-        rows.into_iter()
-            .map(|(mut item, payload)| {
-                item.payload = serde_json::from_str(&payload).map_err(|e| {
-                    self.corrupt(format_args!("outbox.payload of item {}: {e}", item.id))
-                })?;
-                Ok(item)
-            })
-            .collect()
+        self.outbox_select(
+            "delivered_usec IS NULL AND held = 0 AND next_attempt_usec <= ?1
+             ORDER BY next_attempt_usec, id LIMIT ?2",
+            params![to_i64(now_usec), to_i64(limit)],
+        )
     }
 
     /// The held items of `channel` (every channel when `None`), oldest
@@ -107,15 +79,27 @@ impl Store {
         channel: Option<&str>,
         limit: usize,
     ) -> Result<Vec<OutboxItem>, StoreError> {
+        self.outbox_select(
+            "delivered_usec IS NULL AND held = 1 AND (?1 IS NULL OR channel = ?1)
+             ORDER BY id LIMIT ?2",
+            params![channel, to_i64(limit)],
+        )
+    }
+
+    /// Outbox items matching `condition` (a WHERE clause with its ORDER BY
+    /// and LIMIT), payloads decoded.
+    fn outbox_select(
+        &self,
+        condition: &str,
+        values: impl rusqlite::Params,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
+            let mut stmt = conn.prepare_cached(&format!(
                 "SELECT id, channel, dedup_key, payload, created_usec, attempts,
                         next_attempt_usec, last_error
-                 FROM outbox
-                 WHERE delivered_usec IS NULL AND held = 1 AND (?1 IS NULL OR channel = ?1)
-                 ORDER BY id LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![channel, to_i64(limit)], |row| {
+                 FROM outbox WHERE {condition}"
+            ))?;
+            let rows = stmt.query_map(values, |row| {
                 Ok((
                     OutboxItem {
                         id: row.get(0)?,
