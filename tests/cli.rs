@@ -127,7 +127,7 @@ services:
 }
 
 /// A service whose container exits with code 3 at once.
-fn failing_compose(image: &str) -> String {
+fn exiting_compose(image: &str) -> String {
     format!(
         r#"version: "2.4"
 services:
@@ -167,7 +167,7 @@ fn is_verbs_answer_with_systemctls_exit_codes() {
     let env = TestEnv::new("cli_is");
     let on = env.add_sleeper("on");
     let off = env.add_sleeper("off");
-    let bad = env.add_project("bad", &failing_compose(ensure_image()));
+    let bad = env.add_project("bad", &exiting_compose(ensure_image()));
     env.write_config(&format!(
         "[services.{on}]\nauto_start = false\n[services.{off}]\nauto_start = false\n\
          [services.{bad}]\nauto_start = false\nrestart = {{ on_failure = false }}\n"
@@ -282,7 +282,7 @@ fn diagnose_speaks_words_and_counts_restarts_as_health_does() {
     // stackd is told not to act, so only Docker's restarts count.
     let crash = env.add_project(
         "crash",
-        &failing_compose(ensure_image()).replace(
+        &exiting_compose(ensure_image()).replace(
             "    init: true\n",
             "    init: true\n    restart: on-failure:2\n",
         ),

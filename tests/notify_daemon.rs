@@ -13,18 +13,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// A project whose deploy fails at once: its image would have to be pulled
-/// from a registry address where nothing listens.
-fn failing_compose() -> String {
-    r#"version: "2.4"
-services:
-  main:
-    image: 127.0.0.1:9/stackd-test/absent:1
-    command: ["sleep", "3600"]
-"#
-    .to_string()
-}
-
 /// Docker, a bus and aiosmtpd: the parts the mail tests drive.
 fn have_parts() -> bool {
     have_docker()

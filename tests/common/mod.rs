@@ -645,6 +645,18 @@ pub fn remove_projects(prefix: &str) {
     );
 }
 
+/// A project whose deploy fails at once: its image would have to be pulled
+/// from a registry address where nothing listens.
+pub fn failing_compose() -> String {
+    r#"version: "2.4"
+services:
+  main:
+    image: 127.0.0.1:9/stackd-test/absent:1
+    command: ["sleep", "3600"]
+"#
+    .to_string()
+}
+
 /// A compose file (format 2.4, which Compose v1 and v2 both accept) with one
 /// service `main` running `sleep 3600`, never pulled, stopping at once.
 pub fn sleeper_compose(image: &str) -> String {
