@@ -330,6 +330,28 @@ fn three_hosts_over_the_peer_endpoint() {
         "{body}"
     );
     assert!(body.contains("stackd_tasks{state=\"succeeded\"}"), "{body}");
+    // Figures per service, task results and the other hosts' reachability.
+    for family in [
+        "stackd_service_cpu_percent",
+        "stackd_service_memory_bytes",
+        "stackd_service_restarts",
+        "stackd_service_healthy",
+    ] {
+        assert!(
+            body.contains(&format!("{family}{{service=\"{svc_b}\"}} ")),
+            "{family}: {body}"
+        );
+    }
+    assert!(
+        body.contains("stackd_task_results{result=\"done\"} "),
+        "{body}"
+    );
+    for peer in ["a", "c"] {
+        assert!(
+            body.contains(&format!("stackd_peer_reachable{{peer=\"{peer}\"}} ")),
+            "{peer}: {body}"
+        );
+    }
     let (status, _, _) = http(&addr_b, "GET", "/metrics", None, "");
     assert_eq!(status, 401);
 

@@ -11,6 +11,7 @@ pub mod client;
 mod cluster;
 pub mod limits;
 pub mod liveness;
+mod metrics;
 pub mod server;
 mod tls;
 pub mod types;

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -438,7 +437,7 @@ async fn dispatch(
     let name = name.as_str();
     Ok(match pattern {
         "/healthz" => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
-        "/metrics" => text("text/plain; version=0.0.4", metrics(control)),
+        "/metrics" => text("text/plain; version=0.0.4", super::metrics::render(control)),
         "/v1/openapi.json" => text("application/json", OPENAPI),
         "/v1/host" => {
             let mut host = Host::from_manager(&control.manager());
@@ -750,73 +749,6 @@ async fn events(state: &State, query: &BTreeMap<String, String>) -> Result<Resp,
             }
         }
     }
-}
-
-/// Prometheus text exposition.
-fn metrics(control: &Control) -> String {
-    let m = control.manager();
-    let services = control.list_services();
-    let mut out = String::new();
-    let _ = writeln!(out, "# HELP stackd_build_info The running stackd.");
-    let _ = writeln!(out, "# TYPE stackd_build_info gauge");
-    let _ = writeln!(
-        out,
-        "stackd_build_info{{version=\"{}\",host=\"{}\"}} 1",
-        m.version,
-        escape(&m.host)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP stackd_docker_connected Whether Docker answers."
-    );
-    let _ = writeln!(out, "# TYPE stackd_docker_connected gauge");
-    let _ = writeln!(
-        out,
-        "stackd_docker_connected {}",
-        u8::from(m.docker_connected)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP stackd_services Services of this host by active state."
-    );
-    let _ = writeln!(out, "# TYPE stackd_services gauge");
-    for state in ["active", "activating", "deactivating", "inactive", "failed"] {
-        let n = services.iter().filter(|s| s.active_state == state).count();
-        let _ = writeln!(out, "stackd_services{{active_state=\"{state}\"}} {n}");
-    }
-    let _ = writeln!(
-        out,
-        "# HELP stackd_service_active 1 for the service's current active state."
-    );
-    let _ = writeln!(out, "# TYPE stackd_service_active gauge");
-    for s in &services {
-        let _ = writeln!(
-            out,
-            "stackd_service_active{{service=\"{}\",active_state=\"{}\",health=\"{}\"}} 1",
-            escape(&s.name),
-            s.active_state,
-            s.health
-        );
-    }
-    let _ = writeln!(out, "# HELP stackd_tasks Stored tasks by state.");
-    let _ = writeln!(out, "# TYPE stackd_tasks gauge");
-    let counts: BTreeMap<String, u64> = control
-        .store()
-        .count_tasks_by_state()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    for state in TaskState::ALL {
-        let n = counts.get(state.as_str()).copied().unwrap_or(0);
-        let _ = writeln!(out, "stackd_tasks{{state=\"{state}\"}} {n}");
-    }
-    out
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -267,6 +267,19 @@ impl Store {
         })
     }
 
+    /// Finished tasks by result (the empty result of an unfinished task is
+    /// not counted), in result order.
+    pub fn count_tasks_by_result(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT result, COUNT(*) FROM tasks WHERE result != ''
+                 GROUP BY result ORDER BY result",
+            )?;
+            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
     /// Marks every pending or running task failed with result
     /// "interrupted", appends a log line saying so, and returns them
     /// (oldest first). Call once at start-up, before the task queue runs.
