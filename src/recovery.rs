@@ -12,6 +12,7 @@
 //! | --- | --- |
 //! | desired state stopped | none, never act |
 //! | a user task pending or running | none, never act |
+//! | stopped outside stackd (`kill`/`stop` through the API), `manual_stop = "respect"` | none: a person's intent |
 //! | port already allocated | give up at once (no retry), naming the holder |
 //! | image missing and its pull failed | give up ("failed"), no loop |
 //! | image missing locally | pull, then recreate |
@@ -34,7 +35,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::config::RestartConfig;
+use crate::config::{ManualStop, RestartConfig};
 use crate::store::DesiredState;
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +87,9 @@ pub struct Evidence {
     /// A pull of the missing image was tried and failed with this error.
     pub pull_failed: Option<String>,
     pub port_allocated: Option<PortConflict>,
+    /// A person stopped it through the Docker API (the door, e.g. "docker
+    /// stop"): a `kill`/`stop` event before the `die`, no stackd task.
+    pub stopped_outside: Option<String>,
     /// What the [`RestartLimiter`] says for now.
     pub budget: Budget,
 }
@@ -110,6 +114,7 @@ impl Evidence {
             image_missing: None,
             pull_failed: None,
             port_allocated: None,
+            stopped_outside: None,
             budget: Budget::default(),
         }
     }
@@ -167,6 +172,8 @@ pub enum Cause {
     Healthy,
     DesiredStopped,
     UserTaskActive,
+    /// A person stopped it through Docker itself (`restart.manual_stop`).
+    StoppedOutside,
     /// A one-shot job finished with exit code 0.
     Completed,
     PortAllocated,
@@ -189,6 +196,7 @@ impl Cause {
             Cause::Healthy => "healthy",
             Cause::DesiredStopped => "desired-stopped",
             Cause::UserTaskActive => "user-task-active",
+            Cause::StoppedOutside => "stopped-outside",
             Cause::Completed => "completed",
             Cause::PortAllocated => "port-allocated",
             Cause::ImageMissing => "image-missing",
@@ -218,6 +226,7 @@ impl Cause {
             | Cause::Unhealthy => "recovering",
             Cause::Healthy
             | Cause::DesiredStopped
+            | Cause::StoppedOutside
             | Cause::UserTaskActive
             | Cause::RestartDisabled => "ok",
         }
@@ -273,6 +282,12 @@ pub fn diagnose(ev: &Evidence, policy: &RestartConfig) -> Diagnosis {
         return Diagnosis::none(
             Cause::UserTaskActive,
             format!("a task for {svc} is pending or running; recovery waits for it"),
+        );
+    }
+    if let (Some(door), ManualStop::Respect) = (&ev.stopped_outside, policy.manual_stop) {
+        return Diagnosis::none(
+            Cause::StoppedOutside,
+            format!("{svc} was stopped outside stackd ({door}); it stays stopped until `stackctl start {svc}`"),
         );
     }
     if let Some(conflict) = &ev.port_allocated {
@@ -825,7 +840,30 @@ mod tests {
             window: Duration::from_secs(600),
             backoff_min: Duration::from_secs(5),
             backoff_max: Duration::from_secs(60),
+            manual_stop: ManualStop::Respect,
+            retry_interval: Duration::from_secs(60),
         }
+    }
+
+    #[test]
+    fn a_stop_outside_stackd_is_respected_unless_reverted() {
+        let mut e = ev();
+        e.exit_code = Some(137);
+        e.stopped_outside = Some("docker stop".into());
+        let d = diagnose(&e, &policy());
+        assert_eq!(d.cause, Cause::StoppedOutside, "{}", d.summary);
+        assert!(d.action.is_none());
+        assert!(d.summary.contains("(docker stop)"), "{}", d.summary);
+        let revert = RestartConfig {
+            manual_stop: ManualStop::Revert,
+            ..policy()
+        };
+        let d = diagnose(&e, &revert);
+        assert_eq!(d.cause, Cause::Exited, "{}", d.summary);
+        assert!(matches!(d.action, Action::Restart { .. }));
+        // A person's stop task or desired state still comes first.
+        e.desired = DesiredState::Stopped;
+        assert_eq!(diagnose(&e, &policy()).cause, Cause::DesiredStopped);
     }
 
     fn ev() -> Evidence {

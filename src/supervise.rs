@@ -99,7 +99,7 @@ impl Board {
 
     /// A person started, restarted or stopped the service: forget the
     /// crash-loop budget and the "gave up".
-    fn reset(&self, service: &str) {
+    pub fn reset(&self, service: &str) {
         if let Some(slot) = self.lock().get_mut(service) {
             slot.limiter.reset();
             slot.gave_up = None;
@@ -136,6 +136,8 @@ struct Seen {
     deployed: bool,
     /// The monitor's highest memory use sampled, per container id.
     peaks: HashMap<String, u64>,
+    /// Docker's evidence that a person stopped it (see `world::OutsideStop`).
+    outside: Option<world::OutsideStop>,
 }
 
 fn seen(control: &Control, service: &str) -> Seen {
@@ -147,6 +149,7 @@ fn seen(control: &Control, service: &str) -> Seen {
         .collect();
     Seen {
         peaks,
+        outside: control.outside_stop(service),
         desired: control.desired_state(service),
         busy: control.queue().busy(service),
         containers,
@@ -181,6 +184,9 @@ fn evidence(service: &str, seen: &Seen, slot: &Slot) -> Evidence {
     }
     ev.one_shot = !containers.is_empty() && containers.iter().all(world::is_complete);
     ev.retries = seen.retries;
+    if world::classify(containers) != world::Observed::Running {
+        ev.stopped_outside = seen.outside.as_ref().map(|o| o.door.to_string());
+    }
     ev.failed_probes = slot.machine.consecutive_failures();
     if slot.machine.current().0 == Health::Unhealthy {
         ev.failed_probes = ev.failed_probes.max(ev.retries);
@@ -276,6 +282,12 @@ fn observe(
         return;
     };
     let seen = seen(control, service);
+    if seen.desired == DesiredState::Stopped
+        && !seen.busy
+        && world::classify(&seen.containers) == world::Observed::Running
+    {
+        control.started_outside(service);
+    }
     let facts = Facts::from_containers(&seen.containers, now_usec());
     let mut slots = board.lock();
     let slot = slot_for(&mut slots, service, &svc);
@@ -326,6 +338,14 @@ fn observe(
                 let _ = control.events().send(Event::ServiceChanged {
                     service: service.to_string(),
                 });
+            }
+            return;
+        }
+        Action::None { .. } if d.cause == Cause::StoppedOutside => {
+            slot.pending = true;
+            drop(slots);
+            if let Some(stop) = seen.outside {
+                confirm_outside_stop(control, service, stop, done);
             }
             return;
         }
@@ -381,6 +401,42 @@ fn observe(
                 }
                 Err(e) => warn!(stackd_service = %service, "cannot queue the recovery: {e}"),
             }
+        }
+        let _ = done.send(service).await;
+    });
+}
+
+/// How long a stop through Docker must hold before it is taken for a
+/// person's intent: a `docker restart` by hand starts the container again
+/// well within it.
+const OUTSIDE_GRACE: Duration = Duration::from_millis(1500);
+
+/// A person stopped `service` through Docker (a `kill`/`stop` before the
+/// `die`, no stackd task): after [`OUTSIDE_GRACE`], if it is still down and
+/// the engine still takes new connections (an engine shutting down stops
+/// its containers the same way, but has closed its socket first), the
+/// desired state becomes stopped with source "stopped outside stackd".
+fn confirm_outside_stop(
+    control: &Control,
+    service: &str,
+    stop: world::OutsideStop,
+    done: &mpsc::Sender<String>,
+) {
+    let control = control.clone();
+    let service = service.to_string();
+    let done = done.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(OUTSIDE_GRACE).await;
+        let still = control.outside_stop(&service).is_some_and(|o| o == stop)
+            && world::classify(&control.containers(&service)) != world::Observed::Running
+            && control.desired_state(&service) == DesiredState::Running;
+        let engine_up =
+            still && control.docker().is_some() && crate::engine::Docker::connect().await.is_ok();
+        if still && engine_up {
+            control.stopped_outside(&service, &stop);
+        } else if still {
+            // The engine is going away: nobody asked for this stop.
+            control.forget_outside_stop(&service);
         }
         let _ = done.send(service).await;
     });

@@ -310,6 +310,74 @@ impl Control {
         self.shared.world.docker()
     }
 
+    /// Docker's evidence that a person stopped the service from outside
+    /// stackd, not acted on yet.
+    pub fn outside_stop(&self, name: &str) -> Option<world::OutsideStop> {
+        self.shared.world.outside_stop(name)
+    }
+
+    /// A service stopped outside stackd runs again and no stackd task
+    /// started it: a person started it the same way (`docker start`,
+    /// Portainer), so it is wanted running again.
+    pub fn started_outside(&self, name: &str) {
+        let outside = self
+            .shared
+            .store
+            .desired(name)
+            .ok()
+            .flatten()
+            .is_some_and(|d| d.source == crate::store::DesiredSource::Outside);
+        if outside
+            && !self.queue().busy(name)
+            && world::classify(&self.containers(name)) == Observed::Running
+        {
+            info!(
+                stackd_service = name,
+                "started again outside stackd; desired running"
+            );
+            if let Err(e) = self.shared.store.set_desired(
+                name,
+                DesiredState::Running,
+                crate::store::DesiredSource::User,
+            ) {
+                warn!(stackd_service = name, "cannot record the start: {e}");
+            }
+        }
+    }
+
+    pub fn forget_outside_stop(&self, name: &str) {
+        self.shared.world.clear_outside_stop(name);
+    }
+
+    /// A person stopped the service through Docker itself: that is their
+    /// intent (`restart.manual_stop = "respect"`). The desired state
+    /// becomes stopped, so reboots keep it stopped; `stackctl start` undoes
+    /// it.
+    pub fn stopped_outside(&self, name: &str, stop: &world::OutsideStop) {
+        self.shared.world.clear_outside_stop(name);
+        if let Err(e) = self.shared.store.set_stopped_outside(name, stop.door) {
+            warn!(stackd_service = name, "cannot record the stop: {e}");
+            return;
+        }
+        self.shared.board.reset(name);
+        self.alert(
+            Severity::Info,
+            "stopped-outside",
+            name,
+            &format!(
+                "{name} was stopped outside stackd ({}); it stays stopped until `stackctl start {name}`",
+                stop.door
+            ),
+            &format!(
+                "container {} ended after a {} through the Docker API, while no stackd task ran for it",
+                stop.container, stop.door
+            ),
+        );
+        let _ = self.shared.events.send(Event::ServiceChanged {
+            service: name.to_string(),
+        });
+    }
+
     /// The evidence and what the rule table would do, without doing it.
     pub fn diagnose(&self, name: &str) -> Result<Vec<String>, ControlError> {
         let cfg = self.config();
@@ -1311,7 +1379,16 @@ impl Runner for ComposeRunner {
     fn run(&self, task: TaskRecord, log: Log, cancel: CancellationToken) -> RunFuture {
         let shared = self.shared.clone();
         Box::pin(async move {
+            // What this task's Compose calls stop or kill is stackd's doing,
+            // never a person's stop (see `world::OutsideStop`).
+            let acting = !task.service.is_empty();
+            if acting {
+                shared.world.begin_task(&task.service);
+            }
             let outcome = shared.clone().run_task(task.clone(), log, cancel).await;
+            if acting {
+                shared.world.end_task(&task.service);
+            }
             // A failed service task is an event people are told about; a
             // reconcile says what failed in its own summary, and a cancel
             // was somebody's wish.
