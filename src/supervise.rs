@@ -38,6 +38,28 @@ struct Slot {
     pending: bool,
     /// The cause last announced, so a lasting failure is told once.
     announced: Option<Cause>,
+    /// Waiting for the surroundings (image, network, port, mount), since
+    /// the first failure of this episode.
+    episode: Option<Episode>,
+}
+
+/// One stretch of environmental failures: told once when it starts, once
+/// when the service came back.
+#[derive(Clone, Debug)]
+struct Episode {
+    since: Instant,
+    /// Retries queued so far.
+    tries: u32,
+    summary: String,
+    /// The wait before the retry now scheduled.
+    next: Duration,
+}
+
+/// The wait before retry number `tries` (0-based) of an environmental
+/// failure: `interval`, doubling, at most `cap`.
+pub fn retry_delay(interval: Duration, cap: Duration, tries: u32) -> Duration {
+    let factor = 1u32.checked_shl(tries.min(31)).unwrap_or(u32::MAX);
+    interval.saturating_mul(factor).min(cap.max(interval))
 }
 
 /// Shared between the supervisor (writer) and the core (reader, for
@@ -45,6 +67,10 @@ struct Slot {
 #[derive(Default)]
 pub struct Board {
     slots: Mutex<HashMap<String, Slot>>,
+    /// What Compose printed when the service's last Compose call failed
+    /// (cleared by one that succeeds): the evidence of environmental
+    /// failures.
+    failures: Mutex<HashMap<String, String>>,
 }
 
 /// Health as the supervisor sees it.
@@ -54,6 +80,8 @@ pub struct Verdict {
     pub message: String,
     pub recoveries: u64,
     pub gave_up: bool,
+    /// Waiting for the surroundings and retrying.
+    pub waiting: bool,
 }
 
 impl Board {
@@ -69,20 +97,66 @@ impl Board {
         let slots = self.lock();
         let slot = slots.get(service)?;
         let (health, message) = slot.machine.current();
-        Some(match &slot.gave_up {
-            Some(why) => Verdict {
+        Some(match (&slot.gave_up, &slot.episode) {
+            (Some(why), _) => Verdict {
                 health: Health::Unhealthy.as_str(),
                 message: format!("gave up: {why}"),
                 recoveries: slot.recoveries,
                 gave_up: true,
+                waiting: false,
             },
-            None => Verdict {
+            (None, Some(ep)) => Verdict {
+                health: Health::Unhealthy.as_str(),
+                message: format!(
+                    "waiting: {}; trying again every {} at most (try {})",
+                    ep.summary,
+                    recovery::human(ep.next),
+                    ep.tries
+                ),
+                recoveries: slot.recoveries,
+                gave_up: false,
+                waiting: true,
+            },
+            (None, None) => Verdict {
                 health: health.as_str(),
                 message: message.to_string(),
                 recoveries: slot.recoveries,
                 gave_up: false,
+                waiting: false,
             },
         })
+    }
+
+    /// What the service's last Compose call said: `Some(output)` when it
+    /// failed, `None` when it succeeded.
+    pub fn note_compose(&self, service: &str, failed: Option<String>) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match failed {
+            Some(text) => f.insert(service.to_string(), text),
+            None => f.remove(service),
+        };
+    }
+
+    /// What the service's last failed Compose call tells, if it failed.
+    pub fn failure_facts(&self, service: &str) -> Option<recovery::ErrorFacts> {
+        self.compose_failure(service)
+            .map(|t| recovery::ErrorFacts::parse(&t))
+    }
+
+    fn compose_failure(&self, service: &str) -> Option<String> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(service)
+            .cloned()
+    }
+
+    /// The service waits for its surroundings (its retries skip preflight:
+    /// the evidence is what Compose itself said).
+    pub fn waiting(&self, service: &str) -> bool {
+        self.lock()
+            .get(service)
+            .is_some_and(|s| s.episode.is_some())
     }
 
     /// What the rule table says now, without acting.
@@ -93,6 +167,10 @@ impl Board {
         let mut slots = self.lock();
         let slot = slot_for(&mut slots, service, svc);
         let ev = evidence(service, &seen, slot);
+        drop(slots);
+        let ev = enrich(control, ev);
+        let mut slots = self.lock();
+        let slot = slot_for(&mut slots, service, svc);
         let d = recovery::diagnose_with(&ev, &svc.restart, &slot.limiter, Instant::now());
         Some((ev, d))
     }
@@ -104,6 +182,7 @@ impl Board {
             slot.limiter.reset();
             slot.gave_up = None;
             slot.announced = None;
+            slot.episode = None;
         }
     }
 }
@@ -120,6 +199,7 @@ fn slot_for<'a>(
         gave_up: None,
         pending: false,
         announced: None,
+        episode: None,
     })
 }
 
@@ -136,6 +216,8 @@ struct Seen {
     deployed: bool,
     /// The monitor's highest memory use sampled, per container id.
     peaks: HashMap<String, u64>,
+    /// What Compose printed when the last Compose call failed.
+    compose_failure: Option<String>,
     /// Docker's evidence that a person stopped it (see `world::OutsideStop`).
     outside: Option<world::OutsideStop>,
 }
@@ -149,6 +231,7 @@ fn seen(control: &Control, service: &str) -> Seen {
         .collect();
     Seen {
         peaks,
+        compose_failure: control.board().compose_failure(service),
         outside: control.outside_stop(service),
         desired: control.desired_state(service),
         busy: control.queue().busy(service),
@@ -191,10 +274,30 @@ fn evidence(service: &str, seen: &Seen, slot: &Slot) -> Evidence {
     if slot.machine.current().0 == Health::Unhealthy {
         ev.failed_probes = ev.failed_probes.max(ev.retries);
     }
-    // All containers gone while it should run, after stackd deployed it.
+    // No containers while it should run, whether or not stackd made them
+    // before (a boot that never got to create them, a `docker rm`).
+    let _ = seen.deployed;
     ev.container_missing = seen.desired == DesiredState::Running
-        && seen.deployed
         && world::classify(containers) == world::Observed::Absent;
+    match &seen.compose_failure {
+        Some(text) => ev.with_error_text(text),
+        None => ev,
+    }
+}
+
+/// Evidence that needs a look around, taken without the board's lock: who
+/// holds a port, which configured service creates a missing network.
+fn enrich(control: &Control, mut ev: Evidence) -> Evidence {
+    if let Some(conflict) = ev.port_allocated.as_mut() {
+        if conflict.holder.is_none() {
+            conflict.holder = recovery::port_holders(conflict.port)
+                .ok()
+                .and_then(|h| h.first().map(|h| h.to_string()));
+        }
+    }
+    if let Some(network) = &ev.network_missing {
+        ev.network_creator = control.network_creator(network);
+    }
     ev
 }
 
@@ -235,10 +338,17 @@ pub async fn run(control: Control, board: Arc<Board>) {
                 Ok(Event::TaskNew { id, service, kind }) => {
                     let by_person = control
                         .task(id)
-                        .is_ok_and(|t| t.origin.starts_with("dbus:") || t.origin == "private" || t.origin.starts_with("peer"));
+                        .is_ok_and(|t| crate::control::by_person(&t.origin));
                     if by_person && kind != TaskKind::Pull.as_str() {
                         board.reset(&service);
                     }
+                }
+                Ok(Event::TaskRemoved { service, result, .. })
+                    if !service.is_empty() && result != "done" =>
+                {
+                    // A failed task (a person's start that met a missing
+                    // image, say): look again.
+                    observe(&control, &board, &service, None, &done_tx);
                 }
                 Ok(Event::ServicesReloaded) => {
                     probes.stop().await;
@@ -296,11 +406,12 @@ fn observe(
     // over once the start-up reconcile is done.
     let skip = slot.pending || seen.starting;
     let ev = evidence(service, &seen, slot);
+    drop(slots);
+    let ev = enrich(control, ev);
     if let Some(change) = change {
-        drop(slots);
         drop_change(control, service, &change);
-        slots = board.lock();
     }
+    let mut slots = board.lock();
     if skip {
         return;
     }
@@ -350,9 +461,81 @@ fn observe(
             return;
         }
         Action::None { .. } => {
+            let running = world::classify(&seen.containers) == world::Observed::Running;
+            let came_back = match d.cause {
+                Cause::Healthy if running => slot.episode.take(),
+                Cause::DesiredStopped | Cause::StoppedOutside => {
+                    slot.episode = None;
+                    None
+                }
+                _ => None,
+            };
             if d.cause == Cause::Healthy {
                 slot.announced = None;
             }
+            drop(slots);
+            if let Some(ep) = came_back {
+                control.alert(
+                    Severity::Warning,
+                    "came-back",
+                    service,
+                    &format!(
+                        "{service} came back after {} waiting ({} tries)",
+                        recovery::human(ep.since.elapsed()),
+                        ep.tries
+                    ),
+                    &format!("it waited for: {}", ep.summary),
+                );
+                let _ = control.events().send(Event::ServiceChanged {
+                    service: service.to_string(),
+                });
+            }
+            return;
+        }
+        Action::RetryLater => {
+            let first = slot.episode.is_none();
+            let ep = slot.episode.get_or_insert_with(|| Episode {
+                since: Instant::now(),
+                tries: 0,
+                summary: String::new(),
+                next: Duration::ZERO,
+            });
+            let delay = retry_delay(
+                svc.restart.retry_interval,
+                svc.restart.retry_cap(),
+                ep.tries,
+            );
+            ep.tries += 1;
+            ep.summary = d.summary.clone();
+            ep.next = delay;
+            let tries = ep.tries;
+            slot.pending = true;
+            slot.gave_up = None;
+            drop(slots);
+            if first {
+                control.alert(
+                    Severity::Warning,
+                    "waiting",
+                    service,
+                    &d.summary,
+                    &format!(
+                        "stackd tries again in {}, then less and less often (at most every {}); it never gives up on this. The service is back when what it waits for is.",
+                        recovery::human(delay),
+                        recovery::human(svc.restart.retry_cap())
+                    ),
+                );
+            }
+            let _ = control.events().send(Event::ServiceChanged {
+                service: service.to_string(),
+            });
+            let mut lines = describe(&ev, &d, TaskKind::Deploy, delay, tries, 0);
+            if let Some(last) = lines.iter_mut().find(|l| l.starts_with("decision:")) {
+                *last = format!(
+                    "decision: deploy ({}), try {tries} after {delay:?}; environmental, never gives up",
+                    d.cause.as_str()
+                );
+            }
+            retry_later(control, service, delay, lines, done);
             return;
         }
     };
@@ -400,6 +583,42 @@ fn observe(
                     let _ = control.queue().wait(task.id).await;
                 }
                 Err(e) => warn!(stackd_service = %service, "cannot queue the recovery: {e}"),
+            }
+        }
+        let _ = done.send(service).await;
+    });
+}
+
+/// Queue the next `up -d` of a service that waits for its surroundings.
+fn retry_later(
+    control: &Control,
+    service: &str,
+    delay: Duration,
+    lines: Vec<String>,
+    done: &mpsc::Sender<String>,
+) {
+    let control = control.clone();
+    let service = service.to_string();
+    let done = done.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let still_wanted = control
+            .service(&service)
+            .is_ok_and(|s| s.desired == DesiredState::Running)
+            && !control.queue().busy(&service)
+            && control.board().waiting(&service);
+        if still_wanted {
+            match control
+                .queue()
+                .submit(TaskKind::Deploy, &service, "recovery")
+            {
+                Ok(task) => {
+                    for line in &lines {
+                        let _ = control.store().append_task_log(task.id, line);
+                    }
+                    let _ = control.queue().wait(task.id).await;
+                }
+                Err(e) => warn!(stackd_service = %service, "cannot queue the retry: {e}"),
             }
         }
         let _ = done.send(service).await;
@@ -506,6 +725,30 @@ fn describe(
     }
     if ev.container_missing {
         seen.push("no containers".to_string());
+    }
+    if let Some(image) = &ev.image_missing {
+        seen.push(format!("Compose: image {image} missing"));
+    }
+    if let Some(err) = &ev.pull_failed {
+        seen.push(format!("Compose: pull failed: {err}"));
+    }
+    if let Some(network) = &ev.network_missing {
+        seen.push(format!("Compose: network {network} not found"));
+    }
+    if let Some(c) = &ev.port_allocated {
+        seen.push(format!(
+            "Compose: host port {} already allocated{}",
+            c.port,
+            c.holder
+                .as_ref()
+                .map_or(String::new(), |h| format!(" (held by {h})"))
+        ));
+    }
+    if let Some(path) = &ev.bind_missing {
+        seen.push(format!("Compose: bind source {path} does not exist"));
+    }
+    if let Some(door) = &ev.stopped_outside {
+        seen.push(format!("stopped outside stackd ({door})"));
     }
     lines.push(format!("evidence: {}", seen.join(", ")));
     lines.push(format!(

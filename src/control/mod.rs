@@ -310,6 +310,18 @@ impl Control {
         self.shared.world.docker()
     }
 
+    /// The configured service of this host whose Compose file creates
+    /// `network`, if one does.
+    pub fn network_creator(&self, network: &str) -> Option<String> {
+        let cfg = self.config();
+        let said = self.shared.store.all_desired().unwrap_or_default();
+        let local = Shared::local_services(&cfg, &said);
+        compose_networks(&local)
+            .into_iter()
+            .find(|(_, n)| n.creates.iter().any(|c| c == network))
+            .map(|(name, _)| name)
+    }
+
     /// Docker's evidence that a person stopped the service from outside
     /// stackd, not acted on yet.
     pub fn outside_stop(&self, name: &str) -> Option<world::OutsideStop> {
@@ -859,9 +871,11 @@ impl Shared {
         let (mut health, mut health_message) = health_of(&containers, observed, desired);
         let mut recoveries = 0;
         let mut gave_up = false;
+        let mut waiting = false;
         if let Some(v) = self.board.verdict(&svc.name) {
             recoveries = v.recoveries;
             gave_up = v.gave_up;
+            waiting = v.waiting && observed != Observed::Running;
             // The supervisor's view (probes, debounced) wins once it has one.
             if v.health != "unknown" || gave_up {
                 health = v.health;
@@ -870,6 +884,9 @@ impl Shared {
         }
         let (active_state, sub_state) = if gave_up && running_kind.is_none() {
             ("failed", "gave-up".to_string())
+        } else if waiting && running_kind.is_none() {
+            // As systemd's "activating (auto-restart)": it will try again.
+            ("activating", "waiting".to_string())
         } else {
             (active_state, sub_state)
         };
@@ -988,8 +1005,14 @@ impl Shared {
         // Boot recovery and apply bring back what ran before, fast; what a
         // person or the supervisor asks for is checked first, every problem
         // at once.
-        let checked =
-            kind.starts() && !matches!(task.origin.as_str(), "boot" | "start" | "interrupted");
+        // Retries of a service that waits for its surroundings read
+        // Compose's own words instead.
+        let checked = kind.starts()
+            && !matches!(
+                task.origin.as_str(),
+                "boot" | "start" | "interrupted" | "engine"
+            )
+            && !self.board.waiting(&task.service);
         if let (true, Some(svc)) = (checked, cfg.service(&task.service)) {
             let report = self.preflight(svc).await?;
             for p in &report.problems {
@@ -1045,11 +1068,22 @@ impl Shared {
         deadline: tokio::time::Instant,
     ) -> Result<(), Failure> {
         let compose = self.compose().await?;
+        // What Compose says is kept too: a failure's words are the
+        // evidence the supervisor's rule table reads.
+        let said = Arc::new(Mutex::new(Vec::<String>::new()));
         let sink = {
             let log = log.clone();
-            move |line: &str| log.line(line)
+            let said = said.clone();
+            move |line: &str| {
+                log.line(line);
+                let mut said = said.lock().unwrap_or_else(|e| e.into_inner());
+                if said.len() < 200 {
+                    said.push(line.to_string());
+                }
+            }
         };
         for args in steps {
+            said.lock().unwrap_or_else(|e| e.into_inner()).clear();
             let inv = Invocation {
                 project: service.to_string(),
                 dir: dir.to_path_buf(),
@@ -1059,6 +1093,10 @@ impl Shared {
             log.line(&format!("$ {} {}", compose.describe(), args.join(" ")));
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if let Err(e) = compose.run(&inv, &sink, cancel, left).await {
+                let text = said.lock().unwrap_or_else(|e| e.into_inner()).join("\n");
+                if !matches!(e, ComposeError::Cancelled) {
+                    self.board.note_compose(service, Some(text));
+                }
                 return Err(match e {
                     ComposeError::Cancelled => Failure {
                         result: "canceled",
@@ -1072,6 +1110,7 @@ impl Shared {
                 });
             }
         }
+        self.board.note_compose(service, None);
         Ok(())
     }
 
@@ -1082,6 +1121,9 @@ impl Shared {
         let local = Shared::local_services(&cfg, &all_said);
         let mut names: BTreeSet<String> = local.iter().map(|s| s.name.clone()).collect();
         names.extend(deployed.iter().cloned());
+        // A service on an external network another one's Compose file
+        // creates comes up after it, `depends_on` or not.
+        let by_network = crate::deps::network_dependencies(&compose_networks(&local));
         names
             .into_iter()
             .map(|name| {
@@ -1097,7 +1139,15 @@ impl Shared {
                     observed: world::classify(&self.world.containers(&name)),
                     deployed_by_us: deployed.contains(&name),
                     busy: self.queue().busy(&name),
-                    depends_on: svc.map(|s| s.depends_on.clone()).unwrap_or_default(),
+                    depends_on: {
+                        let mut d = svc.map(|s| s.depends_on.clone()).unwrap_or_default();
+                        for n in by_network.get(&name).into_iter().flatten() {
+                            if !d.contains(n) {
+                                d.push(n.clone());
+                            }
+                        }
+                        d
+                    },
                     start_order: svc.map(|s| s.start_order).unwrap_or(0),
                     name,
                 }
@@ -1280,6 +1330,21 @@ fn project_paths(cfg: &Config, service: &str) -> Result<(PathBuf, PathBuf), Fail
     })
 }
 
+/// The networks each service's Compose file creates and uses (files that
+/// cannot be read or parsed give none).
+fn compose_networks(services: &[&ServiceConfig]) -> Vec<(String, crate::deps::ComposeNetworks)> {
+    services
+        .iter()
+        .filter_map(|s| {
+            let text = std::fs::read_to_string(&s.compose_file).ok()?;
+            Some((
+                s.name.clone(),
+                crate::deps::ComposeNetworks::parse(&s.name, &text),
+            ))
+        })
+        .collect()
+}
+
 /// The compose file in a project folder, as the config module finds it.
 fn compose_location(dir: &std::path::Path) -> Option<(PathBuf, PathBuf)> {
     config::COMPOSE_FILE_NAMES
@@ -1369,6 +1434,12 @@ fn health_of(
     }
 }
 
+/// A person asked for the task (D-Bus, the private socket, a peer), not
+/// stackd itself (boot, start, engine, recovery).
+pub fn by_person(origin: &str) -> bool {
+    origin.starts_with("dbus:") || origin == "private" || origin.starts_with("peer")
+}
+
 /// The task runner the queue uses: Compose for service tasks, the planner
 /// for reconcile tasks.
 struct ComposeRunner {
@@ -1393,7 +1464,14 @@ impl Runner for ComposeRunner {
             // reconcile says what failed in its own summary, and a cancel
             // was somebody's wish.
             if let Err(f) = &outcome {
-                if f.result != "canceled" && task.kind != TaskKind::Reconcile.as_str() {
+                // A failure of the surroundings that stackd itself retries
+                // is told once by the supervisor ("waiting"), not per try.
+                let retried = !by_person(&task.origin)
+                    && shared
+                        .board
+                        .failure_facts(&task.service)
+                        .is_some_and(|f| f.environmental());
+                if f.result != "canceled" && task.kind != TaskKind::Reconcile.as_str() && !retried {
                     shared.alert(
                         Severity::Warning,
                         "task-failed",
