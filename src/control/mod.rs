@@ -923,10 +923,11 @@ impl Shared {
             severity: severity.as_str().to_string(),
             service: (!service.is_empty()).then(|| service.to_string()),
             summary: summary.to_string(),
-            data,
+            data: data.clone(),
         }) {
             warn!("cannot store event {kind}: {e}");
         }
+        let fields = journal_fields(&data);
         let _ = self.events.send(Event::Alert(Alert {
             severity,
             kind: kind.to_string(),
@@ -935,6 +936,7 @@ impl Shared {
             summary: summary.to_string(),
             body: body.to_string(),
             usec: now_usec(),
+            fields,
         }));
     }
 
@@ -1176,6 +1178,9 @@ impl Shared {
             }
         }
         let boot = task.origin == "boot";
+        if task.origin == "engine" {
+            systemd::status("the Docker engine came back: reconciling");
+        }
         let plan = reconcile::plan(&self.facts());
         for (name, why) in &plan.left {
             log.line(&format!("{name}: left alone ({why})"));
@@ -1211,32 +1216,70 @@ impl Shared {
             .filter(|(_, why)| why == "stopped by a user")
             .map(|(n, _)| n.clone())
             .collect();
-        let summary = recovery_summary(&recovered, &failed, &stopped);
+        // Who stopped each: "set by user", "stopped outside stackd (docker stop)".
+        let stopped_by: Vec<String> = stopped
+            .iter()
+            .map(|n| {
+                let who = self
+                    .store
+                    .desired(n)
+                    .ok()
+                    .flatten()
+                    .map(|d| d.describe_source())
+                    .unwrap_or_else(|| "user".into());
+                if who.starts_with("stopped outside") {
+                    format!("{n} ({who})")
+                } else {
+                    format!("{n} (set by {who})")
+                }
+            })
+            .collect();
+        let engine = task.origin == "engine";
+        let mut summary = recovery_summary(&recovered, &failed, &stopped);
+        if engine {
+            summary = format!("after the Docker engine came back: {summary}");
+        }
         log.line(&summary);
-        if boot || total > 0 {
-            let severity = if failed.is_empty() {
+        if boot || engine || total > 0 {
+            // After a reboot or an engine restart, anything that had to be
+            // brought back is worth a person's attention (the default
+            // min_severity = "warning" mails it); a routine apply is not.
+            let brought_back = (boot || engine) && !recovered.is_empty();
+            let severity = if failed.is_empty() && !brought_back {
                 Severity::Info
             } else {
                 Severity::Warning
             };
-            let kind = if boot { "recovered" } else { "reconciled" };
+            let kind = if boot || engine {
+                "recovered"
+            } else {
+                "reconciled"
+            };
             let failed_names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
-            let body = failed
-                .iter()
-                .map(|(n, why)| format!("{n}: {why}"))
-                .collect::<Vec<_>>()
-                .join("\n");
+            let mut body = Vec::new();
+            if !recovered.is_empty() {
+                body.push(format!("Came back: {}", recovered.join(", ")));
+            }
+            for (n, why) in &failed {
+                body.push(format!("Failed: {n}: {why}"));
+            }
+            if !stopped_by.is_empty() {
+                body.push(format!("Left stopped: {}", stopped_by.join(", ")));
+            }
             self.alert(
                 severity,
                 kind,
                 "",
                 &summary,
-                &body,
+                &body.join("\n"),
                 serde_json::json!({
                     "boot": boot,
+                    "engine": engine,
                     "recovered": recovered,
                     "failed": failed_names,
+                    "failed_why": failed.iter().map(|(n, why)| format!("{n}: {why}")).collect::<Vec<_>>(),
                     "left_stopped": stopped,
+                    "left_stopped_by": stopped_by,
                 }),
             );
         }
@@ -1432,6 +1475,40 @@ fn health_of(
             }
         }
     }
+}
+
+/// The journal fields (`STACKD_TASK`, `STACKD_RECOVERED`, ...) of an
+/// alert, from the structured data stored with its event: lists joined by
+/// ", " ("none" when empty), numbers and booleans as text.
+fn journal_fields(data: &serde_json::Value) -> Vec<(String, String)> {
+    let Some(map) = data.as_object() else {
+        return Vec::new();
+    };
+    // The journal wants the reasons and the who, where the data has them.
+    fn source(k: &'static str) -> &'static str {
+        match k {
+            "failed" => "failed_why",
+            "left_stopped" => "left_stopped_by",
+            other => other,
+        }
+    }
+    ["task", "recovered", "failed", "left_stopped", "boot"]
+        .iter()
+        .filter_map(|k| {
+            let v = map.get(source(k)).or_else(|| map.get(*k))?;
+            let text = match v {
+                serde_json::Value::Array(items) if items.is_empty() => "none".to_string(),
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Some((k.to_string(), text))
+        })
+        .collect()
 }
 
 /// A person asked for the task (D-Bus, the private socket, a peer), not

@@ -226,6 +226,7 @@ impl ChannelState {
                 super::rfc3339(s.since_usec)
             ),
             usec: now_usec,
+            fields: Vec::new(),
         };
         Some(Routed {
             channel: self.route.channel.clone(),
@@ -307,6 +308,7 @@ mod tests {
             summary: summary.into(),
             body: String::new(),
             usec,
+            fields: Vec::new(),
         }
     }
 
