@@ -194,7 +194,7 @@ mod tests {
                     },
                 };
                 tracing::subscriber::with_default(sub, || {
-                    let _ = Journal.send(&d);
+                    drop(Journal.send(&d));
                 });
                 let seen = seen.lock().unwrap();
                 let missing: Vec<&String> = wanted.iter().filter(|p| !seen.contains(*p)).collect();
