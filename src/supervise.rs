@@ -41,6 +41,10 @@ struct Slot {
     /// Waiting for the surroundings (image, network, port, mount), since
     /// the first failure of this episode.
     episode: Option<Episode>,
+    /// A person's operation failed for a reason of its own (preflight, a
+    /// dependency): they were told, and stackd does not retry behind
+    /// them until they act again.
+    hands_off: bool,
 }
 
 /// One stretch of environmental failures: told once when it starts, once
@@ -71,6 +75,10 @@ pub struct Board {
     /// (cleared by one that succeeds): the evidence of environmental
     /// failures.
     failures: Mutex<HashMap<String, String>>,
+    /// The Docker connection the supervisor has caught up with (see
+    /// `World::generation`): until it has, what the world shows is the
+    /// aftermath of an engine restart, for a reconcile to handle.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// Health as the supervisor sees it.
@@ -137,6 +145,15 @@ impl Board {
         };
     }
 
+    fn caught_up(&self, generation: u64) -> bool {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation
+    }
+
+    fn set_generation(&self, generation: u64) {
+        self.generation
+            .store(generation, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// What the service's last failed Compose call tells, if it failed.
     pub fn failure_facts(&self, service: &str) -> Option<recovery::ErrorFacts> {
         self.compose_failure(service)
@@ -183,6 +200,7 @@ impl Board {
             slot.gave_up = None;
             slot.announced = None;
             slot.episode = None;
+            slot.hands_off = false;
         }
     }
 }
@@ -200,6 +218,7 @@ fn slot_for<'a>(
         pending: false,
         announced: None,
         episode: None,
+        hands_off: false,
     })
 }
 
@@ -218,8 +237,13 @@ struct Seen {
     peaks: HashMap<String, u64>,
     /// What Compose printed when the last Compose call failed.
     compose_failure: Option<String>,
+    /// A reconcile (boot, engine back, apply) is queued or running.
+    reconciling: bool,
+    docker_up: bool,
     /// Docker's evidence that a person stopped it (see `world::OutsideStop`).
     outside: Option<world::OutsideStop>,
+    /// Containers Docker reported an `oom` for.
+    oomed: Vec<String>,
 }
 
 fn seen(control: &Control, service: &str) -> Seen {
@@ -230,8 +254,15 @@ fn seen(control: &Control, service: &str) -> Seen {
         .filter_map(|c| Some((c.id.clone(), control.figures().memory_peak(&c.id)?)))
         .collect();
     Seen {
+        oomed: containers
+            .iter()
+            .filter(|c| control.oom_seen(&c.id))
+            .map(|c| c.id.clone())
+            .collect(),
         peaks,
         compose_failure: control.board().compose_failure(service),
+        reconciling: control.queue().busy(""),
+        docker_up: control.docker().is_some(),
         outside: control.outside_stop(service),
         desired: control.desired_state(service),
         busy: control.queue().busy(service),
@@ -261,7 +292,7 @@ fn evidence(service: &str, seen: &Seen, slot: &Slot) -> Evidence {
     if let Some(c) = failed {
         ev.container = Some(c.name.clone());
         ev.exit_code = c.exit_code;
-        ev.oom_killed = c.oom_killed;
+        ev.oom_killed = c.oom_killed || seen.oomed.contains(&c.id);
         ev.memory_limit = c.memory_limit;
         ev.memory_peak = seen.peaks.get(&c.id).copied();
     }
@@ -320,6 +351,10 @@ pub async fn run(control: Control, board: Arc<Board>) {
     let mut probes_had_docker = control.docker().is_some();
     let mut events = control.events().subscribe();
     let mut was_starting = true;
+    // The observer's connection count last seen: a bump after the first
+    // connection is the Docker engine back from a restart.
+    let mut generation = control.docker_generation();
+    board.set_generation(generation);
     loop {
         tokio::select! {
             Some((service, result)) = probe_rx.recv() => {
@@ -343,12 +378,27 @@ pub async fn run(control: Control, board: Arc<Board>) {
                         board.reset(&service);
                     }
                 }
-                Ok(Event::TaskRemoved { service, result, .. })
+                Ok(Event::TaskRemoved { id, service, result })
                     if !service.is_empty() && result != "done" =>
                 {
-                    // A failed task (a person's start that met a missing
-                    // image, say): look again.
-                    observe(&control, &board, &service, None, &done_tx);
+                    // A failed task. A person's that met the surroundings
+                    // (a missing image, say) is waited out like any other;
+                    // one that failed for a reason of its own (preflight, a
+                    // dependency) was answered to the person, and stackd
+                    // keeps its hands off until they act again.
+                    let by_person = control
+                        .task(id)
+                        .is_ok_and(|t| crate::control::by_person(&t.origin));
+                    let environmental = board
+                        .failure_facts(&service)
+                        .is_some_and(|f| f.environmental());
+                    if by_person && !environmental {
+                        if let Some(svc) = control.local_service(&service) {
+                            slot_for(&mut board.lock(), &service, &svc).hands_off = true;
+                        }
+                    } else {
+                        observe(&control, &board, &service, None, &done_tx);
+                    }
                 }
                 Ok(Event::ServicesReloaded) => {
                     probes.stop().await;
@@ -360,9 +410,49 @@ pub async fn run(control: Control, board: Arc<Board>) {
                     // Boot recovery is done: look at everything once, for
                     // what failed while it ran.
                     was_starting = false;
+                    generation = control.docker_generation();
+                    board.set_generation(generation);
                     for name in control.service_names() {
                         observe(&control, &board, &name, None, &done_tx);
                     }
+                }
+                Ok(Event::ManagerChanged)
+                    if !was_starting
+                        && control.docker().is_some()
+                        && control.docker_generation() > generation =>
+                {
+                    // The engine is back (or its event stream was re-made):
+                    // what its shutdown stopped is brought back like at boot,
+                    // in dependency waves, with no restart budget spent.
+                    generation = control.docker_generation();
+                    let queued = control.apply("engine");
+                    // The reconcile is queued before the supervisor looks
+                    // again (it stays out of the way while one runs).
+                    board.set_generation(generation);
+                    match queued {
+                        Ok(t) => info!("the Docker engine is back; reconcile task {} brings back what it stopped", t.id),
+                        Err(e) => warn!("the Docker engine is back but no reconcile could be queued: {e}"),
+                    }
+                    probes.stop().await;
+                    probes_had_docker = true;
+                    probes = start_probes(&control, probe_tx.clone());
+                }
+                Ok(Event::TaskRemoved { service, .. }) if service.is_empty() => {
+                    // A reconcile ended (after an engine restart, an apply):
+                    // once its lane is free, look at everything once, for
+                    // what it could not fix.
+                    let control = control.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..100 {
+                            if !control.queue().busy("") {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        for service in control.service_names() {
+                            let _ = control.events().send(Event::ServiceChanged { service });
+                        }
+                    });
                 }
                 Ok(Event::ManagerChanged) => {
                     // Container probes need Docker: restart them once it is back.
@@ -402,9 +492,15 @@ fn observe(
     let mut slots = board.lock();
     let slot = slot_for(&mut slots, service, &svc);
     let change = slot.machine.observe(&facts, probe);
-    // Boot recovery handles what is down at start; the supervisor takes
-    // over once the start-up reconcile is done.
-    let skip = slot.pending || seen.starting;
+    // Boot recovery handles what is down at start, and a reconcile what
+    // an engine restart stopped; the supervisor takes over once they are
+    // done. Without Docker there is nothing to decide on.
+    let skip = slot.pending
+        || slot.hands_off
+        || seen.starting
+        || seen.reconciling
+        || !seen.docker_up
+        || !board.caught_up(control.docker_generation());
     let ev = evidence(service, &seen, slot);
     drop(slots);
     let ev = enrich(control, ev);
@@ -418,6 +514,26 @@ fn observe(
     let Some(slot) = slots.get_mut(service) else {
         return;
     };
+    // A container killed by a signal (137, 143) a moment ago: Docker's
+    // `oom` (its OOMKilled flag lags the exit) or the `kill`/`stop` of a
+    // person may still be on its way. Look again once they had time.
+    let signalled = matches!(ev.exit_code, Some(137 | 143));
+    let fresh = seen
+        .containers
+        .iter()
+        .filter_map(|c| c.finished_at_usec)
+        .max()
+        .is_some_and(|t| now_usec().saturating_sub(t) < SETTLE.as_micros() as u64);
+    if signalled && fresh && !ev.oom_killed && ev.stopped_outside.is_none() {
+        slot.pending = true;
+        drop(slots);
+        let (service, done) = (service.to_string(), done.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(SETTLE).await;
+            let _ = done.send(service).await;
+        });
+        return;
+    }
     let now = Instant::now();
     let d = recovery::diagnose_with(&ev, &svc.restart, &slot.limiter, now);
     tracing::debug!(
@@ -553,15 +669,21 @@ fn observe(
     drop(slots);
     let evidence_lines = describe(&ev, &d, kind, delay, attempt, max);
     info!(stackd_service = service, "recovery: {}", d.summary);
+    let generation = control.docker_generation();
     let control = control.clone();
     let service = service.to_string();
     let done = done.clone();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
+        // Docker went away meanwhile (an engine restart): the reconcile
+        // that follows its return decides instead.
         let still_wanted = control
             .service(&service)
             .is_ok_and(|s| s.desired == DesiredState::Running)
-            && !control.queue().busy(&service);
+            && !control.queue().busy(&service)
+            && !control.queue().busy("")
+            && control.docker_generation() == generation
+            && control.docker().is_some();
         if still_wanted {
             match control.queue().submit(kind, &service, "recovery") {
                 Ok(task) => {
@@ -606,6 +728,7 @@ fn retry_later(
             .service(&service)
             .is_ok_and(|s| s.desired == DesiredState::Running)
             && !control.queue().busy(&service)
+            && control.docker().is_some()
             && control.board().waiting(&service);
         if still_wanted {
             match control
@@ -624,6 +747,10 @@ fn retry_later(
         let _ = done.send(service).await;
     });
 }
+
+/// How long after a container was killed by a signal its evidence (an
+/// `oom`, a person's `kill`/`stop`) is waited for before deciding.
+const SETTLE: Duration = Duration::from_millis(300);
 
 /// How long a stop through Docker must hold before it is taken for a
 /// person's intent: a `docker restart` by hand starts the container again
@@ -646,13 +773,14 @@ fn confirm_outside_stop(
     let done = done.clone();
     tokio::spawn(async move {
         tokio::time::sleep(OUTSIDE_GRACE).await;
-        let still = control.outside_stop(&service).is_some_and(|o| o == stop)
+        let now = control.outside_stop(&service);
+        let still = now.as_ref().is_some_and(|o| o.container == stop.container)
             && world::classify(&control.containers(&service)) != world::Observed::Running
             && control.desired_state(&service) == DesiredState::Running;
         let engine_up =
             still && control.docker().is_some() && crate::engine::Docker::connect().await.is_ok();
-        if still && engine_up {
-            control.stopped_outside(&service, &stop);
+        if let (true, Some(now)) = (still && engine_up, now) {
+            control.stopped_outside(&service, &now);
         } else if still {
             // The engine is going away: nobody asked for this stop.
             control.forget_outside_stop(&service);

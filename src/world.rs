@@ -118,6 +118,23 @@ const ACTING_TAIL_USEC: u64 = 20_000;
 /// (a `docker stop -t 300` waits that long before the kill).
 const ASKED_FOR_USEC: u64 = 600_000_000;
 
+/// A `kill` or `stop` event seen for a container, its `die` not yet.
+#[derive(Clone, Debug)]
+struct Asked {
+    door: &'static str,
+    at_usec: u64,
+    project: String,
+    container: String,
+}
+
+impl Acting {
+    /// Was something Docker did at `at_usec` stackd's own doing?
+    fn covers(&self, at_usec: u64) -> bool {
+        (self.running > 0 && at_usec >= self.since_usec)
+            || at_usec <= self.last_end_usec.saturating_add(ACTING_TAIL_USEC)
+    }
+}
+
 #[derive(Default)]
 struct State {
     docker: Option<Docker>,
@@ -126,11 +143,14 @@ struct State {
     /// Bumped at each successful (re)connect to Docker.
     generation: u64,
     /// Containers asked to end through the API (`kill`/`stop` events),
-    /// not yet dead: id → (door, when).
-    asked: HashMap<String, (&'static str, u64)>,
+    /// not yet dead, by container id.
+    asked: HashMap<String, Asked>,
     /// Projects a person stopped from outside stackd, until they start again.
     outside: HashMap<String, OutsideStop>,
     acting: HashMap<String, Acting>,
+    /// Containers Docker reported an `oom` for since they last started (its
+    /// `OOMKilled` flag can lag behind the `die`).
+    oomed: std::collections::HashSet<String>,
 }
 
 /// Shared, cheap to read. Writers are the observer and the task runner
@@ -217,7 +237,34 @@ impl World {
     /// The person's stop last seen on `project`, while its containers have
     /// not started again.
     pub fn outside_stop(&self, project: &str) -> Option<OutsideStop> {
-        self.read().outside.get(project).cloned()
+        let st = self.read();
+        if let Some(o) = st.outside.get(project) {
+            return Some(o.clone());
+        }
+        // Docker's list may show a container exited before the event
+        // stream has said `die`: a `kill`/`stop` already seen for it, not
+        // stackd's, counts as the evidence while the `die` is on its way.
+        let acting = st.acting.get(project).copied().unwrap_or_default();
+        let down = |id: &str| {
+            st.projects.get(project).is_some_and(|p| {
+                p.containers
+                    .iter()
+                    .any(|c| c.id == id && c.state != ContainerState::Running)
+            })
+        };
+        st.asked
+            .iter()
+            .find(|(id, a)| a.project == project && !acting.covers(a.at_usec) && down(id))
+            .map(|(_, a)| OutsideStop {
+                container: a.container.clone(),
+                door: a.door,
+                at_usec: a.at_usec,
+            })
+    }
+
+    /// Docker reported an `oom` for the container since it last started.
+    pub fn oom_seen(&self, container_id: &str) -> bool {
+        self.read().oomed.contains(container_id)
     }
 
     /// Forget the evidence of a person's stop (it was acted on, or the
@@ -250,17 +297,21 @@ impl World {
                 let entry = st
                     .asked
                     .entry(ev.container_id.clone())
-                    .or_insert((door, at));
+                    .or_insert_with(|| Asked {
+                        door,
+                        at_usec: at,
+                        project: ev.project.clone(),
+                        container: ev.container_name.clone(),
+                    });
                 if door == "docker stop" {
-                    entry.0 = door;
+                    entry.door = door;
                 }
             }
             "die" => {
                 let asked = st.asked.remove(&ev.container_id);
                 let acting = st.acting.get(&ev.project).copied().unwrap_or_default();
-                let stackd = (acting.running > 0 && at >= acting.since_usec)
-                    || at <= acting.last_end_usec.saturating_add(ACTING_TAIL_USEC);
-                match asked {
+                let stackd = acting.covers(at);
+                match asked.as_ref().map(|a| (a.door, a.at_usec)) {
                     Some((door, when)) if !stackd && at.saturating_sub(when) <= ASKED_FOR_USEC => {
                         debug!(
                             stackd_service = ev.project,
@@ -285,14 +336,17 @@ impl World {
             "oom" => {
                 st.asked.remove(&ev.container_id);
                 st.outside.remove(&ev.project);
+                st.oomed.insert(ev.container_id.clone());
             }
             // `docker restart` by hand (kill/stop, then start) is no stop.
             "start" => {
                 st.asked.remove(&ev.container_id);
                 st.outside.remove(&ev.project);
+                st.oomed.remove(&ev.container_id);
             }
             "destroy" => {
                 st.asked.remove(&ev.container_id);
+                st.oomed.remove(&ev.container_id);
             }
             _ => {}
         }

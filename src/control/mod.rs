@@ -310,6 +310,12 @@ impl Control {
         self.shared.world.docker()
     }
 
+    /// How many times the observer has connected to Docker (see
+    /// [`World::generation`]).
+    pub fn docker_generation(&self) -> u64 {
+        self.shared.world.generation()
+    }
+
     /// The configured service of this host whose Compose file creates
     /// `network`, if one does.
     pub fn network_creator(&self, network: &str) -> Option<String> {
@@ -355,6 +361,11 @@ impl Control {
                 warn!(stackd_service = name, "cannot record the start: {e}");
             }
         }
+    }
+
+    /// Docker reported an `oom` for the container since it last started.
+    pub fn oom_seen(&self, container_id: &str) -> bool {
+        self.shared.world.oom_seen(container_id)
     }
 
     pub fn forget_outside_stop(&self, name: &str) {
