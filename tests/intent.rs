@@ -26,6 +26,12 @@ fn running_sleeper(test: &str, restart: &str) -> (TestEnv, Bus, Daemon, String) 
     wait_until(TASK_TIMEOUT, "boot recovery starts it", || {
         running(&web) == 1
     });
+    // A stop while stackd's own task still works on the service is taken
+    // for stackd's: let the boot recovery finish first (its summary is
+    // the last thing it does).
+    wait_until(TASK_TIMEOUT, "boot recovery to finish", || {
+        daemon.stderr().contains("stackd_alert=\"recovered\"")
+    });
     (env, bus, daemon, web)
 }
 
