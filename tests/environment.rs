@@ -187,3 +187,46 @@ fn a_service_on_a_network_another_creates_comes_up_after_it() {
     assert_eq!(tasks[0]["state"], "succeeded", "{tasks:?}");
     let _ = docker(&["network", "rm", &shared]);
 }
+
+#[test]
+fn a_held_port_names_its_holder_and_the_service_starts_once_it_is_free() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    let image = ensure_image();
+    let env = TestEnv::new("env_port");
+    let holder = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let web = env.add_project(
+        "web",
+        &format!(
+            "version: \"2.4\"\nservices:\n  main:\n    image: {image}\n    pull_policy: never\n    command: [\"sleep\", \"3600\"]\n    init: true\n    stop_grace_period: 1s\n    ports:\n      - \"{port}:80\"\n"
+        ),
+    );
+    env.write_config(&format!(
+        "[services.{web}]\nauto_start = true\nrestart = {{ retry_interval = \"2s\" }}\n"
+    ));
+    let bus = Bus::start(env.dir());
+    let daemon = Daemon::start(&env, &bus);
+    let mut s = serde_json::Value::Null;
+    wait_until(TASK_TIMEOUT, "the service to wait for its port", || {
+        s = status(&env, &bus, &web);
+        s["sub_state"] == "waiting"
+    });
+    let message = s["health_message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("host port {port} is already allocated"))
+            && message.contains(&format!("process {}", std::process::id())),
+        "names the port and who holds it: {s}"
+    );
+    drop(holder);
+    wait_until(
+        TASK_TIMEOUT,
+        "the service to start once the port is free",
+        || running(&web) == 1,
+    );
+    wait_until(Duration::from_secs(30), "the came-back alert", || {
+        alerts(&daemon, "came-back", &web) == 1
+    });
+    assert_eq!(alerts(&daemon, "waiting", &web), 1, "one alert");
+}
