@@ -85,6 +85,7 @@ async fn run() -> bool {
         summary: format!("probe {i} failed"),
         body: "GET /health answered 503".into(),
         usec: stackd::store::now_usec(),
+        fields: Vec::new(),
     };
 
     // One at a time.

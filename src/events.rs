@@ -23,6 +23,20 @@ pub struct Alert {
     pub summary: String,
     pub body: String,
     pub usec: u64,
+    /// Structured values for the journal entry, by field name without the
+    /// `STACKD_` prefix, lower-case: `task`, `recovered`, `failed`,
+    /// `left_stopped`, `boot` (what `systemd/stackd.catalog` names).
+    pub fields: Vec<(String, String)>,
+}
+
+impl Alert {
+    /// The value of one of [`fields`](Self::fields).
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -12,10 +12,12 @@
 //! | --- | --- |
 //! | desired state stopped | none, never act |
 //! | a user task pending or running | none, never act |
-//! | port already allocated | give up at once (no retry), naming the holder |
-//! | image missing and its pull failed | give up ("failed"), no loop |
-//! | image missing locally | pull, then recreate |
-//! | container or network missing | recreate (`up -d`) |
+//! | stopped outside stackd (`kill`/`stop` through the API), `manual_stop = "respect"` | none: a person's intent |
+//! | port already allocated | wait and retry (`restart.retry_interval`), naming the holder |
+//! | image missing (its pull failed, or pulls are off) | wait and retry |
+//! | external network missing | wait and retry, naming the service that creates it |
+//! | bind-mount source missing | wait and retry |
+//! | containers missing | recreate (`up -d`) |
 //! | one-shot exited 0 (restart policy no/on-failure) | none: complete, never unhealthy |
 //! | OOM killed | restart, warning naming limit and peak |
 //! | exited (non-zero, or 0 while it should run) | restart |
@@ -24,7 +26,10 @@
 //!
 //! Every restart, recreate or pull is bounded by the crash-loop budget:
 //! at most `max_restarts` in `window`, each after an exponential backoff
-//! between `backoff_min` and `backoff_max`; past that, give up.
+//! between `backoff_min` and `backoff_max`; past that, give up. The
+//! waits for the surroundings ([`Action::RetryLater`]: image, network,
+//! port, mount, read from what Compose said by [`ErrorFacts::parse`]) are
+//! not a crash loop: they spend no budget and never give up.
 //!
 //! The port-holder lookup ([`port_holders`]) reads `/proc`: it answers "who
 //! listens on TCP port N" for the message of a port conflict.
@@ -34,7 +39,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::config::RestartConfig;
+use crate::config::{ManualStop, RestartConfig};
 use crate::store::DesiredState;
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +91,14 @@ pub struct Evidence {
     /// A pull of the missing image was tried and failed with this error.
     pub pull_failed: Option<String>,
     pub port_allocated: Option<PortConflict>,
+    /// A bind-mount source that does not exist (a late mount, say).
+    pub bind_missing: Option<String>,
+    /// The configured service whose Compose file creates the missing
+    /// network, when one does.
+    pub network_creator: Option<String>,
+    /// A person stopped it through the Docker API (the door, e.g. "docker
+    /// stop"): a `kill`/`stop` event before the `die`, no stackd task.
+    pub stopped_outside: Option<String>,
     /// What the [`RestartLimiter`] says for now.
     pub budget: Budget,
 }
@@ -110,6 +123,9 @@ impl Evidence {
             image_missing: None,
             pull_failed: None,
             port_allocated: None,
+            bind_missing: None,
+            network_creator: None,
+            stopped_outside: None,
             budget: Budget::default(),
         }
     }
@@ -128,6 +144,8 @@ impl Evidence {
         if facts.image_missing.is_some() {
             self.image_missing = self.image_missing.or(facts.image_missing);
         }
+        self.pull_failed = self.pull_failed.or(facts.pull_failed);
+        self.bind_missing = self.bind_missing.or(facts.bind_missing);
         self
     }
 }
@@ -149,6 +167,10 @@ pub enum Action {
     Recreate { delay: Duration },
     /// Pull the image, then `up -d`, after `delay`.
     PullThenRecreate { delay: Duration },
+    /// The surroundings are not ready (image, network, port, mount): `up
+    /// -d` again later, on the slow `restart.retry_interval` cadence the
+    /// caller keeps. Never spends the crash-loop budget, never gives up.
+    RetryLater,
     /// Leave it alone.
     None { reason: String },
     /// Stop trying until a person acts (or the window passes).
@@ -167,6 +189,8 @@ pub enum Cause {
     Healthy,
     DesiredStopped,
     UserTaskActive,
+    /// A person stopped it through Docker itself (`restart.manual_stop`).
+    StoppedOutside,
     /// A one-shot job finished with exit code 0.
     Completed,
     PortAllocated,
@@ -174,6 +198,7 @@ pub enum Cause {
     PullFailed,
     ContainerMissing,
     NetworkMissing,
+    BindSourceMissing,
     OomKilled,
     Exited,
     Unhealthy,
@@ -189,12 +214,14 @@ impl Cause {
             Cause::Healthy => "healthy",
             Cause::DesiredStopped => "desired-stopped",
             Cause::UserTaskActive => "user-task-active",
+            Cause::StoppedOutside => "stopped-outside",
             Cause::Completed => "completed",
             Cause::PortAllocated => "port-allocated",
             Cause::ImageMissing => "image-missing",
             Cause::PullFailed => "pull-failed",
             Cause::ContainerMissing => "container-missing",
             Cause::NetworkMissing => "network-missing",
+            Cause::BindSourceMissing => "bind-source-missing",
             Cause::OomKilled => "oom-killed",
             Cause::Exited => "exited",
             Cause::Unhealthy => "unhealthy",
@@ -203,21 +230,35 @@ impl Cause {
         }
     }
 
-    /// The outcome in one word: "complete", "failed" (a cause no retry
-    /// fixes), "gave up" (budget spent), "recovering", or "ok".
+    /// A failure of the surroundings, retried slowly and never given up on.
+    pub fn environmental(self) -> bool {
+        matches!(
+            self,
+            Cause::PortAllocated
+                | Cause::ImageMissing
+                | Cause::PullFailed
+                | Cause::NetworkMissing
+                | Cause::BindSourceMissing
+        )
+    }
+
+    /// The outcome in one word: "complete", "waiting" (for the
+    /// surroundings), "gave up" (budget spent), "recovering", or "ok".
     pub fn outcome(self) -> &'static str {
         match self {
             Cause::Completed => "complete",
-            Cause::PortAllocated | Cause::PullFailed => "failed",
-            Cause::CrashLoop => "gave up",
-            Cause::ImageMissing
-            | Cause::ContainerMissing
+            Cause::PortAllocated
+            | Cause::PullFailed
+            | Cause::ImageMissing
             | Cause::NetworkMissing
-            | Cause::OomKilled
-            | Cause::Exited
-            | Cause::Unhealthy => "recovering",
+            | Cause::BindSourceMissing => "waiting",
+            Cause::CrashLoop => "gave up",
+            Cause::ContainerMissing | Cause::OomKilled | Cause::Exited | Cause::Unhealthy => {
+                "recovering"
+            }
             Cause::Healthy
             | Cause::DesiredStopped
+            | Cause::StoppedOutside
             | Cause::UserTaskActive
             | Cause::RestartDisabled => "ok",
         }
@@ -275,39 +316,58 @@ pub fn diagnose(ev: &Evidence, policy: &RestartConfig) -> Diagnosis {
             format!("a task for {svc} is pending or running; recovery waits for it"),
         );
     }
+    if let (Some(door), ManualStop::Respect) = (&ev.stopped_outside, policy.manual_stop) {
+        return Diagnosis::none(
+            Cause::StoppedOutside,
+            format!("{svc} was stopped outside stackd ({door}); it stays stopped until `stackctl start {svc}`"),
+        );
+    }
+    // The surroundings are not ready: wait and try again, never give up.
+    let wait = |cause: Cause, summary: String| Diagnosis {
+        action: Action::RetryLater,
+        cause,
+        summary,
+        warnings: Vec::new(),
+    };
     if let Some(conflict) = &ev.port_allocated {
         let holder = match &conflict.holder {
             Some(h) => format!("it is held by {h}"),
             None => "no process holding it could be found".to_string(),
         };
-        return Diagnosis::give_up(
+        return wait(
             Cause::PortAllocated,
             format!(
-                "{svc} cannot start: host port {} is already allocated; {holder}. Free the port or change the mapping, then start {svc} again",
+                "{svc} cannot start: host port {} is already allocated; {holder}. Waiting for it to be free",
                 conflict.port
             ),
         );
     }
     if let Some(image) = &ev.image_missing {
-        if let Some(err) = &ev.pull_failed {
-            return Diagnosis::give_up(
+        return match &ev.pull_failed {
+            Some(err) => wait(
                 Cause::PullFailed,
-                format!("{svc}: image {image} is not present and pulling it failed: {err}"),
-            );
-        }
-        return budgeted(
-            ev,
-            Cause::ImageMissing,
-            format!("{svc}: image {image} is not present locally"),
-            |delay| Action::PullThenRecreate { delay },
-        );
+                format!("{svc}: {image} is not present and pulling it failed: {err}. Waiting for the registry or the image"),
+            ),
+            None => wait(
+                Cause::ImageMissing,
+                format!("{svc}: image {image} is not present. Waiting for it"),
+            ),
+        };
     }
     if let Some(network) = &ev.network_missing {
-        return budgeted(
-            ev,
+        let by = match &ev.network_creator {
+            Some(other) => format!("; {other} creates it"),
+            None => String::new(),
+        };
+        return wait(
             Cause::NetworkMissing,
-            format!("{svc}: network {network} is missing"),
-            |delay| Action::Recreate { delay },
+            format!("{svc}: network {network} does not exist yet{by}. Waiting for it"),
+        );
+    }
+    if let Some(path) = &ev.bind_missing {
+        return wait(
+            Cause::BindSourceMissing,
+            format!("{svc}: bind-mount source {path} does not exist (a mount not there yet?). Waiting for it"),
         );
     }
     if ev.container_missing {
@@ -402,6 +462,7 @@ pub fn diagnose_with(
     let mut ev = ev.clone();
     ev.budget = limiter.budget(now);
     let d = diagnose(&ev, policy);
+    // Retries of the surroundings (`RetryLater`) are not counted.
     let acts = matches!(
         d.action,
         Action::Restart { .. } | Action::Recreate { .. } | Action::PullThenRecreate { .. }
@@ -522,6 +583,22 @@ pub struct ErrorFacts {
     pub port_allocated: Option<u16>,
     pub network_missing: Option<String>,
     pub image_missing: Option<String>,
+    /// A pull was tried and failed with this error.
+    pub pull_failed: Option<String>,
+    /// A bind-mount source that does not exist.
+    pub bind_missing: Option<String>,
+}
+
+impl ErrorFacts {
+    /// A failure of the surroundings (registry, network, port, mount), not
+    /// of the service itself: waiting and trying again is the fix.
+    pub fn environmental(&self) -> bool {
+        self.port_allocated.is_some()
+            || self.network_missing.is_some()
+            || self.image_missing.is_some()
+            || self.pull_failed.is_some()
+            || self.bind_missing.is_some()
+    }
 }
 
 impl ErrorFacts {
@@ -530,10 +607,66 @@ impl ErrorFacts {
     /// "listen tcp4 0.0.0.0:8080: bind: address already in use",
     /// "network abc not found", "No such image: x:1",
     /// "pull access denied for x, repository does not exist".
+    ///
+    /// A failed pull: Compose v1 prints "Pulling web (nginx:1)..." and then
+    /// the error; v2 prints " web Pulling" and " web Error <why>" (samples
+    /// of both in `tests/fixtures/compose-errors/`).
     pub fn parse(text: &str) -> ErrorFacts {
         let mut facts = ErrorFacts::default();
+        // v1: the image being pulled; v2: the service whose image it is.
+        let mut pulling: Option<String> = None;
         for line in text.lines() {
             let lower = line.to_ascii_lowercase();
+            let trimmed = line.trim();
+            if let Some(rest) = trimmed.strip_prefix("Pulling ") {
+                // v1: "Pulling web (nginx:1)..."
+                // `compose pull` (v1): "Pulling web ... error".
+                pulling = rest
+                    .split_once(" (")
+                    .and_then(|(_, r)| r.split_once(')'))
+                    .map(|(image, _)| image.to_string())
+                    .or(pulling)
+                    .or_else(|| {
+                        let svc = rest.split_whitespace().next()?;
+                        Some(format!("the image of service {svc}"))
+                    });
+                continue;
+            }
+            if let Some((svc, "Pulling")) = trimmed.split_once(' ') {
+                pulling.get_or_insert_with(|| format!("the image of service {svc}"));
+                continue;
+            }
+            if let Some(image) = &pulling {
+                // v2: " web Error <why>"; v1: the next line that says why.
+                let why = match trimmed.split_once(" Error ") {
+                    Some((svc, why)) if !svc.contains(' ') => Some(why),
+                    _ if lower.contains("error")
+                        || lower.contains("denied")
+                        || lower.contains("not found")
+                        || lower.contains("no such host")
+                        || lower.starts_with("get ")
+                        || lower.contains("manifest unknown") =>
+                    {
+                        // v1: "ERROR: for web  Get ...": the service, then why.
+                        let why = trimmed.trim_start_matches("ERROR: ");
+                        Some(match why.strip_prefix("for ") {
+                            Some(rest) => rest.split_once("  ").map_or(rest, |(_, w)| w),
+                            None => why,
+                        })
+                    }
+                    _ => None,
+                };
+                if let (Some(why), None) = (why, &facts.pull_failed) {
+                    facts.pull_failed = Some(why.trim().to_string());
+                    facts.image_missing.get_or_insert_with(|| image.clone());
+                }
+            }
+            if facts.bind_missing.is_none() {
+                if let Some(i) = lower.find("bind source path does not exist: ") {
+                    let path = &line[i + "bind source path does not exist: ".len()..];
+                    facts.bind_missing = path.split_whitespace().next().map(str::to_string);
+                }
+            }
             if facts.port_allocated.is_none()
                 && (lower.contains("port is already allocated")
                     || lower.contains("address already in use"))
@@ -825,7 +958,30 @@ mod tests {
             window: Duration::from_secs(600),
             backoff_min: Duration::from_secs(5),
             backoff_max: Duration::from_secs(60),
+            manual_stop: ManualStop::Respect,
+            retry_interval: Duration::from_secs(60),
         }
+    }
+
+    #[test]
+    fn a_stop_outside_stackd_is_respected_unless_reverted() {
+        let mut e = ev();
+        e.exit_code = Some(137);
+        e.stopped_outside = Some("docker stop".into());
+        let d = diagnose(&e, &policy());
+        assert_eq!(d.cause, Cause::StoppedOutside, "{}", d.summary);
+        assert!(d.action.is_none());
+        assert!(d.summary.contains("(docker stop)"), "{}", d.summary);
+        let revert = RestartConfig {
+            manual_stop: ManualStop::Revert,
+            ..policy()
+        };
+        let d = diagnose(&e, &revert);
+        assert_eq!(d.cause, Cause::Exited, "{}", d.summary);
+        assert!(matches!(d.action, Action::Restart { .. }));
+        // A person's stop task or desired state still comes first.
+        e.desired = DesiredState::Stopped;
+        assert_eq!(diagnose(&e, &policy()).cause, Cause::DesiredStopped);
     }
 
     fn ev() -> Evidence {
@@ -910,28 +1066,28 @@ mod tests {
                 "recreate",
             ),
             (
-                "network missing → recreate",
+                "network missing → wait and retry",
                 Box::new(|e| e.network_missing = Some("web_default".into())),
                 Cause::NetworkMissing,
-                "recreate",
+                "retry",
             ),
             (
-                "image missing → pull then recreate",
+                "image missing → wait and retry",
                 Box::new(|e| e.image_missing = Some("nginx:1".into())),
                 Cause::ImageMissing,
-                "pull",
+                "retry",
             ),
             (
-                "pull failed → failed, no loop",
+                "pull failed → wait and retry, never give up",
                 Box::new(|e| {
                     e.image_missing = Some("nginx:1".into());
                     e.pull_failed = Some("no registry".into());
                 }),
                 Cause::PullFailed,
-                "give up",
+                "retry",
             ),
             (
-                "port allocated → no retry",
+                "port allocated → wait for it, naming the holder",
                 Box::new(|e| {
                     e.exit_code = Some(1);
                     e.port_allocated = Some(PortConflict {
@@ -940,7 +1096,16 @@ mod tests {
                     });
                 }),
                 Cause::PortAllocated,
-                "give up",
+                "retry",
+            ),
+            (
+                "bind source missing → wait and retry",
+                Box::new(|e| {
+                    e.exit_code = Some(127);
+                    e.bind_missing = Some("/mnt/late".into());
+                }),
+                Cause::BindSourceMissing,
+                "retry",
             ),
             (
                 "desired stopped → never act",
@@ -980,6 +1145,7 @@ mod tests {
                     "recreate"
                 }
                 Action::PullThenRecreate { .. } => "pull",
+                Action::RetryLater => "retry",
                 Action::None { .. } => "none",
                 Action::GiveUp { .. } => "give up",
             };
@@ -1014,7 +1180,7 @@ mod tests {
             holder: Some("process 42 (nginx) listening on 0.0.0.0:8080".into()),
         });
         let d = diagnose(&e, &policy());
-        assert_eq!(d.cause.outcome(), "failed");
+        assert_eq!(d.cause.outcome(), "waiting");
         assert!(d.summary.contains("8080"), "{}", d.summary);
         assert!(d.summary.contains("process 42 (nginx)"), "{}", d.summary);
     }
@@ -1142,6 +1308,101 @@ mod tests {
                 holder: None
             })
         );
+    }
+
+    /// Real output of Compose v1 (1.29) and v2 (2.26) against Engine 20.10,
+    /// kept in `tests/fixtures/compose-errors/`.
+    #[test]
+    fn reads_what_both_compose_flavors_say() {
+        macro_rules! fixture {
+            ($name:literal) => {
+                include_str!(concat!("../tests/fixtures/compose-errors/", $name))
+            };
+        }
+        let no_host = "Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io on 10.255.255.53:53: no such host";
+        let pulled = |image: &str| ErrorFacts {
+            image_missing: Some(image.to_string()),
+            pull_failed: Some(no_host.to_string()),
+            ..Default::default()
+        };
+        let cases: Vec<(&str, ErrorFacts)> = vec![
+            (
+                fixture!("v1-up-image-pull-fails.txt"),
+                pulled("stackd-test/missing:nope"),
+            ),
+            (
+                fixture!("v2-up-image-pull-fails.txt"),
+                pulled("the image of service main"),
+            ),
+            (
+                fixture!("v1-pull-fails.txt"),
+                pulled("the image of service main"),
+            ),
+            (
+                fixture!("v2-pull-fails.txt"),
+                pulled("the image of service main"),
+            ),
+            (
+                fixture!("v2-up-image-missing-pull-never.txt"),
+                ErrorFacts {
+                    image_missing: Some("stackd-test/missing:nope".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                fixture!("v1-up-external-network-missing.txt"),
+                ErrorFacts {
+                    network_missing: Some("cszz-shared-net".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                fixture!("v2-up-external-network-missing.txt"),
+                ErrorFacts {
+                    network_missing: Some("cszz-shared-net".into()),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(ErrorFacts::parse(text), want, "{text}");
+            assert!(want.environmental());
+        }
+        for text in [
+            fixture!("v1-up-bind-source-missing.txt"),
+            fixture!("v2-up-bind-source-missing.txt"),
+        ] {
+            let f = ErrorFacts::parse(text);
+            assert_eq!(
+                f.bind_missing.as_deref(),
+                Some("/tmp/cs/nonexistent-dir"),
+                "{text}"
+            );
+            assert!(
+                f.port_allocated.is_none() && f.image_missing.is_none(),
+                "{f:?}"
+            );
+        }
+        for text in [
+            fixture!("v1-up-port-in-use.txt"),
+            fixture!("v2-up-port-in-use.txt"),
+        ] {
+            assert_eq!(
+                ErrorFacts::parse(text).port_allocated,
+                Some(34755),
+                "{text}"
+            );
+        }
+        for text in [
+            fixture!("v1-up-port-allocated.txt"),
+            fixture!("v2-up-port-allocated.txt"),
+        ] {
+            assert_eq!(
+                ErrorFacts::parse(text).port_allocated,
+                Some(34756),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -38,6 +38,32 @@ struct Slot {
     pending: bool,
     /// The cause last announced, so a lasting failure is told once.
     announced: Option<Cause>,
+    /// Waiting for the surroundings (image, network, port, mount), since
+    /// the first failure of this episode.
+    episode: Option<Episode>,
+    /// A person's operation failed for a reason of its own (preflight, a
+    /// dependency): they were told, and stackd does not retry behind
+    /// them until they act again.
+    hands_off: bool,
+}
+
+/// One stretch of environmental failures: told once when it starts, once
+/// when the service came back.
+#[derive(Clone, Debug)]
+struct Episode {
+    since: Instant,
+    /// Retries queued so far.
+    tries: u32,
+    summary: String,
+    /// The wait before the retry now scheduled.
+    next: Duration,
+}
+
+/// The wait before retry number `tries` (0-based) of an environmental
+/// failure: `interval`, doubling, at most `cap`.
+pub fn retry_delay(interval: Duration, cap: Duration, tries: u32) -> Duration {
+    let factor = 1u32.checked_shl(tries.min(31)).unwrap_or(u32::MAX);
+    interval.saturating_mul(factor).min(cap.max(interval))
 }
 
 /// Shared between the supervisor (writer) and the core (reader, for
@@ -45,6 +71,14 @@ struct Slot {
 #[derive(Default)]
 pub struct Board {
     slots: Mutex<HashMap<String, Slot>>,
+    /// What Compose printed when the service's last Compose call failed
+    /// (cleared by one that succeeds): the evidence of environmental
+    /// failures.
+    failures: Mutex<HashMap<String, String>>,
+    /// The Docker connection the supervisor has caught up with (see
+    /// `World::generation`): until it has, what the world shows is the
+    /// aftermath of an engine restart, for a reconcile to handle.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// Health as the supervisor sees it.
@@ -54,6 +88,8 @@ pub struct Verdict {
     pub message: String,
     pub recoveries: u64,
     pub gave_up: bool,
+    /// Waiting for the surroundings and retrying.
+    pub waiting: bool,
 }
 
 impl Board {
@@ -69,20 +105,75 @@ impl Board {
         let slots = self.lock();
         let slot = slots.get(service)?;
         let (health, message) = slot.machine.current();
-        Some(match &slot.gave_up {
-            Some(why) => Verdict {
+        Some(match (&slot.gave_up, &slot.episode) {
+            (Some(why), _) => Verdict {
                 health: Health::Unhealthy.as_str(),
                 message: format!("gave up: {why}"),
                 recoveries: slot.recoveries,
                 gave_up: true,
+                waiting: false,
             },
-            None => Verdict {
+            (None, Some(ep)) => Verdict {
+                health: Health::Unhealthy.as_str(),
+                message: format!(
+                    "waiting: {}; trying again every {} at most (try {})",
+                    ep.summary,
+                    recovery::human(ep.next),
+                    ep.tries
+                ),
+                recoveries: slot.recoveries,
+                gave_up: false,
+                waiting: true,
+            },
+            (None, None) => Verdict {
                 health: health.as_str(),
                 message: message.to_string(),
                 recoveries: slot.recoveries,
                 gave_up: false,
+                waiting: false,
             },
         })
+    }
+
+    /// What the service's last Compose call said: `Some(output)` when it
+    /// failed, `None` when it succeeded.
+    pub fn note_compose(&self, service: &str, failed: Option<String>) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match failed {
+            Some(text) => f.insert(service.to_string(), text),
+            None => f.remove(service),
+        };
+    }
+
+    fn caught_up(&self, generation: u64) -> bool {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation
+    }
+
+    fn set_generation(&self, generation: u64) {
+        self.generation
+            .store(generation, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// What the service's last failed Compose call tells, if it failed.
+    pub fn failure_facts(&self, service: &str) -> Option<recovery::ErrorFacts> {
+        self.compose_failure(service)
+            .map(|t| recovery::ErrorFacts::parse(&t))
+    }
+
+    fn compose_failure(&self, service: &str) -> Option<String> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(service)
+            .cloned()
+    }
+
+    /// The service waits for its surroundings (its retries skip preflight:
+    /// the evidence is what Compose itself said).
+    pub fn waiting(&self, service: &str) -> bool {
+        self.lock()
+            .get(service)
+            .is_some_and(|s| s.episode.is_some())
     }
 
     /// What the rule table says now, without acting.
@@ -93,17 +184,23 @@ impl Board {
         let mut slots = self.lock();
         let slot = slot_for(&mut slots, service, svc);
         let ev = evidence(service, &seen, slot);
+        drop(slots);
+        let ev = enrich(control, ev);
+        let mut slots = self.lock();
+        let slot = slot_for(&mut slots, service, svc);
         let d = recovery::diagnose_with(&ev, &svc.restart, &slot.limiter, Instant::now());
         Some((ev, d))
     }
 
     /// A person started, restarted or stopped the service: forget the
     /// crash-loop budget and the "gave up".
-    fn reset(&self, service: &str) {
+    pub fn reset(&self, service: &str) {
         if let Some(slot) = self.lock().get_mut(service) {
             slot.limiter.reset();
             slot.gave_up = None;
             slot.announced = None;
+            slot.episode = None;
+            slot.hands_off = false;
         }
     }
 }
@@ -120,6 +217,8 @@ fn slot_for<'a>(
         gave_up: None,
         pending: false,
         announced: None,
+        episode: None,
+        hands_off: false,
     })
 }
 
@@ -136,6 +235,15 @@ struct Seen {
     deployed: bool,
     /// The monitor's highest memory use sampled, per container id.
     peaks: HashMap<String, u64>,
+    /// What Compose printed when the last Compose call failed.
+    compose_failure: Option<String>,
+    /// A reconcile (boot, engine back, apply) is queued or running.
+    reconciling: bool,
+    docker_up: bool,
+    /// Docker's evidence that a person stopped it (see `world::OutsideStop`).
+    outside: Option<world::OutsideStop>,
+    /// Containers Docker reported an `oom` for.
+    oomed: Vec<String>,
 }
 
 fn seen(control: &Control, service: &str) -> Seen {
@@ -146,7 +254,16 @@ fn seen(control: &Control, service: &str) -> Seen {
         .filter_map(|c| Some((c.id.clone(), control.figures().memory_peak(&c.id)?)))
         .collect();
     Seen {
+        oomed: containers
+            .iter()
+            .filter(|c| control.oom_seen(&c.id))
+            .map(|c| c.id.clone())
+            .collect(),
         peaks,
+        compose_failure: control.board().compose_failure(service),
+        reconciling: control.queue().busy(""),
+        docker_up: control.docker().is_some(),
+        outside: control.outside_stop(service),
         desired: control.desired_state(service),
         busy: control.queue().busy(service),
         containers,
@@ -175,20 +292,43 @@ fn evidence(service: &str, seen: &Seen, slot: &Slot) -> Evidence {
     if let Some(c) = failed {
         ev.container = Some(c.name.clone());
         ev.exit_code = c.exit_code;
-        ev.oom_killed = c.oom_killed;
+        ev.oom_killed = c.oom_killed || seen.oomed.contains(&c.id);
         ev.memory_limit = c.memory_limit;
         ev.memory_peak = seen.peaks.get(&c.id).copied();
     }
     ev.one_shot = !containers.is_empty() && containers.iter().all(world::is_complete);
     ev.retries = seen.retries;
+    if world::classify(containers) != world::Observed::Running {
+        ev.stopped_outside = seen.outside.as_ref().map(|o| o.door.to_string());
+    }
     ev.failed_probes = slot.machine.consecutive_failures();
     if slot.machine.current().0 == Health::Unhealthy {
         ev.failed_probes = ev.failed_probes.max(ev.retries);
     }
-    // All containers gone while it should run, after stackd deployed it.
+    // No containers while it should run, whether or not stackd made them
+    // before (a boot that never got to create them, a `docker rm`).
+    let _ = seen.deployed;
     ev.container_missing = seen.desired == DesiredState::Running
-        && seen.deployed
         && world::classify(containers) == world::Observed::Absent;
+    match &seen.compose_failure {
+        Some(text) => ev.with_error_text(text),
+        None => ev,
+    }
+}
+
+/// Evidence that needs a look around, taken without the board's lock: who
+/// holds a port, which configured service creates a missing network.
+fn enrich(control: &Control, mut ev: Evidence) -> Evidence {
+    if let Some(conflict) = ev.port_allocated.as_mut() {
+        if conflict.holder.is_none() {
+            conflict.holder = recovery::port_holders(conflict.port)
+                .ok()
+                .and_then(|h| h.first().map(|h| h.to_string()));
+        }
+    }
+    if let Some(network) = &ev.network_missing {
+        ev.network_creator = control.network_creator(network);
+    }
     ev
 }
 
@@ -211,6 +351,10 @@ pub async fn run(control: Control, board: Arc<Board>) {
     let mut probes_had_docker = control.docker().is_some();
     let mut events = control.events().subscribe();
     let mut was_starting = true;
+    // The observer's connection count last seen: a bump after the first
+    // connection is the Docker engine back from a restart.
+    let mut generation = control.docker_generation();
+    board.set_generation(generation);
     loop {
         tokio::select! {
             Some((service, result)) = probe_rx.recv() => {
@@ -229,9 +373,31 @@ pub async fn run(control: Control, board: Arc<Board>) {
                 Ok(Event::TaskNew { id, service, kind }) => {
                     let by_person = control
                         .task(id)
-                        .is_ok_and(|t| t.origin.starts_with("dbus:") || t.origin == "private" || t.origin.starts_with("peer"));
+                        .is_ok_and(|t| crate::control::by_person(&t.origin));
                     if by_person && kind != TaskKind::Pull.as_str() {
                         board.reset(&service);
+                    }
+                }
+                Ok(Event::TaskRemoved { id, service, result })
+                    if !service.is_empty() && result != "done" =>
+                {
+                    // A failed task. A person's that met the surroundings
+                    // (a missing image, say) is waited out like any other;
+                    // one that failed for a reason of its own (preflight, a
+                    // dependency) was answered to the person, and stackd
+                    // keeps its hands off until they act again.
+                    let by_person = control
+                        .task(id)
+                        .is_ok_and(|t| crate::control::by_person(&t.origin));
+                    let environmental = board
+                        .failure_facts(&service)
+                        .is_some_and(|f| f.environmental());
+                    if by_person && !environmental {
+                        if let Some(svc) = control.local_service(&service) {
+                            slot_for(&mut board.lock(), &service, &svc).hands_off = true;
+                        }
+                    } else {
+                        observe(&control, &board, &service, None, &done_tx);
                     }
                 }
                 Ok(Event::ServicesReloaded) => {
@@ -244,9 +410,49 @@ pub async fn run(control: Control, board: Arc<Board>) {
                     // Boot recovery is done: look at everything once, for
                     // what failed while it ran.
                     was_starting = false;
+                    generation = control.docker_generation();
+                    board.set_generation(generation);
                     for name in control.service_names() {
                         observe(&control, &board, &name, None, &done_tx);
                     }
+                }
+                Ok(Event::ManagerChanged)
+                    if !was_starting
+                        && control.docker().is_some()
+                        && control.docker_generation() > generation =>
+                {
+                    // The engine is back (or its event stream was re-made):
+                    // what its shutdown stopped is brought back like at boot,
+                    // in dependency waves, with no restart budget spent.
+                    generation = control.docker_generation();
+                    let queued = control.apply("engine", true);
+                    // The reconcile is queued before the supervisor looks
+                    // again (it stays out of the way while one runs).
+                    board.set_generation(generation);
+                    match queued {
+                        Ok(t) => info!("the Docker engine is back; reconcile task {} brings back what it stopped", t.id),
+                        Err(e) => warn!("the Docker engine is back but no reconcile could be queued: {e}"),
+                    }
+                    probes.stop().await;
+                    probes_had_docker = true;
+                    probes = start_probes(&control, probe_tx.clone());
+                }
+                Ok(Event::TaskRemoved { service, .. }) if service.is_empty() => {
+                    // A reconcile ended (after an engine restart, an apply):
+                    // once its lane is free, look at everything once, for
+                    // what it could not fix.
+                    let control = control.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..100 {
+                            if !control.queue().busy("") {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        for service in control.service_names() {
+                            let _ = control.events().send(Event::ServiceChanged { service });
+                        }
+                    });
                 }
                 Ok(Event::ManagerChanged) => {
                     // Container probes need Docker: restart them once it is back.
@@ -276,25 +482,58 @@ fn observe(
         return;
     };
     let seen = seen(control, service);
+    if seen.desired == DesiredState::Stopped
+        && !seen.busy
+        && world::classify(&seen.containers) == world::Observed::Running
+    {
+        control.started_outside(service);
+    }
     let facts = Facts::from_containers(&seen.containers, now_usec());
     let mut slots = board.lock();
     let slot = slot_for(&mut slots, service, &svc);
     let change = slot.machine.observe(&facts, probe);
-    // Boot recovery handles what is down at start; the supervisor takes
-    // over once the start-up reconcile is done.
-    let skip = slot.pending || seen.starting;
+    // Boot recovery handles what is down at start, and a reconcile what
+    // an engine restart stopped; the supervisor takes over once they are
+    // done. Without Docker there is nothing to decide on.
+    let skip = slot.pending
+        || slot.hands_off
+        || seen.starting
+        || seen.reconciling
+        || !seen.docker_up
+        || !board.caught_up(control.docker_generation());
     let ev = evidence(service, &seen, slot);
+    drop(slots);
+    let ev = enrich(control, ev);
     if let Some(change) = change {
-        drop(slots);
         drop_change(control, service, &change);
-        slots = board.lock();
     }
+    let mut slots = board.lock();
     if skip {
         return;
     }
     let Some(slot) = slots.get_mut(service) else {
         return;
     };
+    // A container killed by a signal (137, 143) a moment ago: Docker's
+    // `oom` (its OOMKilled flag lags the exit) or the `kill`/`stop` of a
+    // person may still be on its way. Look again once they had time.
+    let signalled = matches!(ev.exit_code, Some(137 | 143));
+    let fresh = seen
+        .containers
+        .iter()
+        .filter_map(|c| c.finished_at_usec)
+        .max()
+        .is_some_and(|t| now_usec().saturating_sub(t) < SETTLE.as_micros() as u64);
+    if signalled && fresh && !ev.oom_killed && ev.stopped_outside.is_none() {
+        slot.pending = true;
+        drop(slots);
+        let (service, done) = (service.to_string(), done.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(SETTLE).await;
+            let _ = done.send(service).await;
+        });
+        return;
+    }
     let now = Instant::now();
     let d = recovery::diagnose_with(&ev, &svc.restart, &slot.limiter, now);
     tracing::debug!(
@@ -329,10 +568,90 @@ fn observe(
             }
             return;
         }
+        Action::None { .. } if d.cause == Cause::StoppedOutside => {
+            slot.pending = true;
+            drop(slots);
+            if let Some(stop) = seen.outside {
+                confirm_outside_stop(control, service, stop, done);
+            }
+            return;
+        }
         Action::None { .. } => {
+            let running = world::classify(&seen.containers) == world::Observed::Running;
+            let came_back = match d.cause {
+                Cause::Healthy if running => slot.episode.take(),
+                Cause::DesiredStopped | Cause::StoppedOutside => {
+                    slot.episode = None;
+                    None
+                }
+                _ => None,
+            };
             if d.cause == Cause::Healthy {
                 slot.announced = None;
             }
+            drop(slots);
+            if let Some(ep) = came_back {
+                control.alert(
+                    Severity::Warning,
+                    "came-back",
+                    service,
+                    &format!(
+                        "{service} came back after {} waiting ({} tries)",
+                        recovery::human(ep.since.elapsed()),
+                        ep.tries
+                    ),
+                    &format!("it waited for: {}", ep.summary),
+                );
+                let _ = control.events().send(Event::ServiceChanged {
+                    service: service.to_string(),
+                });
+            }
+            return;
+        }
+        Action::RetryLater => {
+            let first = slot.episode.is_none();
+            let ep = slot.episode.get_or_insert_with(|| Episode {
+                since: Instant::now(),
+                tries: 0,
+                summary: String::new(),
+                next: Duration::ZERO,
+            });
+            let delay = retry_delay(
+                svc.restart.retry_interval,
+                svc.restart.retry_cap(),
+                ep.tries,
+            );
+            ep.tries += 1;
+            ep.summary = d.summary.clone();
+            ep.next = delay;
+            let tries = ep.tries;
+            slot.pending = true;
+            slot.gave_up = None;
+            drop(slots);
+            if first {
+                control.alert(
+                    Severity::Warning,
+                    "waiting",
+                    service,
+                    &d.summary,
+                    &format!(
+                        "stackd tries again in {}, then less and less often (at most every {}); it never gives up on this. The service is back when what it waits for is.",
+                        recovery::human(delay),
+                        recovery::human(svc.restart.retry_cap())
+                    ),
+                );
+            }
+            let _ = control.events().send(Event::ServiceChanged {
+                service: service.to_string(),
+            });
+            let mut lines = describe(&ev, &d, TaskKind::Deploy, delay, tries, 0);
+            if let Some(last) = lines.iter_mut().find(|l| l.starts_with("decision:")) {
+                *last = format!(
+                    "decision: deploy ({}), try {tries} after {delay:?}; environmental, never gives up",
+                    d.cause.as_str()
+                );
+            }
+            retry_later(control, service, delay, lines, done);
             return;
         }
     };
@@ -350,15 +669,21 @@ fn observe(
     drop(slots);
     let evidence_lines = describe(&ev, &d, kind, delay, attempt, max);
     info!(stackd_service = service, "recovery: {}", d.summary);
+    let generation = control.docker_generation();
     let control = control.clone();
     let service = service.to_string();
     let done = done.clone();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
+        // Docker went away meanwhile (an engine restart): the reconcile
+        // that follows its return decides instead.
         let still_wanted = control
             .service(&service)
             .is_ok_and(|s| s.desired == DesiredState::Running)
-            && !control.queue().busy(&service);
+            && !control.queue().busy(&service)
+            && !control.queue().busy("")
+            && control.docker_generation() == generation
+            && control.docker().is_some();
         if still_wanted {
             match control.queue().submit(kind, &service, "recovery") {
                 Ok(task) => {
@@ -381,6 +706,84 @@ fn observe(
                 }
                 Err(e) => warn!(stackd_service = %service, "cannot queue the recovery: {e}"),
             }
+        }
+        let _ = done.send(service).await;
+    });
+}
+
+/// Queue the next `up -d` of a service that waits for its surroundings.
+fn retry_later(
+    control: &Control,
+    service: &str,
+    delay: Duration,
+    lines: Vec<String>,
+    done: &mpsc::Sender<String>,
+) {
+    let control = control.clone();
+    let service = service.to_string();
+    let done = done.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let still_wanted = control
+            .service(&service)
+            .is_ok_and(|s| s.desired == DesiredState::Running)
+            && !control.queue().busy(&service)
+            && control.docker().is_some()
+            && control.board().waiting(&service);
+        if still_wanted {
+            match control
+                .queue()
+                .submit(TaskKind::Deploy, &service, "recovery")
+            {
+                Ok(task) => {
+                    for line in &lines {
+                        let _ = control.store().append_task_log(task.id, line);
+                    }
+                    let _ = control.queue().wait(task.id).await;
+                }
+                Err(e) => warn!(stackd_service = %service, "cannot queue the retry: {e}"),
+            }
+        }
+        let _ = done.send(service).await;
+    });
+}
+
+/// How long after a container was killed by a signal its evidence (an
+/// `oom`, a person's `kill`/`stop`) is waited for before deciding.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// How long a stop through Docker must hold before it is taken for a
+/// person's intent: a `docker restart` by hand starts the container again
+/// well within it.
+const OUTSIDE_GRACE: Duration = Duration::from_millis(1500);
+
+/// A person stopped `service` through Docker (a `kill`/`stop` before the
+/// `die`, no stackd task): after [`OUTSIDE_GRACE`], if it is still down and
+/// the engine still takes new connections (an engine shutting down stops
+/// its containers the same way, but has closed its socket first), the
+/// desired state becomes stopped with source "stopped outside stackd".
+fn confirm_outside_stop(
+    control: &Control,
+    service: &str,
+    stop: world::OutsideStop,
+    done: &mpsc::Sender<String>,
+) {
+    let control = control.clone();
+    let service = service.to_string();
+    let done = done.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(OUTSIDE_GRACE).await;
+        let now = control.outside_stop(&service);
+        let still = now.as_ref().is_some_and(|o| o.container == stop.container)
+            && world::classify(&control.containers(&service)) != world::Observed::Running
+            && control.desired_state(&service) == DesiredState::Running;
+        let engine_up =
+            still && control.docker().is_some() && crate::engine::Docker::connect().await.is_ok();
+        if let (true, Some(now)) = (still && engine_up, now) {
+            control.stopped_outside(&service, &now);
+        } else if still {
+            // The engine is going away: nobody asked for this stop.
+            control.forget_outside_stop(&service);
         }
         let _ = done.send(service).await;
     });
@@ -450,6 +853,30 @@ fn describe(
     }
     if ev.container_missing {
         seen.push("no containers".to_string());
+    }
+    if let Some(image) = &ev.image_missing {
+        seen.push(format!("Compose: image {image} missing"));
+    }
+    if let Some(err) = &ev.pull_failed {
+        seen.push(format!("Compose: pull failed: {err}"));
+    }
+    if let Some(network) = &ev.network_missing {
+        seen.push(format!("Compose: network {network} not found"));
+    }
+    if let Some(c) = &ev.port_allocated {
+        seen.push(format!(
+            "Compose: host port {} already allocated{}",
+            c.port,
+            c.holder
+                .as_ref()
+                .map_or(String::new(), |h| format!(" (held by {h})"))
+        ));
+    }
+    if let Some(path) = &ev.bind_missing {
+        seen.push(format!("Compose: bind source {path} does not exist"));
+    }
+    if let Some(door) = &ev.stopped_outside {
+        seen.push(format!("stopped outside stackd ({door})"));
     }
     lines.push(format!("evidence: {}", seen.join(", ")));
     lines.push(format!(

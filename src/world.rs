@@ -87,11 +87,70 @@ struct Project {
     changed_usec: u64,
 }
 
+/// A person stopped (some of) a project's containers through the Docker
+/// API: a `kill` or `stop` event came before the `die`, and no stackd task
+/// was working on the project. Docker's own restart policies read the same
+/// evidence as intent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutsideStop {
+    pub container: String,
+    /// "docker stop" (a `stop` event followed) or "docker kill".
+    pub door: &'static str,
+    pub at_usec: u64,
+}
+
+/// stackd's own tasks on one project: while one runs (and a moment after,
+/// for events that arrive late) the kills and stops are stackd's.
+#[derive(Clone, Copy, Debug, Default)]
+struct Acting {
+    running: u32,
+    /// When the running tasks began (the first of them).
+    since_usec: u64,
+    last_end_usec: u64,
+}
+
+/// Events carry Docker's time (the same clock), and a task's own kills and
+/// stops happen before its Compose call returns: a tail of a few
+/// milliseconds covers the clock reads.
+const ACTING_TAIL_USEC: u64 = 20_000;
+
+/// How long a `kill`/`stop` event counts as the reason of a later `die`
+/// (a `docker stop -t 300` waits that long before the kill).
+const ASKED_FOR_USEC: u64 = 600_000_000;
+
+/// A `kill` or `stop` event seen for a container, its `die` not yet.
+#[derive(Clone, Debug)]
+struct Asked {
+    door: &'static str,
+    at_usec: u64,
+    project: String,
+    container: String,
+}
+
+impl Acting {
+    /// Was something Docker did at `at_usec` stackd's own doing?
+    fn covers(&self, at_usec: u64) -> bool {
+        (self.running > 0 && at_usec >= self.since_usec)
+            || at_usec <= self.last_end_usec.saturating_add(ACTING_TAIL_USEC)
+    }
+}
+
 #[derive(Default)]
 struct State {
     docker: Option<Docker>,
     docker_error: String,
     projects: HashMap<String, Project>,
+    /// Bumped at each successful (re)connect to Docker.
+    generation: u64,
+    /// Containers asked to end through the API (`kill`/`stop` events),
+    /// not yet dead, by container id.
+    asked: HashMap<String, Asked>,
+    /// Projects a person stopped from outside stackd, until they start again.
+    outside: HashMap<String, OutsideStop>,
+    acting: HashMap<String, Acting>,
+    /// Containers Docker reported an `oom` for since they last started (its
+    /// `OOMKilled` flag can lag behind the `die`).
+    oomed: std::collections::HashSet<String>,
 }
 
 /// Shared, cheap to read. Writers are the observer and the task runner
@@ -151,8 +210,161 @@ impl World {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How many times the observer has connected to Docker; a bump after
+    /// the first is the engine coming back (or the stream being re-made).
+    pub fn generation(&self) -> u64 {
+        self.read().generation
+    }
+
+    /// A stackd task starts working on `project`: its kills and stops are
+    /// not a person's.
+    pub fn begin_task(&self, project: &str) {
+        let mut st = self.write();
+        let a = st.acting.entry(project.to_string()).or_default();
+        if a.running == 0 {
+            a.since_usec = now_usec();
+        }
+        a.running += 1;
+    }
+
+    pub fn end_task(&self, project: &str) {
+        let mut st = self.write();
+        let a = st.acting.entry(project.to_string()).or_default();
+        a.running = a.running.saturating_sub(1);
+        a.last_end_usec = now_usec();
+    }
+
+    /// The person's stop last seen on `project`, while its containers have
+    /// not started again.
+    pub fn outside_stop(&self, project: &str) -> Option<OutsideStop> {
+        let st = self.read();
+        if let Some(o) = st.outside.get(project) {
+            return Some(o.clone());
+        }
+        // Docker's list may show a container exited before the event
+        // stream has said `die`: a `kill`/`stop` already seen for it, not
+        // stackd's, counts as the evidence while the `die` is on its way.
+        let acting = st.acting.get(project).copied().unwrap_or_default();
+        let down = |id: &str| {
+            st.projects.get(project).is_some_and(|p| {
+                p.containers
+                    .iter()
+                    .any(|c| c.id == id && c.state != ContainerState::Running)
+            })
+        };
+        st.asked
+            .iter()
+            .find(|(id, a)| a.project == project && !acting.covers(a.at_usec) && down(id))
+            .map(|(_, a)| OutsideStop {
+                container: a.container.clone(),
+                door: a.door,
+                at_usec: a.at_usec,
+            })
+    }
+
+    /// Docker reported an `oom` for the container since it last started.
+    pub fn oom_seen(&self, container_id: &str) -> bool {
+        self.read().oomed.contains(container_id)
+    }
+
+    /// Forget the evidence of a person's stop (it was acted on, or the
+    /// engine went away: what it stopped on its way down was no person).
+    pub fn clear_outside_stop(&self, project: &str) {
+        self.write().outside.remove(project);
+    }
+
+    /// Reads Docker's evidence of intent from one event (see [`OutsideStop`]).
+    fn note_event(&self, ev: &crate::engine::EngineEvent) {
+        let mut st = self.write();
+        let at = if ev.time_usec > 0 {
+            ev.time_usec
+        } else {
+            now_usec()
+        };
+        match ev.action.as_str() {
+            "kill" | "stop" => {
+                let door = if ev.action == "stop" {
+                    "docker stop"
+                } else {
+                    "docker kill"
+                };
+                // `stop` follows the `die` of a `docker stop`: it names the door.
+                if let Some(o) = st.outside.get_mut(&ev.project) {
+                    if o.container == ev.container_name && door == "docker stop" {
+                        o.door = door;
+                    }
+                }
+                let entry = st
+                    .asked
+                    .entry(ev.container_id.clone())
+                    .or_insert_with(|| Asked {
+                        door,
+                        at_usec: at,
+                        project: ev.project.clone(),
+                        container: ev.container_name.clone(),
+                    });
+                if door == "docker stop" {
+                    entry.door = door;
+                }
+            }
+            "die" => {
+                let asked = st.asked.remove(&ev.container_id);
+                let acting = st.acting.get(&ev.project).copied().unwrap_or_default();
+                let stackd = acting.covers(at);
+                match asked.as_ref().map(|a| (a.door, a.at_usec)) {
+                    Some((door, when)) if !stackd && at.saturating_sub(when) <= ASKED_FOR_USEC => {
+                        debug!(
+                            stackd_service = ev.project,
+                            "{} ended after a {door} through the Docker API", ev.container_name
+                        );
+                        st.outside.insert(
+                            ev.project.clone(),
+                            OutsideStop {
+                                container: ev.container_name.clone(),
+                                door,
+                                at_usec: at,
+                            },
+                        );
+                    }
+                    _ => debug!(
+                        stackd_service = ev.project,
+                        "{} died (asked: {asked:?}, stackd's task: {stackd})", ev.container_name
+                    ),
+                }
+            }
+            // A failure is a failure, whoever sent a signal before.
+            "oom" => {
+                st.asked.remove(&ev.container_id);
+                st.outside.remove(&ev.project);
+                st.oomed.insert(ev.container_id.clone());
+            }
+            // `docker restart` by hand (kill/stop, then start) is no stop.
+            "start" => {
+                st.asked.remove(&ev.container_id);
+                st.outside.remove(&ev.project);
+                st.oomed.remove(&ev.container_id);
+            }
+            "destroy" => {
+                st.asked.remove(&ev.container_id);
+                st.oomed.remove(&ev.container_id);
+            }
+            _ => {}
+        }
+    }
+
+    /// The engine went away: what it stopped on its way down, nobody asked
+    /// for.
+    fn forget_intent(&self) {
+        let mut st = self.write();
+        st.asked.clear();
+        st.outside.clear();
+    }
+
     fn set_docker(&self, docker: Option<Docker>, error: String) -> bool {
         let mut st = self.write();
+        if docker.is_some() && st.docker.is_none() {
+            st.generation += 1;
+        }
         let changed = st.docker.is_some() != docker.is_some();
         st.docker = docker;
         st.docker_error = error;
@@ -220,10 +432,16 @@ const RESYNC_EVERY: Duration = Duration::from_secs(60);
 /// are read again.
 const COALESCE: Duration = Duration::from_millis(50);
 
+/// The first wait before connecting again after Docker went away, and the
+/// most it grows to: an engine that restarts is answered within a second
+/// of coming back (a refused connect costs next to nothing).
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
+
 /// The observer: connect to Docker (retrying with backoff), resync, then
 /// follow the event stream. Runs until the task is aborted.
 pub async fn observe(world: Arc<World>, events: EventSender) {
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = RECONNECT_FIRST;
     loop {
         let docker = match Docker::connect().await {
             Ok(d) => d,
@@ -232,9 +450,13 @@ pub async fn observe(world: Arc<World>, events: EventSender) {
                 if world.set_docker(None, msg.clone()) {
                     let _ = events.send(Event::ManagerChanged);
                 }
-                warn!("Docker is unavailable: {msg}; retrying in {backoff:?}");
+                if backoff == RECONNECT_FIRST {
+                    warn!("Docker is unavailable: {msg}; retrying every {RECONNECT_MAX:?}");
+                } else {
+                    debug!("Docker is unavailable: {msg}; retrying in {backoff:?}");
+                }
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff = (backoff * 2).min(RECONNECT_MAX);
                 continue;
             }
         };
@@ -255,13 +477,13 @@ pub async fn observe(world: Arc<World>, events: EventSender) {
                     debug!("connected to Docker");
                     let _ = events.send(Event::ManagerChanged);
                 }
-                backoff = Duration::from_millis(500);
+                backoff = RECONNECT_FIRST;
             }
             Err(e) => {
                 world.set_docker(None, e.to_string());
                 let _ = events.send(Event::ManagerChanged);
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff = (backoff * 2).min(RECONNECT_MAX);
                 continue;
             }
         }
@@ -280,6 +502,7 @@ pub async fn observe(world: Arc<World>, events: EventSender) {
                     // nothing a user sees (health_status events do).
                     Some(Ok(ev)) if ev.action.starts_with("exec_") => {}
                     Some(Ok(ev)) => {
+                        world.note_event(&ev);
                         dirty.insert(ev.project);
                         flush_at.get_or_insert_with(|| tokio::time::Instant::now() + COALESCE);
                     }
@@ -298,10 +521,11 @@ pub async fn observe(world: Arc<World>, events: EventSender) {
         };
         if let Some(why) = lost {
             debug!("lost Docker: {why}; reconnecting");
+            world.forget_intent();
             world.set_docker(None, why);
             let _ = events.send(Event::ManagerChanged);
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            backoff = (backoff * 2).min(RECONNECT_MAX);
         }
     }
 }

@@ -75,6 +75,7 @@ fn alert(kind: &str, service: &str, summary: &str) -> Alert {
         summary: summary.into(),
         body: "the last three probes answered 503".into(),
         usec: stackd::store::now_usec(),
+        fields: Vec::new(),
     }
 }
 

@@ -289,3 +289,65 @@ min_severity = "warning"
     let unique: std::collections::BTreeSet<&&str> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "{ids:?}");
 }
+
+#[test]
+fn a_reboot_with_default_settings_mails_what_came_back_and_what_stayed_stopped() {
+    if !have_parts() {
+        return;
+    }
+    ensure_image();
+    let env = TestEnv::new("notify_reboot");
+    let a = env.add_sleeper("a");
+    let b = env.add_sleeper("b");
+    let c = env.add_sleeper("c");
+    let port = smtp::free_port();
+    let sink = smtp::SmtpSink::start(port, &env.dir().join("mail"));
+    // No min_severity: the documented default ("warning") applies.
+    env.write_config(&format!(
+        r#"[services.{a}]
+auto_start = true
+[services.{b}]
+auto_start = true
+[services.{c}]
+auto_start = true
+
+[notify.email]
+smtp = "smtp://127.0.0.1:{port}"
+from = "stackd@testhost"
+to = ["ops@example.com"]
+"#
+    ));
+    let bus = Bus::start(env.dir());
+    let mut daemon = Daemon::start(&env, &bus);
+    wait_until(Duration::from_secs(120), "all three to run", || {
+        [&a, &b, &c].iter().all(|p| running(p) == 1)
+    });
+    stackctl(&env, &bus, &["stop", &c]).expect_success();
+    // Whatever the first start mailed has arrived before the reboot.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = sink.messages().len();
+
+    // The host goes down hard: daemon killed, containers gone, new boot id.
+    daemon.kill();
+    remove_projects(&format!("{}-", env.prefix()));
+    env.new_boot();
+    let _daemon = Daemon::start(&env, &bus);
+    wait_until(Duration::from_secs(120), "a and b to come back", || {
+        running(&a) == 1 && running(&b) == 1
+    });
+    wait_until(Duration::from_secs(30), "the recovery is mailed", || {
+        sink.messages().len() > before
+    });
+    // Nothing else about this reboot follows.
+    std::thread::sleep(Duration::from_secs(3));
+    let mails: Vec<String> = sink.messages().split_off(before);
+    assert_eq!(mails.len(), 1, "one mail: {mails:#?}");
+    let mail = mails[0].replace("=\r\n", "").replace("\r\n", "\n");
+    assert!(mail.contains("Came back:"), "{mail}");
+    assert!(mail.contains(&a) && mail.contains(&b), "{mail}");
+    assert!(
+        mail.contains(&format!("Left stopped: {c} (set by user)")),
+        "{mail}"
+    );
+    assert_eq!(running(&c), 0);
+}

@@ -203,6 +203,20 @@ fn reboot_recovers_auto_start_services_but_not_user_stopped_ones() {
         "the field is message_id=<id>: {line}"
     );
     assert!(line.contains(&a) && line.contains(&b), "{line}");
+    // The fields the catalog entry names, and a warning: things came back.
+    for field in [
+        "stackd_recovered=",
+        "stackd_failed=",
+        "stackd_left_stopped=",
+        "stackd_boot=\"true\"",
+    ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    assert!(line.contains(&format!("{c} (set by user)")), "{line}");
+    assert!(
+        log.contains(&format!(" WARN [stackd] {}: started", common::HOST)),
+        "a warning: things had to be brought back:\n{log}"
+    );
 }
 
 #[test]

@@ -757,10 +757,13 @@ async fn print_status(
         s.host
     );
     println!("     Compose: {}", s.compose_file);
-    println!(
-        "     Desired: {} (set by {})",
-        s.desired_state, s.desired_source
-    );
+    // "stopped (set by user)", "stopped (stopped outside stackd (docker stop))".
+    let who = if s.desired_source.starts_with("stopped outside") {
+        s.desired_source.clone()
+    } else {
+        format!("set by {}", s.desired_source)
+    };
+    println!("     Desired: {} ({who})", s.desired_state);
     println!(
         "      Active: {} ({}) since {}; {}",
         s.active_state,

@@ -12,9 +12,9 @@ use super::raw::{
 use super::units::{self, parse_bytes, parse_duration, parse_status_ranges, Fnv};
 use super::{
     home_dir, xdg_dir, ChannelFilter, ComposeCommand, Config, ConfigError, Diagnostic, EmailConfig,
-    Handoff, HealthConfig, HostConfig, HostSelector, LoadOptions, NotifyConfig, PeerConfig, Probe,
-    ResourcesConfig, RestartConfig, ServiceConfig, Severity, WebhookConfig, WebhookFormat,
-    COMPOSE_FILE_NAMES, DEFAULT_RELOAD_GUARD,
+    Handoff, HealthConfig, HostConfig, HostSelector, LoadOptions, ManualStop, NotifyConfig,
+    PeerConfig, Probe, ResourcesConfig, RestartConfig, ServiceConfig, Severity, WebhookConfig,
+    WebhookFormat, COMPOSE_FILE_NAMES, DEFAULT_RELOAD_GUARD,
 };
 
 /// Line 1, column 1 of the main file.
@@ -793,12 +793,30 @@ impl Ctx<'_> {
                 }
             }
         };
+        let manual_stop = match &r.manual_stop {
+            None => default.manual_stop,
+            Some(l) => match l.value.as_str() {
+                "respect" => ManualStop::Respect,
+                "revert" => ManualStop::Revert,
+                other => {
+                    self.err(
+                        l.at,
+                        format!(
+                            "unknown manual_stop {other:?}: expected \"respect\" or \"revert\""
+                        ),
+                    );
+                    default.manual_stop
+                }
+            },
+        };
         RestartConfig {
             on_failure: r.on_failure.as_ref().map_or(true, |l| l.value),
             max_restarts,
             window: self.positive_duration(&r.window, default.window),
             backoff_min,
             backoff_max,
+            manual_stop,
+            retry_interval: self.positive_duration(&r.retry_interval, default.retry_interval),
         }
     }
 

@@ -330,6 +330,29 @@ pub struct RestartConfig {
     pub window: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// What a stop through Docker itself (`docker stop`) means.
+    pub manual_stop: ManualStop,
+    /// The first wait between retries of an environmental failure (image,
+    /// network, port, bind source); it doubles up to
+    /// [`RestartConfig::retry_cap`].
+    pub retry_interval: Duration,
+}
+
+impl RestartConfig {
+    /// The longest wait between two retries of an environmental failure.
+    pub fn retry_cap(&self) -> Duration {
+        self.retry_interval.saturating_mul(5)
+    }
+}
+
+/// `restart.manual_stop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManualStop {
+    /// A person's stop through the Docker API is their intent: the desired
+    /// state becomes stopped ("stopped outside stackd").
+    Respect,
+    /// The service is forced up again, like a crash.
+    Revert,
 }
 
 impl Default for RestartConfig {
@@ -340,6 +363,8 @@ impl Default for RestartConfig {
             window: Duration::from_secs(600),
             backoff_min: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
+            manual_stop: ManualStop::Respect,
+            retry_interval: Duration::from_secs(60),
         }
     }
 }

@@ -394,6 +394,8 @@ pub(crate) struct RawRestart {
     pub max_restarts: L<Int>,
     pub window: L<String>,
     pub backoff: L<String>,
+    pub manual_stop: L<String>,
+    pub retry_interval: L<String>,
 }
 
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -514,7 +516,7 @@ merge_struct!(RawHealth;
     leaves: http, expect_status, body_contains, tls_ca, tcp, command, container, file, max_age,
         interval, timeout, retries, start_period;
     tables: );
-merge_struct!(RawRestart; leaves: on_failure, max_restarts, window, backoff; tables: );
+merge_struct!(RawRestart; leaves: on_failure, max_restarts, window, backoff, manual_stop, retry_interval; tables: );
 merge_struct!(RawResources;
     leaves: cpu_percent, memory_percent, memory, sustain, clear_ratio, cooldown;
     tables: );

@@ -586,7 +586,7 @@ cooldown = "1h"
 
 [services.web]
 health = { command = ["pg_isready", "-q"], container = "db", retries = 1 }
-restart = { on_failure = false, max_restarts = 0, window = "1h", backoff = "1s..1m30s" }
+restart = { on_failure = false, max_restarts = 0, window = "1h", backoff = "1s..1m30s", manual_stop = "revert", retry_interval = "20s" }
 resources = { memory = 536870912, clear_ratio = 0.5 }
 
 [services.api]
@@ -613,6 +613,8 @@ health.max_age = "2m"
             window: Duration::from_secs(3600),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(90),
+            manual_stop: crate::config::ManualStop::Revert,
+            retry_interval: Duration::from_secs(20),
         }
     );
     let res = web.resources.as_ref().unwrap();

@@ -334,6 +334,97 @@ impl Control {
         self.shared.world.docker()
     }
 
+    /// How many times the observer has connected to Docker (see
+    /// [`World::generation`]).
+    pub fn docker_generation(&self) -> u64 {
+        self.shared.world.generation()
+    }
+
+    /// The configured service of this host whose Compose file creates
+    /// `network`, if one does.
+    pub fn network_creator(&self, network: &str) -> Option<String> {
+        let cfg = self.config();
+        let said = self.shared.store.all_desired().unwrap_or_default();
+        let local = Shared::local_services(&cfg, &said);
+        compose_networks(&local)
+            .into_iter()
+            .find(|(_, n)| n.creates.iter().any(|c| c == network))
+            .map(|(name, _)| name)
+    }
+
+    /// Docker's evidence that a person stopped the service from outside
+    /// stackd, not acted on yet.
+    pub fn outside_stop(&self, name: &str) -> Option<world::OutsideStop> {
+        self.shared.world.outside_stop(name)
+    }
+
+    /// A service stopped outside stackd runs again and no stackd task
+    /// started it: a person started it the same way (`docker start`,
+    /// Portainer), so it is wanted running again.
+    pub fn started_outside(&self, name: &str) {
+        let outside = self
+            .shared
+            .store
+            .desired(name)
+            .ok()
+            .flatten()
+            .is_some_and(|d| d.source == crate::store::DesiredSource::Outside);
+        if outside
+            && !self.queue().busy(name)
+            && world::classify(&self.containers(name)) == Observed::Running
+        {
+            info!(
+                stackd_service = name,
+                "started again outside stackd; desired running"
+            );
+            if let Err(e) = self.shared.store.set_desired(
+                name,
+                DesiredState::Running,
+                crate::store::DesiredSource::User,
+            ) {
+                warn!(stackd_service = name, "cannot record the start: {e}");
+            }
+        }
+    }
+
+    /// Docker reported an `oom` for the container since it last started.
+    pub fn oom_seen(&self, container_id: &str) -> bool {
+        self.shared.world.oom_seen(container_id)
+    }
+
+    pub fn forget_outside_stop(&self, name: &str) {
+        self.shared.world.clear_outside_stop(name);
+    }
+
+    /// A person stopped the service through Docker itself: that is their
+    /// intent (`restart.manual_stop = "respect"`). The desired state
+    /// becomes stopped, so reboots keep it stopped; `stackctl start` undoes
+    /// it.
+    pub fn stopped_outside(&self, name: &str, stop: &world::OutsideStop) {
+        self.shared.world.clear_outside_stop(name);
+        if let Err(e) = self.shared.store.set_stopped_outside(name, stop.door) {
+            warn!(stackd_service = name, "cannot record the stop: {e}");
+            return;
+        }
+        self.shared.board.reset(name);
+        self.alert(
+            Severity::Info,
+            "stopped-outside",
+            name,
+            &format!(
+                "{name} was stopped outside stackd ({}); it stays stopped until `stackctl start {name}`",
+                stop.door
+            ),
+            &format!(
+                "container {} ended after a {} through the Docker API, while no stackd task ran for it",
+                stop.container, stop.door
+            ),
+        );
+        let _ = self.shared.events.send(Event::ServiceChanged {
+            service: name.to_string(),
+        });
+    }
+
     /// The evidence and what the rule table would do, without doing it,
     /// in words a person reads (no debug output). Its "restarts" is the
     /// status's `RestartCount` (the one `health` and `status` show: Docker's
@@ -904,10 +995,12 @@ impl Shared {
         let mut recoveries = 0;
         let mut gave_up = false;
         let mut probed_healthy = false;
+        let mut waiting = false;
         if let Some(v) = self.board.verdict(&svc.name) {
             probed_healthy = v.health == "healthy";
             recoveries = v.recoveries;
             gave_up = v.gave_up;
+            waiting = v.waiting && observed != Observed::Running;
             // The supervisor's view (probes, debounced) wins once it has one.
             if v.health != "unknown" || gave_up {
                 health = v.health;
@@ -916,6 +1009,9 @@ impl Shared {
         }
         let (active_state, sub_state) = if gave_up && running_kind.is_none() {
             ("failed", "gave-up".to_string())
+        } else if waiting && running_kind.is_none() {
+            // As systemd's "activating (auto-restart)": it will try again.
+            ("activating", "waiting".to_string())
         } else {
             (active_state, sub_state)
         };
@@ -959,11 +1055,12 @@ impl Shared {
             severity: severity.as_str().to_string(),
             service: (!service.is_empty()).then(|| service.to_string()),
             summary: summary.to_string(),
-            data,
+            data: data.clone(),
         }) {
             self.store
                 .note_write_error(format_args!("cannot store event {kind}"), &e);
         }
+        let fields = journal_fields(&data);
         let _ = self.events.send(Event::Alert(Alert {
             severity,
             kind: kind.to_string(),
@@ -972,6 +1069,7 @@ impl Shared {
             summary: summary.to_string(),
             body: body.to_string(),
             usec: now_usec(),
+            fields,
         }));
     }
 
@@ -1042,8 +1140,14 @@ impl Shared {
         // Boot recovery and apply bring back what ran before, fast; what a
         // person or the supervisor asks for is checked first, every problem
         // at once.
-        let checked =
-            kind.starts() && !matches!(task.origin.as_str(), "boot" | "start" | "interrupted");
+        // Retries of a service that waits for its surroundings read
+        // Compose's own words instead.
+        let checked = kind.starts()
+            && !matches!(
+                task.origin.as_str(),
+                "boot" | "start" | "interrupted" | "engine"
+            )
+            && !self.board.waiting(&task.service);
         if let (true, Some(svc)) = (checked, cfg.service(&task.service)) {
             let report = self.preflight(svc).await?;
             for p in &report.problems {
@@ -1103,11 +1207,22 @@ impl Shared {
         deadline: tokio::time::Instant,
     ) -> Result<(), Failure> {
         let compose = self.compose().await?;
+        // What Compose says is kept too: a failure's words are the
+        // evidence the supervisor's rule table reads.
+        let said = Arc::new(Mutex::new(Vec::<String>::new()));
         let sink = {
             let log = log.clone();
-            move |line: &str| log.line(line)
+            let said = said.clone();
+            move |line: &str| {
+                log.line(line);
+                let mut said = said.lock().unwrap_or_else(|e| e.into_inner());
+                if said.len() < 200 {
+                    said.push(line.to_string());
+                }
+            }
         };
         for args in steps {
+            said.lock().unwrap_or_else(|e| e.into_inner()).clear();
             let inv = Invocation {
                 project: service.to_string(),
                 dir: dir.to_path_buf(),
@@ -1117,6 +1232,10 @@ impl Shared {
             log.line(&format!("$ {} {}", compose.describe(), args.join(" ")));
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if let Err(e) = compose.run(&inv, &sink, cancel, left).await {
+                let text = said.lock().unwrap_or_else(|e| e.into_inner()).join("\n");
+                if !matches!(e, ComposeError::Cancelled) {
+                    self.board.note_compose(service, Some(text));
+                }
                 return Err(match e {
                     ComposeError::Cancelled => Failure {
                         result: "canceled",
@@ -1130,6 +1249,7 @@ impl Shared {
                 });
             }
         }
+        self.board.note_compose(service, None);
         Ok(())
     }
 
@@ -1140,6 +1260,9 @@ impl Shared {
         let local = Shared::local_services(&cfg, &all_said);
         let mut names: BTreeSet<String> = local.iter().map(|s| s.name.clone()).collect();
         names.extend(deployed.iter().cloned());
+        // A service on an external network another one's Compose file
+        // creates comes up after it, `depends_on` or not.
+        let by_network = crate::deps::network_dependencies(&compose_networks(&local));
         names
             .into_iter()
             .map(|name| {
@@ -1155,7 +1278,15 @@ impl Shared {
                     observed: world::classify(&self.world.containers(&name)),
                     deployed_by_us: deployed.contains(&name),
                     busy: self.queue().busy(&name),
-                    depends_on: svc.map(|s| s.depends_on.clone()).unwrap_or_default(),
+                    depends_on: {
+                        let mut d = svc.map(|s| s.depends_on.clone()).unwrap_or_default();
+                        for n in by_network.get(&name).into_iter().flatten() {
+                            if !d.contains(n) {
+                                d.push(n.clone());
+                            }
+                        }
+                        d
+                    },
                     start_order: svc.map(|s| s.start_order).unwrap_or(0),
                     name,
                 }
@@ -1204,11 +1335,15 @@ impl Shared {
             }
         }
         let boot = task.origin == "boot";
+        if task.origin == "engine" {
+            systemd::status("the Docker engine came back: reconciling");
+        }
         let mut plan = reconcile::plan(&self.facts());
-        // The start-up reconcile asked nobody: a cluster file truncated
-        // while stackd was down must not stop this host's services. A
+        // The start-up and engine-restart reconciles asked nobody: a
+        // cluster file truncated while stackd was down must not stop this
+        // host's services. A
         // person's apply was checked (or forced) when it was asked for.
-        if matches!(task.origin.as_str(), "boot" | "start") {
+        if matches!(task.origin.as_str(), "boot" | "start" | "engine") {
             if let Some(why) = self.removal_guard(&plan) {
                 log.line(&format!(
                     "not stopping services no longer assigned to this host: {why}; \
@@ -1260,32 +1395,70 @@ impl Shared {
             .filter(|(_, why)| why == "stopped by a user")
             .map(|(n, _)| n.clone())
             .collect();
-        let summary = recovery_summary(&recovered, &failed, &stopped);
+        // Who stopped each: "set by user", "stopped outside stackd (docker stop)".
+        let stopped_by: Vec<String> = stopped
+            .iter()
+            .map(|n| {
+                let who = self
+                    .store
+                    .desired(n)
+                    .ok()
+                    .flatten()
+                    .map(|d| d.describe_source())
+                    .unwrap_or_else(|| "user".into());
+                if who.starts_with("stopped outside") {
+                    format!("{n} ({who})")
+                } else {
+                    format!("{n} (set by {who})")
+                }
+            })
+            .collect();
+        let engine = task.origin == "engine";
+        let mut summary = recovery_summary(&recovered, &failed, &stopped);
+        if engine {
+            summary = format!("after the Docker engine came back: {summary}");
+        }
         log.line(&summary);
-        if boot || total > 0 {
-            let severity = if failed.is_empty() {
+        if boot || engine || total > 0 {
+            // After a reboot or an engine restart, anything that had to be
+            // brought back is worth a person's attention (the default
+            // min_severity = "warning" mails it); a routine apply is not.
+            let brought_back = (boot || engine) && !recovered.is_empty();
+            let severity = if failed.is_empty() && !brought_back {
                 Severity::Info
             } else {
                 Severity::Warning
             };
-            let kind = if boot { "recovered" } else { "reconciled" };
+            let kind = if boot || engine {
+                "recovered"
+            } else {
+                "reconciled"
+            };
             let failed_names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
-            let body = failed
-                .iter()
-                .map(|(n, why)| format!("{n}: {why}"))
-                .collect::<Vec<_>>()
-                .join("\n");
+            let mut body = Vec::new();
+            if !recovered.is_empty() {
+                body.push(format!("Came back: {}", recovered.join(", ")));
+            }
+            for (n, why) in &failed {
+                body.push(format!("Failed: {n}: {why}"));
+            }
+            if !stopped_by.is_empty() {
+                body.push(format!("Left stopped: {}", stopped_by.join(", ")));
+            }
             self.alert(
                 severity,
                 kind,
                 "",
                 &summary,
-                &body,
+                &body.join("\n"),
                 serde_json::json!({
                     "boot": boot,
+                    "engine": engine,
                     "recovered": recovered,
                     "failed": failed_names,
+                    "failed_why": failed.iter().map(|(n, why)| format!("{n}: {why}")).collect::<Vec<_>>(),
                     "left_stopped": stopped,
+                    "left_stopped_by": stopped_by,
                 }),
             );
         }
@@ -1379,6 +1552,21 @@ fn project_paths(cfg: &Config, service: &str) -> Result<(PathBuf, PathBuf), Fail
     })
 }
 
+/// The networks each service's Compose file creates and uses (files that
+/// cannot be read or parsed give none).
+fn compose_networks(services: &[&ServiceConfig]) -> Vec<(String, crate::deps::ComposeNetworks)> {
+    services
+        .iter()
+        .filter_map(|s| {
+            let text = std::fs::read_to_string(&s.compose_file).ok()?;
+            Some((
+                s.name.clone(),
+                crate::deps::ComposeNetworks::parse(&s.name, &text),
+            ))
+        })
+        .collect()
+}
+
 /// The compose file in a project folder, as the config module finds it.
 fn compose_location(dir: &std::path::Path) -> Option<(PathBuf, PathBuf)> {
     config::COMPOSE_FILE_NAMES
@@ -1410,7 +1598,6 @@ fn recovery_summary(
     parts.join("; ")
 }
 
-/// Health as far as containers and Docker's healthchecks tell.
 /// What the rule table would do, as `diagnose` says it.
 fn action_words(action: &crate::recovery::Action) -> String {
     use crate::recovery::{human, Action};
@@ -1429,11 +1616,16 @@ fn action_words(action: &crate::recovery::Action) -> String {
         Action::PullThenRecreate { delay } => {
             format!("pull the image, then recreate (up -d) {}", after(*delay))
         }
+        Action::RetryLater => {
+            "wait for the surroundings, then run up -d again on the retry_interval cadence"
+                .to_string()
+        }
         Action::None { reason } => format!("nothing ({reason})"),
         Action::GiveUp { reason } => format!("give up until a person acts ({reason})"),
     }
 }
 
+/// Health as far as containers and Docker's healthchecks tell.
 fn health_of(
     containers: &[ContainerInfo],
     observed: Observed,
@@ -1491,6 +1683,46 @@ fn health_of(
     }
 }
 
+/// The journal fields (`STACKD_TASK`, `STACKD_RECOVERED`, ...) of an
+/// alert, from the structured data stored with its event: lists joined by
+/// ", " ("none" when empty), numbers and booleans as text.
+fn journal_fields(data: &serde_json::Value) -> Vec<(String, String)> {
+    let Some(map) = data.as_object() else {
+        return Vec::new();
+    };
+    // The journal wants the reasons and the who, where the data has them.
+    fn source(k: &'static str) -> &'static str {
+        match k {
+            "failed" => "failed_why",
+            "left_stopped" => "left_stopped_by",
+            other => other,
+        }
+    }
+    ["task", "recovered", "failed", "left_stopped", "boot"]
+        .iter()
+        .filter_map(|k| {
+            let v = map.get(source(k)).or_else(|| map.get(*k))?;
+            let text = match v {
+                serde_json::Value::Array(items) if items.is_empty() => "none".to_string(),
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Some((k.to_string(), text))
+        })
+        .collect()
+}
+
+/// A person asked for the task (D-Bus, the private socket, a peer), not
+/// stackd itself (boot, start, engine, recovery).
+pub fn by_person(origin: &str) -> bool {
+    origin.starts_with("dbus:") || origin == "private" || origin.starts_with("peer")
+}
+
 /// The task runner the queue uses: Compose for service tasks, the planner
 /// for reconcile tasks.
 struct ComposeRunner {
@@ -1501,12 +1733,28 @@ impl Runner for ComposeRunner {
     fn run(&self, task: TaskRecord, log: Log, cancel: CancellationToken) -> RunFuture {
         let shared = self.shared.clone();
         Box::pin(async move {
+            // What this task's Compose calls stop or kill is stackd's doing,
+            // never a person's stop (see `world::OutsideStop`).
+            let acting = !task.service.is_empty();
+            if acting {
+                shared.world.begin_task(&task.service);
+            }
             let outcome = shared.clone().run_task(task.clone(), log, cancel).await;
+            if acting {
+                shared.world.end_task(&task.service);
+            }
             // A failed service task is an event people are told about; a
             // reconcile says what failed in its own summary, and a cancel
             // was somebody's wish.
             if let Err(f) = &outcome {
-                if f.result != "canceled" && task.kind != TaskKind::Reconcile.as_str() {
+                // A failure of the surroundings that stackd itself retries
+                // is told once by the supervisor ("waiting"), not per try.
+                let retried = !by_person(&task.origin)
+                    && shared
+                        .board
+                        .failure_facts(&task.service)
+                        .is_some_and(|f| f.environmental());
+                if f.result != "canceled" && task.kind != TaskKind::Reconcile.as_str() && !retried {
                     shared.alert(
                         Severity::Warning,
                         "task-failed",

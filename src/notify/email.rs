@@ -155,6 +155,7 @@ mod tests {
                 summary: "restarted 5 times in 10min; giving up".into(),
                 body: "last exit code 137".into(),
                 usec: 1_700_000_000_000_000,
+                fields: Vec::new(),
             },
         };
         let raw = String::from_utf8(e.message(&d).unwrap().formatted()).unwrap();

@@ -4,7 +4,7 @@ use futures_util::future::BoxFuture;
 use tracing::{error, info, warn};
 
 use super::{Channel, ChannelError, Delivery};
-use crate::events::Severity;
+use crate::events::{Alert, Severity};
 use crate::systemd;
 
 pub(super) struct Journal;
@@ -27,6 +27,32 @@ pub fn message_id(kind: &str) -> Option<&'static str> {
     })
 }
 
+/// The fields the catalog entry of an alert kind names besides
+/// `STACKD_SERVICE` and `STACKD_HOST` (always there), each with the value
+/// it has when the alert does not say: `journalctl -x` then shows a word,
+/// never a bare `@PLACEHOLDER@`.
+fn kind_fields(kind: &str) -> &'static [(&'static str, &'static str)] {
+    match kind {
+        "recovered" | "reconciled" => &[
+            ("recovered", "none"),
+            ("failed", "none"),
+            ("left_stopped", "none"),
+            ("boot", "false"),
+        ],
+        "task-failed" => &[("task", "unknown")],
+        _ => &[],
+    }
+}
+
+/// The value of field `name` on the journal entry of `alert`, if it has one.
+fn field(alert: &Alert, name: &str) -> Option<String> {
+    let fallback = kind_fields(&alert.kind)
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_string());
+    alert.field(name).map(str::to_string).or(fallback)
+}
+
 macro_rules! log_alert {
     ($level:ident, $a:expr, $id:expr) => {
         $level!(
@@ -35,6 +61,11 @@ macro_rules! log_alert {
             stackd_host = $a.alert.host.as_str(),
             stackd_alert = $a.alert.kind.as_str(),
             stackd_delivery = $a.id.as_str(),
+            stackd_task = field(&$a.alert, "task"),
+            stackd_recovered = field(&$a.alert, "recovered"),
+            stackd_failed = field(&$a.alert, "failed"),
+            stackd_left_stopped = field(&$a.alert, "left_stopped"),
+            stackd_boot = field(&$a.alert, "boot"),
             "{}{}{}",
             super::title(&$a.alert),
             if $a.alert.body.is_empty() { "" } else { ": " },
@@ -87,6 +118,97 @@ mod tests {
             );
         }
         assert_eq!(message_id("test"), None);
+    }
+
+    /// Every `@FIELD@` the catalog entry of a MESSAGE_ID names is on the
+    /// journal entry of every alert kind with that id, read from what the
+    /// formatter logs.
+    #[test]
+    fn every_catalog_placeholder_is_a_field_of_the_entry() {
+        use std::collections::BTreeSet;
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::layer::SubscriberExt;
+
+        struct Names(Arc<Mutex<BTreeSet<String>>>);
+        impl tracing::field::Visit for Names {
+            fn record_debug(&mut self, f: &tracing::field::Field, _: &dyn std::fmt::Debug) {
+                self.0.lock().unwrap().insert(f.name().to_ascii_uppercase());
+            }
+        }
+        struct Capture(Arc<Mutex<BTreeSet<String>>>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+            fn on_event(
+                &self,
+                ev: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                ev.record(&mut Names(self.0.clone()));
+            }
+        }
+
+        let catalog = include_str!("../../systemd/stackd.catalog");
+        let mut entries: Vec<(String, BTreeSet<String>)> = Vec::new();
+        for block in catalog.split("\n-- ").skip(1) {
+            let (id, text) = block.split_once('\n').unwrap();
+            let placeholders = text
+                .split('@')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect();
+            entries.push((id.trim().to_string(), placeholders));
+        }
+        assert!(entries.len() >= 10, "{} catalog entries", entries.len());
+        let kinds = [
+            "recovered",
+            "reconciled",
+            "task-failed",
+            "docker-lost",
+            "docker-back",
+            "unhealthy",
+            "gave-up",
+            "spike-started",
+            "spike-ended",
+            "peer-lost",
+            "peer-back",
+            "reload-failed",
+        ];
+        let mut checked = 0;
+        for kind in kinds {
+            let id = message_id(kind).unwrap();
+            let (_, wanted) = entries
+                .iter()
+                .find(|(i, _)| i == id)
+                .unwrap_or_else(|| panic!("{kind}: {id} not in the catalog"));
+            for severity in [Severity::Info, Severity::Warning, Severity::Critical] {
+                let seen = Arc::new(Mutex::new(BTreeSet::new()));
+                let sub = tracing_subscriber::registry().with(Capture(seen.clone()));
+                let d = Delivery {
+                    id: "d".into(),
+                    alert: Alert {
+                        severity,
+                        kind: kind.into(),
+                        host: "h".into(),
+                        service: "web".into(),
+                        summary: "s".into(),
+                        body: String::new(),
+                        usec: 1,
+                        fields: Vec::new(),
+                    },
+                };
+                tracing::subscriber::with_default(sub, || {
+                    drop(Journal.send(&d));
+                });
+                let seen = seen.lock().unwrap();
+                let missing: Vec<&String> = wanted.iter().filter(|p| !seen.contains(*p)).collect();
+                assert!(
+                    missing.is_empty(),
+                    "the journal entry of a {kind} alert lacks {missing:?} that the catalog entry {id} names (it has {seen:?})"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, kinds.len() * 3);
     }
 
     /// An event is one journal line: the alert's, written here with its

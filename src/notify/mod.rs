@@ -446,6 +446,7 @@ pub async fn test(
             rfc3339(usec)
         ),
         usec,
+        fields: Vec::new(),
     };
     let mut out = Vec::new();
     for (route, ch) in picked {
@@ -491,9 +492,19 @@ pub fn alert_json(alert: &Alert) -> serde_json::Value {
     })
 }
 
-/// An outbox payload: `{"alert": {...}}`.
+/// An outbox payload: `{"alert": {...}}`, and the journal's `"fields"`
+/// when the alert has any.
 pub fn payload(alert: &Alert) -> serde_json::Value {
-    serde_json::json!({ "alert": alert_json(alert) })
+    let mut p = serde_json::json!({ "alert": alert_json(alert) });
+    if !alert.fields.is_empty() {
+        let fields: serde_json::Map<String, serde_json::Value> = alert
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        p["fields"] = serde_json::Value::Object(fields);
+    }
+    p
 }
 
 /// The alert in an outbox payload, `None` if it is not one.
@@ -513,6 +524,15 @@ pub fn alert_from_payload(payload: &serde_json::Value) -> Option<Alert> {
         summary: s("summary").unwrap_or_default(),
         body: s("body").unwrap_or_default(),
         usec: a.get("usec")?.as_u64()?,
+        fields: payload
+            .get("fields")
+            .and_then(|f| f.as_object())
+            .map(|f| {
+                f.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -614,6 +634,7 @@ mod tests {
             summary: "probe failed".into(),
             body: "GET / answered 503".into(),
             usec: 1_700_000_000_123_456,
+            fields: Vec::new(),
         }
     }
 

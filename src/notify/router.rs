@@ -310,6 +310,7 @@ pub fn summary(host: &str, channel: &str, held: &[Alert], now_usec: u64) -> Aler
             }
         ),
         usec: now_usec,
+        fields: Vec::new(),
     }
 }
 
@@ -374,6 +375,7 @@ mod tests {
             summary: summary.into(),
             body: String::new(),
             usec,
+            fields: Vec::new(),
         }
     }
 

@@ -225,6 +225,7 @@ mod tests {
                 summary: "probe failed".into(),
                 body: body.into(),
                 usec: 1_700_000_000_000_000,
+                fields: Vec::new(),
             },
         }
     }

@@ -12,7 +12,7 @@ impl Store {
         let row = self.read(|conn| {
             Ok(conn
                 .query_row(
-                    "SELECT state, source, since_usec, peer FROM desired WHERE service = ?1",
+                    "SELECT state, source, since_usec, peer, detail FROM desired WHERE service = ?1",
                     [service],
                     |row| {
                         Ok((
@@ -20,13 +20,14 @@ impl Store {
                             row.get::<_, String>(1)?,
                             row.get::<_, u64>(2)?,
                             row.get::<_, Option<String>>(3)?,
+                            row.get::<_, Option<String>>(4)?,
                         ))
                     },
                 )
                 .optional()?)
         })?;
-        row.map(|(state, source, since, peer)| {
-            self.desired_from_row(service, &state, &source, since, peer)
+        row.map(|(state, source, since, peer, detail)| {
+            self.desired_from_row(service, &state, &source, since, peer, detail)
         })
         .transpose()
     }
@@ -34,8 +35,8 @@ impl Store {
     /// Every stored desired state, by service.
     pub fn all_desired(&self) -> Result<BTreeMap<String, Desired>, StoreError> {
         let rows = self.read(|conn| {
-            let mut stmt =
-                conn.prepare("SELECT service, state, source, since_usec, peer FROM desired")?;
+            let mut stmt = conn
+                .prepare("SELECT service, state, source, since_usec, peer, detail FROM desired")?;
             let rows = stmt.query_map([], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
@@ -43,13 +44,15 @@ impl Store {
                     row.get::<_, String>(2)?,
                     row.get::<_, u64>(3)?,
                     row.get::<_, Option<String>>(4)?,
+                    row.get::<_, Option<String>>(5)?,
                 ))
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })?;
         rows.into_iter()
-            .map(|(service, state, source, since, peer)| {
-                let desired = self.desired_from_row(&service, &state, &source, since, peer)?;
+            .map(|(service, state, source, since, peer, detail)| {
+                let desired =
+                    self.desired_from_row(&service, &state, &source, since, peer, detail)?;
                 Ok((service, desired))
             })
             .collect()
@@ -62,6 +65,7 @@ impl Store {
         source: &str,
         since_usec: u64,
         peer: Option<String>,
+        detail: Option<String>,
     ) -> Result<Desired, StoreError> {
         let row = format!("service {service:?}");
         Ok(Desired {
@@ -69,6 +73,7 @@ impl Store {
             source: self.parse_enum(source, "desired.source", &row)?,
             since_usec,
             peer,
+            detail,
         })
     }
 
@@ -89,8 +94,28 @@ impl Store {
                      since_usec = CASE WHEN state = excluded.state
                                        THEN since_usec ELSE excluded.since_usec END,
                      state = excluded.state,
-                     source = excluded.source",
+                     source = excluded.source,
+                     detail = NULL",
                 params![service, state.as_str(), source.as_str(), now_usec()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records that a person stopped `service` through Docker itself, not
+    /// through stackd; `door` says how ("docker stop", "docker kill").
+    pub fn set_stopped_outside(&self, service: &str, door: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO desired (service, state, source, since_usec, detail)
+                 VALUES (?1, 'stopped', 'outside', ?2, ?3)
+                 ON CONFLICT (service) DO UPDATE SET
+                     since_usec = CASE WHEN state = 'stopped'
+                                       THEN since_usec ELSE excluded.since_usec END,
+                     state = 'stopped',
+                     source = 'outside',
+                     detail = excluded.detail",
+                params![service, now_usec(), door],
             )?;
             Ok(())
         })
@@ -113,7 +138,8 @@ impl Store {
                                        THEN since_usec ELSE excluded.since_usec END,
                      state = excluded.state,
                      source = excluded.source,
-                     peer = excluded.peer",
+                     peer = excluded.peer,
+                     detail = NULL",
                 params![service, state.as_str(), now_usec(), peer],
             )?;
             Ok(())
@@ -131,14 +157,15 @@ impl Store {
             tx.execute("DELETE FROM desired WHERE service = ?1", [service])?;
             if let Some(d) = desired {
                 tx.execute(
-                    "INSERT INTO desired (service, state, source, since_usec, peer)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO desired (service, state, source, since_usec, peer, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![
                         service,
                         d.state.as_str(),
                         d.source.as_str(),
                         super::to_i64(d.since_usec),
-                        d.peer
+                        d.peer,
+                        d.detail
                     ],
                 )?;
             }

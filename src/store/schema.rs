@@ -108,6 +108,23 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX outbox_held ON outbox (channel, id)
         WHERE delivered_usec IS NULL AND held = 1;
     ",
+    // 4: a person who stopped a service through Docker itself (`docker
+    // stop`, Portainer, ...) sets the desired state too (source
+    // 'outside'); `detail` says which door ("docker stop", "docker kill").
+    r"
+    CREATE TABLE desired_v3 (
+        service    TEXT PRIMARY KEY NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('running', 'stopped')),
+        source     TEXT NOT NULL CHECK (source IN ('config', 'user', 'migrate', 'outside')),
+        since_usec INTEGER NOT NULL,
+        peer       TEXT,
+        detail     TEXT
+    );
+    INSERT INTO desired_v3 (service, state, source, since_usec, peer)
+        SELECT service, state, source, since_usec, peer FROM desired;
+    DROP TABLE desired;
+    ALTER TABLE desired_v3 RENAME TO desired;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -118,6 +118,32 @@ fn desired_state_survives_reopen() {
 }
 
 #[test]
+fn a_stop_outside_stackd_is_stored_with_its_door_and_undone_by_a_start() {
+    let dir = temp();
+    let store = Store::open(dir.path()).unwrap();
+    store.set_stopped_outside("web", "docker stop").unwrap();
+    let web = store.desired("web").unwrap().unwrap();
+    assert_eq!(
+        (web.state, web.source, web.detail.as_deref()),
+        (
+            DesiredState::Stopped,
+            DesiredSource::Outside,
+            Some("docker stop")
+        )
+    );
+    assert!(web.is_decision());
+    assert_eq!(
+        web.describe_source(),
+        "stopped outside stackd (docker stop)"
+    );
+    store
+        .set_desired("web", DesiredState::Running, DesiredSource::User)
+        .unwrap();
+    let web = store.desired("web").unwrap().unwrap();
+    assert_eq!((web.source, web.detail), (DesiredSource::User, None));
+}
+
+#[test]
 fn desired_since_moves_only_when_the_state_changes() {
     let store = Store::open_in_memory().unwrap();
     store

@@ -86,6 +86,10 @@ named_enum! {
         /// A move between hosts (`Desired::peer` names the other host);
         /// outlives reboots and config reloads like `User`.
         Migrate = "migrate",
+        /// A person stopped it through Docker, outside stackd (`docker
+        /// stop`, `docker compose stop`, Portainer): `Desired::detail` names
+        /// the door. Outlives reboots like `User`; `stackctl start` undoes it.
+        Outside = "outside",
     }
 }
 
@@ -132,6 +136,9 @@ pub struct Desired {
     /// The other host of the last move of this service to or from this
     /// host; kept when a person changes the state afterwards.
     pub peer: Option<String>,
+    /// For source `outside`: how it was stopped ("docker stop", "docker kill").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Desired {
@@ -140,8 +147,15 @@ impl Desired {
         self.source != DesiredSource::Config
     }
 
-    /// "user", "config", "migrate from HOST" or "migrate to HOST".
+    /// "user", "config", "migrate from HOST", "migrate to HOST" or
+    /// "stopped outside stackd (docker stop)".
     pub fn describe_source(&self) -> String {
+        if self.source == DesiredSource::Outside {
+            return format!(
+                "stopped outside stackd ({})",
+                self.detail.as_deref().unwrap_or("docker")
+            );
+        }
         match (self.source, &self.peer) {
             (DesiredSource::Migrate, Some(peer)) => match self.state {
                 DesiredState::Running => format!("migrate from {peer}"),
