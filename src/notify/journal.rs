@@ -89,6 +89,30 @@ mod tests {
         assert_eq!(message_id("test"), None);
     }
 
+    /// `journalctl -x` fills a catalog entry's @FIELD@ from the journal
+    /// entry and prints the bare field name when the entry lacks it: every
+    /// placeholder must be a field the alert's line carries (tests/systemd.rs
+    /// checks the same on a real journal).
+    #[test]
+    fn catalog_placeholders_are_fields_of_the_alert_line() {
+        let catalog = include_str!("../../systemd/stackd.catalog");
+        let written = [
+            "STACKD_SERVICE",
+            "STACKD_HOST",
+            "STACKD_ALERT",
+            "STACKD_DELIVERY",
+            "MESSAGE",
+        ];
+        for word in catalog.split('@').skip(1).step_by(2) {
+            if !word.is_empty() && word.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+                assert!(
+                    written.contains(&word),
+                    "systemd/stackd.catalog uses @{word}@, which the journal line of an alert does not carry"
+                );
+            }
+        }
+    }
+
     /// An event is one journal line: the alert's, written here with its
     /// MESSAGE_ID. The modules that raise alerts do not log their own line
     /// with the same MESSAGE_ID next to it.
