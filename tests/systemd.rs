@@ -1,0 +1,719 @@
+//! The .deb under a real systemd as PID 1, checked as an administrator
+//! would: the unit, reload, the watchdog, journald fields and the message
+//! catalog, the system bus, group and polkit authorization, socket
+//! activation of the peer endpoint, and a Compose service across a reboot
+//! and a crash. Heavy (a release build, debootstrap, a booted container),
+//! so it runs only with `STACKD_HEAVY_TESTS=1` (as tests/packaging.rs;
+//! `.ci/run` sets it); under `CI=true` a missing part fails.
+//!
+//! The machine: a Debian 12 root from `scripts/debian-rootfs systemd`
+//! (debootstrap with systemd, dbus, polkitd, curl; cached under
+//! target/packaging/), imported with `docker import` and booted with
+//! /sbin/init. Without `--privileged` (refused on these hosts) systemd
+//! boots with SYS_ADMIN, no seccomp filter, the host's cgroup namespace and
+//! /sys/fs/cgroup bind-mounted read-write, and tmpfs on /run and /run/lock.
+//! Docker is the host's engine: its socket, its `docker` client and the
+//! Compose v2 plugin are bind-mounted read-only, so the containers stackd
+//! starts are siblings on the host (no bind mounts in the test's compose
+//! file: its paths would be the host's). Nothing comes from a registry.
+//!
+//! Not checked here yet: services of `kind = "unit"` (they do not exist),
+//! and the desktop notification path under a real notification daemon.
+//!
+//! One test, one boot: booting takes seconds, and every check is a step of
+//! an admin's session on the same machine. Each step prints its duration.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{require, run, try_run, which, Output};
+
+const HEAVY: &str = "STACKD_HEAVY_TESTS";
+const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
+const EXEC_TIMEOUT: Duration = Duration::from_secs(300);
+/// The host's Docker client and Compose v2 plugin, mounted into the machine.
+const DOCKER_CLI: &str = "/usr/bin/docker";
+const COMPOSE_PLUGIN: &str = "/usr/local/lib/docker/cli-plugins/docker-compose";
+const CONFIG: &str = "/etc/stackd/stackd.toml";
+const BOOT_ID: &str = "/etc/stackd/boot_id";
+
+fn heavy() -> bool {
+    if std::env::var(HEAVY).as_deref() == Ok("1") {
+        return true;
+    }
+    assert!(
+        !common::in_ci(),
+        "CI=true runs the systemd tier: set {HEAVY}=1 (.ci/run does)"
+    );
+    eprintln!("SKIP: the systemd tier runs with {HEAVY}=1");
+    false
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The newest .deb under target/debian after `scripts/build-packages deb`.
+fn build_deb() -> PathBuf {
+    run(
+        Command::new(repo().join("scripts/build-packages"))
+            .arg("deb")
+            .current_dir(repo()),
+        BUILD_TIMEOUT,
+    )
+    .expect_success();
+    let dir = repo().join("target/debian");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| panic!("no .deb in {}", dir.display()))
+}
+
+/// The bootable root as a local image, imported once per tarball (tagged
+/// with its time stamp, so a rebuilt tarball is imported again).
+fn machine_image() -> String {
+    let tarball = run(
+        Command::new(repo().join("scripts/debian-rootfs"))
+            .arg("systemd")
+            .current_dir(repo()),
+        BUILD_TIMEOUT,
+    )
+    .expect_success()
+    .stdout
+    .trim()
+    .to_owned();
+    let tarball = repo().join(tarball);
+    let stamp = tarball
+        .metadata()
+        .and_then(|m| m.modified())
+        .expect("tarball time stamp")
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time stamp after 1970")
+        .as_secs();
+    let image = format!("stackd-test/bookworm-systemd:{stamp}");
+    let present = try_run(
+        Command::new("docker").args(["image", "inspect", &image]),
+        Duration::from_secs(30),
+    )
+    .is_ok_and(|o| o.success());
+    if !present {
+        run(
+            Command::new("docker")
+                .arg("import")
+                .arg(&tarball)
+                .arg(&image),
+            Duration::from_secs(600),
+        )
+        .expect_success();
+    }
+    image
+}
+
+/// A booted container with systemd as PID 1; removed on Drop, with every
+/// Compose project whose name starts with its prefix (they run on the
+/// host's engine).
+struct Machine {
+    name: String,
+    prefix: String,
+}
+
+impl Machine {
+    fn boot(image: &str, deb: &Path, prefix: &str) -> Machine {
+        let name = format!("{prefix}-machine");
+        let machine = Machine {
+            name: name.clone(),
+            prefix: prefix.to_owned(),
+        };
+        run(
+            Command::new("docker")
+                .args(["run", "--detach", "--name", &name, "--hostname", "sdhost"])
+                .args([
+                    "--cap-add",
+                    "SYS_ADMIN",
+                    "--security-opt",
+                    "seccomp=unconfined",
+                ])
+                .args(["--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw"])
+                .args(["--tmpfs", "/run", "--tmpfs", "/run/lock"])
+                .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
+                .args(["-v", &format!("{DOCKER_CLI}:/usr/bin/docker:ro")])
+                .args(["-v", &format!("{COMPOSE_PLUGIN}:{COMPOSE_PLUGIN}:ro")])
+                .args(["-v", &format!("{}:/tmp/stackd.deb:ro", deb.display())])
+                .args([image, "/sbin/init"]),
+            Duration::from_secs(120),
+        )
+        .expect_success();
+        machine
+    }
+
+    /// `bash -c script` in the machine, as root.
+    fn sh(&self, script: &str) -> Output {
+        run(
+            Command::new("docker").args(["exec", &self.name, "bash", "-c", script]),
+            EXEC_TIMEOUT,
+        )
+    }
+
+    /// [`sh`](Self::sh) that must succeed; its trimmed stdout.
+    #[track_caller]
+    fn ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(
+            out.success(),
+            "{out}\n--- stackd's journal\n{}",
+            self.journal()
+        );
+        out.stdout.trim().to_owned()
+    }
+
+    fn journal(&self) -> String {
+        self.sh("journalctl -u stackd -u stackd.socket --no-pager -n 60 -o short-precise")
+            .stdout
+    }
+
+    /// `systemctl show -p PROP --value UNIT`.
+    fn prop(&self, unit: &str, prop: &str) -> String {
+        self.ok(&format!("systemctl show -p {prop} --value {unit}"))
+    }
+
+    /// A property of the manager over the system bus, as busctl prints it
+    /// (`s "..."`).
+    fn manager_prop(&self, prop: &str) -> String {
+        self.ok(&format!(
+            "busctl get-property org.stackd1 /org/stackd1 org.stackd1.Manager {prop}"
+        ))
+    }
+
+    /// Polls `script` every 300 ms until `done(output)`; panics with the
+    /// last output and the journal when `timeout` passes first.
+    #[track_caller]
+    fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        script: &str,
+        done: impl Fn(&Output) -> bool,
+    ) -> Output {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.sh(script);
+            if done(&out) {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; last answer:\n{out}\n--- stackd's journal\n{}",
+                self.journal()
+            );
+            thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Writes `text` to `path` in the machine (through a quoted heredoc).
+    fn write(&self, path: &str, text: &str) {
+        assert!(!text.contains("\nSTACKD_EOF\n"));
+        self.ok(&format!("cat >{path} <<'STACKD_EOF'\n{text}\nSTACKD_EOF"));
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = try_run(
+            Command::new("docker").args(["rm", "--force", "--volumes", &self.name]),
+            Duration::from_secs(120),
+        );
+        common::remove_projects(&self.prefix);
+    }
+}
+
+/// A systemd time span as `systemctl show` prints it ("30s", "1min 30s",
+/// "2min", "500ms").
+fn span(text: &str) -> Duration {
+    text.split_whitespace()
+        .map(|part| {
+            let split = part
+                .find(|c: char| !c.is_ascii_digit() && c != '.')
+                .unwrap_or(part.len());
+            let (n, unit) = part.split_at(split);
+            let n: f64 = n
+                .parse()
+                .unwrap_or_else(|_| panic!("not a time span: {text:?}"));
+            let secs = match unit {
+                "us" => n / 1e6,
+                "ms" => n / 1e3,
+                "s" | "" => n,
+                "min" => n * 60.0,
+                "h" => n * 3600.0,
+                _ => panic!("not a time span: {text:?}"),
+            };
+            Duration::from_secs_f64(secs)
+        })
+        .sum()
+}
+
+/// An object path element as systemd escapes it: every byte outside
+/// `[A-Za-z0-9]` becomes `_xx`.
+fn bus_escape(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("_{b:02x}")
+            }
+        })
+        .collect()
+}
+
+fn step(name: &str, started: &mut Instant) {
+    eprintln!("STEP {name}: {:.1?}", started.elapsed());
+    *started = Instant::now();
+}
+
+/// The cluster file: one Compose service, the peer endpoint (on a port
+/// other than the socket's, so an answer on 7780 proves the hand-over),
+/// the simulated boot id, and `extra` top-level keys.
+fn config(service: &str, extra: &str) -> String {
+    format!(
+        "# Written by tests/systemd.rs.\n\
+         host = \"sdhost\"\n\
+         compose_dir = \"/opt/stacks\"\n\
+         boot_id_file = \"{BOOT_ID}\"\n\
+         compose_command = \"docker compose\"\n\
+         {extra}\n\
+         [peer]\n\
+         listen = \"127.0.0.1:7781\"\n\
+         token_file = \"/etc/stackd/peer.token\"\n\
+         \n\
+         [services.{service}]\n\
+         auto_start = true\n"
+    )
+}
+
+/// The container ids of `project` on the host's engine.
+fn containers(project: &str) -> Vec<String> {
+    run(
+        Command::new("docker").args([
+            "ps",
+            "--quiet",
+            "--filter",
+            &format!("label={}={project}", common::PROJECT_LABEL),
+        ]),
+        Duration::from_secs(60),
+    )
+    .expect_success()
+    .stdout
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect()
+}
+
+#[test]
+fn the_deb_under_systemd_as_an_admin_sees_it() {
+    if !heavy() || !common::have_docker() {
+        return;
+    }
+    let has = |sub: &str| {
+        Command::new("cargo")
+            .args([sub, "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !require("cargo-deb", has("deb"), "cargo install cargo-deb --locked")
+        || !require(
+            "debootstrap",
+            which("debootstrap").is_some(),
+            "apt-get install debootstrap",
+        )
+        || !require(
+            "the Docker client at /usr/bin/docker",
+            Path::new(DOCKER_CLI).is_file(),
+            "apt-get install docker.io",
+        )
+        || !require(
+            "the Compose v2 plugin",
+            Path::new(COMPOSE_PLUGIN).is_file(),
+            "Debian 13's docker-compose package as the CLI plugin (.ci/run does this)",
+        )
+    {
+        return;
+    }
+    let total = Instant::now();
+    let mut t = Instant::now();
+    let deb = build_deb();
+    step("build the .deb", &mut t);
+    let image = machine_image();
+    step("root file system", &mut t);
+    let test_image = common::ensure_image();
+    step("test image", &mut t);
+
+    // Lowercase letters and digits: a valid Compose project name.
+    let prefix = format!("stsd{}", &common::random_uuid().replace('-', "")[..8]);
+    let m = Machine::boot(&image, &deb, &prefix);
+    m.wait_for(
+        Duration::from_secs(120),
+        "systemd to finish booting",
+        "systemctl is-system-running",
+        |o| matches!(o.stdout.trim(), "running" | "degraded"),
+    );
+    let failed = m.ok("systemctl --failed --no-legend --plain");
+    eprintln!("booted; failed units: {failed:?}");
+    step("boot", &mut t);
+
+    // --- install ------------------------------------------------------
+    m.ok("dpkg -i /tmp/stackd.deb");
+    // postinst started it on the fresh install (systemd runs here).
+    m.ok("systemctl is-enabled stackd");
+    m.ok("systemctl stop stackd");
+    let service = format!("{prefix}-web");
+    m.ok(&format!("mkdir -p /opt/stacks/{service}"));
+    m.write(
+        &format!("/opt/stacks/{service}/compose.yaml"),
+        &common::sleeper_compose(test_image),
+    );
+    m.ok(&format!(
+        "cat /proc/sys/kernel/random/uuid >{BOOT_ID}; \
+         head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \\n' >/etc/stackd/peer.token; \
+         chmod 600 /etc/stackd/peer.token"
+    ));
+    m.write(CONFIG, &config(&service, ""));
+    m.ok("stackd --check-config");
+    step("install", &mut t);
+
+    // --- systemctl start: active, with a STATUS= line -----------------
+    m.ok("systemctl start stackd");
+    let active = m.sh("systemctl is-active stackd");
+    assert_eq!(active.stdout.trim(), "active", "{active}\n{}", m.journal());
+    m.ok(&format!("stackctl start {service}"));
+    // The daemon's own words ("N running", "waiting for Docker"), sent
+    // with STATUS= once it has something to say.
+    m.wait_for(
+        Duration::from_secs(60),
+        "a STATUS= line from stackd saying the service runs",
+        "systemctl show -p StatusText --value stackd",
+        |o| o.stdout.trim() == "1 running",
+    );
+    step("start, STATUS=", &mut t);
+
+    // --- busctl on the system bus -------------------------------------
+    let list = m.ok("busctl call org.stackd1 /org/stackd1 org.stackd1.Manager ListServices");
+    assert!(
+        list.contains(&format!("\"{service}\"")),
+        "ListServices does not name {service}: {list}"
+    );
+    let version = m.manager_prop("Version");
+    let cli = m.ok("stackd --version");
+    assert!(
+        version.starts_with("s \"") && cli.contains(version[3..].trim_end_matches('"')),
+        "Version over the bus ({version}) is not the installed one ({cli})"
+    );
+    step("busctl", &mut t);
+
+    // --- reload, and a bad file keeps the old config ------------------
+    let hash0 = m.manager_prop("ConfigHash");
+    m.write(CONFIG, &config(&service, "sample_interval = \"7s\""));
+    m.ok("systemctl reload stackd");
+    let hash1 = m
+        .wait_for(
+            Duration::from_secs(30),
+            "ConfigHash to change after `systemctl reload stackd`",
+            "busctl get-property org.stackd1 /org/stackd1 org.stackd1.Manager ConfigHash",
+            |o| o.success() && o.stdout.trim() != hash0,
+        )
+        .stdout
+        .trim()
+        .to_owned();
+    let cursor =
+        m.ok("journalctl -u stackd -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p'");
+    m.write(
+        CONFIG,
+        &config(&service, "sample_interval = \"7s\"\nno_such_key = 1"),
+    );
+    // ExecReload= only sends SIGHUP: systemctl succeeds either way; the
+    // refusal is the daemon's, in the journal.
+    m.ok("systemctl reload stackd");
+    let refusal = m.wait_for(
+        Duration::from_secs(30),
+        "the refused reload in the journal",
+        &format!("journalctl -u stackd --no-pager --after-cursor '{cursor}'"),
+        |o| o.stdout.contains("reload refused") && o.stdout.contains("no_such_key"),
+    );
+    eprintln!("refusal:\n{}", refusal.stdout);
+    assert_eq!(m.ok("systemctl is-active stackd"), "active");
+    assert_eq!(
+        m.manager_prop("ConfigHash"),
+        hash1,
+        "a bad file changed the running config"
+    );
+    m.write(CONFIG, &config(&service, "sample_interval = \"7s\""));
+    m.ok("systemctl reload stackd");
+    step("reload", &mut t);
+
+    // --- busctl and stackctl by users: group, AccessDenied, polkit ----
+    m.ok("useradd --create-home --groups stackd alice && useradd --create-home bob");
+    let stop = m.sh(&format!("runuser -u alice -- stackctl stop {service}"));
+    assert!(
+        stop.success(),
+        "a member of group stackd could not stop: {stop}"
+    );
+    assert!(
+        containers(&service).is_empty(),
+        "alice's stop left containers"
+    );
+    let denied = m.sh(&format!("runuser -u bob -- stackctl start {service}"));
+    assert!(
+        denied.code == 1 && denied.stderr.contains("may not do this"),
+        "stackctl did not refuse a user outside group stackd: {denied}"
+    );
+    // The error's name, as any D-Bus client sees it.
+    let denied = m.sh(&format!(
+        "runuser -u bob -- dbus-send --system --print-reply --dest=org.stackd1 /org/stackd1 \
+         org.stackd1.Manager.StartService string:{service}"
+    ));
+    assert!(
+        !denied.success() && denied.stderr.contains("org.stackd1.Error.AccessDenied"),
+        "a user outside group stackd was not refused with AccessDenied: {denied}"
+    );
+    assert!(
+        containers(&service).is_empty(),
+        "bob's refused start started something"
+    );
+    m.write(
+        "/etc/polkit-1/rules.d/50-stackd-test.rules",
+        "polkit.addRule(function(action, subject) {\n\
+         \x20   if (action.id == \"org.stackd1.manage\" && subject.user == \"bob\") {\n\
+         \x20       return polkit.Result.YES;\n\
+         \x20   }\n\
+         });",
+    );
+    // polkitd reloads rules when the directory changes.
+    m.wait_for(
+        Duration::from_secs(60),
+        "bob to be let in by the polkit rule",
+        &format!("runuser -u bob -- stackctl start {service}"),
+        Output::success,
+    );
+    assert_eq!(containers(&service).len(), 1, "bob's start started nothing");
+    step("group and polkit", &mut t);
+
+    // --- the watchdog -------------------------------------------------
+    let watchdog = span(&m.prop("stackd", "WatchdogUSec"));
+    let abort = span(&m.prop("stackd", "TimeoutAbortUSec"));
+    let restart_sec = span(&m.prop("stackd", "RestartUSec"));
+    assert!(watchdog > Duration::ZERO, "WatchdogSec= is not set");
+    let restarts: u64 = m.prop("stackd", "NRestarts").parse().expect("NRestarts");
+    let pid = m.prop("stackd", "MainPID");
+    m.ok(&format!("kill -STOP {pid}"));
+    let budget = watchdog + abort + restart_sec + Duration::from_secs(30);
+    m.wait_for(
+        budget,
+        "systemd's watchdog to restart the stopped daemon",
+        "systemctl show -p NRestarts -p MainPID -p ActiveState stackd",
+        |o| {
+            o.stdout.contains("ActiveState=active\n")
+                && o.stdout.lines().any(|l| {
+                    l.strip_prefix("NRestarts=")
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .is_some_and(|n| n > restarts)
+                })
+                && !o.stdout.contains(&format!("MainPID={pid}\n"))
+        },
+    );
+    let log = m.ok("journalctl -u stackd --no-pager -o cat");
+    assert!(
+        log.contains("Watchdog timeout"),
+        "no watchdog timeout in:\n{log}"
+    );
+    step("watchdog", &mut t);
+
+    // --- a reboot (new boot id, containers gone) and a crash ------------
+    m.ok("systemctl stop stackd");
+    let ids = containers(&service);
+    assert_eq!(ids.len(), 1, "stopping stackd stopped the service");
+    run(
+        Command::new("docker").args(["rm", "--force"]).args(&ids),
+        Duration::from_secs(60),
+    )
+    .expect_success();
+    m.ok(&format!("cat /proc/sys/kernel/random/uuid >{BOOT_ID}"));
+    let boot = m.ok(&format!("cat {BOOT_ID}"));
+    let reboot_cursor =
+        m.ok("journalctl -u stackd -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p'");
+    m.ok("systemctl restart stackd");
+    let active_state = format!(
+        "busctl get-property org.stackd1 /org/stackd1/service/{} org.stackd1.Service ActiveState",
+        bus_escape(&service)
+    );
+    m.wait_for(
+        Duration::from_secs(120),
+        "the service to come back after the reboot",
+        &active_state,
+        |o| o.stdout.trim() == "s \"active\"",
+    );
+    assert_eq!(containers(&service).len(), 1);
+    assert!(
+        m.manager_prop("BootId").contains(&boot),
+        "stackd did not read the new boot id"
+    );
+    // The start-up reconcile knew it was a reboot.
+    let reconciled = m.ok(&format!(
+        "journalctl -u stackd --no-pager -o cat --after-cursor '{reboot_cursor}'"
+    ));
+    assert!(
+        reconciled.contains("queued reconcile (boot)"),
+        "no reconcile after the reboot:\n{reconciled}"
+    );
+    let id = containers(&service).remove(0);
+    let host_pid = run(
+        Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &id]),
+        Duration::from_secs(30),
+    )
+    .expect_success()
+    .stdout
+    .trim()
+    .to_owned();
+    run(
+        Command::new("kill").args(["-9", &host_pid]),
+        Duration::from_secs(30),
+    )
+    .expect_success();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now: Vec<String> = containers(&service);
+        let pid_now = now.first().map(|c| {
+            try_run(
+                Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", c]),
+                Duration::from_secs(30),
+            )
+            .map(|o| o.stdout.trim().to_owned())
+            .unwrap_or_default()
+        });
+        if pid_now.is_some_and(|p| p != host_pid && p != "0" && !p.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed service did not come back: {}\n{}",
+            m.sh(&format!("stackctl status {service}")),
+            m.journal()
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    m.wait_for(
+        Duration::from_secs(60),
+        "stackd to report the recovered service active",
+        &active_state,
+        |o| o.stdout.trim() == "s \"active\"",
+    );
+    step("reboot and crash", &mut t);
+
+    // --- stackd.socket serves the peer endpoint -------------------------
+    // The README's sequence while the service runs.
+    m.ok("systemctl stop stackd && systemctl enable --now stackd.socket && systemctl start stackd");
+    let health = "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:7780/healthz";
+    m.wait_for(
+        Duration::from_secs(30),
+        "/healthz on the socket's port",
+        health,
+        |o| o.stdout.trim() == "200",
+    );
+    // Stopped, the daemon is started again by a connection to the socket.
+    m.ok("systemctl stop stackd");
+    assert_eq!(m.sh("systemctl is-active stackd").stdout.trim(), "inactive");
+    let code = m.ok(&format!("{health} --max-time 60"));
+    assert_eq!(code, "200", "a connection did not activate stackd");
+    assert_eq!(m.ok("systemctl is-active stackd"), "active");
+    step("socket activation", &mut t);
+
+    // --- journald fields and the catalog --------------------------------
+    m.ok("journalctl --update-catalog");
+    let json = m.ok("journalctl -u stackd -o json --no-pager");
+    let entries: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let ours: Vec<&serde_json::Value> = entries.iter().filter(|e| e["_COMM"] == "stackd").collect();
+    let fields: std::collections::BTreeSet<&str> = ours
+        .iter()
+        .filter_map(|e| e.as_object())
+        .flat_map(|o| o.keys().map(String::as_str))
+        .filter(|k| k.starts_with("STACKD_"))
+        .collect();
+    assert!(
+        fields.contains("STACKD_SERVICE"),
+        "stackd's journal entries carry no STACKD_SERVICE field; fields: {fields:?}"
+    );
+    let ids: std::collections::BTreeSet<&str> = ours
+        .iter()
+        .filter_map(|e| e["MESSAGE_ID"].as_str())
+        .collect();
+    assert!(!ids.is_empty(), "stackd logged no MESSAGE_ID");
+    let catalog = std::fs::read_to_string(repo().join("systemd/stackd.catalog"))
+        .expect("systemd/stackd.catalog");
+    // The @FIELD@ placeholders of a catalog text.
+    let placeholders = |text: &str| -> Vec<String> {
+        text.split('@')
+            .skip(1)
+            .step_by(2)
+            .filter(|w| {
+                !w.is_empty()
+                    && w.chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    for id in &ids {
+        let entry = catalog
+            .split(&format!("-- {id}\n"))
+            .nth(1)
+            .map(|rest| rest.split("\n-- ").next().unwrap_or(rest))
+            .unwrap_or_else(|| panic!("MESSAGE_ID {id} has no entry in systemd/stackd.catalog"));
+        let subject = entry
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("Subject: "))
+            .unwrap_or_else(|| panic!("the catalog entry of {id} has no Subject: line"));
+        let head = subject.split('@').next().unwrap_or("").trim();
+        let shown = m.ok(&format!(
+            "journalctl -u stackd -x --no-pager -o short MESSAGE_ID={id} -n 1"
+        ));
+        assert!(
+            shown.contains(&format!("Subject: {head}")),
+            "journalctl -x does not explain MESSAGE_ID {id} with its catalog entry:\n{shown}"
+        );
+        // journalctl fills @FIELD@ from the entry and prints a missing
+        // field's bare name instead: every placeholder must be a field of
+        // the entries that carry this id.
+        let last = ours
+            .iter()
+            .rev()
+            .find(|e| e["MESSAGE_ID"] == *id)
+            .and_then(|e| e.as_object())
+            .expect("an entry with this id");
+        let missing: Vec<String> = placeholders(entry)
+            .into_iter()
+            .filter(|p| !last.contains_key(p))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "the catalog entry of MESSAGE_ID {id} names fields its journal entries lack: \
+             {missing:?}\njournalctl -x shows:\n{shown}\nthe entry: {last:?}"
+        );
+        assert!(
+            placeholders(&shown).is_empty(),
+            "journalctl -x leaves a placeholder of MESSAGE_ID {id} unfilled:\n{shown}"
+        );
+    }
+    eprintln!("STACKD fields {fields:?}, MESSAGE_IDs {ids:?}");
+    step("journal and catalog", &mut t);
+
+    eprintln!("TOTAL {:.1?}", total.elapsed());
+}
