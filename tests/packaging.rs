@@ -23,26 +23,7 @@ use std::time::Duration;
 
 use common::{require, run, which, Output};
 
-/// Set to 1 to run these tests.
-const HEAVY: &str = "STACKD_HEAVY_TESTS";
 const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
-
-fn heavy() -> bool {
-    if std::env::var(HEAVY).as_deref() == Ok("1") {
-        return true;
-    }
-    // CI runs them (.ci/run sets it); there a missing switch is a failure.
-    assert!(
-        !common::in_ci(),
-        "CI=true runs the packaging checks: set {HEAVY}=1 (.ci/run does)"
-    );
-    eprintln!("SKIP: packaging tests run with {HEAVY}=1 (scripts/test-packages)");
-    false
-}
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 struct Packages {
     deb: PathBuf,
@@ -65,13 +46,13 @@ fn packages() -> &'static Packages {
     static PACKAGES: OnceLock<Packages> = OnceLock::new();
     PACKAGES.get_or_init(|| {
         run(
-            Command::new(repo().join("scripts/build-packages")).current_dir(repo()),
+            Command::new(common::repo().join("scripts/build-packages")).current_dir(common::repo()),
             BUILD_TIMEOUT,
         )
         .expect_success();
         Packages {
-            deb: newest(&repo().join("target/debian"), "deb"),
-            rpm: newest(&repo().join("target/generate-rpm"), "rpm"),
+            deb: newest(&common::repo().join("target/debian"), "deb"),
+            rpm: newest(&common::repo().join("target/generate-rpm"), "rpm"),
         }
     })
 }
@@ -92,7 +73,7 @@ fn have_packagers() -> bool {
 
 #[test]
 fn deb_passes_lintian() {
-    if !heavy()
+    if !common::heavy("the packaging checks")
         || !have_packagers()
         || !require(
             "lintian",
@@ -134,7 +115,7 @@ fn deb_files(deb: &Path) -> BTreeSet<String> {
 
 #[test]
 fn rpm_holds_the_same_files_as_the_deb() {
-    if !heavy()
+    if !common::heavy("the packaging checks")
         || !have_packagers()
         || !require("rpm", which("rpm").is_some(), "apt-get install rpm")
     {
@@ -222,7 +203,7 @@ echo INSTALL-CHECKS-PASSED
 
 #[test]
 fn deb_installs_into_a_clean_debian_and_purges_cleanly() {
-    if !heavy()
+    if !common::heavy("the packaging checks")
         || !have_packagers()
         || !require(
             "debootstrap",
@@ -249,14 +230,14 @@ fn deb_installs_into_a_clean_debian_and_purges_cleanly() {
     // The root file system, made once and cached; the image is tagged with
     // the tarball's time stamp so a rebuilt tarball is imported again.
     let tarball = run(
-        Command::new(repo().join("scripts/debian-rootfs")).current_dir(repo()),
+        Command::new(common::repo().join("scripts/debian-rootfs")).current_dir(common::repo()),
         BUILD_TIMEOUT,
     )
     .expect_success()
     .stdout
     .trim()
     .to_owned();
-    let tarball = repo().join(tarball);
+    let tarball = common::repo().join(tarball);
     let stamp = tarball
         .metadata()
         .and_then(|m| m.modified())

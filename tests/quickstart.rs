@@ -15,25 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{have_bus, have_docker, in_ci, run, wait_until};
-
-const HEAVY: &str = "STACKD_HEAVY_TESTS";
-
-fn heavy() -> bool {
-    if std::env::var(HEAVY).as_deref() == Ok("1") {
-        return true;
-    }
-    assert!(
-        !in_ci(),
-        "CI=true runs the quick-start check: set {HEAVY}=1 (.ci/run does)"
-    );
-    eprintln!("SKIP: the quick-start check runs with {HEAVY}=1 (it builds a release)");
-    false
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{have_bus, have_docker, run, wait_until};
 
 /// What `scripts/try` left running, stopped and removed on Drop (also when
 /// the test fails): the example projects, the daemon, the bus it started.
@@ -52,7 +34,7 @@ impl Tried {
     }
 
     fn stackctl(&self, args: &[&str]) -> common::Output {
-        let mut cmd = Command::new(repo().join("target/release/stackctl"));
+        let mut cmd = Command::new(common::repo().join("target/release/stackctl"));
         cmd.arg("--user")
             .args(args)
             .env("XDG_RUNTIME_DIR", self.run_dir());
@@ -85,10 +67,10 @@ impl Drop for Tried {
 
 #[test]
 fn the_readme_first_command_starts_the_example() {
-    if !heavy() || !have_docker() || !have_bus() {
+    if !common::heavy("the quick-start check") || !have_docker() || !have_bus() {
         return;
     }
-    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).expect("README.md");
     let first_command = readme
         .lines()
         .find(|l| l.trim_start().starts_with("scripts/"))
@@ -108,8 +90,8 @@ fn the_readme_first_command_starts_the_example() {
     };
     // A new user's shell: no session bus, no runtime dir of ours.
     let out = run(
-        Command::new(repo().join("scripts/try"))
-            .current_dir(repo())
+        Command::new(common::repo().join("scripts/try"))
+            .current_dir(common::repo())
             .env("STACKD_TRY_DIR", tried.dir.path())
             .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .env_remove("XDG_RUNTIME_DIR")

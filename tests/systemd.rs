@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use common::{require, run, try_run, which, Output};
 
-const HEAVY: &str = "STACKD_HEAVY_TESTS";
 const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
 const EXEC_TIMEOUT: Duration = Duration::from_secs(300);
 /// The host's Docker client and Compose v2 plugin, mounted into the machine.
@@ -41,32 +40,16 @@ const COMPOSE_PLUGIN: &str = "/usr/local/lib/docker/cli-plugins/docker-compose";
 const CONFIG: &str = "/etc/stackd/stackd.toml";
 const BOOT_ID: &str = "/etc/stackd/boot_id";
 
-fn heavy() -> bool {
-    if std::env::var(HEAVY).as_deref() == Ok("1") {
-        return true;
-    }
-    assert!(
-        !common::in_ci(),
-        "CI=true runs the systemd tier: set {HEAVY}=1 (.ci/run does)"
-    );
-    eprintln!("SKIP: the systemd tier runs with {HEAVY}=1");
-    false
-}
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The newest .deb under target/debian after `scripts/build-packages deb`.
 fn build_deb() -> PathBuf {
     run(
-        Command::new(repo().join("scripts/build-packages"))
+        Command::new(common::repo().join("scripts/build-packages"))
             .arg("deb")
-            .current_dir(repo()),
+            .current_dir(common::repo()),
         BUILD_TIMEOUT,
     )
     .expect_success();
-    let dir = repo().join("target/debian");
+    let dir = common::repo().join("target/debian");
     std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(Result::ok)
@@ -80,16 +63,16 @@ fn build_deb() -> PathBuf {
 /// with its time stamp, so a rebuilt tarball is imported again).
 fn machine_image() -> String {
     let tarball = run(
-        Command::new(repo().join("scripts/debian-rootfs"))
+        Command::new(common::repo().join("scripts/debian-rootfs"))
             .arg("systemd")
-            .current_dir(repo()),
+            .current_dir(common::repo()),
         BUILD_TIMEOUT,
     )
     .expect_success()
     .stdout
     .trim()
     .to_owned();
-    let tarball = repo().join(tarball);
+    let tarball = common::repo().join(tarball);
     let stamp = tarball
         .metadata()
         .and_then(|m| m.modified())
@@ -317,7 +300,7 @@ fn containers(project: &str) -> Vec<String> {
 
 #[test]
 fn the_deb_under_systemd_as_an_admin_sees_it() {
-    if !heavy() || !common::have_docker() {
+    if !common::heavy("the systemd tier") || !common::have_docker() {
         return;
     }
     let has = |sub: &str| {
@@ -655,7 +638,7 @@ fn the_deb_under_systemd_as_an_admin_sees_it() {
         .filter_map(|e| e["MESSAGE_ID"].as_str())
         .collect();
     assert!(!ids.is_empty(), "stackd logged no MESSAGE_ID");
-    let catalog = std::fs::read_to_string(repo().join("systemd/stackd.catalog"))
+    let catalog = std::fs::read_to_string(common::repo().join("systemd/stackd.catalog"))
         .expect("systemd/stackd.catalog");
     // The @FIELD@ placeholders of a catalog text.
     let placeholders = |text: &str| -> Vec<String> {

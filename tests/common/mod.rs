@@ -100,6 +100,28 @@ pub fn have_docker() -> bool {
     )
 }
 
+/// The checks that build a release, packages or a Debian root run only
+/// with `STACKD_HEAVY_TESTS=1` (`.ci/run` sets it; under `CI=true` a
+/// missing switch is a failure). `what` names them in the SKIP line.
+#[track_caller]
+pub fn heavy(what: &str) -> bool {
+    const HEAVY: &str = "STACKD_HEAVY_TESTS";
+    if std::env::var(HEAVY).as_deref() == Ok("1") {
+        return true;
+    }
+    assert!(
+        !in_ci(),
+        "CI=true runs {what}: set {HEAVY}=1 (.ci/run does)"
+    );
+    eprintln!("SKIP: {what} run with {HEAVY}=1");
+    false
+}
+
+/// The checkout (where Cargo.toml is).
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
 /// `dbus-daemon` for [`Bus`] and `busctl` for [`busctl`].
 #[track_caller]
 pub fn have_bus() -> bool {
