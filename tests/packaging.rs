@@ -227,40 +227,8 @@ fn deb_installs_into_a_clean_debian_and_purges_cleanly() {
     }
     let deb = packages().deb.clone();
 
-    // The root file system, made once and cached; the image is tagged with
-    // the tarball's time stamp so a rebuilt tarball is imported again.
-    let tarball = run(
-        Command::new(common::repo().join("scripts/debian-rootfs")).current_dir(common::repo()),
-        BUILD_TIMEOUT,
-    )
-    .expect_success()
-    .stdout
-    .trim()
-    .to_owned();
-    let tarball = common::repo().join(tarball);
-    let stamp = tarball
-        .metadata()
-        .and_then(|m| m.modified())
-        .unwrap()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let image = format!("stackd-test/bookworm-minbase:{stamp}");
-    let present = common::try_run(
-        Command::new("docker").args(["image", "inspect", &image]),
-        Duration::from_secs(30),
-    )
-    .is_ok_and(|o| o.success());
-    if !present {
-        run(
-            Command::new("docker")
-                .arg("import")
-                .arg(&tarball)
-                .arg(&image),
-            Duration::from_secs(600),
-        )
-        .expect_success();
-    }
+    // The root file system, made once and cached, as a local image.
+    let image = common::debian_root_image("minbase");
 
     let out: Output = run(
         Command::new("docker")

@@ -94,7 +94,7 @@ impl OneHost {
     }
 }
 
-/// One raw HTTP/1.1 exchange: (status, head, body).
+/// One raw HTTP/1.1 exchange sending TOML: (status, head, body).
 fn http(
     addr: &str,
     method: &str,
@@ -102,25 +102,7 @@ fn http(
     token: Option<&str>,
     body: &str,
 ) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/toml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_string(), body.to_string())
+    common::http_request(addr, method, path, token, "application/toml", body)
 }
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {

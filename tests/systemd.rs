@@ -59,46 +59,6 @@ fn build_deb() -> PathBuf {
         .unwrap_or_else(|| panic!("no .deb in {}", dir.display()))
 }
 
-/// The bootable root as a local image, imported once per tarball (tagged
-/// with its time stamp, so a rebuilt tarball is imported again).
-fn machine_image() -> String {
-    let tarball = run(
-        Command::new(common::repo().join("scripts/debian-rootfs"))
-            .arg("systemd")
-            .current_dir(common::repo()),
-        BUILD_TIMEOUT,
-    )
-    .expect_success()
-    .stdout
-    .trim()
-    .to_owned();
-    let tarball = common::repo().join(tarball);
-    let stamp = tarball
-        .metadata()
-        .and_then(|m| m.modified())
-        .expect("tarball time stamp")
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time stamp after 1970")
-        .as_secs();
-    let image = format!("stackd-test/bookworm-systemd:{stamp}");
-    let present = try_run(
-        Command::new("docker").args(["image", "inspect", &image]),
-        Duration::from_secs(30),
-    )
-    .is_ok_and(|o| o.success());
-    if !present {
-        run(
-            Command::new("docker")
-                .arg("import")
-                .arg(&tarball)
-                .arg(&image),
-            Duration::from_secs(600),
-        )
-        .expect_success();
-    }
-    image
-}
-
 /// A booted container with systemd as PID 1; removed on Drop, with every
 /// Compose project whose name starts with its prefix (they run on the
 /// host's engine).
@@ -332,7 +292,7 @@ fn the_deb_under_systemd_as_an_admin_sees_it() {
     let mut t = Instant::now();
     let deb = build_deb();
     step("build the .deb", &mut t);
-    let image = machine_image();
+    let image = common::debian_root_image("systemd");
     step("root file system", &mut t);
     let test_image = common::ensure_image();
     step("test image", &mut t);

@@ -117,6 +117,84 @@ pub fn heavy(what: &str) -> bool {
     false
 }
 
+/// A debootstrapped Debian 12 root (`scripts/debian-rootfs FLAVOR`:
+/// `minbase`, or `systemd` that boots with systemd as PID 1), made once and
+/// cached under target/packaging/, as a local image
+/// `stackd-test/bookworm-FLAVOR:<tarball time stamp>`: a rebuilt tarball is
+/// imported again. Heavy: call after [`heavy`].
+pub fn debian_root_image(flavor: &str) -> String {
+    let tarball = run(
+        Command::new(repo().join("scripts/debian-rootfs"))
+            .arg(flavor)
+            .current_dir(repo()),
+        Duration::from_secs(1800),
+    )
+    .expect_success()
+    .stdout
+    .trim()
+    .to_owned();
+    let tarball = repo().join(tarball);
+    let stamp = tarball
+        .metadata()
+        .and_then(|m| m.modified())
+        .expect("tarball time stamp")
+        .duration_since(UNIX_EPOCH)
+        .expect("time stamp after 1970")
+        .as_secs();
+    let image = format!("stackd-test/bookworm-{flavor}:{stamp}");
+    let present = try_run(
+        Command::new("docker").args(["image", "inspect", &image]),
+        Duration::from_secs(30),
+    )
+    .is_ok_and(|o| o.success());
+    if !present {
+        run(
+            Command::new("docker")
+                .arg("import")
+                .arg(&tarball)
+                .arg(&image),
+            Duration::from_secs(600),
+        )
+        .expect_success();
+    }
+    image
+}
+
+/// One raw HTTP/1.1 exchange with a peer endpoint (`Connection: close`):
+/// (status, head, body); status 0 when no status line came back (the
+/// server closed the connection). A read error ends the answer where it
+/// stopped, as a client would see it.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> (u16, String, String) {
+    use std::io::Write as _;
+    let mut s =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
 /// The checkout (where Cargo.toml is).
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
