@@ -996,6 +996,13 @@ impl Shared {
         let mut gave_up = false;
         let mut probed_healthy = false;
         let mut waiting = false;
+        let has_probe = svc.health.as_ref().is_some_and(|h| h.probe.is_some());
+        if has_probe && health == "healthy" {
+            // Containers up is not yet healthy when a probe decides: until
+            // the supervisor's view says otherwise, it has not spoken.
+            health = "starting";
+            health_message = "waiting for the first probe".to_string();
+        }
         if let Some(v) = self.board.verdict(&svc.name) {
             probed_healthy = v.health == "healthy";
             recoveries = v.recoveries;
@@ -1015,7 +1022,6 @@ impl Shared {
         } else {
             (active_state, sub_state)
         };
-        let has_probe = svc.health.as_ref().is_some_and(|h| h.probe.is_some());
         // Not "active": a task that waits for it shows it as activating.
         let ready = active_state != "failed"
             && observed == Observed::Running
