@@ -23,4 +23,5 @@ pub mod store;
 pub mod supervise;
 pub mod systemd;
 pub mod tasks;
+pub mod time;
 pub mod world;

@@ -646,7 +646,10 @@ fn container_info(info: ContainerInspectResponse, status: String) -> ContainerIn
     let container_state = state.status.map_or(ContainerState::Unknown, |s| {
         ContainerState::parse(s.as_ref())
     });
-    let finished_at_usec = state.finished_at.as_deref().and_then(parse_rfc3339_usec);
+    let finished_at_usec = state
+        .finished_at
+        .as_deref()
+        .and_then(crate::time::parse_rfc3339_usec);
     // Docker reports exit code 0 for containers that never ran; only a
     // container that has stopped has a meaningful one.
     let exit_code = match container_state {
@@ -695,7 +698,10 @@ fn container_info(info: ContainerInspectResponse, status: String) -> ContainerIn
             .and_then(|h| h.status)
             .map(|s| s.to_string())
             .filter(|s| matches!(s.as_str(), "starting" | "healthy" | "unhealthy")),
-        started_at_usec: state.started_at.as_deref().and_then(parse_rfc3339_usec),
+        started_at_usec: state
+            .started_at
+            .as_deref()
+            .and_then(crate::time::parse_rfc3339_usec),
         finished_at_usec,
         pid: state
             .pid
@@ -739,86 +745,6 @@ fn engine_event(msg: EventMessage) -> Option<EngineEvent> {
     })
 }
 
-/// Parses Docker's RFC 3339 timestamps ("2024-05-01T10:20:30.123456789Z",
-/// offsets allowed) into microseconds since the epoch. Docker's zero time
-/// ("0001-01-01T00:00:00Z") and anything before 1970 give None.
-pub(crate) fn parse_rfc3339_usec(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        if t.bytes().all(|c| c.is_ascii_digit()) {
-            t.parse().ok()
-        } else {
-            None
-        }
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut micros = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(|c| c.is_ascii_digit()).count();
-        if digits == 0 {
-            return None;
-        }
-        let mut scaled = 0i64;
-        for (i, c) in frac.bytes().take(6).enumerate() {
-            if i < digits {
-                scaled = scaled * 10 + i64::from(c - b'0');
-            }
-        }
-        for _ in digits.min(6)..6 {
-            scaled *= 10;
-        }
-        micros = scaled;
-        rest = &frac[digits..];
-    }
-    let offset_secs = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let t = &rest[1..];
-            if t.len() != 5 || t.as_bytes()[2] != b':' {
-                return None;
-            }
-            let h: i64 = t[0..2].parse().ok()?;
-            let m: i64 = t[3..5].parse().ok()?;
-            sign * (h * 3600 + m * 60)
-        }
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_secs;
-    if secs < 0 {
-        return None;
-    }
-    u64::try_from(secs * 1_000_000 + micros).ok()
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
@@ -828,23 +754,6 @@ mod tests {
 
     use super::*;
     use crate::engine::testing::{self, Project};
-
-    #[test]
-    fn parses_docker_timestamps() {
-        assert_eq!(parse_rfc3339_usec("0001-01-01T00:00:00Z"), None);
-        assert_eq!(parse_rfc3339_usec("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339_usec("2024-02-29T12:34:56.123456789Z"),
-            Some(1_709_210_096_123_456)
-        );
-        assert_eq!(
-            parse_rfc3339_usec("2024-02-29T13:34:56.5+01:00"),
-            Some(1_709_210_096_500_000)
-        );
-        assert_eq!(parse_rfc3339_usec("2024-02-29"), None);
-        assert_eq!(parse_rfc3339_usec("2024-13-01T00:00:00Z"), None);
-        assert_eq!(parse_rfc3339_usec("2024-01-01T00:00:00."), None);
-    }
 
     #[test]
     fn converts_events() {
