@@ -12,10 +12,8 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
@@ -312,91 +310,6 @@ fn every_method_is_named_in_the_bus_policy() {
 // dbus/org.stackd1.conf on a real dbus-daemon
 // ---------------------------------------------------------------------------
 
-/// A bus like the system bus: its default policy is the one in Debian's
-/// /usr/share/dbus-1/system.conf (method calls denied unless a policy file
-/// allows them, names owned by nobody), plus `include`.
-fn system_like_config(socket: &Path, include: &Path) -> String {
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Properties"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Peer"/>
-  </policy>
-  <include>{include}</include>
-</busconfig>
-"#,
-        socket = socket.display(),
-        include = include.display()
-    )
-}
-
-/// A dbus-daemon on `config`, or the reason it would not start.
-struct PolicyBus {
-    child: std::process::Child,
-    address: String,
-}
-
-impl Drop for PolicyBus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_policy_bus(dir: &Path, policy: &Path) -> Result<PolicyBus, String> {
-    let socket = dir.join("system_bus_socket");
-    let config = dir.join("system.conf");
-    fs::write(&config, system_like_config(&socket, policy)).expect("bus config");
-    let log = dir.join("dbus-daemon.log");
-    let mut child = Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", config.display()))
-        .args(["--nofork", "--nopidfile", "--nosyslog", "--print-address=1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(fs::File::create(&log).expect("bus log"))
-        .spawn()
-        .map_err(|e| format!("cannot run dbus-daemon: {e}"))?;
-    let stdout = child.stdout.take().expect("dbus-daemon stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let printed = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
-    if printed.starts_with("unix:") {
-        Ok(PolicyBus {
-            child,
-            address: format!("unix:path={}", socket.display()),
-        })
-    } else {
-        let _ = child.kill();
-        let _ = child.wait();
-        Err(fs::read_to_string(&log).unwrap_or_default())
-    }
-}
-
 #[test]
 fn dbus_daemon_accepts_the_bus_policy() {
     if !common::require(
@@ -408,7 +321,7 @@ fn dbus_daemon_accepts_the_bus_policy() {
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let policy = repo_file("dbus/org.stackd1.conf");
-    if let Err(log) = start_policy_bus(dir.path(), &policy) {
+    if let Err(log) = common::Bus::start_system_like(dir.path(), &policy) {
         panic!(
             "dbus-daemon refused a config that includes {}:\n{log}",
             policy.display()
@@ -420,7 +333,7 @@ fn dbus_daemon_accepts_the_bus_policy() {
     let other = dir.path().join("other");
     fs::create_dir(&other).expect("dir");
     assert!(
-        start_policy_bus(&other, &broken).is_err(),
+        common::Bus::start_system_like(&other, &broken).is_err(),
         "dbus-daemon started with a broken included file; this test proves nothing"
     );
 }
@@ -435,7 +348,7 @@ fn the_bus_policy_lets_everyone_ask_and_the_daemon_decide() {
         return;
     }
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIP: needs root (the policy lets only root own org.stackd1)");
+        common::skip_line("SKIP: needs root (the policy lets only root own org.stackd1)");
         return;
     }
     let env = TestEnv::new("policy");
@@ -447,7 +360,7 @@ fn the_bus_policy_lets_everyone_ask_and_the_daemon_decide() {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&bus_dir, fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    let bus = start_policy_bus(&bus_dir, &repo_file("dbus/org.stackd1.conf"))
+    let bus = common::Bus::start_system_like(&bus_dir, &repo_file("dbus/org.stackd1.conf"))
         .unwrap_or_else(|log| panic!("dbus-daemon would not start:\n{log}"));
     // common::Bus always starts the harness's permissive bus, so this test
     // runs busctl (as root, or as `uid` through setpriv) against its own.
@@ -463,14 +376,14 @@ fn the_bus_policy_lets_everyone_ask_and_the_daemon_decide() {
                 c
             }
         };
-        cmd.arg(format!("--address={}", bus.address)).args(args);
+        cmd.arg(format!("--address={}", bus.address())).args(args);
         common::run(&mut cmd, COMMAND_TIMEOUT)
     };
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_stackd"))
         .arg("--user")
         .arg("--config")
         .arg(env.config_path())
-        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
         .env("XDG_RUNTIME_DIR", env.run_dir())
         .env("XDG_STATE_HOME", env.dir().join("xdg-state"))
         .env_remove("NOTIFY_SOCKET")
@@ -571,7 +484,7 @@ fn the_bus_policy_lets_everyone_ask_and_the_daemon_decide() {
 
     // Owning the name is root's alone: a second stackd as uid 65534 fails
     // on the policy, whatever else it finds.
-    let own = busctl_as_raw(&bus.address, 65534);
+    let own = busctl_as_raw(bus.address(), 65534);
     assert!(
         own.to_ascii_lowercase().contains("access denied")
             || own.contains("AccessDenied")

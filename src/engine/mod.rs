@@ -68,7 +68,12 @@ pub(crate) mod testing {
         if in_ci() {
             panic!("{what} is required under CI=true: {install}");
         }
-        eprintln!("SKIPPED (not CI): {what} is missing; {install}");
+        // Past libtest's capture, which takes only the print macros.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "SKIP: {what} is missing (install: {install})"
+        );
     }
 
     /// Connects to the engine named by `DOCKER_HOST` (or the default socket).
