@@ -141,6 +141,10 @@ async fn run() -> bool {
     pass
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "an index into a short list, computed in f64"
+)]
 fn percentiles(v: &mut [Duration]) -> (Duration, Duration, Duration) {
     v.sort();
     let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];

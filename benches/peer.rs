@@ -150,6 +150,10 @@ fn load(addr: &str) -> Vec<Duration> {
     latencies
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "an index into a short list, computed in f64"
+)]
 fn report(what: &str, latencies: &[Duration]) {
     let n = latencies.len();
     let p = |q: f64| latencies[((n as f64 * q) as usize).min(n - 1)];

@@ -9,17 +9,14 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::*;
 
 const KILLS: usize = 50;
 
 fn now_usec() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
+    stackd::time::now_usec()
 }
 
 fn main() {
@@ -88,6 +85,10 @@ fn main() {
         });
     }
     latencies.sort_unstable();
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "an index into a short list, computed in f64"
+    )]
     let pct =
         |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0;
     println!("container death → recovery task created, {KILLS} kills (kill -9 of the host PID, from the client's clock):");

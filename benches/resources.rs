@@ -9,6 +9,10 @@
 //!
 //! Run it with `cargo bench --bench resources`. `cargo test --all-targets`
 //! also builds and runs this binary, without `--bench`: then it does nothing.
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "sample counts (a few hundred) divide Durations as u32"
+)]
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -289,6 +289,10 @@ fn metric_name(metric: Metric) -> &'static str {
 }
 
 /// "97.3%" of a core, "81.0% of the host's memory", "48 MiB".
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "bytes carried as f64 are whole numbers below 2^53; `as` saturates"
+)]
 fn figure(metric: Metric, value: f64) -> String {
     match metric {
         Metric::Cpu => format!("{value:.1}%"),

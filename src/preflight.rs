@@ -285,7 +285,7 @@ fn published_ports(port: &Value, text: &dyn Fn(&Value) -> Option<String>) -> Vec
     };
     (h0..=h1.max(h0))
         .enumerate()
-        .map(|(i, h)| (h, c0.saturating_add(i as u16)))
+        .map(|(i, h)| (h, c0.saturating_add(u16::try_from(i).unwrap_or(u16::MAX))))
         .collect()
 }
 

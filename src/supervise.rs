@@ -523,7 +523,9 @@ fn observe(
         .iter()
         .filter_map(|c| c.finished_at_usec)
         .max()
-        .is_some_and(|t| now_usec().saturating_sub(t) < SETTLE.as_micros() as u64);
+        .is_some_and(|t| {
+            now_usec().saturating_sub(t) < u64::try_from(SETTLE.as_micros()).unwrap_or(u64::MAX)
+        });
     if signalled && fresh && !ev.oom_killed && ev.stopped_outside.is_none() {
         slot.pending = true;
         drop(slots);

@@ -96,6 +96,10 @@ pub fn parse_rfc3339_usec(s: &str) -> Option<u64> {
 }
 
 /// Days since 1970-01-01 → (year, month 1–12, day 1–31).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "day and month are in 1..=31 and 1..=12 by construction"
+)]
 pub fn civil(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

@@ -18,7 +18,8 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        // Below n, so it fits.
+        usize::try_from(self.next() % n.max(1) as u64).unwrap_or(0)
     }
 }
 
@@ -51,7 +52,7 @@ fn mutate(rng: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
                     d.extend_from_slice(&piece);
                 }
             }
-            _ => d.push(rng.next() as u8),
+            _ => d.push(rng.next().to_le_bytes()[0]),
         }
     }
     d

@@ -983,7 +983,7 @@ async fn follow_task(client: &Conn, args: &Args, id: u64, what: &str) -> Result<
                 let _ = writeln!(out, "{l}");
             }
         }
-        seen += lines.len() as u32;
+        seen = seen.saturating_add(u32::try_from(lines.len()).unwrap_or(u32::MAX));
         if info.finished() {
             if tty {
                 eprint!("\r\x1b[2K");

@@ -25,7 +25,12 @@ struct Row {
     error: String,
 }
 
-pub async fn push(args: &Args, file: Option<PathBuf>, force: bool, json: bool) -> Result<u8> {
+pub(super) async fn push(
+    args: &Args,
+    file: Option<PathBuf>,
+    force: bool,
+    json: bool,
+) -> Result<u8> {
     let path = file
         .or_else(|| args.config.clone())
         .unwrap_or_else(|| config::default_config_path(args.user));

@@ -11,7 +11,7 @@ use crate::dbus::path;
 use crate::dbus::types::{ServiceRow, TaskRow};
 use crate::peer::{PeerClient, PeerClientError};
 
-pub enum Conn {
+pub(super) enum Conn {
     Bus(Client),
     Peer { host: String, client: PeerClient },
 }
@@ -56,7 +56,7 @@ fn op_name(method: &str) -> Result<&'static str> {
 }
 
 impl Conn {
-    pub async fn list_services(&self) -> Result<Vec<ServiceRow>> {
+    pub(super) async fn list_services(&self) -> Result<Vec<ServiceRow>> {
         match self {
             Conn::Bus(c) => Ok(c.list_services().await?),
             Conn::Peer { client, .. } => Ok(client
@@ -77,14 +77,14 @@ impl Conn {
         }
     }
 
-    pub async fn service(&self, name: &str) -> Result<ServiceInfo> {
+    pub(super) async fn service(&self, name: &str) -> Result<ServiceInfo> {
         match self {
             Conn::Bus(c) => Ok(c.service(name).await?),
             Conn::Peer { client, .. } => convert(&client.service(name).await?),
         }
     }
 
-    pub async fn manager(&self) -> Result<ManagerInfo> {
+    pub(super) async fn manager(&self) -> Result<ManagerInfo> {
         match self {
             Conn::Bus(c) => Ok(c.manager().await?),
             Conn::Peer { client, .. } => convert(&client.host().await?),
@@ -92,7 +92,7 @@ impl Conn {
     }
 
     /// Queues `method` ("StartService", ...) and returns the task id.
-    pub async fn service_op(&self, method: &str, name: &str) -> Result<u64> {
+    pub(super) async fn service_op(&self, method: &str, name: &str) -> Result<u64> {
         match self {
             Conn::Bus(c) => Ok(c.service_op(method, name).await?),
             Conn::Peer { client, .. } => {
@@ -106,7 +106,12 @@ impl Conn {
     /// StartServiceMode/StopServiceMode ("replace": stop what stands in
     /// the way first, and start even when a peer cannot be asked); over the
     /// peer endpoint "replace" is the request's `force`.
-    pub async fn service_op_mode(&self, method: &str, name: &str, mode: &str) -> Result<u64> {
+    pub(super) async fn service_op_mode(
+        &self,
+        method: &str,
+        name: &str,
+        mode: &str,
+    ) -> Result<u64> {
         match self {
             Conn::Bus(c) => Ok(c.service_op_mode(method, name, mode).await?),
             Conn::Peer { client, .. } => {
@@ -118,14 +123,14 @@ impl Conn {
         }
     }
 
-    pub async fn task(&self, id: u64) -> Result<TaskInfo> {
+    pub(super) async fn task(&self, id: u64) -> Result<TaskInfo> {
         match self {
             Conn::Bus(c) => Ok(c.task(id).await?),
             Conn::Peer { client, .. } => convert(&client.task(id).await?),
         }
     }
 
-    pub async fn task_log_since(&self, id: u64, skip: u32) -> Result<Vec<String>> {
+    pub(super) async fn task_log_since(&self, id: u64, skip: u32) -> Result<Vec<String>> {
         match self {
             Conn::Bus(c) => Ok(c.task_log_since(id, skip).await?),
             Conn::Peer { client, .. } => Ok(client
@@ -139,7 +144,7 @@ impl Conn {
         }
     }
 
-    pub async fn tasks(
+    pub(super) async fn tasks(
         &self,
         service: Option<&str>,
         states: &[String],
@@ -168,7 +173,7 @@ impl Conn {
     }
 
     /// Container logs: over D-Bus only for now.
-    pub async fn logs(&self, name: &str, lines: u32, follow: bool) -> Result<std::fs::File> {
+    pub(super) async fn logs(&self, name: &str, lines: u32, follow: bool) -> Result<std::fs::File> {
         match self {
             Conn::Bus(c) => Ok(c.logs(name, lines, follow).await?),
             Conn::Peer { host, .. } => Err(Failed(
@@ -178,7 +183,7 @@ impl Conn {
         }
     }
 
-    pub fn bus(&self) -> Result<&Client> {
+    pub(super) fn bus(&self) -> Result<&Client> {
         match self {
             Conn::Bus(c) => Ok(c),
             Conn::Peer { host, .. } => Err(Failed(

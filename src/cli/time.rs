@@ -2,9 +2,9 @@
 //! "Wed 2026-11-25 17:02:03 UTC" and "5min 3s ago".
 
 use crate::time::civil;
-pub use crate::time::now_usec;
+pub(super) use crate::time::now_usec;
 
-pub fn timestamp(usec: u64) -> String {
+pub(super) fn timestamp(usec: u64) -> String {
     if usec == 0 {
         return "n/a".to_string();
     }
@@ -12,7 +12,8 @@ pub fn timestamp(usec: u64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil(days);
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
+        [usize::try_from(days.rem_euclid(7)).unwrap_or(0)];
     format!(
         "{weekday} {y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
         rem / 3600,
@@ -22,7 +23,7 @@ pub fn timestamp(usec: u64) -> String {
 }
 
 /// "2h 5min", "3s", "350ms".
-pub fn span(usec: u64) -> String {
+pub(super) fn span(usec: u64) -> String {
     let ms = usec / 1000;
     if ms < 1000 {
         return format!("{ms}ms");
@@ -43,7 +44,7 @@ pub fn span(usec: u64) -> String {
     parts.join(" ")
 }
 
-pub fn ago(usec: u64) -> String {
+pub(super) fn ago(usec: u64) -> String {
     if usec == 0 {
         return String::new();
     }

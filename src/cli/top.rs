@@ -9,7 +9,7 @@ use super::{Failed, Result, TopOrder};
 use crate::dbus::client::Client;
 use crate::dbus::types::ContainerStatsRow;
 
-pub struct Options {
+pub(super) struct Options {
     pub order: TopOrder,
     pub delay: Duration,
     pub iterations: Option<u32>,
@@ -21,7 +21,7 @@ pub struct Options {
 /// Clear the screen and go to its top left corner.
 const CLEAR: &str = "\x1b[H\x1b[2J";
 
-pub async fn run(client: &Client, opts: &Options) -> Result<()> {
+pub(super) async fn run(client: &Client, opts: &Options) -> Result<()> {
     let mut n = 0u32;
     loop {
         let mut rows = client.container_stats().await?;
@@ -71,6 +71,10 @@ fn sort(rows: &mut [ContainerStatsRow], order: TopOrder) {
     }
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "bytes carried as f64 are whole numbers below 2^53; `as` saturates"
+)]
 fn host_line(host: &std::collections::BTreeMap<String, f64>) -> String {
     let get = |k: &str| host.get(k).copied();
     let mut parts = Vec::new();
@@ -103,7 +107,7 @@ const HEADER: [&str; 8] = [
 
 /// The rows under a header, columns padded to the widest cell; numbers
 /// right-aligned.
-pub fn table(rows: &[ContainerStatsRow]) -> String {
+pub(super) fn table(rows: &[ContainerStatsRow]) -> String {
     let cells: Vec<[String; 8]> = rows
         .iter()
         .map(|r| {

@@ -444,7 +444,13 @@ impl Ctx<'_> {
         }
     }
 
-    fn service(&mut self, name: &str, at: At, s: &raw::RawService, sc: &Scope) -> ServiceConfig {
+    fn service(
+        &mut self,
+        name: &str,
+        at: At,
+        s: &raw::RawService,
+        sc: &Scope<'_>,
+    ) -> ServiceConfig {
         let header = self.header_at(at);
         if !valid_service_name(name) {
             self.err(
@@ -524,7 +530,7 @@ impl Ctx<'_> {
         name: &str,
         header: At,
         s: &raw::RawService,
-        sc: &Scope,
+        sc: &Scope<'_>,
     ) -> HostSelector {
         let Some(spec) = &s.host else {
             return match sc.hosts.len() {

@@ -52,7 +52,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Loc<T> {
         struct LocVisitor<T>(PhantomData<T>);
         impl<'de, T: Deserialize<'de>> Visitor<'de> for LocVisitor<T> {
             type Value = Loc<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a value")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loc<T>, A::Error> {
@@ -111,7 +111,7 @@ impl<'de, R: Deserialize<'de> + Section> Deserialize<'de> for LocMap<R> {
         struct MapVisitor<R>(PhantomData<R>);
         impl<'de, R: Deserialize<'de> + Section> Visitor<'de> for MapVisitor<R> {
             type Value = LocMap<R>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, "tables written as {}", R::HEADER)
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LocMap<R>, A::Error> {
@@ -139,7 +139,7 @@ impl<'de> Deserialize<'de> for HostSpec {
         struct HostVisitor;
         impl<'de> Visitor<'de> for HostVisitor {
             type Value = HostSpec;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a host name, a list of host names, or \"all\"")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<HostSpec, E> {
@@ -170,7 +170,7 @@ impl<'de> Deserialize<'de> for StrOrInt {
         struct V;
         impl Visitor<'_> for V {
             type Value = StrOrInt;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string or an integer")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<StrOrInt, E> {
@@ -202,7 +202,7 @@ impl<'de> Deserialize<'de> for StrOrNum {
         struct V;
         impl Visitor<'_> for V {
             type Value = StrOrNum;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a fraction such as 0.5 or a percentage such as \"50%\"")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<StrOrNum, E> {
@@ -231,7 +231,7 @@ impl<'de> Deserialize<'de> for Int {
         struct V;
         impl Visitor<'_> for V {
             type Value = Int;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an integer")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int, E> {
@@ -256,7 +256,7 @@ impl<'de> Deserialize<'de> for Num {
         struct V;
         impl Visitor<'_> for V {
             type Value = Num;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a number")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Num, E> {
@@ -283,7 +283,7 @@ impl<'de> Deserialize<'de> for Strings {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Strings;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a list of strings, e.g. [\"a\", \"b\"]")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strings, A::Error> {
@@ -306,7 +306,7 @@ impl std::ops::Deref for Strings {
 }
 
 impl Strings {
-    pub fn values(&self) -> Vec<String> {
+    pub(super) fn values(&self) -> Vec<String> {
         self.0.iter().map(|l| l.value.clone()).collect()
     }
 }

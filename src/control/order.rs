@@ -127,7 +127,7 @@ impl Control {
                     None => ("unknown".into(), String::new(), String::new()),
                 };
                 TreeRow {
-                    depth: depth as u32,
+                    depth: u32::try_from(depth).unwrap_or(u32::MAX),
                     name: node,
                     active_state: active,
                     sub_state: sub,

@@ -66,7 +66,7 @@ pub async fn run(
     let session = Connection::session()
         .await
         .map_err(|e| ClientError::Connect(format!("the session bus: {e}")))?;
-    let proxy = zbus::proxy::Builder::<zbus::Proxy>::new(&watch)
+    let proxy = zbus::proxy::Builder::<zbus::Proxy<'_>>::new(&watch)
         .destination(BUS_NAME)?
         .path(MANAGER_PATH)?
         .interface("org.stackd1.Manager")?

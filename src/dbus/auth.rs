@@ -21,12 +21,12 @@ use super::error::Error;
 
 pub const POLKIT_ACTION: &str = "org.stackd1.manage";
 /// The polkit action that lets a caller read logs.
-pub const POLKIT_READ_LOGS: &str = "org.stackd1.read-logs";
+pub(super) const POLKIT_READ_LOGS: &str = "org.stackd1.read-logs";
 /// Groups whose members may read logs, as they may read the journal.
-pub const LOG_GROUPS: [&str; 2] = ["adm", "systemd-journal"];
+pub(super) const LOG_GROUPS: [&str; 2] = ["adm", "systemd-journal"];
 
 #[derive(Clone, Debug)]
-pub struct Policy {
+pub(super) struct Policy {
     pub user_mode: bool,
     pub admin_group: Option<String>,
 }
@@ -137,7 +137,7 @@ async fn polkit_allows(conn: &Connection, header: &Header<'_>, action: &str) -> 
 impl Policy {
     /// Ok when the caller may change state; else a named AccessDenied that
     /// says what would be needed.
-    pub async fn check(&self, conn: &Connection, header: &Header<'_>) -> Result<(), Error> {
+    pub(super) async fn check(&self, conn: &Connection, header: &Header<'_>) -> Result<(), Error> {
         let uid = caller_uid(conn, header).await?;
         if uid == 0 || uid == Uid::effective().as_raw() {
             return Ok(());
@@ -169,7 +169,11 @@ impl Policy {
 
     /// Ok when the caller may read logs (see the module comment); else a
     /// named AccessDenied that says what would be needed.
-    pub async fn check_logs(&self, conn: &Connection, header: &Header<'_>) -> Result<(), Error> {
+    pub(super) async fn check_logs(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+    ) -> Result<(), Error> {
         let uid = caller_uid(conn, header).await?;
         if uid == 0 || uid == Uid::effective().as_raw() {
             return Ok(());

@@ -40,4 +40,4 @@ impl From<ControlError> for Error {
     }
 }
 
-pub type Result<T> = std::result::Result<T, Error>;
+pub(super) type Result<T> = std::result::Result<T, Error>;

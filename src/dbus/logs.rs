@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use zbus::zvariant::OwnedFd;
 
-pub fn pipe(mut lines: BoxStream<'static, String>) -> std::io::Result<OwnedFd> {
+pub(super) fn pipe(mut lines: BoxStream<'static, String>) -> std::io::Result<OwnedFd> {
     let (read, write) = nix::unistd::pipe()?;
     let mut sender = tokio::net::unix::pipe::Sender::from_owned_fd(write)?;
     tokio::spawn(async move {

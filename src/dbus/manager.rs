@@ -20,7 +20,7 @@ use super::Shared;
 use crate::control::{ControlError, Op};
 use crate::store::{TaskFilter, TaskRecord, TaskState};
 
-pub struct Manager {
+pub(super) struct Manager {
     pub(super) shared: Shared,
 }
 

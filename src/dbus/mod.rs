@@ -319,7 +319,8 @@ impl Shared {
 
     /// Drop finished task objects that nobody looked at for a while.
     async fn sweep_tasks(&self) {
-        let cutoff = now_usec().saturating_sub(TASK_OBJECT_TTL.as_micros() as u64);
+        let cutoff = now_usec()
+            .saturating_sub(u64::try_from(TASK_OBJECT_TTL.as_micros()).unwrap_or(u64::MAX));
         let old: Vec<u64> = {
             let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
             let old: Vec<u64> = tasks

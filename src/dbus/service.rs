@@ -12,7 +12,7 @@ use super::types::ContainerRow;
 use super::Shared;
 use crate::control::{Op, ServiceStatus};
 
-pub struct Service {
+pub(super) struct Service {
     pub(super) shared: Shared,
     pub(super) name: String,
 }

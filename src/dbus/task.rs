@@ -10,7 +10,7 @@ use super::error::Result;
 use super::Shared;
 use crate::store::TaskRecord;
 
-pub struct Task {
+pub(super) struct Task {
     pub(super) shared: Shared,
     pub(super) id: u64,
 }

@@ -47,11 +47,19 @@ impl EngineError {
 /// benches (a path outside `src/`, so there is one recipe, not two).
 #[cfg(test)]
 #[path = "../../tests/common/image.rs"]
+#[allow(
+    unreachable_pub,
+    reason = "written for the test crates, where it is public"
+)]
 mod test_image;
 
 /// Helpers shared by this module's tests. A shared test harness will replace
 /// them; they stay deliberately small.
 #[cfg(test)]
+#[allow(
+    unreachable_pub,
+    reason = "the shared image builder is written for test crates"
+)]
 pub(crate) mod testing {
     use std::path::PathBuf;
     use std::process::{Command, Stdio};

@@ -358,7 +358,7 @@ mod tests {
     fn table() {
         let probe3 = config(3, 30, true);
         type Case<'a> = (&'a str, &'a HealthConfig, Vec<(Step, Option<Health>)>);
-        let cases: Vec<Case> = vec![
+        let cases: Vec<Case<'_>> = vec![
             (
                 "first success is healthy at once",
                 &probe3,

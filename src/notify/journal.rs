@@ -10,7 +10,7 @@ use crate::systemd;
 pub(super) struct Journal;
 
 /// The catalogued MESSAGE_ID for an alert kind, if it has one.
-pub fn message_id(kind: &str) -> Option<&'static str> {
+pub(super) fn message_id(kind: &str) -> Option<&'static str> {
     Some(match kind {
         "recovered" | "reconciled" => systemd::MESSAGE_RECOVERED,
         "task-failed" => systemd::MESSAGE_TASK_FAILED,

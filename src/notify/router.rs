@@ -392,7 +392,7 @@ mod tests {
             &'a str,
             bool,
         );
-        let cases: &[Case] = &[
+        let cases: &[Case<'_>] = &[
             (CS::Warning, &[], &[], Warning, "unhealthy", "web", true),
             (CS::Warning, &[], &[], Critical, "unhealthy", "web", true),
             (CS::Warning, &[], &[], Info, "recovered", "", false),

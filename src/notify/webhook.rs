@@ -30,9 +30,9 @@ use crate::config::{WebhookConfig, WebhookFormat};
 use crate::events::{Alert, Severity};
 
 /// The delivery id header.
-pub const DELIVERY_HEADER: &str = "x-stackd-delivery";
+pub(super) const DELIVERY_HEADER: &str = "x-stackd-delivery";
 /// The HMAC signature header.
-pub const SIGNATURE_HEADER: &str = "x-stackd-signature";
+pub(super) const SIGNATURE_HEADER: &str = "x-stackd-signature";
 /// Discord refuses longer messages.
 const DISCORD_MAX: usize = 2000;
 /// How much of a refusal's body goes into the error.
@@ -119,7 +119,7 @@ impl Channel for Webhook {
 }
 
 /// `sha256=<hex>` of HMAC-SHA256(key, body).
-pub fn signature(key: &[u8], body: &[u8]) -> String {
+pub(super) fn signature(key: &[u8], body: &[u8]) -> String {
     // HMAC takes keys of any length; new_from_slice cannot fail for it.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key");
     mac.update(body);

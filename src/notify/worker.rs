@@ -52,9 +52,9 @@ const IDLE_POLL: Duration = Duration::from_secs(60);
 /// Shortest pause between passes: whatever goes wrong, never a busy loop.
 const MIN_PAUSE: Duration = Duration::from_millis(50);
 /// The first wait before writing to a store that refused a write.
-pub const STORE_RETRY_FIRST: Duration = Duration::from_secs(1);
+pub(super) const STORE_RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait before writing to a store that refused a write.
-pub const STORE_RETRY_MAX: Duration = Duration::from_secs(60);
+pub(super) const STORE_RETRY_MAX: Duration = Duration::from_secs(60);
 /// A channel's failed deliveries are logged at warn level at most this
 /// often (the first of a spell at once).
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);

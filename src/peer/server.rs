@@ -484,7 +484,7 @@ async fn dispatch(
                 },
                 limit: Some(match number(&query, "limit", 20)? {
                     n if n > 1000 => return Err(bad_request("limit is at most 1000")),
-                    n => n as usize,
+                    n => usize::try_from(n).unwrap_or(1000),
                 }),
             };
             let rows: Vec<Task> = control

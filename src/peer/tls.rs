@@ -37,7 +37,7 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PeerError> {
     Ok(certs)
 }
 
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, PeerError> {
+pub(super) fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, PeerError> {
     let chain = certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| PeerError::Tls(format!("{}: {e}", key.display())))?;
@@ -52,7 +52,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, PeerError> {
 }
 
 /// A client that trusts the certificates in `ca` (the cluster's own CA).
-pub fn connector(ca: &Path) -> Result<TlsConnector, PeerError> {
+pub(super) fn connector(ca: &Path) -> Result<TlsConnector, PeerError> {
     let mut roots = RootCertStore::empty();
     for c in certs(ca)? {
         roots
@@ -72,7 +72,7 @@ pub fn connector(ca: &Path) -> Result<TlsConnector, PeerError> {
 /// hex digits. No CA, no name check, no expiry check: the pin is the trust.
 /// The handshake signature is still verified with that certificate's key,
 /// so only the holder of its private key passes.
-pub fn pinned(pin_hex: &str) -> Result<TlsConnector, PeerError> {
+pub(super) fn pinned(pin_hex: &str) -> Result<TlsConnector, PeerError> {
     let pin = decode_hex(pin_hex).ok_or_else(|| {
         PeerError::Tls(format!("tls_pin_sha256 {pin_hex:?} is not 64 hex digits"))
     })?;
@@ -91,7 +91,7 @@ pub fn pinned(pin_hex: &str) -> Result<TlsConnector, PeerError> {
 }
 
 /// The SHA-256 fingerprint of a DER certificate, as lower-case hex.
-pub fn fingerprint(der: &[u8]) -> String {
+pub(super) fn fingerprint(der: &[u8]) -> String {
     Sha256::digest(der)
         .iter()
         .map(|b| format!("{b:02x}"))

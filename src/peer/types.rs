@@ -30,7 +30,8 @@ impl ServiceSummary {
             active_state: s.active_state.to_string(),
             sub_state: s.sub_state.clone(),
             health: s.health.to_string(),
-            containers: s.containers.iter().filter(|c| !c.oneoff).count() as u32,
+            containers: u32::try_from(s.containers.iter().filter(|c| !c.oneoff).count())
+                .unwrap_or(u32::MAX),
         }
     }
 }

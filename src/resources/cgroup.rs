@@ -119,7 +119,7 @@ fn lines(text: &str) -> impl Iterator<Item = Line<'_>> {
 impl Files {
     /// Works out where the container with init process `pid` keeps its
     /// figures.
-    pub fn resolve(
+    pub(super) fn resolve(
         cgroup_root: &Path,
         proc_root: &Path,
         id: &str,
@@ -181,7 +181,7 @@ impl Files {
     }
 
     /// Reads every figure; `buf` is scratch space reused between calls.
-    pub fn read(&self, buf: &mut Vec<u8>) -> Result<ContainerReading, ResourceError> {
+    pub(super) fn read(&self, buf: &mut Vec<u8>) -> Result<ContainerReading, ResourceError> {
         let v1 = self.version == CgroupVersion::V1;
 
         let text = read_into(&self.cpu, buf)?;

@@ -31,7 +31,7 @@ pub const MESSAGE_RELOAD_FAILED: &str = "c273d99cff4c47a885f38ec5d2c2d975";
 /// The state database cannot write (full state directory) / writes again.
 pub const MESSAGE_STATE_WRITE: &str = "f373aa1e7580418f97ea16ecec9f9deb";
 
-fn send(states: &[NotifyState]) {
+fn send(states: &[NotifyState<'_>]) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }
