@@ -18,6 +18,7 @@ mod desired;
 mod error;
 mod events;
 mod health;
+mod images;
 mod outbox;
 mod schema;
 mod tasks;
@@ -34,6 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 pub use error::StoreError;
+pub use images::{SeenImage, ServiceImage};
 pub use health::{WriteFailure, WriteHealth, QUIET_INTERVAL};
 pub use types::{
     result, Desired, DesiredSource, DesiredState, EventRecord, LogLine, NewEvent, NewTask,
