@@ -67,7 +67,8 @@ fn prune_interval(s: &str) -> Result<Option<Duration>, String> {
 }
 
 fn disk_share(v: &StrOrNum) -> Result<Option<f64>, String> {
-    let expected = "expected \"off\", a percentage (\"10%\") or a fraction above 0 and below 1 (0.1)";
+    let expected =
+        "expected \"off\", a percentage (\"10%\") or a fraction above 0 and below 1 (0.1)";
     let f = match v {
         StrOrNum::Str(s) if s.trim() == "off" => return Ok(None),
         StrOrNum::Num(n) => Some(*n),

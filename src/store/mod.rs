@@ -35,8 +35,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 pub use error::StoreError;
-pub use images::{SeenImage, ServiceImage};
 pub use health::{WriteFailure, WriteHealth, QUIET_INTERVAL};
+pub use images::{SeenImage, ServiceImage};
 pub use types::{
     result, Desired, DesiredSource, DesiredState, EventRecord, LogLine, NewEvent, NewTask,
     OutboxItem, ParseEnumError, TaskFilter, TaskRecord, TaskState,
