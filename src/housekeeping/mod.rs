@@ -64,7 +64,7 @@ impl Control {
             .ok_or_else(|| ControlError::NoSuchService(format!("no such service: {name}")))?;
         let images = self.store().service_images(Some(name))?;
         if !images.iter().any(|i| i.previous.is_some()) {
-            return Err(ControlError::InvalidArgument(format!(
+            return Err(ControlError::Conflict(format!(
                 "{name} has no previous image to roll back to: stackd records one when an \
                  update (or any start) changes the image the service runs"
             )));
