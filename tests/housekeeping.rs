@@ -365,3 +365,42 @@ fn a_state_directory_below_disk_warning_raises_a_warning_naming_what_prune_frees
     assert!(alert.contains("below disk_warning 25%"), "{alert}");
     assert!(alert.contains("stackctl prune would free"), "{alert}");
 }
+
+#[test]
+fn prune_after_twenty_releases_keeps_only_the_current_and_the_previous() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    let env = TestEnv::new("housekeeping_twenty");
+    let mut images = Images {
+        prefix: env.prefix().to_string(),
+        ids: Vec::new(),
+    };
+    let web = add_built(&env, "web");
+    let reference = built_reference(&web);
+    let mut releases = vec![images.release(&reference, "r0")];
+    env.write_config(&format!("[services.{web}]\nauto_start = false\n"));
+    let bus = Bus::start(env.dir());
+    let _daemon = Daemon::start(&env, &bus);
+    stackctl(&env, &bus, &["start", &web]).expect_success();
+    for i in 1..20 {
+        releases.push(images.release(&reference, &format!("r{i}")));
+        stackctl(&env, &bus, &["update", &web]).expect_success();
+    }
+    assert_eq!(running_image(&web), releases[19]);
+
+    let started = Instant::now();
+    let out = stackctl(&env, &bus, &["prune", "--images"]).expect_success();
+    eprintln!(
+        "prune of 20 images (18 removed) took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        out.stdout
+            .contains("removed 18 images, 0 containers, 0 networks"),
+        "{out}"
+    );
+    for (i, id) in releases.iter().enumerate() {
+        assert_eq!(image_exists(id), i >= 18, "release {i}: {out}");
+    }
+}
