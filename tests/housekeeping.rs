@@ -357,10 +357,8 @@ fn a_state_directory_below_disk_warning_raises_a_warning_naming_what_prune_frees
         !alerts(&daemon).is_empty()
     });
     let alert = alerts(&daemon).remove(0);
-    assert!(
-        alert.contains("WARNING") || alert.contains("warning"),
-        "{alert}"
-    );
+    // Severity warning: the journal channel logs it at WARN.
+    assert!(alert.contains(" WARN "), "{alert}");
     assert!(alert.contains(&state.display().to_string()), "{alert}");
     assert!(alert.contains("below disk_warning 25%"), "{alert}");
     assert!(alert.contains("stackctl prune would free"), "{alert}");
@@ -403,4 +401,35 @@ fn prune_after_twenty_releases_keeps_only_the_current_and_the_previous() {
     for (i, id) in releases.iter().enumerate() {
         assert_eq!(image_exists(id), i >= 18, "release {i}: {out}");
     }
+}
+
+#[test]
+fn a_scheduled_prune_runs_by_itself_every_interval() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    let env = TestEnv::new("housekeeping_schedule");
+    env.write_config("sample_interval = \"1s\"\n\n[housekeeping]\nprune = \"2s\"\n");
+    let bus = Bus::start(env.dir());
+    let _daemon = Daemon::start(&env, &bus);
+    let prunes = || -> Vec<serde_json::Value> {
+        common::stackctl_json(&env, &bus, &["tasks"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t["kind"] == "prune" && t["state"] == "succeeded")
+            .collect()
+    };
+    // Two: it is a schedule, not a prune at start-up.
+    wait_until(Duration::from_secs(60), "two scheduled prunes", || {
+        prunes().len() >= 2
+    });
+    let id = prunes()[0]["id"].to_string();
+    let task = stackctl(&env, &bus, &["task", &id]).expect_success();
+    assert!(task.stdout.contains("Origin: schedule"), "{task}");
+    assert!(
+        task.stdout.contains("prune images, containers, networks"),
+        "{task}"
+    );
 }
