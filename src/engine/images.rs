@@ -9,6 +9,8 @@ use bollard::container::{ListContainersOptions, RemoveContainerOptions};
 use bollard::image::{RemoveImageOptions, TagImageOptions};
 use bollard::network::{InspectNetworkOptions, ListNetworksOptions};
 
+use futures_util::StreamExt;
+
 use super::docker::{Docker, PROJECT_LABEL};
 use super::EngineError;
 
@@ -79,12 +81,18 @@ impl Docker {
             }))
             .await
             .map_err(|e| self.error("list containers", e))?;
+        // The summary's `Image` shows the id once the tag moved on; the
+        // reference as created is in the inspected config. A few inspects
+        // at a time, as `list_containers` does.
+        let inspected: Vec<_> =
+            futures_util::stream::iter(summaries.into_iter().filter_map(|s| s.id))
+                .map(|id| async move { (self.inspect_raw(&id).await, id) })
+                .buffered(8)
+                .collect()
+                .await;
         let mut out = Vec::new();
-        for s in summaries {
-            let Some(id) = s.id else { continue };
-            // The summary's `Image` shows the id once the tag moved on;
-            // the reference as created is in the inspected config.
-            let Some(info) = self.inspect_raw(&id).await? else {
+        for (info, id) in inspected {
+            let Some(info) = info? else {
                 continue;
             };
             let config = info.config.unwrap_or_default();

@@ -60,8 +60,8 @@ impl Control {
     /// Queue a rollback of `name` to the image it ran before its last
     /// update. Refused when stackd recorded no such image.
     pub async fn rollback(&self, name: &str, origin: &str) -> Result<TaskRecord, ControlError> {
-        self.local_service(name)
-            .ok_or_else(|| ControlError::NoSuchService(format!("no such service: {name}")))?;
+        // The same "no such service" / "not assigned here" answers as status.
+        self.service(name)?;
         let images = self.store().service_images(Some(name))?;
         if !images.iter().any(|i| i.previous.is_some()) {
             return Err(ControlError::Conflict(format!(
