@@ -52,6 +52,16 @@ impl Control {
         // Registered before the task can start: the queue may run it at once.
         let pending = self.housekeeping();
         let mut map = pending.0.lock().unwrap_or_else(|e| e.into_inner());
+        // A prune cancelled before it started never took its options out.
+        let store = self.store();
+        map.retain(|id, _| {
+            store.task(*id).ok().flatten().is_some_and(|t| {
+                matches!(
+                    t.state,
+                    crate::store::TaskState::Pending | crate::store::TaskState::Running
+                )
+            })
+        });
         let task = self.queue().submit(TaskKind::Prune, "", origin)?;
         map.insert(task.id, opts);
         Ok(task)
@@ -81,14 +91,12 @@ pub(crate) async fn prune_task(
     log: &Log,
     cancel: &CancellationToken,
 ) -> Result<(), Failure> {
-    let opts = control
-        .housekeeping()
-        .take(task.id)
-        .unwrap_or(PruneOptions {
-            // A scheduled prune, or one queued before a restart.
-            kinds: Kinds::ALL,
-            dry_run: false,
-        });
+    // Every prune is queued through `Control::prune`, which registers its
+    // options; without them (never expected) nothing is removed rather than
+    // guessing: a dry run must never become a real one.
+    let opts = control.housekeeping().take(task.id).ok_or_else(|| {
+        Failure::failed("the options of this prune were lost; nothing was removed")
+    })?;
     let docker = control
         .docker()
         .ok_or_else(|| Failure::failed("Docker is unavailable"))?;
