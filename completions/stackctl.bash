@@ -73,6 +73,9 @@ _stackctl() {
             stackctl,notify-agent)
                 cmd="stackctl__subcmd__notify__subcmd__agent"
                 ;;
+            stackctl,prune)
+                cmd="stackctl__subcmd__prune"
+                ;;
             stackctl,pull)
                 cmd="stackctl__subcmd__pull"
                 ;;
@@ -81,6 +84,9 @@ _stackctl() {
                 ;;
             stackctl,restart)
                 cmd="stackctl__subcmd__restart"
+                ;;
+            stackctl,rollback)
+                cmd="stackctl__subcmd__rollback"
                 ;;
             stackctl,start)
                 cmd="stackctl__subcmd__start"
@@ -172,6 +178,9 @@ _stackctl() {
             stackctl__subcmd__help,notify-agent)
                 cmd="stackctl__subcmd__help__subcmd__notify__subcmd__agent"
                 ;;
+            stackctl__subcmd__help,prune)
+                cmd="stackctl__subcmd__help__subcmd__prune"
+                ;;
             stackctl__subcmd__help,pull)
                 cmd="stackctl__subcmd__help__subcmd__pull"
                 ;;
@@ -180,6 +189,9 @@ _stackctl() {
                 ;;
             stackctl__subcmd__help,restart)
                 cmd="stackctl__subcmd__help__subcmd__restart"
+                ;;
+            stackctl__subcmd__help,rollback)
+                cmd="stackctl__subcmd__help__subcmd__rollback"
                 ;;
             stackctl__subcmd__help,start)
                 cmd="stackctl__subcmd__help__subcmd__start"
@@ -230,7 +242,7 @@ _stackctl() {
 
     case "${cmd}" in
         stackctl)
-            opts="-o -H -c -l -q -h -V --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help --version list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help"
+            opts="-o -H -c -l -q -h -V --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help --version list hosts status is-active is-failed is-wanted start migrate stop restart update pull down prune rollback tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -652,7 +664,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help)
-            opts="list hosts status is-active is-failed is-wanted start migrate stop restart update pull down tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help"
+            opts="list hosts status is-active is-failed is-wanted start migrate stop restart update pull down prune rollback tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -945,6 +957,20 @@ _stackctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        stackctl__subcmd__help__subcmd__prune)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         stackctl__subcmd__help__subcmd__pull)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -974,6 +1000,20 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help__subcmd__restart)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__rollback)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1529,6 +1569,44 @@ _stackctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        stackctl__subcmd__prune)
+            opts="-o -H -c -l -q -h --images --containers --networks --dry-run --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         stackctl__subcmd__pull)
             opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1607,6 +1685,44 @@ _stackctl() {
             ;;
         stackctl__subcmd__restart)
             opts="-o -H -c -l -q -h --wait --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__rollback)
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -141,6 +141,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         control.board().clone(),
     ));
     let monitor = tokio::spawn(crate::monitor::run(control.clone()));
+    let housekeeping = tokio::spawn(crate::housekeeping::run(control.clone()));
     let server = dbus::serve(control.clone(), opts.user_mode).await?;
     // The peer endpoint after D-Bus, before READY=1: a bad token file or a
     // taken port stops the start with a clear error.
@@ -225,6 +226,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     docker_watch.abort();
     state_watch.abort();
     monitor.abort();
+    housekeeping.abort();
     observer.abort();
     drop(server);
     Ok(())

@@ -21,6 +21,7 @@ pub mod events;
 pub mod fuzz;
 pub mod health;
 pub mod hosts;
+pub mod housekeeping;
 pub mod monitor;
 pub mod notify;
 pub mod peer;

@@ -349,6 +349,7 @@ const TABLES: &[(&str, &str)] = &[
     ("RawEmail", "[notify.email]"),
     ("RawWebhook", "[notify.webhook.NAME]"),
     ("RawDesktop", "[notify.desktop]"),
+    ("RawHousekeeping", "[housekeeping]"),
 ];
 
 /// One field of a raw struct.

@@ -167,6 +167,31 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Remove images no managed service uses (each service's previous
+    /// image is kept for rollback), and stopped containers and networks of
+    /// projects stackd deployed and no longer manages. Never a volume,
+    /// never anything of a project stackd does not manage. Without a kind,
+    /// all three.
+    Prune {
+        /// Images stackd saw a service run that no service uses now.
+        #[arg(long)]
+        images: bool,
+        /// Stopped containers of projects stackd no longer manages.
+        #[arg(long)]
+        containers: bool,
+        /// Networks of projects stackd no longer manages.
+        #[arg(long)]
+        networks: bool,
+        /// List what would go and its size; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Redeploy the services with the image each ran before its last
+    /// update (kept by prune).
+    Rollback {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// List tasks, newest first.
     Tasks {
         /// Only tasks of this service.

@@ -133,6 +133,25 @@ async fn run(args: &Args) -> Result<u8> {
         Command::Update { names, wait } => ops(&client, args, "UpdateService", names, *wait).await,
         Command::Pull { names } => ops(&client, args, "PullService", names, false).await,
         Command::Down { names } => ops(&client, args, "DownService", names, false).await,
+        Command::Prune {
+            images,
+            containers,
+            networks,
+            dry_run,
+        } => {
+            let id = client
+                .bus()?
+                .prune(*images, *containers, *networks, *dry_run)
+                .await?;
+            follow_task(&client, args, id, "prune").await
+        }
+        Command::Rollback { names } => {
+            let bus = client.bus()?;
+            submit_each(&client, args, names, false, |name| async move {
+                Ok(bus.service_op("Rollback", name).await?)
+            })
+            .await
+        }
         Command::Tasks {
             service,
             state,

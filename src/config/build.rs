@@ -366,6 +366,8 @@ impl Ctx<'_> {
         self.check_references(&raw);
         let names: BTreeSet<&str> = raw.services.0.keys().map(String::as_str).collect();
         let notify = self.notify(&raw, &names);
+        let (housekeeping, errors) = super::housekeeping::build(raw.housekeeping.as_ref());
+        self.errors.extend(errors);
 
         Config {
             path: self.sources[0].0.clone(),
@@ -385,6 +387,7 @@ impl Ctx<'_> {
             resources,
             services,
             notify,
+            housekeeping,
             hash,
         }
     }

@@ -7,6 +7,7 @@
 //! of the merged file, not just the first.
 
 mod build;
+mod housekeeping;
 mod raw;
 mod units;
 mod write;
@@ -19,6 +20,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use housekeeping::HousekeepingConfig;
 pub use units::parse_duration;
 pub use write::{check_replacement, write_atomic};
 
@@ -143,6 +145,8 @@ pub struct Config {
     pub resources: Option<ResourcesConfig>,
     pub services: BTreeMap<String, ServiceConfig>,
     pub notify: NotifyConfig,
+    /// `[housekeeping]`: scheduled prune and the disk warning.
+    pub housekeeping: HousekeepingConfig,
     /// Stable hex digest of the source texts, in merge order.
     pub hash: String,
 }

@@ -333,6 +333,14 @@ pub(crate) struct RawFile {
     pub services: LocMap<RawService>,
     pub resources: Option<RawResources>,
     pub notify: Option<RawNotify>,
+    pub housekeeping: Option<RawHousekeeping>,
+}
+
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [housekeeping] table")]
+pub(crate) struct RawHousekeeping {
+    pub prune: L<String>,
+    pub disk_warning: L<StrOrNum>,
 }
 
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -504,7 +512,8 @@ macro_rules! merge_struct {
 merge_struct!(RawFile;
     leaves: host, compose_dir, state_dir, compose_command, max_parallel, sample_interval,
         admin_group, boot_id_file, reload_guard;
-    tables: hosts, peer, services, resources, notify);
+    tables: hosts, peer, services, resources, notify, housekeeping);
+merge_struct!(RawHousekeeping; leaves: prune, disk_warning; tables: );
 merge_struct!(RawHost; leaves: peer; tables: );
 merge_struct!(RawPeer;
     leaves: listen, token_file, tls_cert, tls_key, tls_ca, tls_pin_sha256, timeout, heartbeat;

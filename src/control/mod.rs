@@ -88,6 +88,8 @@ pub enum Op {
     Update,
     Pull,
     Down,
+    /// Back to the previous image (`housekeeping::retag_previous`).
+    Rollback,
 }
 
 impl Op {
@@ -99,13 +101,14 @@ impl Op {
             Op::Update => TaskKind::Update,
             Op::Pull => TaskKind::Pull,
             Op::Down => TaskKind::Down,
+            Op::Rollback => TaskKind::Rollback,
         }
     }
 
     /// What the operation says about the desired state, if anything.
     fn desired(self) -> Option<DesiredState> {
         match self {
-            Op::Start | Op::Restart | Op::Update => Some(DesiredState::Running),
+            Op::Start | Op::Restart | Op::Update | Op::Rollback => Some(DesiredState::Running),
             Op::Stop | Op::Down => Some(DesiredState::Stopped),
             Op::Pull => None,
         }
@@ -204,6 +207,8 @@ struct Shared {
     moves: Mutex<std::collections::HashMap<String, String>>,
     /// Tasks that wait for health after their Compose step (`wait.rs`).
     waits: Mutex<std::collections::HashSet<u64>>,
+    /// Options of queued prune tasks (`housekeeping/`).
+    housekeeping: crate::housekeeping::Pending,
 }
 
 /// Cheap to clone.
@@ -239,6 +244,7 @@ impl Control {
             peers: OnceLock::new(),
             moves: Mutex::default(),
             waits: Mutex::default(),
+            housekeeping: Default::default(),
         });
         let runner = Arc::new(ComposeRunner {
             shared: shared.clone(),
@@ -262,6 +268,11 @@ impl Control {
 
     pub fn queue(&self) -> &Queue {
         self.shared.queue()
+    }
+
+    /// Options of queued prune tasks.
+    pub(crate) fn housekeeping(&self) -> &crate::housekeeping::Pending {
+        &self.shared.housekeeping
     }
 
     /// What the supervisor knows of each service's health and recoveries.
@@ -1131,6 +1142,12 @@ impl Shared {
             TaskKind::Reconcile => return self.reconcile(&task, &log, &cancel).await,
             TaskKind::Migrate => return self.migrate(&task, &log, &cancel).await,
             TaskKind::Receive => return self.receive(&task, &log, &cancel).await,
+            TaskKind::Prune => {
+                let control = Control {
+                    shared: self.clone(),
+                };
+                return crate::housekeeping::prune_task(&control, &task, &log, &cancel).await;
+            }
             _ => {}
         }
         let deadline = tokio::time::Instant::now() + kind.timeout();
@@ -1167,6 +1184,19 @@ impl Shared {
                 )));
             }
         }
+        // The images it ran before, so a change leaves the previous one
+        // recorded (what prune keeps and rollback goes back to).
+        let docker = self.world.docker();
+        if kind.starts() {
+            crate::housekeeping::record_images(docker.as_ref(), &self.store, &task.service).await;
+        }
+        let rollback = [crate::housekeeping::rollback_step(
+            self.compose().await?.flavor(),
+        )];
+        if kind == TaskKind::Rollback {
+            crate::housekeeping::retag_previous(docker.as_ref(), &self.store, &task.service, &log)
+                .await?;
+        }
         let steps: &[&[&str]] = match kind {
             TaskKind::Deploy => &[&["up", "-d", "--remove-orphans"]],
             TaskKind::Stop => &[&["stop"]],
@@ -1174,14 +1204,15 @@ impl Shared {
             TaskKind::Restart => &[&["restart"], &["up", "-d", "--remove-orphans"]],
             TaskKind::Update => &[&["pull"], &["up", "-d", "--remove-orphans"]],
             TaskKind::Pull => &[&["pull"]],
-            TaskKind::Reconcile | TaskKind::Migrate | TaskKind::Receive => &[],
+            TaskKind::Rollback => &rollback,
+            TaskKind::Reconcile | TaskKind::Migrate | TaskKind::Receive | TaskKind::Prune => &[],
         };
         let outcome = self
             .compose_steps(&task.service, &dir, &file, steps, &log, &cancel, deadline)
             .await;
         if outcome.is_ok() {
             let mark = match kind {
-                TaskKind::Deploy | TaskKind::Restart | TaskKind::Update => {
+                TaskKind::Deploy | TaskKind::Restart | TaskKind::Update | TaskKind::Rollback => {
                     self.store.mark_deployed(&task.service)
                 }
                 TaskKind::Down => self.store.unmark_deployed(&task.service),
@@ -1190,6 +1221,9 @@ impl Shared {
             if let Err(e) = mark {
                 warn!(stackd_service = %task.service, "cannot record the deployment: {e}");
             }
+        }
+        if outcome.is_ok() && kind.starts() {
+            crate::housekeeping::record_images(docker.as_ref(), &self.store, &task.service).await;
         }
         self.world.refresh(&task.service, &self.events).await;
         let wait = self.waits().remove(&task.id);

@@ -49,7 +49,9 @@ impl Control {
                 running.retain(|s| !self.stop_queued(s));
                 graph.plan_stop(name, &running, force)
             }
-            Op::Start | Op::Restart | Op::Update => graph.plan_start(name, &running, force),
+            Op::Start | Op::Restart | Op::Update | Op::Rollback => {
+                graph.plan_start(name, &running, force)
+            }
             Op::Pull => Ok(Vec::new()),
         };
         planned.map_err(|b| match b {

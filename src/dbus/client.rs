@@ -330,6 +330,32 @@ impl Client {
         })
     }
 
+    /// `Prune` with the given kinds (none: all) and dry run; the task id.
+    pub async fn prune(
+        &self,
+        images: bool,
+        containers: bool,
+        networks: bool,
+        dry_run: bool,
+    ) -> Result<u64> {
+        let mut options: HashMap<&str, Value<'_>> = HashMap::new();
+        for (key, on) in [
+            ("images", images),
+            ("containers", containers),
+            ("networks", networks),
+            ("dry_run", dry_run),
+        ] {
+            if on {
+                options.insert(key, Value::from(true));
+            }
+        }
+        let path: OwnedObjectPath = self
+            .call(MANAGER_PATH, MANAGER, "Prune", &(options,))
+            .await?;
+        path::task_id(path.as_str())
+            .ok_or_else(|| ClientError::Protocol(format!("Prune returned {path}, not a task")))
+    }
+
     pub async fn plan_start(&self, name: &str, mode: &str) -> Result<Vec<PlanRow>> {
         self.call(MANAGER_PATH, MANAGER, "PlanStart", &(name, mode))
             .await

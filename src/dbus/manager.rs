@@ -338,6 +338,37 @@ impl Manager {
         self.op(conn, &header, Op::Down, name, "fail").await
     }
 
+    /// Queue a prune task (`housekeeping/`). Options: `images`,
+    /// `containers`, `networks` (b; none set means all three), `dry_run`
+    /// (b: list what would go and its bytes in the task log).
+    async fn prune(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath> {
+        let opts = super::types::prune_options(options).map_err(Error::InvalidArgument)?;
+        let control = &self.shared.control;
+        self.queue(conn, &header, "fail", |_, origin| async move {
+            control.prune(opts, &origin)
+        })
+        .await
+    }
+
+    /// Redeploy a service with the image it ran before its last update.
+    async fn rollback(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+    ) -> Result<OwnedObjectPath> {
+        let control = &self.shared.control;
+        self.queue(conn, &header, "fail", |_, origin| async move {
+            control.rollback(name, &origin).await
+        })
+        .await
+    }
+
     /// Bring the host to its desired state; returns the reconcile task.
     /// Refused (Conflict) when it would stop more of this host's services
     /// for being no longer assigned than `reload_guard` allows.

@@ -222,3 +222,29 @@ pub fn parse_mode(mode: &str) -> Result<bool, String> {
         )),
     }
 }
+
+/// `Prune`'s options: `images`, `containers`, `networks` and `dry_run`,
+/// each a boolean; unknown keys are refused.
+pub fn prune_options(
+    options: std::collections::HashMap<String, OwnedValue>,
+) -> std::result::Result<crate::housekeeping::PruneOptions, String> {
+    let (mut images, mut containers, mut networks, mut dry_run) = (false, false, false, false);
+    for (key, value) in options {
+        let flag = bool::try_from(&value).map_err(|_| format!("option {key} must be a boolean"))?;
+        match key.as_str() {
+            "images" => images = flag,
+            "containers" => containers = flag,
+            "networks" => networks = flag,
+            "dry_run" => dry_run = flag,
+            other => {
+                return Err(format!(
+                    "unknown prune option {other:?} (known: images, containers, networks, dry_run)"
+                ))
+            }
+        }
+    }
+    Ok(crate::housekeeping::PruneOptions {
+        kinds: crate::housekeeping::Kinds::from_flags(images, containers, networks),
+        dry_run,
+    })
+}

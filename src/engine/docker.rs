@@ -33,7 +33,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection to one Docker engine, with the API version already agreed.
 #[derive(Clone)]
 pub struct Docker {
-    inner: bollard::Docker,
+    pub(super) inner: bollard::Docker,
     address: String,
 }
 
@@ -346,7 +346,10 @@ impl Docker {
         Ok(Some(container_info(info, status)))
     }
 
-    async fn inspect_raw(&self, id: &str) -> Result<Option<ContainerInspectResponse>, EngineError> {
+    pub(super) async fn inspect_raw(
+        &self,
+        id: &str,
+    ) -> Result<Option<ContainerInspectResponse>, EngineError> {
         match self
             .inner
             .inspect_container(id, None::<InspectContainerOptions>)
@@ -539,7 +542,7 @@ impl Docker {
     }
 
     /// Sorts a bollard error into "engine unreachable" and "request failed".
-    fn error(&self, call: &'static str, e: BollardError) -> EngineError {
+    pub(super) fn error(&self, call: &'static str, e: BollardError) -> EngineError {
         match e {
             BollardError::DockerResponseServerError {
                 status_code: 404,

@@ -6,9 +6,11 @@
 
 pub mod compose;
 pub mod docker;
+mod images;
 
 pub use compose::{Compose, ComposeChoice, ComposeError, ComposeFlavor, Invocation};
 pub use docker::{ContainerInfo, ContainerState, Docker, EngineEvent, EngineInfo};
+pub use images::{DiskUsage, ImageRecord, NetworkRecord, ProjectContainer};
 
 /// Something went wrong talking to the Docker engine or finding Compose.
 #[derive(Debug, thiserror::Error)]

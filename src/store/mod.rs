@@ -18,6 +18,7 @@ mod desired;
 mod error;
 mod events;
 mod health;
+mod images;
 mod outbox;
 mod schema;
 mod tasks;
@@ -35,6 +36,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 pub use error::StoreError;
 pub use health::{WriteFailure, WriteHealth, QUIET_INTERVAL};
+pub use images::{SeenImage, ServiceImage};
 pub use types::{
     result, Desired, DesiredSource, DesiredState, EventRecord, LogLine, NewEvent, NewTask,
     OutboxItem, ParseEnumError, TaskFilter, TaskRecord, TaskState,

@@ -125,6 +125,28 @@ pub(super) const MIGRATIONS: &[&str] = &[
     DROP TABLE desired;
     ALTER TABLE desired_v3 RENAME TO desired;
     ",
+    // 5: the images each service ran, so that `prune` keeps the one before
+    // the last change (what `rollback` goes back to) and removes only images
+    // stackd saw a service it deploys run. `service_images` holds, per
+    // service and image reference, the image id it runs now and the one it
+    // ran before; `image_history` every image id seen so.
+    r"
+    CREATE TABLE service_images (
+        service      TEXT NOT NULL,
+        reference    TEXT NOT NULL,
+        current      TEXT NOT NULL,
+        previous     TEXT,
+        changed_usec INTEGER NOT NULL,
+        PRIMARY KEY (service, reference)
+    );
+    CREATE TABLE image_history (
+        image_id   TEXT NOT NULL,
+        service    TEXT NOT NULL,
+        reference  TEXT NOT NULL,
+        last_usec  INTEGER NOT NULL,
+        PRIMARY KEY (image_id, service, reference)
+    );
+    ",
 ];
 
 /// The schema version this build writes.

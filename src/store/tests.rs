@@ -1033,3 +1033,27 @@ fn check_state_dir_refuses_a_file() {
     assert!(super::check_state_dir(&dir.path().join("new/state")).is_ok());
     assert!(super::check_state_dir(dir.path()).is_ok());
 }
+
+#[test]
+fn record_image_keeps_the_one_before_the_last_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.record_image("web", "app:1", "sha256:a").unwrap());
+    assert!(!store.record_image("web", "app:1", "sha256:a").unwrap());
+    assert!(store.record_image("web", "app:1", "sha256:b").unwrap());
+    assert!(store.record_image("web", "app:1", "sha256:c").unwrap());
+    let images = store.service_images(Some("web")).unwrap();
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].current, "sha256:c");
+    assert_eq!(images[0].previous.as_deref(), Some("sha256:b"));
+    let seen: Vec<String> = store
+        .seen_images()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.image_id)
+        .collect();
+    assert_eq!(seen, ["sha256:a", "sha256:b", "sha256:c"]);
+    store.forget_image("sha256:b").unwrap();
+    assert_eq!(store.service_images(None).unwrap()[0].previous, None);
+    assert_eq!(store.seen_images().unwrap().len(), 2);
+}

@@ -41,10 +41,15 @@ pub enum TaskKind {
     /// Start a service moved here and wait until it is healthy (on the
     /// host it moves to).
     Receive,
+    /// Remove images, stopped containers and networks stackd left behind
+    /// (host-wide; `housekeeping/`).
+    Prune,
+    /// Tag the service's previous image back to its reference, then `up -d`.
+    Rollback,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 9] = [
+    pub const ALL: [TaskKind; 11] = [
         TaskKind::Deploy,
         TaskKind::Stop,
         TaskKind::Down,
@@ -54,6 +59,8 @@ impl TaskKind {
         TaskKind::Reconcile,
         TaskKind::Migrate,
         TaskKind::Receive,
+        TaskKind::Prune,
+        TaskKind::Rollback,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +74,8 @@ impl TaskKind {
             TaskKind::Reconcile => "reconcile",
             TaskKind::Migrate => "migrate",
             TaskKind::Receive => "receive",
+            TaskKind::Prune => "prune",
+            TaskKind::Rollback => "rollback",
         }
     }
 
@@ -78,7 +87,10 @@ impl TaskKind {
     pub fn timeout(self) -> Duration {
         match self {
             TaskKind::Stop | TaskKind::Down => Duration::from_secs(5 * 60),
-            TaskKind::Deploy | TaskKind::Restart => Duration::from_secs(10 * 60),
+            TaskKind::Deploy | TaskKind::Restart | TaskKind::Rollback => {
+                Duration::from_secs(10 * 60)
+            }
+            TaskKind::Prune => Duration::from_secs(30 * 60),
             TaskKind::Update | TaskKind::Pull | TaskKind::Receive => Duration::from_secs(30 * 60),
             TaskKind::Reconcile | TaskKind::Migrate => Duration::from_secs(60 * 60),
         }
@@ -94,7 +106,11 @@ impl TaskKind {
     pub fn starts(self) -> bool {
         matches!(
             self,
-            TaskKind::Deploy | TaskKind::Restart | TaskKind::Update | TaskKind::Receive
+            TaskKind::Deploy
+                | TaskKind::Restart
+                | TaskKind::Update
+                | TaskKind::Receive
+                | TaskKind::Rollback
         )
     }
 }
