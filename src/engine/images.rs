@@ -255,7 +255,7 @@ impl Docker {
 
 /// `repo[:tag]` → (repo, tag), `latest` when no tag is given; `None` for a
 /// reference pinned by digest (`repo@sha256:...`), which no tag can move.
-pub fn split_reference(reference: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_reference(reference: &str) -> Option<(&str, &str)> {
     if reference.contains('@') {
         return None;
     }

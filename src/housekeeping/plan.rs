@@ -65,7 +65,7 @@ impl Kinds {
 }
 
 /// Everything the planner looks at.
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     /// The services this host manages now.
     pub managed: &'a BTreeSet<String>,
     /// The projects stackd deployed (and may therefore clean up after).
@@ -156,7 +156,7 @@ pub fn short_id(id: &str) -> &str {
     &hex[..hex.len().min(12)]
 }
 
-pub fn plan(kinds: Kinds, inp: &Inputs<'_>) -> Plan {
+pub(crate) fn plan(kinds: Kinds, inp: &Inputs<'_>) -> Plan {
     let mut out = Plan::default();
     let orphans: BTreeSet<&str> = inp
         .deployed
