@@ -11,6 +11,7 @@ pub mod client;
 mod error;
 mod logs;
 mod manager;
+mod remote;
 pub mod path;
 mod service;
 mod task;
