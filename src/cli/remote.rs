@@ -12,7 +12,10 @@ use crate::dbus::types::{ServiceRow, TaskRow};
 pub enum Conn {
     Bus(Client),
     /// Another host, through the local daemon.
-    Host { host: String, client: Client },
+    Host {
+        host: String,
+        client: Client,
+    },
 }
 
 /// The operation of a Manager method over the relay: start, stop, restart
@@ -114,9 +117,7 @@ impl Conn {
     ) -> Result<Vec<TaskRow>> {
         Ok(match self {
             Conn::Bus(c) => c.tasks(service, states, limit).await?,
-            Conn::Host { host, client } => {
-                client.host_tasks(host, service, states, limit).await?
-            }
+            Conn::Host { host, client } => client.host_tasks(host, service, states, limit).await?,
         })
     }
 

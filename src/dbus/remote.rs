@@ -43,9 +43,7 @@ fn relayed(host: &str, e: PeerClientError) -> Error {
             "PreflightFailed" => Error::PreflightFailed(msg),
             "DockerUnavailable" => Error::DockerUnavailable(msg),
             "InvalidConfig" => Error::InvalidConfig(msg),
-            "Unauthorized" => Error::Failed(format!(
-                "{msg} (the hosts' peer token files differ)"
-            )),
+            "Unauthorized" => Error::Failed(format!("{msg} (the hosts' peer token files differ)")),
             _ => Error::Failed(msg),
         },
         PeerClientError::Connect { .. } => Error::PeerUnreachable(msg),

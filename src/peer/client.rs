@@ -303,7 +303,12 @@ impl PeerClient {
     }
 
     /// The JSON document of a 2xx answer, else the host's error.
-    fn answer<T: DeserializeOwned>(&self, path: &str, status: StatusCode, bytes: &[u8]) -> Result<T> {
+    fn answer<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        status: StatusCode,
+        bytes: &[u8],
+    ) -> Result<T> {
         if status.is_success() {
             return serde_json::from_slice(bytes)
                 .map_err(|e| self.connect_error(format!("unexpected answer to {path}: {e}")));
@@ -467,7 +472,8 @@ fn lines_of(body: Incoming, url: String) -> BoxStream<'static, String> {
                     st.done = true;
                     if !st.pending.is_empty() {
                         let rest = std::mem::take(&mut st.pending);
-                        st.ready.push_back(String::from_utf8_lossy(&rest).into_owned());
+                        st.ready
+                            .push_back(String::from_utf8_lossy(&rest).into_owned());
                     }
                 }
             }
