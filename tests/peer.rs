@@ -598,6 +598,18 @@ fn config_push_is_checked_everywhere_before_it_is_written() {
     assert!(after.iter().all(|h| *h == after[0]), "{after:?}");
     assert_ne!(after, before);
     assert!(out.stdout.contains(&after[0]), "{out}");
+    // Without FILE, a's daemon pushes its own cluster file (now the good
+    // one): stackctl reads no file.
+    let out = c.ctl(0, &["config", "push"]).expect_success();
+    for (h, _) in HOSTS {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with(h) && l.contains("written") && l.contains(&after[0])),
+            "{out}"
+        );
+    }
+    assert_eq!(config_hashes(&c), after);
     let out = c.ctl(0, &["list", "--all-hosts"]).expect_success();
     assert!(
         out.stdout

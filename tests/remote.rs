@@ -321,6 +321,9 @@ fn an_admin_group_member_reaches_other_hosts_without_the_token() {
     assert!(out.stderr.contains("may not read logs"), "{out}");
     assert!(!out.stdout.contains("hello-from-b"), "{out}");
     assert_eq!(running(svc_b), 1, "the refused stop stopped b's service");
+    let out = ctl_system(stranger, bus_a, &["config", "push"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("uid 65534 may not"), "{out}");
 
     // An unknown host is named as such.
     let out = ctl_system(member, bus_a, &["-H", "zz", "list"]);
