@@ -29,8 +29,8 @@ end
 
 complete -c stackctl -n "__fish_stackctl_needs_command" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_needs_command" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_needs_command" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_needs_command" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_needs_command" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_needs_command" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_needs_command" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_needs_command" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -72,8 +72,8 @@ complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "validate" -d 'Che
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand list" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand list" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand list" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand list" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand list" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand list" -l all-hosts -d 'Every host in [hosts], with a HOST column'
 complete -c stackctl -n "__fish_stackctl_using_subcommand list" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand list" -l no-block -d 'Queue the task and print its id instead of waiting for it'
@@ -84,8 +84,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand list" -l no-legend -d 
 complete -c stackctl -n "__fish_stackctl_using_subcommand list" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -96,8 +96,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand hosts" -s h -l help -d
 complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s n -l lines -d 'How many of the service\'s last log lines to show (0: none)' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand status" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand status" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand status" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -107,8 +107,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand status" -l no-legend -
 complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -118,8 +118,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -l no-legen
 complete -c stackctl -n "__fish_stackctl_using_subcommand is-active" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -129,8 +129,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -l no-legen
 complete -c stackctl -n "__fish_stackctl_using_subcommand is-failed" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -140,8 +140,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -l no-legen
 complete -c stackctl -n "__fish_stackctl_using_subcommand is-wanted" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l force -d 'Stop running services that conflict (and what depends on them) first instead of refusing, and start even when another host of the cluster cannot be asked whether it runs the service'
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l dry-run -d 'Run the preflight checks and print what a start would do, in order, without doing it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l wait -d 'The task then waits until the service runs and is healthy (its probe, Docker\'s healthchecks) within its start_timeout, logging each health change; its result is "timeout" (exit 1) when not'
@@ -154,8 +154,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l no-legend -d
 complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -l force -d 'Go ahead when a third host cannot be asked whether it runs the service; an unreachable target always refuses'
 complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -l no-block -d 'Queue the task and print its id instead of waiting for it'
@@ -166,8 +166,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -l no-legend 
 complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -l force -d 'Stop the running services that depend on them first, dependents first, instead of refusing'
 complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -l no-block -d 'Queue the task and print its id instead of waiting for it'
@@ -178,8 +178,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -l no-legend -d 
 complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l wait -d 'The task then waits until the service runs and is healthy (its probe, Docker\'s healthchecks) within its start_timeout, logging each health change; its result is "timeout" (exit 1) when not'
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l no-block -d 'Queue the task and print its id instead of waiting for it'
@@ -190,8 +190,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l no-legend 
 complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -l wait -d 'The task then waits until the service runs and is healthy (its probe, Docker\'s healthchecks) within its start_timeout, logging each health change; its result is "timeout" (exit 1) when not'
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -l no-block -d 'Queue the task and print its id instead of waiting for it'
@@ -202,8 +202,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand update" -l no-legend -
 complete -c stackctl -n "__fish_stackctl_using_subcommand update" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -213,8 +213,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -l no-legend -d 
 complete -c stackctl -n "__fish_stackctl_using_subcommand pull" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand down" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand down" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand down" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand down" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand down" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand down" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand down" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand down" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -253,8 +253,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -l state -d 'On
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s n -l lines -d 'At most this many' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -264,8 +264,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -l no-legend -d
 complete -c stackctl -n "__fish_stackctl_using_subcommand tasks" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand task" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand task" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand task" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand task" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand task" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand task" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand task" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand task" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -275,8 +275,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand task" -l no-legend -d 
 complete -c stackctl -n "__fish_stackctl_using_subcommand task" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -287,8 +287,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand cancel" -s h -l help -
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s n -l lines -d 'How many lines from the end (0: all)' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s f -l follow -d 'Keep following new lines'
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -l no-block -d 'Queue the task and print its id instead of waiting for it'
@@ -299,8 +299,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -l no-legend -d 
 complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l force -d 'Also stop services no longer assigned to this host when they are more than reload_guard of them (else refused)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l no-block -d 'Queue the task and print its id instead of waiting for it'
@@ -311,8 +311,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l no-legend -d
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l force -d 'Take a valid file whatever it removes'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l no-block -d 'Queue the task and print its id instead of waiting for it'
@@ -323,8 +323,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l no-legend -
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand check" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand check" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand check" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -334,8 +334,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand check" -l no-legend -d
 complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -l reverse -d 'Show what depends on the service instead'
 complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -l no-block -d 'Queue the task and print its id instead of waiting for it'
@@ -346,8 +346,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -l no-le
 complete -c stackctl -n "__fish_stackctl_using_subcommand dependencies" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -357,8 +357,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -l no-legend
 complete -c stackctl -n "__fish_stackctl_using_subcommand diagnose" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand health" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand health" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand health" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand health" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand health" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand health" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand health" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand health" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -373,8 +373,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand top" -s d -l delay -d 
 complete -c stackctl -n "__fish_stackctl_using_subcommand top" -s n -l iterations -d 'Stop after this many refreshes [default: until interrupted]' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand top" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand top" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand top" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand top" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand top" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand top" -s b -l batch -d 'Plain snapshots one after the other, no escape codes (the default when stdout is not a terminal)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand top" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand top" -l no-block -d 'Queue the task and print its id instead of waiting for it'
@@ -385,8 +385,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand top" -l no-legend -d '
 complete -c stackctl -n "__fish_stackctl_using_subcommand top" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -398,8 +398,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and not __fish_seen_subcommand_from test help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from test" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -411,8 +411,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_see
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -422,8 +422,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -l no-le
 complete -c stackctl -n "__fish_stackctl_using_subcommand notify-agent" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -435,8 +435,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and not __fish_seen_subcommand_from push help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -l force -d 'Write it even where it removes more than reload_guard of a host\'s services (or every one)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -l no-block -d 'Queue the task and print its id instead of waiting for it'
@@ -450,7 +450,7 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_see
 complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -l host -d 'The host name to check the file as' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand validate" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'

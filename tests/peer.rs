@@ -82,10 +82,10 @@ fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
-fn ctl(env: &TestEnv, bus: &Bus, cluster: &Path, args: &[&str]) -> common::Output {
-    let mut all = vec!["-c", cluster.to_str().unwrap()];
-    all.extend(args);
-    stackctl(env, bus, &all)
+/// `stackctl --user ARGS`, without `-c`: -H and --all-hosts go through
+/// the daemon, which reads its own cluster file and holds the token.
+fn ctl(env: &TestEnv, bus: &Bus, args: &[&str]) -> common::Output {
+    stackctl(env, bus, args)
 }
 
 /// Three daemons (a, b, c) on 127.0.0.1-3 sharing one port and token; each
@@ -143,9 +143,10 @@ impl Cluster {
         )
     }
 
-    /// `stackctl -c <a's cluster file> ARGS` run on host `i`.
+    /// `stackctl --user ARGS` run on host `i` (no `-c`: the daemon knows
+    /// the cluster).
     fn ctl(&self, i: usize, args: &[&str]) -> common::Output {
-        ctl(&self.envs[i], &self.buses[i], &self.file, args)
+        ctl(&self.envs[i], &self.buses[i], args)
     }
 
     fn addr(&self, i: usize) -> String {
@@ -410,17 +411,15 @@ fn make_pki(dir: &Path, name: &str) -> Pki {
     pki
 }
 
-/// A copy of `file` whose `[peer]` trusts hosts by `trust` (a TOML line)
-/// instead of its `tls_ca` line.
-fn with_trust(file: &Path, trust: &str, name: &str) -> PathBuf {
-    let text = std::fs::read_to_string(file).unwrap();
-    let replaced: Vec<&str> = text
+/// Host a's cluster file with `original`'s `tls_ca` line replaced by
+/// `trust` (a TOML line), reloaded by a's daemon: -H asks through it.
+fn with_trust(c: &Cluster, original: &str, trust: &str) {
+    let replaced: Vec<&str> = original
         .lines()
         .map(|l| if l.starts_with("tls_ca = ") { trust } else { l })
         .collect();
-    let path = file.with_file_name(name);
-    std::fs::write(&path, replaced.join("\n")).unwrap();
-    path
+    std::fs::write(&c.file, replaced.join("\n")).unwrap();
+    c.ctl(0, &["reload"]).expect_success();
 }
 
 #[test]
@@ -474,15 +473,16 @@ fn tls_with_a_ca_or_a_pinned_certificate() {
     );
 
     // A pinned fingerprint instead of the CA: the host's certificate passes.
+    let original = std::fs::read_to_string(&c.file).unwrap();
     let pin = format!("tls_pin_sha256 = \"{}\"", pki.fingerprint);
-    let pinned = with_trust(&c.file, &pin, "pinned.toml");
-    let out = ctl(&c.envs[0], &c.buses[0], &pinned, &["-H", "b", "list"]).expect_success();
+    with_trust(&c, &original, &pin);
+    let out = c.ctl(0, &["-H", "b", "list"]).expect_success();
     assert!(out.stdout.contains(svc_b.as_str()), "{out}");
 
     // Another certificate's fingerprint: refused, saying why.
     let pin = format!("tls_pin_sha256 = \"{}\"", other.fingerprint);
-    let wrong = with_trust(&c.file, &pin, "wrong-pin.toml");
-    let out = ctl(&c.envs[0], &c.buses[0], &wrong, &["-H", "b", "list"]).expect_failure();
+    with_trust(&c, &original, &pin);
+    let out = c.ctl(0, &["-H", "b", "list"]).expect_failure();
     assert!(
         out.stderr.contains(&pki.fingerprint) && out.stderr.contains("tls_pin_sha256"),
         "{out}"
@@ -491,8 +491,8 @@ fn tls_with_a_ca_or_a_pinned_certificate() {
 
     // Another CA: refused too.
     let ca = format!("tls_ca = {}", toml_str(&other.ca.display().to_string()));
-    let wrong = with_trust(&c.file, &ca, "wrong-ca.toml");
-    let out = ctl(&c.envs[0], &c.buses[0], &wrong, &["-H", "b", "list"]).expect_failure();
+    with_trust(&c, &original, &ca);
+    let out = c.ctl(0, &["-H", "b", "list"]).expect_failure();
     assert!(out.stderr.contains("TLS"), "{out}");
     assert!(!out.stdout.contains(svc_b.as_str()), "{out}");
 }
@@ -598,6 +598,18 @@ fn config_push_is_checked_everywhere_before_it_is_written() {
     assert!(after.iter().all(|h| *h == after[0]), "{after:?}");
     assert_ne!(after, before);
     assert!(out.stdout.contains(&after[0]), "{out}");
+    // Without FILE, a's daemon pushes its own cluster file (now the good
+    // one): stackctl reads no file.
+    let out = c.ctl(0, &["config", "push"]).expect_success();
+    for (h, _) in HOSTS {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with(h) && l.contains("written") && l.contains(&after[0])),
+            "{out}"
+        );
+    }
+    assert_eq!(config_hashes(&c), after);
     let out = c.ctl(0, &["list", "--all-hosts"]).expect_success();
     assert!(
         out.stdout

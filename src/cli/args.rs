@@ -19,11 +19,12 @@ pub struct Args {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text, global = true)]
     pub output: Output,
-    /// Talk to HOST of the cluster file over its peer endpoint instead of
-    /// the local daemon over D-Bus.
+    /// Act on HOST of the cluster file: the local daemon relays the call to
+    /// HOST's peer endpoint with its own token (stackctl reads neither the
+    /// token nor the cluster file).
     #[arg(long, short = 'H', global = true, value_name = "HOST")]
     pub host: Option<String>,
-    /// The cluster file, for -H and --all-hosts [default: the daemon's]
+    /// The cluster file `config push` sends [default: the daemon's]
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Queue the task and print its id instead of waiting for it.

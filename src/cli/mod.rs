@@ -17,7 +17,6 @@ use serde::Serialize;
 use crate::config;
 use crate::dbus::client::{Client, ClientError, ServiceInfo, Target, TaskInfo};
 use crate::dbus::types::{ServiceRow, TaskRow};
-use crate::peer::PeerClient;
 pub use args::{
     command, Args, Command, CompleteWhat, ConfigAction, NotifyAction, Output, TopOrder,
 };
@@ -83,22 +82,31 @@ async fn run(args: &Args) -> Result<u8> {
         return notify_agent(args).await;
     }
     let json = args.output == Output::Json;
-    if let Command::List { all_hosts: true } = &args.command {
-        return list_all_hosts(args, json).await;
+    let all_hosts = matches!(args.command, Command::List { all_hosts: true });
+    if args.config.is_some() && (args.host.is_some() || all_hosts) {
+        eprintln!(
+            "stackctl: -c is ignored with -H and --all-hosts: the daemon's own cluster file \
+             names the hosts"
+        );
+    }
+    let local = Client::connect(&Target::default_for(args.user)).await?;
+    if all_hosts {
+        return list_all_hosts(&local, args, json).await;
     }
     if let Command::Config {
         action: ConfigAction::Push { file, force },
     } = &args.command
     {
-        return push::push(args, file.clone(), *force, json).await;
+        return push::push(&local, args, file.clone(), *force, json).await;
     }
     let client = match &args.host {
-        Some(host) => peer_conn(args, host)?,
-        None => Conn::Bus(Client::connect(&Target::default_for(args.user)).await?),
+        Some(host) => Conn::to_host(local, host).await?,
+        None => Conn::Bus(local),
     };
     match &args.command {
         Command::List { .. } => list(&client, args, json).await,
-        Command::Hosts => hosts(client.bus()?, args, json).await,
+        // The local daemon's view, whichever host -H names.
+        Command::Hosts => hosts(client.local(), args, json).await,
         Command::Status { names, .. } if names.is_empty() => host_status(&client, json).await,
         Command::Status { names, lines } => status(&client, args, names, *lines, json).await,
         Command::IsActive { names } => is_state(&client, args, Is::Active, names).await,
@@ -493,89 +501,26 @@ fn dot(active: &str, health: &str) -> &'static str {
     }
 }
 
-/// The cluster file, as `-c` names it or the daemon would find it, read
-/// as `host` (or as its own `host` key when None).
-fn cluster(args: &Args, host: Option<&str>) -> Result<config::Config> {
-    let path = args
-        .config
-        .clone()
-        .unwrap_or_else(|| config::default_config_path(args.user));
-    let opts = config::LoadOptions {
-        user_mode: args.user,
-        host_override: host.map(str::to_string),
-    };
-    config::load(&path, &opts).map_err(|e| Failed(exit::FAILURE, e.to_string()))
-}
-
-/// A client for `host`'s peer endpoint, from the cluster file.
-fn peer_client(cfg: &config::Config, host: &str) -> Result<PeerClient> {
-    let url = cfg
-        .hosts
-        .get(host)
-        .ok_or_else(|| {
-            Failed(
-                exit::USAGE,
-                format!(
-                    "no host {host} in [hosts] of {} (hosts: {})",
-                    cfg.path.display(),
-                    cfg.hosts.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            )
-        })?
-        .peer
-        .as_deref()
-        .ok_or_else(|| Failed(exit::USAGE, format!("[hosts.{host}] has no peer URL")))?;
-    let peer = cfg.peer.as_ref().ok_or_else(|| {
-        Failed(
-            exit::USAGE,
-            format!("{} has no [peer] table (token_file)", cfg.path.display()),
-        )
-    })?;
-    Ok(PeerClient::new(url, peer)?)
-}
-
-fn peer_conn(args: &Args, host: &str) -> Result<Conn> {
-    let cfg = cluster(args, Some(host))?;
-    Ok(Conn::Peer {
-        host: host.to_string(),
-        client: peer_client(&cfg, host)?,
-    })
-}
-
-/// `list --all-hosts`: every host of [hosts] at once (this one over D-Bus
-/// unless -H says otherwise), each bounded by the peer timeout.
-async fn list_all_hosts(args: &Args, json: bool) -> Result<u8> {
-    let cfg = cluster(args, None)?;
-    let mut hosts: Vec<String> = cfg.hosts.keys().cloned().collect();
-    if hosts.is_empty() {
-        hosts.push(cfg.host.clone());
-    }
-    let timeout = cfg
-        .peer
-        .as_ref()
-        .map_or(Duration::from_secs(2), |p| p.timeout);
+/// `list --all-hosts`: every host of the daemon's cluster file at once,
+/// this one directly, the others relayed by it to their peer endpoints
+/// (each bounded by the daemon's peer timeout).
+async fn list_all_hosts(local: &Client, args: &Args, json: bool) -> Result<u8> {
+    let own = local.manager().await?.host;
+    let hosts: Vec<String> = local
+        .list_hosts()
+        .await?
+        .into_iter()
+        .map(|h| h.name)
+        .collect();
     let asks = hosts.iter().map(|h| {
-        let cfg = &cfg;
+        let own = &own;
         async move {
-            let rows = async {
-                let conn = if *h == cfg.host && args.host.is_none() {
-                    Conn::Bus(Client::connect(&Target::default_for(args.user)).await?)
-                } else {
-                    Conn::Peer {
-                        host: h.clone(),
-                        client: peer_client(cfg, h)?,
-                    }
-                };
-                conn.list_services().await
+            let rows = if h == own {
+                local.list_services().await
+            } else {
+                local.host_services(h).await
             };
-            let result = match tokio::time::timeout(timeout * 2, rows).await {
-                Ok(r) => r,
-                Err(_) => Err(Failed(
-                    exit::FAILURE,
-                    format!("no answer within {timeout:?}"),
-                )),
-            };
-            (h.clone(), result)
+            (h.clone(), rows.map_err(Failed::from))
         }
     });
     let results = futures_util::future::join_all(asks).await;
@@ -679,7 +624,7 @@ async fn host_status(client: &Conn, json: bool) -> Result<u8> {
     let m = client.manager().await?;
     let stats = match client {
         Conn::Bus(c) => c.host_stats().await.unwrap_or_default(),
-        Conn::Peer { .. } => Default::default(),
+        Conn::Host { .. } => Default::default(),
     };
     if json {
         #[derive(Serialize)]
@@ -930,7 +875,7 @@ where
     F: Fn(&'a str) -> Fut,
     Fut: std::future::Future<Output = Result<u64>>,
 {
-    if wait && matches!(client, Conn::Peer { .. }) {
+    if wait && matches!(client, Conn::Host { .. }) {
         return Err(Failed(
             exit::USAGE,
             "--wait is not available with -H; run it on the host".to_string(),

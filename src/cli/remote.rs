@@ -1,45 +1,25 @@
-//! Which daemon stackctl talks to: the local one over D-Bus, or a host of
-//! the cluster over its peer endpoint (`-H HOST`). Both answer with the
-//! same structs, so the printing code does not know which it was.
-
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+//! Which daemon answers stackctl: this host's over D-Bus, or another host
+//! of the cluster (`-H HOST`) through this host's daemon, which relays the
+//! call to that host's peer endpoint with its own token and cluster file
+//! (the Manager's `…Host…` methods). Both answer with the same structs,
+//! so the printing code does not know which it was; stackctl itself never
+//! reads the token or the cluster file.
 
 use super::{exit, Failed, Result};
 use crate::dbus::client::{Client, ManagerInfo, ServiceInfo, TaskInfo};
-use crate::dbus::path;
 use crate::dbus::types::{ServiceRow, TaskRow};
-use crate::peer::{PeerClient, PeerClientError};
 
 pub(super) enum Conn {
     Bus(Client),
-    Peer { host: String, client: PeerClient },
+    /// Another host, through the local daemon.
+    Host {
+        host: String,
+        client: Client,
+    },
 }
 
-impl From<PeerClientError> for Failed {
-    fn from(e: PeerClientError) -> Self {
-        let code = match e.kind() {
-            Some("NoSuchService" | "NoSuchTask") => exit::NO_SUCH,
-            Some("InvalidArgument") => exit::USAGE,
-            _ => exit::FAILURE,
-        };
-        Failed(code, e.to_string())
-    }
-}
-
-/// The same JSON, read into the D-Bus client's struct (the field names match).
-fn convert<A: Serialize, B: DeserializeOwned>(a: &A) -> Result<B> {
-    serde_json::to_value(a)
-        .and_then(serde_json::from_value)
-        .map_err(|e| {
-            Failed(
-                exit::FAILURE,
-                format!("unexpected answer from the host: {e}"),
-            )
-        })
-}
-
-/// The route of a method: start, stop, restart or update.
+/// The operation of a Manager method over the relay: start, stop, restart
+/// or update.
 fn op_name(method: &str) -> Result<&'static str> {
     Ok(match method {
         "StartService" | "StartServiceMode" => "start",
@@ -49,99 +29,89 @@ fn op_name(method: &str) -> Result<&'static str> {
         other => {
             return Err(Failed(
                 exit::USAGE,
-                format!("{other} is not available over the peer endpoint; run it on the host"),
+                format!("{other} is not available with -H; run it on the host"),
             ))
         }
     })
 }
 
 impl Conn {
-    pub(super) async fn list_services(&self) -> Result<Vec<ServiceRow>> {
-        match self {
-            Conn::Bus(c) => Ok(c.list_services().await?),
-            Conn::Peer { client, .. } => Ok(client
-                .services()
-                .await?
-                .into_iter()
-                .map(|s| ServiceRow {
-                    path: path::service_path(&s.name),
-                    name: s.name,
-                    host: s.host,
-                    desired_state: s.desired_state,
-                    active_state: s.active_state,
-                    sub_state: s.sub_state,
-                    health: s.health,
-                    containers: s.containers,
-                })
-                .collect()),
+    /// `-H host`: the local daemon, asking `host` through it; the local
+    /// daemon itself when `host` names this host.
+    pub(super) async fn to_host(client: Client, host: &str) -> Result<Conn> {
+        if client.manager().await?.host == host {
+            return Ok(Conn::Bus(client));
         }
+        Ok(Conn::Host {
+            host: host.to_string(),
+            client,
+        })
+    }
+
+    /// This host's daemon, whichever host the calls are about.
+    pub(super) fn local(&self) -> &Client {
+        match self {
+            Conn::Bus(c) | Conn::Host { client: c, .. } => c,
+        }
+    }
+
+    pub(super) async fn list_services(&self) -> Result<Vec<ServiceRow>> {
+        Ok(match self {
+            Conn::Bus(c) => c.list_services().await?,
+            Conn::Host { host, client } => client.host_services(host).await?,
+        })
     }
 
     pub(super) async fn service(&self, name: &str) -> Result<ServiceInfo> {
-        match self {
-            Conn::Bus(c) => Ok(c.service(name).await?),
-            Conn::Peer { client, .. } => convert(&client.service(name).await?),
-        }
+        Ok(match self {
+            Conn::Bus(c) => c.service(name).await?,
+            Conn::Host { host, client } => client.host_service(host, name).await?,
+        })
     }
 
     pub(super) async fn manager(&self) -> Result<ManagerInfo> {
-        match self {
-            Conn::Bus(c) => Ok(c.manager().await?),
-            Conn::Peer { client, .. } => convert(&client.host().await?),
-        }
+        Ok(match self {
+            Conn::Bus(c) => c.manager().await?,
+            Conn::Host { host, client } => client.host_manager(host).await?,
+        })
     }
 
     /// Queues `method` ("StartService", ...) and returns the task id.
     pub(super) async fn service_op(&self, method: &str, name: &str) -> Result<u64> {
-        match self {
-            Conn::Bus(c) => Ok(c.service_op(method, name).await?),
-            Conn::Peer { client, .. } => {
-                let caller = format!("stackctl@{}", local_hostname());
-                let op = op_name(method)?;
-                Ok(client.op(name, op, Some(&caller), false).await?.id)
-            }
-        }
+        self.service_op_mode(method, name, "fail").await
     }
 
     /// StartServiceMode/StopServiceMode ("replace": stop what stands in
-    /// the way first, and start even when a peer cannot be asked); over the
-    /// peer endpoint "replace" is the request's `force`.
+    /// the way first, and start even when a peer cannot be asked).
     pub(super) async fn service_op_mode(
         &self,
         method: &str,
         name: &str,
         mode: &str,
     ) -> Result<u64> {
-        match self {
-            Conn::Bus(c) => Ok(c.service_op_mode(method, name, mode).await?),
-            Conn::Peer { client, .. } => {
-                let caller = format!("stackctl@{}", local_hostname());
-                let op = op_name(method)?;
-                let force = mode == "replace";
-                Ok(client.op(name, op, Some(&caller), force).await?.id)
+        Ok(match self {
+            Conn::Bus(c) if method.ends_with("Mode") => {
+                c.service_op_mode(method, name, mode).await?
             }
-        }
+            Conn::Bus(c) => c.service_op(method, name).await?,
+            Conn::Host { host, client } => {
+                client.host_op(host, op_name(method)?, name, mode).await?
+            }
+        })
     }
 
     pub(super) async fn task(&self, id: u64) -> Result<TaskInfo> {
-        match self {
-            Conn::Bus(c) => Ok(c.task(id).await?),
-            Conn::Peer { client, .. } => convert(&client.task(id).await?),
-        }
+        Ok(match self {
+            Conn::Bus(c) => c.task(id).await?,
+            Conn::Host { host, client } => client.host_task(host, id).await?,
+        })
     }
 
     pub(super) async fn task_log_since(&self, id: u64, skip: u32) -> Result<Vec<String>> {
-        match self {
-            Conn::Bus(c) => Ok(c.task_log_since(id, skip).await?),
-            Conn::Peer { client, .. } => Ok(client
-                .task(id)
-                .await?
-                .log
-                .unwrap_or_default()
-                .into_iter()
-                .skip(skip as usize)
-                .collect()),
-        }
+        Ok(match self {
+            Conn::Bus(c) => c.task_log_since(id, skip).await?,
+            Conn::Host { host, client } => client.host_task_log_since(host, id, skip).await?,
+        })
     }
 
     pub(super) async fn tasks(
@@ -150,52 +120,28 @@ impl Conn {
         states: &[String],
         limit: Option<u32>,
     ) -> Result<Vec<TaskRow>> {
-        match self {
-            Conn::Bus(c) => Ok(c.tasks(service, states, limit).await?),
-            Conn::Peer { client, .. } => {
-                let rows = client.tasks(service, limit.unwrap_or(20)).await?;
-                Ok(rows
-                    .into_iter()
-                    .filter(|t| states.is_empty() || states.contains(&t.state))
-                    .map(|t| TaskRow {
-                        path: path::task_path(t.id),
-                        id: t.id,
-                        kind: t.kind,
-                        service: t.service,
-                        state: t.state,
-                        result: t.result,
-                        origin: t.origin,
-                        created_usec: t.created_usec,
-                    })
-                    .collect())
-            }
-        }
+        Ok(match self {
+            Conn::Bus(c) => c.tasks(service, states, limit).await?,
+            Conn::Host { host, client } => client.host_tasks(host, service, states, limit).await?,
+        })
     }
 
-    /// Container logs: over D-Bus only for now.
+    /// Container logs; another host's are streamed from its peer endpoint
+    /// through the local daemon.
     pub(super) async fn logs(&self, name: &str, lines: u32, follow: bool) -> Result<std::fs::File> {
-        match self {
-            Conn::Bus(c) => Ok(c.logs(name, lines, follow).await?),
-            Conn::Peer { host, .. } => Err(Failed(
-                exit::FAILURE,
-                format!("container logs of {host} are not served over the peer endpoint yet"),
-            )),
-        }
+        Ok(match self {
+            Conn::Bus(c) => c.logs(name, lines, follow).await?,
+            Conn::Host { host, client } => client.host_logs(host, name, lines, follow).await?,
+        })
     }
 
     pub(super) fn bus(&self) -> Result<&Client> {
         match self {
             Conn::Bus(c) => Ok(c),
-            Conn::Peer { host, .. } => Err(Failed(
+            Conn::Host { host, .. } => Err(Failed(
                 exit::USAGE,
                 format!("this command is not available with -H {host}; run it on that host"),
             )),
         }
     }
-}
-
-fn local_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
 }

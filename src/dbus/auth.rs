@@ -144,7 +144,11 @@ impl Policy {
         }
         if !self.user_mode {
             if let Some(group) = &self.admin_group {
-                if in_group(uid, group) {
+                // The caller's process groups when the bus reports them,
+                // as for logs: what a file permission would see, so the
+                // same member passes both checks.
+                let gids = caller_groups(conn, header).await;
+                if caller_in_group(uid, gids.as_deref(), group) {
                     return Ok(());
                 }
             }

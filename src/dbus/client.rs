@@ -237,17 +237,7 @@ impl Client {
     }
 
     pub async fn manager(&self) -> Result<ManagerInfo> {
-        let m = self.all(MANAGER_PATH, MANAGER).await?;
-        Ok(ManagerInfo {
-            version: prop(&m, "Version")?,
-            host: prop(&m, "Host")?,
-            system_state: prop(&m, "SystemState")?,
-            docker_connected: prop(&m, "DockerConnected")?,
-            docker_error: prop(&m, "DockerError")?,
-            config_hash: prop(&m, "ConfigHash")?,
-            config_path: prop(&m, "ConfigPath")?,
-            boot_id: prop(&m, "BootId")?,
-        })
+        manager_info(&self.all(MANAGER_PATH, MANAGER).await?)
     }
 
     pub async fn list_hosts(&self) -> Result<Vec<HostRow>> {
@@ -262,37 +252,7 @@ impl Client {
         let path: OwnedObjectPath = self
             .call(MANAGER_PATH, MANAGER, "GetService", &(name,))
             .await?;
-        let m = self.all(path.as_str(), SERVICE).await?;
-        let containers: Vec<ContainerRow> = {
-            let v = m
-                .get("Containers")
-                .ok_or_else(|| ClientError::Protocol("no Containers property".into()))?;
-            let value: Value<'_> = Value::from(
-                v.try_clone()
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?,
-            );
-            let arr = zbus::zvariant::Array::try_from(value)
-                .map_err(|e| ClientError::Protocol(format!("Containers: {e}")))?;
-            Vec::<ContainerRow>::try_from(arr)
-                .map_err(|e| ClientError::Protocol(format!("Containers: {e}")))?
-        };
-        Ok(ServiceInfo {
-            name: prop(&m, "Name")?,
-            host: prop(&m, "Host")?,
-            desired_state: prop(&m, "DesiredState")?,
-            desired_source: prop(&m, "DesiredSource")?,
-            active_state: prop(&m, "ActiveState")?,
-            sub_state: prop(&m, "SubState")?,
-            health: prop(&m, "Health")?,
-            health_message: prop(&m, "HealthMessage")?,
-            containers,
-            state_change_usec: prop(&m, "StateChangeTimestamp")?,
-            restart_count: prop(&m, "RestartCount")?,
-            cpu_percent: prop(&m, "CpuPercent")?,
-            memory_bytes: prop(&m, "MemoryBytes")?,
-            compose_file: prop(&m, "ComposeFile")?,
-            ready: prop(&m, "Ready")?,
-        })
+        service_info(&self.all(path.as_str(), SERVICE).await?)
     }
 
     /// `method` is one of StartService, StopService,
@@ -404,19 +364,7 @@ impl Client {
 
     pub async fn task(&self, id: u64) -> Result<TaskInfo> {
         let path: OwnedObjectPath = self.call(MANAGER_PATH, MANAGER, "GetTask", &(id,)).await?;
-        let m = self.all(path.as_str(), TASK).await?;
-        Ok(TaskInfo {
-            id: prop(&m, "Id")?,
-            kind: prop(&m, "Kind")?,
-            service: prop(&m, "Service")?,
-            origin: prop(&m, "Origin")?,
-            state: prop(&m, "State")?,
-            result: prop(&m, "Result")?,
-            created_usec: prop(&m, "CreatedUsec")?,
-            started_usec: prop(&m, "StartedUsec")?,
-            finished_usec: prop(&m, "FinishedUsec")?,
-            error: prop(&m, "Error")?,
-        })
+        task_info(&self.all(path.as_str(), TASK).await?)
     }
 
     pub async fn task_log_since(&self, id: u64, skip: u32) -> Result<Vec<String>> {
@@ -430,16 +378,7 @@ impl Client {
         states: &[String],
         limit: Option<u32>,
     ) -> Result<Vec<TaskRow>> {
-        let mut filter: HashMap<&str, Value<'_>> = HashMap::new();
-        if let Some(s) = service {
-            filter.insert("service", Value::from(s));
-        }
-        if !states.is_empty() {
-            filter.insert("state", Value::from(states.to_vec()));
-        }
-        if let Some(l) = limit {
-            filter.insert("limit", Value::from(l));
-        }
+        let filter = task_filter(service, states, limit);
         self.call(MANAGER_PATH, MANAGER, "ListTasks", &(filter,))
             .await
     }
@@ -492,6 +431,97 @@ impl Client {
         self.call(MANAGER_PATH, MANAGER, "CancelTask", &(id,)).await
     }
 
+    // Another host of the cluster, through this host's daemon (which
+    // holds the peer token); task ids are that host's.
+
+    pub async fn host_services(&self, host: &str) -> Result<Vec<ServiceRow>> {
+        self.call(MANAGER_PATH, MANAGER, "ListHostServices", &(host,))
+            .await
+    }
+
+    pub async fn host_service(&self, host: &str, name: &str) -> Result<ServiceInfo> {
+        let m: Props = self
+            .call(MANAGER_PATH, MANAGER, "GetHostService", &(host, name))
+            .await?;
+        service_info(&m)
+    }
+
+    pub async fn host_manager(&self, host: &str) -> Result<ManagerInfo> {
+        let m: Props = self
+            .call(MANAGER_PATH, MANAGER, "GetHostManager", &(host,))
+            .await?;
+        manager_info(&m)
+    }
+
+    pub async fn host_tasks(
+        &self,
+        host: &str,
+        service: Option<&str>,
+        states: &[String],
+        limit: Option<u32>,
+    ) -> Result<Vec<TaskRow>> {
+        let filter = task_filter(service, states, limit);
+        self.call(MANAGER_PATH, MANAGER, "ListHostTasks", &(host, filter))
+            .await
+    }
+
+    pub async fn host_task(&self, host: &str, id: u64) -> Result<TaskInfo> {
+        let m: Props = self
+            .call(MANAGER_PATH, MANAGER, "GetHostTask", &(host, id))
+            .await?;
+        task_info(&m)
+    }
+
+    pub async fn host_task_log_since(&self, host: &str, id: u64, skip: u32) -> Result<Vec<String>> {
+        self.call(MANAGER_PATH, MANAGER, "GetHostTaskLog", &(host, id, skip))
+            .await
+    }
+
+    /// `op` is start, stop, restart or update; mode "fail" or "replace".
+    /// The task id on that host.
+    pub async fn host_op(&self, host: &str, op: &str, name: &str, mode: &str) -> Result<u64> {
+        let method = match op {
+            "start" => "StartHostService",
+            "stop" => "StopHostService",
+            "restart" => "RestartHostService",
+            "update" => "UpdateHostService",
+            other => return Err(ClientError::Protocol(format!("no host operation {other}"))),
+        };
+        self.call(MANAGER_PATH, MANAGER, method, &(host, name, mode))
+            .await
+    }
+
+    /// The read end of a pipe carrying `host`'s service's container logs.
+    pub async fn host_logs(
+        &self,
+        host: &str,
+        name: &str,
+        lines: u32,
+        follow: bool,
+    ) -> Result<std::fs::File> {
+        let fd: OwnedFd = self
+            .call(
+                MANAGER_PATH,
+                MANAGER,
+                "HostServiceLogs",
+                &(host, name, lines, follow),
+            )
+            .await?;
+        let fd: std::os::fd::OwnedFd = fd.into();
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// PushConfig: `text` ("" for the daemon's own cluster file) to every
+    /// host of its [hosts]; (host, outcome, path, hash, error) per host.
+    pub async fn push_config(
+        &self,
+        text: &str,
+        force: bool,
+    ) -> Result<Vec<(String, String, String, String, String)>> {
+        self.call(MANAGER_PATH, MANAGER, "PushConfig", &(text, force))
+            .await
+    }
+
     /// The read end of a pipe carrying the service's container logs.
     pub async fn logs(&self, name: &str, lines: u32, follow: bool) -> Result<std::fs::File> {
         let fd: OwnedFd = self
@@ -500,4 +530,87 @@ impl Client {
         let fd: std::os::fd::OwnedFd = fd.into();
         Ok(std::fs::File::from(fd))
     }
+}
+
+type Props = HashMap<String, OwnedValue>;
+
+fn manager_info(m: &Props) -> Result<ManagerInfo> {
+    Ok(ManagerInfo {
+        version: prop(m, "Version")?,
+        host: prop(m, "Host")?,
+        system_state: prop(m, "SystemState")?,
+        docker_connected: prop(m, "DockerConnected")?,
+        docker_error: prop(m, "DockerError")?,
+        config_hash: prop(m, "ConfigHash")?,
+        config_path: prop(m, "ConfigPath")?,
+        boot_id: prop(m, "BootId")?,
+    })
+}
+
+fn service_info(m: &Props) -> Result<ServiceInfo> {
+    let containers: Vec<ContainerRow> = {
+        let v = m
+            .get("Containers")
+            .ok_or_else(|| ClientError::Protocol("no Containers property".into()))?;
+        let value: Value<'_> = Value::from(
+            v.try_clone()
+                .map_err(|e| ClientError::Protocol(e.to_string()))?,
+        );
+        let arr = zbus::zvariant::Array::try_from(value)
+            .map_err(|e| ClientError::Protocol(format!("Containers: {e}")))?;
+        Vec::<ContainerRow>::try_from(arr)
+            .map_err(|e| ClientError::Protocol(format!("Containers: {e}")))?
+    };
+    Ok(ServiceInfo {
+        name: prop(m, "Name")?,
+        host: prop(m, "Host")?,
+        desired_state: prop(m, "DesiredState")?,
+        desired_source: prop(m, "DesiredSource")?,
+        active_state: prop(m, "ActiveState")?,
+        sub_state: prop(m, "SubState")?,
+        health: prop(m, "Health")?,
+        health_message: prop(m, "HealthMessage")?,
+        containers,
+        state_change_usec: prop(m, "StateChangeTimestamp")?,
+        restart_count: prop(m, "RestartCount")?,
+        cpu_percent: prop(m, "CpuPercent")?,
+        memory_bytes: prop(m, "MemoryBytes")?,
+        compose_file: prop(m, "ComposeFile")?,
+        // Not among a relayed host's properties.
+        ready: prop(m, "Ready").unwrap_or(false),
+    })
+}
+
+fn task_info(m: &Props) -> Result<TaskInfo> {
+    Ok(TaskInfo {
+        id: prop(m, "Id")?,
+        kind: prop(m, "Kind")?,
+        service: prop(m, "Service")?,
+        origin: prop(m, "Origin")?,
+        state: prop(m, "State")?,
+        result: prop(m, "Result")?,
+        created_usec: prop(m, "CreatedUsec")?,
+        started_usec: prop(m, "StartedUsec")?,
+        finished_usec: prop(m, "FinishedUsec")?,
+        error: prop(m, "Error")?,
+    })
+}
+
+/// ListTasks' filter.
+fn task_filter<'a>(
+    service: Option<&'a str>,
+    states: &[String],
+    limit: Option<u32>,
+) -> HashMap<&'static str, Value<'a>> {
+    let mut filter: HashMap<&str, Value<'_>> = HashMap::new();
+    if let Some(s) = service {
+        filter.insert("service", Value::from(s));
+    }
+    if !states.is_empty() {
+        filter.insert("state", Value::from(states.to_vec()));
+    }
+    if let Some(l) = limit {
+        filter.insert("limit", Value::from(l));
+    }
+    filter
 }

@@ -13,6 +13,7 @@ use zbus::{interface, Connection};
 
 use super::error::{Error, Result};
 use super::path::{service_path, task_path};
+use super::remote::{self, Properties, PushRow};
 use super::types::{
     parse_mode, ContainerStatsRow, DependencyRow, HostRow, PlanRow, ServiceRow, TaskRow,
 };
@@ -100,6 +101,25 @@ impl Manager {
     }
 }
 
+impl Manager {
+    /// A start, stop, restart or update relayed to `host`, once the caller
+    /// may change state here.
+    async fn host_op(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        host: &str,
+        name: &str,
+        op: &str,
+        mode: &str,
+    ) -> Result<u64> {
+        let force = parse_mode(mode).map_err(Error::InvalidArgument)?;
+        self.shared.policy.check(conn, header).await?;
+        let caller = format!("{}@{}", origin(header), self.shared.control.manager().host);
+        remote::op(&self.shared.control, host, name, op, force, &caller).await
+    }
+}
+
 /// Who asked, for the task's `origin` ("dbus:1.42" or "private").
 pub(super) fn origin(header: &Header<'_>) -> String {
     match header.sender() {
@@ -108,7 +128,7 @@ pub(super) fn origin(header: &Header<'_>) -> String {
     }
 }
 
-fn parse_filter(filter: HashMap<String, OwnedValue>) -> Result<TaskFilter> {
+pub(super) fn parse_filter(filter: HashMap<String, OwnedValue>) -> Result<TaskFilter> {
     let mut out = TaskFilter::default();
     for (key, value) in filter {
         match key.as_str() {
@@ -526,6 +546,135 @@ impl Manager {
                 Err(e) => (name, false, e),
             })
             .collect())
+    }
+
+    // Calls about another host of the cluster, relayed to its peer endpoint
+    // with this daemon's token (see `remote.rs`). Reading needs what
+    // reading here needs, logs what logs here need, changes what changes
+    // here need.
+
+    /// ListServices as `host` answers it.
+    async fn list_host_services(&self, host: &str) -> Result<Vec<ServiceRow>> {
+        remote::list_services(&self.shared.control, host).await
+    }
+
+    /// A service of `host`: its Service properties (GetAll's shape).
+    async fn get_host_service(&self, host: &str, name: &str) -> Result<Properties> {
+        remote::service(&self.shared.control, host, name).await
+    }
+
+    /// `host`'s Manager properties (GetAll's shape).
+    async fn get_host_manager(&self, host: &str) -> Result<Properties> {
+        remote::manager(&self.shared.control, host).await
+    }
+
+    /// ListTasks as `host` answers it.
+    async fn list_host_tasks(
+        &self,
+        host: &str,
+        filter: HashMap<String, OwnedValue>,
+    ) -> Result<Vec<TaskRow>> {
+        let filter = parse_filter(filter)?;
+        remote::tasks(&self.shared.control, host, filter).await
+    }
+
+    /// A task of `host` by its id there: its Task properties.
+    async fn get_host_task(&self, host: &str, id: u64) -> Result<Properties> {
+        remote::task(&self.shared.control, host, id).await
+    }
+
+    /// A task's log lines on `host` after the first `skip`; needs what
+    /// reading logs needs.
+    async fn get_host_task_log(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        host: &str,
+        id: u64,
+        skip: u32,
+    ) -> Result<Vec<String>> {
+        self.shared.policy.check_logs(conn, &header).await?;
+        remote::task_log(&self.shared.control, host, id, skip).await
+    }
+
+    /// StartServiceMode on `host`: the task id there.
+    async fn start_host_service(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        host: &str,
+        name: &str,
+        mode: &str,
+    ) -> Result<u64> {
+        self.host_op(conn, &header, host, name, "start", mode).await
+    }
+
+    /// StopServiceMode on `host`: the task id there.
+    async fn stop_host_service(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        host: &str,
+        name: &str,
+        mode: &str,
+    ) -> Result<u64> {
+        self.host_op(conn, &header, host, name, "stop", mode).await
+    }
+
+    /// RestartService on `host`: the task id there.
+    async fn restart_host_service(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        host: &str,
+        name: &str,
+        mode: &str,
+    ) -> Result<u64> {
+        self.host_op(conn, &header, host, name, "restart", mode)
+            .await
+    }
+
+    /// UpdateService on `host`: the task id there.
+    async fn update_host_service(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        host: &str,
+        name: &str,
+        mode: &str,
+    ) -> Result<u64> {
+        self.host_op(conn, &header, host, name, "update", mode)
+            .await
+    }
+
+    /// ServiceLogs of `host`, streamed from its peer endpoint into the
+    /// returned pipe; needs what reading logs here needs.
+    async fn host_service_logs(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        host: &str,
+        name: &str,
+        lines: u32,
+        follow: bool,
+    ) -> Result<OwnedFd> {
+        self.shared.policy.check_logs(conn, &header).await?;
+        remote::logs(&self.shared.control, host, name, lines, follow).await
+    }
+
+    /// A cluster file (this host's own when `text` is empty) to every host
+    /// of its [hosts]: all check it, then all write it, or none does.
+    /// (host, outcome, config path, config hash, error) per host.
+    async fn push_config(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        text: &str,
+        force: bool,
+    ) -> Result<Vec<PushRow>> {
+        self.shared.policy.check(conn, &header).await?;
+        let user_mode = self.shared.policy.user_mode;
+        remote::push_config(&self.shared.control, user_mode, text, force).await
     }
 
     #[zbus(property)]

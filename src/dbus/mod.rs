@@ -12,6 +12,7 @@ mod error;
 mod logs;
 mod manager;
 pub mod path;
+mod remote;
 mod service;
 mod task;
 pub mod types;

@@ -5,9 +5,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::{header, Method, Request, StatusCode};
+use hyper::body::{Bytes, Incoming};
+use hyper::{header, Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
@@ -289,28 +291,30 @@ impl PeerClient {
         path: &str,
         body: Body,
     ) -> Result<T> {
-        let tcp = TcpStream::connect(&self.authority)
+        let resp = self.open(method, path, body).await?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
             .await
-            .map_err(|e| self.connect_error(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        let (status, bytes) = match &self.tls {
-            Some((connector, host)) => {
-                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
-                    .map_err(|e| self.connect_error(e.to_string()))?;
-                let stream = connector
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| self.connect_error(format!("TLS: {e}")))?;
-                self.send(stream, method, path, body).await?
-            }
-            None => self.send(tcp, method, path, body).await?,
-        };
+            .map_err(|e| self.connect_error(e.to_string()))?
+            .to_bytes();
+        self.answer(path, status, &bytes)
+    }
+
+    /// The JSON document of a 2xx answer, else the host's error.
+    fn answer<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        status: StatusCode,
+        bytes: &[u8],
+    ) -> Result<T> {
         if status.is_success() {
-            return serde_json::from_slice(&bytes)
+            return serde_json::from_slice(bytes)
                 .map_err(|e| self.connect_error(format!("unexpected answer to {path}: {e}")));
         }
-        let err: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
-            error: String::from_utf8_lossy(&bytes).into_owned(),
+        let err: ErrorBody = serde_json::from_slice(bytes).unwrap_or_else(|_| ErrorBody {
+            error: String::from_utf8_lossy(bytes).into_owned(),
             kind: String::new(),
         });
         Err(PeerClientError::Remote {
@@ -320,13 +324,71 @@ impl PeerClient {
         })
     }
 
+    /// `GET /v1/services/{name}/logs`: the service's container log lines
+    /// as they come (`lines` 0: all of them; with `follow`, until the host
+    /// closes the stream or the stream is dropped). The deadline covers
+    /// the answer's head only; a stream cut short ends with a line saying
+    /// why.
+    pub async fn logs(
+        &self,
+        name: &str,
+        lines: u32,
+        follow: bool,
+    ) -> Result<BoxStream<'static, String>> {
+        let path = format!(
+            "/v1/services/{}/logs?lines={lines}&follow={follow}",
+            encode(name)
+        );
+        let open = self.open(Method::GET, &path, Body::Json(Vec::new()));
+        let resp = match tokio::time::timeout(self.timeout, open).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(self.connect_error(format!("no answer within {:?}", self.timeout)))
+            }
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| self.connect_error(e.to_string()))?
+                .to_bytes();
+            return Err(self
+                .answer::<serde_json::Value>(&path, status, &bytes)
+                .err()
+                .unwrap_or_else(|| self.connect_error(format!("{path}: status {status}"))));
+        }
+        Ok(lines_of(resp.into_body(), self.base.clone()))
+    }
+
+    /// Sends the request; the answer's head, its body still to read.
+    async fn open(&self, method: Method, path: &str, body: Body) -> Result<Response<Incoming>> {
+        let tcp = TcpStream::connect(&self.authority)
+            .await
+            .map_err(|e| self.connect_error(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            Some((connector, host)) => {
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| self.connect_error(e.to_string()))?;
+                let stream = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| self.connect_error(format!("TLS: {e}")))?;
+                self.send(stream, method, path, body).await
+            }
+            None => self.send(tcp, method, path, body).await,
+        }
+    }
+
     async fn send<S>(
         &self,
         stream: S,
         method: Method,
         path: &str,
         body: Body,
-    ) -> Result<(StatusCode, Bytes)>
+    ) -> Result<Response<Incoming>>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -358,19 +420,66 @@ impl PeerClient {
         let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| self.connect_error(e.to_string()))?;
-        let resp = sender
+        sender
             .send_request(req)
             .await
-            .map_err(|e| self.connect_error(e.to_string()))?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.connect_error(e.to_string()))?
-            .to_bytes();
-        Ok((status, bytes))
+            .map_err(|e| self.connect_error(e.to_string()))
     }
+}
+
+/// A streamed text body as its lines (without the newline); a body cut
+/// short ends with a line saying so, as a local log stream does.
+fn lines_of(body: Incoming, url: String) -> BoxStream<'static, String> {
+    struct State {
+        body: Incoming,
+        pending: Vec<u8>,
+        ready: std::collections::VecDeque<String>,
+        done: bool,
+        url: String,
+    }
+    let state = State {
+        body,
+        pending: Vec::new(),
+        ready: Default::default(),
+        done: false,
+        url,
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(line) = st.ready.pop_front() {
+                return Some((line, st));
+            }
+            if st.done {
+                return None;
+            }
+            match st.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        st.pending.extend_from_slice(&data);
+                        while let Some(i) = st.pending.iter().position(|b| *b == b'\n') {
+                            let line: Vec<u8> = st.pending.drain(..=i).collect();
+                            let text = String::from_utf8_lossy(&line[..i]).into_owned();
+                            st.ready.push_back(text);
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    st.done = true;
+                    st.ready
+                        .push_back(format!("(log stream from {} ended: {e})", st.url));
+                }
+                None => {
+                    st.done = true;
+                    if !st.pending.is_empty() {
+                        let rest = std::mem::take(&mut st.pending);
+                        st.ready
+                            .push_back(String::from_utf8_lossy(&rest).into_owned());
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
 }
 
 /// A request body and what it is.

@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use futures_util::StreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -42,6 +44,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/host"),
     ("GET", "/v1/services"),
     ("GET", "/v1/services/{name}"),
+    ("GET", "/v1/services/{name}/logs"),
     ("POST", "/v1/services/{name}/start"),
     ("POST", "/v1/services/{name}/stop"),
     ("POST", "/v1/services/{name}/restart"),
@@ -278,7 +281,9 @@ pub fn allowed_methods(path: &str) -> Vec<&'static str> {
     out
 }
 
-type Resp = Response<Full<Bytes>>;
+/// Answers are whole JSON documents, except the container logs, which
+/// stream for as long as the client follows them.
+type Resp = Response<UnsyncBoxBody<Bytes, Infallible>>;
 
 struct Failure(StatusCode, String, &'static str);
 
@@ -309,7 +314,7 @@ fn bad_request(msg: impl Into<String>) -> Failure {
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -319,7 +324,7 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
 }
 
 fn text(content_type: &'static str, body: impl Into<Bytes>) -> Resp {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Full::new(body.into()).boxed_unsync());
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
@@ -473,6 +478,7 @@ async fn dispatch(
             StatusCode::OK,
             &Service::from_status(&control.service(name)?),
         ),
+        "/v1/services/{name}/logs" => logs(control, name, &query)?,
         "/v1/tasks" => {
             let filter = TaskFilter {
                 service: query.get("service").cloned(),
@@ -561,6 +567,30 @@ async fn dispatch(
             json(StatusCode::ACCEPTED, &Task::from_record(&task, None))
         }
     })
+}
+
+/// `GET /v1/services/{name}/logs`: the lines `stackctl logs` prints, one
+/// chunk each, so `stackctl logs -H HOST -f` (relayed by the caller's own
+/// daemon) follows another host as it follows this one. An unknown service
+/// or Docker being away is a JSON error before anything is streamed.
+fn logs(control: &Control, name: &str, query: &BTreeMap<String, String>) -> Result<Resp, Failure> {
+    let tail = match number(query, "lines", 0)? {
+        0 => None,
+        n if n > 100_000 => return Err(bad_request("lines is at most 100000")),
+        n => Some(usize::try_from(n).unwrap_or(100_000)),
+    };
+    let follow = flag(query, "follow")?;
+    let lines = control.logs(name, tail, follow)?;
+    let frames = lines.map(|mut l| {
+        l.push('\n');
+        Ok::<_, Infallible>(Frame::data(Bytes::from(l)))
+    });
+    let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(r)
 }
 
 /// The optional JSON body of a service operation.
