@@ -336,9 +336,16 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
 }
 
 /// Like [`run`], but reports trouble instead of panicking (for Drop).
+///
+/// The command runs in a process group of its own, and a timeout kills the
+/// whole group: a script's children (a cargo build under
+/// `scripts/build-packages`) must not outlive it and collide with the next
+/// attempt.
 pub fn try_run(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
+    use std::os::unix::process::CommandExt as _;
     let command = format!("{cmd:?}");
     let mut child = cmd
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -347,6 +354,9 @@ pub fn try_run(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
     let stdout = read_all(child.stdout.take());
     let stderr = read_all(child.stderr.take());
     let Some(status) = wait_timeout(&mut child, timeout) else {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+        }
         let _ = child.kill();
         let _ = child.wait();
         return Err(format!("{command} did not finish within {timeout:?}"));
