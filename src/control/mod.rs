@@ -140,6 +140,11 @@ pub struct ServiceStatus {
     /// "user" when a person said start/stop, "migrate from HOST" or
     /// "migrate to HOST" after a move, else "config" (auto_start).
     pub desired_source: String,
+    /// When a person or a move last set the desired state (µs since the
+    /// epoch); 0 when it comes from `auto_start`. Two hosts that both
+    /// want a service of one host running compare it: the newer claim
+    /// wins (`control/handoff.rs`).
+    pub desired_since_usec: u64,
     pub active_state: &'static str,
     pub sub_state: String,
     pub health: &'static str,
@@ -1032,6 +1037,7 @@ impl Shared {
             host: cfg.host.clone(),
             desired,
             desired_source,
+            desired_since_usec: said.filter(|d| d.is_decision()).map_or(0, |d| d.since_usec),
             active_state,
             sub_state,
             health,

@@ -69,6 +69,11 @@ pub struct Service {
     pub host: String,
     pub desired_state: String,
     pub desired_source: String,
+    /// When a person or a move last set the desired state (µs since the
+    /// epoch; 0: the cluster file's `auto_start`). Absent from older
+    /// hosts' answers.
+    #[serde(default)]
+    pub desired_since_usec: u64,
     pub active_state: String,
     pub sub_state: String,
     pub health: String,
@@ -88,6 +93,7 @@ impl Service {
             host: s.host.clone(),
             desired_state: s.desired.as_str().to_string(),
             desired_source: s.desired_source.to_string(),
+            desired_since_usec: s.desired_since_usec,
             active_state: s.active_state.to_string(),
             sub_state: s.sub_state.clone(),
             health: s.health.to_string(),

@@ -37,7 +37,7 @@ pub use error::StoreError;
 pub use health::{WriteFailure, WriteHealth, QUIET_INTERVAL};
 pub use types::{
     result, Desired, DesiredSource, DesiredState, EventRecord, LogLine, NewEvent, NewTask,
-    OutboxItem, ParseEnumError, TaskFilter, TaskRecord, TaskState,
+    OutboxItem, ParseEnumError, TaskFilter, TaskRecord, TaskState, IN_DOUBT,
 };
 
 /// The database file's name inside the state directory.
