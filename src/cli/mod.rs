@@ -2,6 +2,7 @@
 //! terminal; it talks to the daemon through `dbus::client`.
 
 pub mod args;
+mod cluster_apply;
 pub mod daemon_args;
 mod push;
 mod remote;
@@ -87,10 +88,24 @@ async fn run(args: &Args) -> Result<u8> {
         return list_all_hosts(args, json).await;
     }
     if let Command::Config {
-        action: ConfigAction::Push { file, force },
+        action: ConfigAction::Push { file, force, apply },
     } = &args.command
     {
-        return push::push(args, file.clone(), *force, json).await;
+        let code = push::push(args, file.clone(), *force, json).await?;
+        if !*apply || code != exit::OK {
+            return Ok(code);
+        }
+        let cfg = cluster_file(args, file.clone())?;
+        return cluster_apply::apply_all_hosts(&cfg, false, *force, json).await;
+    }
+    if let Command::Apply {
+        force,
+        all_hosts: true,
+        dry_run,
+    } = &args.command
+    {
+        let cfg = cluster(args, None)?;
+        return cluster_apply::apply_all_hosts(&cfg, *dry_run, *force, json).await;
     }
     let client = match &args.host {
         Some(host) => peer_conn(args, host)?,
@@ -150,7 +165,7 @@ async fn run(args: &Args) -> Result<u8> {
             follow,
             lines,
         } => logs(&client, name, *lines, *follow).await,
-        Command::Apply { force } => {
+        Command::Apply { force, .. } => {
             let ids = client.bus()?.apply(*force).await?;
             let mut code = exit::OK;
             for id in ids {
@@ -486,6 +501,21 @@ fn cluster(args: &Args, host: Option<&str>) -> Result<config::Config> {
         host_override: host.map(str::to_string),
     };
     config::load(&path, &opts).map_err(|e| Failed(exit::FAILURE, e.to_string()))
+}
+
+/// The cluster file `file` (else -c, else the default), read only for its
+/// hosts and services: any host name will do.
+fn cluster_file(args: &Args, file: Option<std::path::PathBuf>) -> Result<config::Config> {
+    let path = file
+        .or_else(|| args.config.clone())
+        .unwrap_or_else(|| config::default_config_path(args.user));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Failed(exit::FAILURE, format!("{}: {e}", path.display())))?;
+    let opts = config::LoadOptions {
+        user_mode: args.user,
+        host_override: None,
+    };
+    config::parse_str(&text, &path, &opts, false).map_err(|e| Failed(exit::FAILURE, e.to_string()))
 }
 
 /// A client for `host`'s peer endpoint, from the cluster file.

@@ -28,8 +28,10 @@ use crate::world::{self, Observed, World};
 mod order;
 pub use order::TreeRow;
 mod handoff;
+mod leave;
 mod wait;
-pub use handoff::{PeerFailure, PeerService, Peers, Prepared, RemoteTask};
+pub use handoff::{claim_wins, PeerFailure, PeerService, Peers, Prepared, RemoteTask};
+pub use leave::{PlanStep, LEAVING_ORIGIN};
 
 #[derive(Debug, Error)]
 pub enum ControlError {
@@ -1351,6 +1353,7 @@ impl Shared {
             systemd::status("the Docker engine came back: reconciling");
         }
         let mut plan = reconcile::plan(&self.facts());
+        Shared::limit_plan(task, &mut plan);
         // The start-up and engine-restart reconciles asked nobody: a
         // cluster file truncated while stackd was down must not stop this
         // host's services. A

@@ -247,6 +247,57 @@ impl PrepareAnswer {
     }
 }
 
+/// The body of `POST /v1/apply` (every field optional).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    /// Only stop the services that left this host's placement (the first
+    /// round of `stackctl apply --all-hosts`).
+    #[serde(default)]
+    pub leaving: bool,
+    /// Answer the plan, do nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Stop them even when they are more than `reload_guard` allows.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// One step of an apply's plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanStep {
+    /// "stop" or "start".
+    pub action: String,
+    pub service: String,
+    pub reason: String,
+}
+
+/// The answer to `POST /v1/apply`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApplyAnswer {
+    /// What the apply does (did, with `dry_run`: would do), in order.
+    pub plan: Vec<PlanStep>,
+    /// The reconcile task; null with `dry_run`, or when a leaving-only
+    /// apply has nothing to stop.
+    pub task: Option<Task>,
+}
+
+impl ApplyAnswer {
+    pub fn new(plan: &[crate::control::PlanStep], task: Option<&TaskRecord>) -> ApplyAnswer {
+        ApplyAnswer {
+            plan: plan
+                .iter()
+                .map(|p| PlanStep {
+                    action: p.action.to_string(),
+                    service: p.service.clone(),
+                    reason: p.reason.clone(),
+                })
+                .collect(),
+            task: task.map(|t| Task::from_record(t, None)),
+        }
+    }
+}
+
 /// The answer to `PUT /v1/config`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConfigPushed {

@@ -1,0 +1,92 @@
+//! This host's half of `stackctl apply --all-hosts` (and `config push
+//! --apply`): what an apply here would do, without doing it, and an apply
+//! limited to stopping the services that left this host's placement.
+//!
+//! The other half runs in stackctl (`cli/cluster_apply.rs`), which asks
+//! every host over the peer endpoint (`POST /v1/apply`): first what leaves
+//! each host, then preflight on the hosts those services go to, then these
+//! stops, and only once they are done the starts where the services go.
+//! That order is what keeps a service whose `host =` changed from running
+//! on two hosts while each host's own apply would have started it without
+//! waiting for the other's stop.
+
+use super::{Control, ControlError, Shared};
+use crate::reconcile::{self, Action};
+use crate::store::TaskRecord;
+use crate::tasks::TaskKind;
+
+/// The origin of a reconcile that only stops what left this host.
+pub const LEAVING_ORIGIN: &str = "apply --all-hosts (leaving)";
+
+/// One step of an apply's plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanStep {
+    /// "stop" or "start".
+    pub action: &'static str,
+    pub service: String,
+    pub reason: String,
+}
+
+fn step(a: &Action) -> PlanStep {
+    PlanStep {
+        action: match a {
+            Action::Deploy { .. } => "start",
+            Action::Stop { .. } => "stop",
+        },
+        service: a.service().to_string(),
+        reason: a.reason().to_string(),
+    }
+}
+
+/// Keeps only the stops of services no longer assigned to this host.
+pub(super) fn leaving_only(plan: &mut reconcile::Plan) {
+    plan.stops
+        .retain(|a| a.reason() == reconcile::NO_LONGER_ASSIGNED);
+    plan.waves.clear();
+    plan.left.clear();
+}
+
+impl Control {
+    /// What an apply would do now, in order (stops, then starts wave by
+    /// wave); with `leaving`, only the stops of services that left this
+    /// host's placement.
+    pub fn apply_plan(&self, leaving: bool) -> Vec<PlanStep> {
+        let mut plan = reconcile::plan(&self.shared.facts());
+        if leaving {
+            leaving_only(&mut plan);
+        }
+        plan.stops.iter().chain(plan.deploys()).map(step).collect()
+    }
+
+    /// Stops the services that left this host's placement (a reconcile
+    /// task of origin [`LEAVING_ORIGIN`]); None when none did. Refused
+    /// as `apply` is when the stops exceed `reload_guard`, unless `force`.
+    pub fn apply_leaving(&self, force: bool) -> Result<Option<TaskRecord>, ControlError> {
+        let mut plan = reconcile::plan(&self.shared.facts());
+        leaving_only(&mut plan);
+        if plan.is_empty() {
+            return Ok(None);
+        }
+        if !force {
+            if let Some(why) = self.shared.removal_guard(&plan) {
+                return Err(ControlError::Conflict(format!(
+                    "apply refused: {why}; check the cluster file, or add --force to stop them"
+                )));
+            }
+        }
+        Ok(Some(self.queue().submit(
+            TaskKind::Reconcile,
+            "",
+            LEAVING_ORIGIN,
+        )?))
+    }
+}
+
+impl Shared {
+    /// The reconcile task's plan, limited when it is a leaving-only one.
+    pub(super) fn limit_plan(task: &TaskRecord, plan: &mut reconcile::Plan) {
+        if task.origin == LEAVING_ORIGIN {
+            leaving_only(plan);
+        }
+    }
+}
