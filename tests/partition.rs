@@ -2,7 +2,10 @@
 //! network namespace with its own Docker engine and stackd, joined by a
 //! bridge whose ports the test sets down and up (`common/netns.rs`).
 //! Each scenario cuts one host's link at the worst moment of a move or a
-//! start, then heals it, and checks what users see: where the service
+//! start (the target after the stop of a stop-first move, with its start
+//! succeeding or failing on its own; the source of an overlap move; a
+//! third host while a start asks the hand-off rule, then a forced start
+//! that conflicts), then heals it, and checks what users see: where the service
 //! runs (read from each host's Docker), the task's log and result, the
 //! alerts, and that once the hosts see each other again no two of them
 //! want the service running.
@@ -33,7 +36,7 @@ use netns::{Host, Net};
 /// One three-host world at a time: each runs three dockerds.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-const TOKEN: &str = "partition-test-token-0123456789abcdef";
+use netns::TOKEN;
 
 /// A service placed on host a, started by hand, moved with `handoff`.
 fn service(name: &str, handoff: &str) -> String {
@@ -45,6 +48,16 @@ fn service(name: &str, handoff: &str) -> String {
 /// Three hosts a, b, c with `services` (cluster file text) and each
 /// `(project, compose file)`, daemons started; None when skipped.
 fn world(test: &str, services: &str, projects: &[(&str, String)]) -> Option<Net> {
+    world_with(test, services, projects, |_| {})
+}
+
+/// [`world`], with `more` run on the hosts before their daemons start.
+fn world_with(
+    test: &str,
+    services: &str,
+    projects: &[(&str, String)],
+    more: impl FnOnce(&Net),
+) -> Option<Net> {
     if !heavy("the partition tests (three dockerds in network namespaces)")
         || !have_docker()
         || !have_bus()
@@ -56,6 +69,7 @@ fn world(test: &str, services: &str, projects: &[(&str, String)]) -> Option<Net>
     for (p, text) in projects {
         net.compose(p, text);
     }
+    more(&net);
     net.start();
     // Every host sees the two others before anything is asked.
     for h in &net.hosts {
@@ -75,21 +89,10 @@ fn world(test: &str, services: &str, projects: &[(&str, String)]) -> Option<Net>
 /// The events of `kind` on host `h` (its peer endpoint, from inside its
 /// namespace).
 fn events(h: &Host, kind: &str, service: &str) -> Vec<serde_json::Value> {
-    let url = format!(
-        "http://{}:{}/v1/events?after=0&timeout=0",
-        h.addr,
-        netns::PORT
-    );
-    let out = run(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", h.engine.netns()))
-            .args(["curl", "-sf", "-H"])
-            .arg(format!("Authorization: Bearer {TOKEN}"))
-            .arg(&url),
-        COMMAND_TIMEOUT,
-    )
-    .expect_success();
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("events JSON");
+    let body = h
+        .peer_get("/v1/events?after=0&timeout=0", TOKEN)
+        .unwrap_or_else(|| panic!("{}'s peer endpoint does not answer", h.name));
+    let v: serde_json::Value = serde_json::from_str(&body).expect("events JSON");
     v["events"]
         .as_array()
         .unwrap()
@@ -383,6 +386,71 @@ fn a_third_host_cut_while_a_start_asks_the_hand_off_rule() {
     let twice = sampler.twice(name, &[(forced, resolved)]);
     println!(
         "figures: third host cut: {} samples, {} on two hosts outside the forced start, {forced_twice} while the person's --force overrode the rule (until the heal resolved it)",
+        sampler.samples().len(),
+        twice.len()
+    );
+    assert!(twice.is_empty(), "ran on two hosts at once: {twice:?}");
+}
+
+#[test]
+fn a_move_in_doubt_that_did_not_happen_starts_on_the_source_again_on_heal() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let name = "nh";
+    // On b it never gets healthy: b's own half fails while b is cut off.
+    let unhealthy = host_sleeper("x", None, None)
+        + "    healthcheck:\n      test: [\"CMD\", \"false\"]\n      interval: 1s\n      timeout: 1s\n      retries: 2\n";
+    let Some(net) = world_with(
+        "nh",
+        &service(name, "stop-first"),
+        &[(name, host_sleeper("x", None, None))],
+        |net| net.compose_on("b", name, &unhealthy),
+    ) else {
+        return;
+    };
+    let (a, b) = (net.host("a"), net.host("b"));
+    a.ctl(&["start", name]).expect_success();
+    wait_until(Duration::from_secs(30), "nh to run on a", || {
+        a.running(name) == 1
+    });
+    let mut sampler = net.sampler(&[name]);
+    let moving = migrate_in_background(&net, name, "b");
+    wait_fast(Duration::from_secs(60), "nh to start on b", || {
+        b.running(name) == 1
+    });
+    net.cut("b");
+    let out = moving.join().unwrap();
+    assert!(!out.success(), "{out}");
+    assert!(format!("{out}").contains("in doubt"), "{out}");
+    // b gives up on its own and stops its attempt: nh runs nowhere, and
+    // a's task log and alert say where it was and what to do.
+    wait_until(Duration::from_secs(60), "b to hand it back", || {
+        status(b, name)["desired_state"] == "stopped"
+    });
+    assert_eq!(where_runs(&net, name), Vec::<String>::new());
+    let doubt = events(a, "migrate-in-doubt", name);
+    assert_eq!(doubt.len(), 1, "{doubt:?}");
+    assert_eq!(doubt[0]["data"]["from"], "a");
+
+    // Healed: a learns the move did not happen and starts nh again.
+    net.heal("b");
+    wait_until(Duration::from_secs(60), "nh to run on a again", || {
+        where_runs(&net, name) == ["a"]
+    });
+    let settled = events(a, "migrate-settled", name);
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    assert_eq!(settled[0]["severity"], "warning");
+    assert!(
+        settled[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("did not happen"),
+        "{settled:?}"
+    );
+    assert_eq!(wanted_on(&net, name), ["a"]);
+    sampler.stop();
+    let twice = sampler.twice(name, &[]);
+    println!(
+        "figures: stop-first, target cut and failing: {} samples, {} on two hosts",
         sampler.samples().len(),
         twice.len()
     );

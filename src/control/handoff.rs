@@ -31,16 +31,22 @@ use crate::world::{self, Observed};
 pub struct PeerService {
     pub desired_state: String,
     pub active_state: String,
+    /// "running", "exited" (every container completed), "partial", ...
+    pub sub_state: String,
     /// When a person or a move set its desired state there (0: the
     /// cluster file's `auto_start`).
     pub desired_since_usec: u64,
 }
 
 impl PeerService {
-    /// Wanted running there, or running there now.
+    /// Wanted running there, or running there now. A service that host
+    /// stopped whose containers all exited 0 shows "active (exited)" (as
+    /// a finished one-shot job would): nothing of it runs, so it does not
+    /// count.
     fn runs(&self) -> bool {
         self.desired_state == "running"
-            || matches!(self.active_state.as_str(), "active" | "activating")
+            || self.active_state == "activating"
+            || (self.active_state == "active" && self.sub_state != "exited")
     }
 }
 
@@ -1122,6 +1128,7 @@ mod tests {
         Ok(Some(PeerService {
             desired_state: desired.into(),
             active_state: active.into(),
+            sub_state: "running".into(),
             desired_since_usec: 1,
         }))
     }
@@ -1145,6 +1152,22 @@ mod tests {
         assert_eq!(verdict(&refused("Unauthorized")), Verdict::Unknown);
         let silent = Err(PeerFailure::Unreachable("timeout".into()));
         assert_eq!(verdict(&silent), Verdict::Unknown);
+    }
+
+    #[test]
+    fn a_stopped_service_whose_containers_exited_0_does_not_run_there() {
+        let svc = |desired: &str, active: &str, sub: &str| PeerService {
+            desired_state: desired.into(),
+            active_state: active.into(),
+            sub_state: sub.into(),
+            desired_since_usec: 0,
+        };
+        assert!(!svc("stopped", "active", "exited").runs());
+        assert!(!svc("stopped", "inactive", "dead").runs());
+        assert!(svc("stopped", "active", "running").runs());
+        assert!(svc("stopped", "activating", "deploy").runs());
+        assert!(svc("running", "active", "exited").runs());
+        assert!(svc("running", "inactive", "dead").runs());
     }
 
     #[test]

@@ -38,6 +38,9 @@ use super::common::{
 };
 use super::engine::Engine;
 
+/// Every host's peer token.
+pub const TOKEN: &str = "partition-test-token-0123456789abcdef";
+
 /// The peer port every host listens on (each in its own namespace).
 pub const PORT: u16 = 7780;
 
@@ -151,6 +154,39 @@ impl Host {
         running_on(&self.engine.socket(), project).unwrap_or(0)
     }
 
+    /// `GET path` on this host's peer endpoint with `token`, from inside
+    /// its namespace (a thread that joins it with `setns`, so no client
+    /// program is needed); the response body, or None without an answer.
+    pub fn peer_get(&self, path: &str, token: &str) -> Option<String> {
+        let netns = format!("/run/netns/{}", self.engine.netns());
+        let addr = format!("{}:{PORT}", self.addr);
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        );
+        thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let ns = fs::File::open(&netns).ok()?;
+            // SAFETY: setns on a descriptor we own and keep open for the
+            // call; it changes only this thread's network namespace, and
+            // the thread ends after this request.
+            #[allow(unsafe_code)]
+            let joined = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            if joined != 0 {
+                return None;
+            }
+            let mut sock = std::net::TcpStream::connect(&addr).ok()?;
+            sock.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+            sock.write_all(request.as_bytes()).ok()?;
+            let mut text = String::new();
+            sock.read_to_string(&mut text).ok()?;
+            let (head, body) = text.split_once("\r\n\r\n")?;
+            head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+        })
+        .join()
+        .ok()
+        .flatten()
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         self.daemon.as_ref().map(|d| d.stderr()).unwrap_or_default()
@@ -211,7 +247,7 @@ impl Net {
             engines.push(Engine::start(&tag)?);
         }
         let switch = Switch::new(format!("{}sw", engines[0].netns()));
-        let token = "partition-test-token-0123456789abcdef";
+        let token = TOKEN;
         let mut hosts_toml = String::new();
         for (i, n) in names.iter().enumerate() {
             hosts_toml.push_str(&format!(
@@ -288,6 +324,13 @@ impl Net {
             fs::create_dir_all(&dir).expect("project dir");
             fs::write(dir.join("docker-compose.yml"), text).expect("compose file");
         }
+    }
+
+    /// Writes `project`'s Compose file on host `host` only.
+    pub fn compose_on(&self, host: &str, project: &str, text: &str) {
+        let dir = self.host(host).env.compose_dir().join(project);
+        fs::create_dir_all(&dir).expect("project dir");
+        fs::write(dir.join("docker-compose.yml"), text).expect("compose file");
     }
 
     /// Starts every host's stackd.
