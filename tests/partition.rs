@@ -456,3 +456,104 @@ fn a_move_in_doubt_that_did_not_happen_starts_on_the_source_again_on_heal() {
     );
     assert!(twice.is_empty(), "ran on two hosts at once: {twice:?}");
 }
+
+/// Microseconds since the epoch of an RFC 3339 UTC time as Docker writes
+/// it ("2026-11-25T20:10:11.123456789Z", trailing zeros of the fraction
+/// dropped, so the strings do not compare as text).
+fn unix_usec(t: &str) -> i64 {
+    let t = t.trim().trim_end_matches('Z');
+    let (date, time) = t.split_once('T').expect("RFC 3339 time");
+    let n = |s: &str| s.parse::<i64>().unwrap_or_else(|_| panic!("bad time {t}"));
+    let d: Vec<i64> = date.split('-').map(n).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let h: Vec<i64> = hms.split(':').map(n).collect();
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1])
+    } else {
+        (d[0], d[1])
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d[2] - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let micros = n(&format!("{:0<6}", &frac[..frac.len().min(6)]));
+    ((days * 24 + h[0]) * 60 + h[1]) * 60_000_000 + h[2] * 1_000_000 + micros
+}
+
+/// The placement change of issue 15's item 2 on hosts with engines of
+/// their own: `apply --all-hosts` stops the service on the host it
+/// leaves before it starts on the one it goes to, by each host's Docker.
+#[test]
+fn apply_all_hosts_moves_a_changed_placement_stop_first() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (pl, keep) = ("pl", "keep");
+    let services = service(pl, "stop-first") + &service(keep, "stop-first");
+    let sleeper = host_sleeper("x", None, None);
+    let Some(net) = world("pl", &services, &[(pl, sleeper.clone()), (keep, sleeper)]) else {
+        return;
+    };
+    let (a, b) = (net.host("a"), net.host("b"));
+    a.ctl(&["start", pl, keep]).expect_success();
+    wait_until(Duration::from_secs(30), "both to run on a", || {
+        a.running(pl) == 1 && a.running(keep) == 1
+    });
+    let mut sampler = net.sampler(&[pl, keep]);
+
+    let from = format!("[services.{pl}]\nhost = \"a\"");
+    for h in &net.hosts {
+        let text = std::fs::read_to_string(&h.cluster).unwrap();
+        assert!(text.contains(&from));
+        let to = format!("[services.{pl}]\nhost = \"b\"");
+        std::fs::write(&h.cluster, text.replace(&from, &to)).unwrap();
+        h.ctl(&["reload"]).expect_success();
+    }
+    let plan = a
+        .ctl(&["apply", "--all-hosts", "--dry-run"])
+        .expect_success();
+    println!("{plan}");
+    let steps: Vec<Vec<&str>> = plan
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().take(3).collect())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            vec!["a", "stop", pl],
+            vec!["b", "preflight", pl],
+            vec!["b", "start", pl]
+        ],
+        "{plan}"
+    );
+    assert_eq!(where_runs(&net, pl), ["a"], "a dry run changes nothing");
+
+    let out = a.ctl(&["apply", "--all-hosts"]).expect_success();
+    println!("{out}");
+    assert_eq!(where_runs(&net, pl), ["b"]);
+    assert_eq!(where_runs(&net, keep), ["a"]);
+    let inspect = |h: &Host, field: &str| {
+        let id = h.engine.container(pl);
+        let out = h
+            .engine
+            .docker(&["inspect", "-f", field, &id])
+            .expect_success();
+        unix_usec(&out.stdout)
+    };
+    let a_finished = inspect(a, "{{.State.FinishedAt}}");
+    let b_started = inspect(b, "{{.State.StartedAt}}");
+    println!(
+        "figures: apply --all-hosts: pl finished on a {:.3} s before it started on b",
+        (b_started - a_finished) as f64 / 1e6
+    );
+    assert!(a_finished < b_started, "{a_finished} !< {b_started}");
+    assert_eq!(wanted_on(&net, pl), ["b"]);
+    let again = a
+        .ctl(&["apply", "--all-hosts", "--dry-run"])
+        .expect_success();
+    assert!(!again.stdout.contains(pl), "{again}");
+    sampler.stop();
+    for p in [pl, keep] {
+        let twice = sampler.twice(p, &[]);
+        assert!(twice.is_empty(), "{p} ran on two hosts at once: {twice:?}");
+    }
+}

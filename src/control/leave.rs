@@ -11,6 +11,7 @@
 //! waiting for the other's stop.
 
 use super::{Control, ControlError, Shared};
+use crate::engine::ContainerState;
 use crate::reconcile::{self, Action};
 use crate::store::TaskRecord;
 use crate::tasks::TaskKind;
@@ -38,10 +39,14 @@ fn step(a: &Action) -> PlanStep {
     }
 }
 
-/// Keeps only the stops of services no longer assigned to this host.
-pub(super) fn leaving_only(plan: &mut reconcile::Plan) {
+/// Keeps only the stops of services no longer assigned to this host
+/// that have a container running (`running`): the planner counts a
+/// project whose containers all exited 0 as a finished job, "running",
+/// so a service stopped here before would otherwise leave again at every
+/// apply.
+pub(super) fn leaving_only(plan: &mut reconcile::Plan, running: impl Fn(&str) -> bool) {
     plan.stops
-        .retain(|a| a.reason() == reconcile::NO_LONGER_ASSIGNED);
+        .retain(|a| a.reason() == reconcile::NO_LONGER_ASSIGNED && running(a.service()));
     plan.waves.clear();
     plan.left.clear();
 }
@@ -53,7 +58,12 @@ impl Control {
     pub fn apply_plan(&self, leaving: bool) -> Vec<PlanStep> {
         let mut plan = reconcile::plan(&self.shared.facts());
         if leaving {
-            leaving_only(&mut plan);
+            leaving_only(&mut plan, |n| self.shared.runs_here(n));
+        } else {
+            // Stopping what no longer runs is nothing to show.
+            plan.stops.retain(|a| {
+                a.reason() != reconcile::NO_LONGER_ASSIGNED || self.shared.runs_here(a.service())
+            });
         }
         plan.stops.iter().chain(plan.deploys()).map(step).collect()
     }
@@ -63,7 +73,7 @@ impl Control {
     /// as `apply` is when the stops exceed `reload_guard`, unless `force`.
     pub fn apply_leaving(&self, force: bool) -> Result<Option<TaskRecord>, ControlError> {
         let mut plan = reconcile::plan(&self.shared.facts());
-        leaving_only(&mut plan);
+        leaving_only(&mut plan, |n| self.shared.runs_here(n));
         if plan.is_empty() {
             return Ok(None);
         }
@@ -84,9 +94,17 @@ impl Control {
 
 impl Shared {
     /// The reconcile task's plan, limited when it is a leaving-only one.
-    pub(super) fn limit_plan(task: &TaskRecord, plan: &mut reconcile::Plan) {
+    pub(super) fn limit_plan(&self, task: &TaskRecord, plan: &mut reconcile::Plan) {
         if task.origin == LEAVING_ORIGIN {
-            leaving_only(plan);
+            leaving_only(plan, |n| self.runs_here(n));
         }
+    }
+
+    /// A container of `name` runs on this host's engine.
+    fn runs_here(&self, name: &str) -> bool {
+        self.world
+            .containers(name)
+            .iter()
+            .any(|c| c.state == ContainerState::Running)
     }
 }

@@ -1353,7 +1353,7 @@ impl Shared {
             systemd::status("the Docker engine came back: reconciling");
         }
         let mut plan = reconcile::plan(&self.facts());
-        Shared::limit_plan(task, &mut plan);
+        self.limit_plan(task, &mut plan);
         // The start-up and engine-restart reconciles asked nobody: a
         // cluster file truncated while stackd was down must not stop this
         // host's services. A
