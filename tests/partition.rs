@@ -457,27 +457,10 @@ fn a_move_in_doubt_that_did_not_happen_starts_on_the_source_again_on_heal() {
     assert!(twice.is_empty(), "ran on two hosts at once: {twice:?}");
 }
 
-/// Microseconds since the epoch of an RFC 3339 UTC time as Docker writes
-/// it ("2026-11-25T20:10:11.123456789Z", trailing zeros of the fraction
-/// dropped, so the strings do not compare as text).
-fn unix_usec(t: &str) -> i64 {
-    let t = t.trim().trim_end_matches('Z');
-    let (date, time) = t.split_once('T').expect("RFC 3339 time");
-    let n = |s: &str| s.parse::<i64>().unwrap_or_else(|_| panic!("bad time {t}"));
-    let d: Vec<i64> = date.split('-').map(n).collect();
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let h: Vec<i64> = hms.split(':').map(n).collect();
-    let (y, m) = if d[1] <= 2 {
-        (d[0] - 1, d[1])
-    } else {
-        (d[0], d[1])
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d[2] - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    let micros = n(&format!("{:0<6}", &frac[..frac.len().min(6)]));
-    ((days * 24 + h[0]) * 60 + h[1]) * 60_000_000 + h[2] * 1_000_000 + micros
+/// Microseconds since the epoch of a timestamp as Docker writes it (its
+/// fraction drops trailing zeros, so the strings do not compare as text).
+fn unix_usec(t: &str) -> u64 {
+    stackd::time::parse_rfc3339_usec(t.trim()).unwrap_or_else(|| panic!("bad time {t}"))
 }
 
 /// The placement change of issue 15's item 2 on hosts with engines of
@@ -543,7 +526,7 @@ fn apply_all_hosts_moves_a_changed_placement_stop_first() {
     let b_started = inspect(b, "{{.State.StartedAt}}");
     println!(
         "figures: apply --all-hosts: pl finished on a {:.3} s before it started on b",
-        (b_started - a_finished) as f64 / 1e6
+        (b_started as f64 - a_finished as f64) / 1e6
     );
     assert!(a_finished < b_started, "{a_finished} !< {b_started}");
     assert_eq!(wanted_on(&net, pl), ["b"]);
