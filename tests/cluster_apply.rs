@@ -15,12 +15,19 @@ const TOKEN: &str = "cluster-apply-test-token-0123456789abcdef";
 /// `die` event. Events, not `inspect`: the container that stopped may be
 /// gone by the time the test looks.
 fn container_events(project: &str, since: u64) -> Vec<(u128, String, String)> {
+    // `--until` counts in whole seconds: the next second, so that what
+    // happened in this one is included (docker waits for it to come).
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
     let out = docker(&[
         "events",
         "--since",
         &since.to_string(),
         "--until",
-        "0s",
+        &until.to_string(),
         "--filter",
         &format!("label=com.docker.compose.project={project}"),
         "--filter",
