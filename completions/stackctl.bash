@@ -280,7 +280,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__apply)
-            opts="-o -H -c -l -q -h --force --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
+            opts="-o -H -c -l -q -h --force --all-hosts --dry-run --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -474,7 +474,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__config__subcmd__push)
-            opts="-o -H -c -l -q -h --force --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
+            opts="-o -H -c -l -q -h --force --apply --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

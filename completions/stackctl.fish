@@ -224,8 +224,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand down" -l no-legend -d 
 complete -c stackctl -n "__fish_stackctl_using_subcommand down" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand prune" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand prune" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand prune" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand prune" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand prune" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand prune" -l images -d 'Images stackd saw a service run that no service uses now'
 complete -c stackctl -n "__fish_stackctl_using_subcommand prune" -l containers -d 'Stopped containers of projects stackd no longer manages'
 complete -c stackctl -n "__fish_stackctl_using_subcommand prune" -l networks -d 'Networks of projects stackd no longer manages'
@@ -239,8 +239,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand prune" -l no-legend -d
 complete -c stackctl -n "__fish_stackctl_using_subcommand prune" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand rollback" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c stackctl -n "__fish_stackctl_using_subcommand rollback" -s H -l host -d 'Talk to HOST of the cluster file over its peer endpoint instead of the local daemon over D-Bus' -r
-complete -c stackctl -n "__fish_stackctl_using_subcommand rollback" -s c -l config -d 'The cluster file, for -H and --all-hosts [default: the daemon\'s]' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand rollback" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand rollback" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand rollback" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand rollback" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand rollback" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -302,6 +302,8 @@ json\t''"
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l force -d 'Also stop services no longer assigned to this host when they are more than reload_guard of them (else refused)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l all-hosts -d 'Every host of the cluster file (-c), over the peer endpoint: a service whose placement changed is stopped on the hosts it leaves (after a preflight where it goes) and only then started where it goes, dependencies first; then every host applies the rest'
+complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l dry-run -d 'With --all-hosts: list the plan, host by host, and do nothing'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'
@@ -438,6 +440,7 @@ json\t''"
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -l force -d 'Write it even where it removes more than reload_guard of a host\'s services (or every one)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -l apply -d 'Once every host took it, apply it on every host as `apply --all-hosts` does (services whose placement changed are moved)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand config; and __fish_seen_subcommand_from push" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'

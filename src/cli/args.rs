@@ -228,6 +228,15 @@ pub enum Command {
         /// more than reload_guard of them (else refused).
         #[arg(long)]
         force: bool,
+        /// Every host of the cluster file (-c), over the peer endpoint: a
+        /// service whose placement changed is stopped on the hosts it leaves
+        /// (after a preflight where it goes) and only then started where it
+        /// goes, dependencies first; then every host applies the rest.
+        #[arg(long)]
+        all_hosts: bool,
+        /// With --all-hosts: list the plan, host by host, and do nothing.
+        #[arg(long, requires = "all_hosts")]
+        dry_run: bool,
     },
     /// Reload the configuration; a bad file keeps the running one, and so
     /// does one that would remove more than reload_guard of this host's
@@ -332,6 +341,10 @@ pub enum ConfigAction {
         /// host's services (or every one).
         #[arg(long)]
         force: bool,
+        /// Once every host took it, apply it on every host as `apply
+        /// --all-hosts` does (services whose placement changed are moved).
+        #[arg(long)]
+        apply: bool,
     },
 }
 

@@ -2,6 +2,7 @@
 //! terminal; it talks to the daemon through `dbus::client`.
 
 pub mod args;
+mod cluster_apply;
 pub mod daemon_args;
 mod push;
 mod remote;
@@ -94,10 +95,24 @@ async fn run(args: &Args) -> Result<u8> {
         return list_all_hosts(&local, args, json).await;
     }
     if let Command::Config {
-        action: ConfigAction::Push { file, force },
+        action: ConfigAction::Push { file, force, apply },
     } = &args.command
     {
-        return push::push(&local, args, file.clone(), *force, json).await;
+        let code = push::push(&local, args, file.clone(), *force, json).await?;
+        if !*apply || code != exit::OK {
+            return Ok(code);
+        }
+        let cfg = cluster_file(args, file.clone())?;
+        return cluster_apply::apply_all_hosts(&cfg, false, *force, json).await;
+    }
+    if let Command::Apply {
+        force,
+        all_hosts: true,
+        dry_run,
+    } = &args.command
+    {
+        let cfg = cluster(args, None)?;
+        return cluster_apply::apply_all_hosts(&cfg, *dry_run, *force, json).await;
     }
     let client = match &args.host {
         Some(host) => Conn::to_host(local, host).await?,
@@ -177,7 +192,7 @@ async fn run(args: &Args) -> Result<u8> {
             follow,
             lines,
         } => logs(&client, name, *lines, *follow).await,
-        Command::Apply { force } => {
+        Command::Apply { force, .. } => {
             let ids = client.bus()?.apply(*force).await?;
             let mut code = exit::OK;
             for id in ids {
@@ -499,6 +514,65 @@ fn dot(active: &str, health: &str) -> &'static str {
         ("active", _) | ("activating", _) | ("deactivating", _) => "\x1b[0;1;33m●\x1b[0m",
         _ => "●",
     }
+}
+
+/// `apply --all-hosts` still reads the cluster file and the peer token
+/// itself (not yet relayed by the daemon as `-H` is).
+///
+/// The cluster file, as `-c` names it or the daemon would find it, read
+/// as `host` (or as its own `host` key when None).
+fn cluster(args: &Args, host: Option<&str>) -> Result<config::Config> {
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| config::default_config_path(args.user));
+    let opts = config::LoadOptions {
+        user_mode: args.user,
+        host_override: host.map(str::to_string),
+    };
+    config::load(&path, &opts).map_err(|e| Failed(exit::FAILURE, e.to_string()))
+}
+
+/// The cluster file `file` (else -c, else the default), read only for its
+/// hosts and services: any host name will do.
+fn cluster_file(args: &Args, file: Option<std::path::PathBuf>) -> Result<config::Config> {
+    let path = file
+        .or_else(|| args.config.clone())
+        .unwrap_or_else(|| config::default_config_path(args.user));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Failed(exit::FAILURE, format!("{}: {e}", path.display())))?;
+    let opts = config::LoadOptions {
+        user_mode: args.user,
+        host_override: None,
+    };
+    config::parse_str(&text, &path, &opts, false).map_err(|e| Failed(exit::FAILURE, e.to_string()))
+}
+
+/// A client for `host`'s peer endpoint, from the cluster file.
+fn peer_client(cfg: &config::Config, host: &str) -> Result<crate::peer::PeerClient> {
+    let url = cfg
+        .hosts
+        .get(host)
+        .ok_or_else(|| {
+            Failed(
+                exit::USAGE,
+                format!(
+                    "no host {host} in [hosts] of {} (hosts: {})",
+                    cfg.path.display(),
+                    cfg.hosts.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?
+        .peer
+        .as_deref()
+        .ok_or_else(|| Failed(exit::USAGE, format!("[hosts.{host}] has no peer URL")))?;
+    let peer = cfg.peer.as_ref().ok_or_else(|| {
+        Failed(
+            exit::USAGE,
+            format!("{} has no [peer] table (token_file)", cfg.path.display()),
+        )
+    })?;
+    Ok(crate::peer::PeerClient::new(url, peer)?)
 }
 
 /// `list --all-hosts`: every host of the daemon's cluster file at once,

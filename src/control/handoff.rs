@@ -31,13 +31,22 @@ use crate::world::{self, Observed};
 pub struct PeerService {
     pub desired_state: String,
     pub active_state: String,
+    /// "running", "exited" (every container completed), "partial", ...
+    pub sub_state: String,
+    /// When a person or a move set its desired state there (0: the
+    /// cluster file's `auto_start`).
+    pub desired_since_usec: u64,
 }
 
 impl PeerService {
-    /// Wanted running there, or running there now.
+    /// Wanted running there, or running there now. A service that host
+    /// stopped whose containers all exited 0 shows "active (exited)" (as
+    /// a finished one-shot job would): nothing of it runs, so it does not
+    /// count.
     fn runs(&self) -> bool {
         self.desired_state == "running"
-            || matches!(self.active_state.as_str(), "active" | "activating")
+            || self.active_state == "activating"
+            || (self.active_state == "active" && self.sub_state != "exited")
     }
 }
 
@@ -128,6 +137,66 @@ const SETTLE: Duration = Duration::from_secs(1);
 
 /// How often a remote task or the local health is looked at while waiting.
 const POLL: Duration = Duration::from_millis(250);
+
+/// How a wait for another host's task ended when not in success.
+#[derive(Debug)]
+enum Remote {
+    /// It answered: the task failed or was refused.
+    Failed(String),
+    /// Its outcome is unknown: no answer.
+    Lost(String),
+}
+
+impl Remote {
+    fn text(&self) -> &str {
+        match self {
+            Remote::Failed(m) | Remote::Lost(m) => m,
+        }
+    }
+}
+
+/// How long a host may stay silent while it runs a move's task before the
+/// move is taken for in doubt: as long as the heartbeat takes to call it
+/// lost (`hosts::LOST_AFTER` beats), plus one request's timeout.
+fn doubt_after(peer: &PeerConfig) -> Duration {
+    peer.heartbeat * crate::hosts::LOST_AFTER + peer.timeout
+}
+
+/// What another host said when asked about a move in doubt.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// It runs the service: the move completed.
+    Moved,
+    /// It neither wants nor runs it: the move did not happen.
+    NotThere,
+    /// It wants it but is still starting it, or did not answer: ask again.
+    Unknown,
+}
+
+/// Reads a peer's answer about a service moved to it.
+fn verdict(answer: &Result<Option<PeerService>, PeerFailure>) -> Verdict {
+    match answer {
+        Ok(Some(s)) if s.desired_state == "running" && s.active_state == "active" => Verdict::Moved,
+        Ok(Some(s)) if s.desired_state == "running" || s.active_state == "activating" => {
+            Verdict::Unknown
+        }
+        Ok(_) => Verdict::NotThere,
+        Err(PeerFailure::Refused { kind, .. }) if kind == "NoSuchService" => Verdict::NotThere,
+        Err(_) => Verdict::Unknown,
+    }
+}
+
+/// Of two hosts that both want a service of one host running after they
+/// saw each other again, the one that keeps it: the newer claim (the
+/// desired state's time; `auto_start` counts as 0), the smaller host name
+/// when both are equally old. Both hosts compute the same answer.
+pub fn claim_wins(mine: (u64, &str), theirs: (u64, &str)) -> bool {
+    match mine.0.cmp(&theirs.0) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => mine.1 < theirs.1,
+    }
+}
 
 /// A task's origin on the host a service moves to.
 fn origin_from(host: &str) -> String {
@@ -296,6 +365,171 @@ impl Control {
     }
 }
 
+impl Control {
+    /// What this host does when `host` answers: settle every move to it
+    /// that is in doubt, and, when `reunited` (it had stopped answering,
+    /// or this is its first answer since this daemon started), look for
+    /// services of one host that both want running. The peer heartbeat
+    /// calls it after each answer.
+    ///
+    /// A conflict is resolved by [`claim_wins`]: the newer claim keeps the
+    /// service, the other host stops it (desired "migrate to WINNER") and
+    /// raises a `handoff-conflict` alert naming both claims.
+    pub async fn settle(&self, host: &str, reunited: bool) {
+        let cfg = self.config();
+        let Ok((peer, url)) = self.shared.link(&cfg, host) else {
+            return;
+        };
+        let Ok(peers) = self.shared.peers() else {
+            return;
+        };
+        let said = self.shared.store.all_desired().unwrap_or_default();
+        for (name, d) in &said {
+            if d.in_doubt() && d.peer.as_deref() == Some(host) && !self.queue().busy(name) {
+                let answer = peers.service(&peer, &url, name).await;
+                self.settle_move(&cfg, name, host, verdict(&answer)).await;
+            }
+        }
+        if !reunited {
+            return;
+        }
+        for svc in Shared::local_services(&cfg, &said) {
+            let name = svc.name.as_str();
+            let mine = said.get(name);
+            let (wanted, _) = Shared::desired(svc, mine);
+            if !single_host(svc) || wanted != DesiredState::Running || self.queue().busy(name) {
+                continue;
+            }
+            let Ok(Some(theirs)) = peers.service(&peer, &url, name).await else {
+                continue;
+            };
+            if theirs.desired_state != "running" {
+                continue;
+            }
+            let since = mine.filter(|d| d.is_decision()).map_or(0, |d| d.since_usec);
+            if claim_wins((since, &cfg.host), (theirs.desired_since_usec, host)) {
+                info!(
+                    stackd_service = name,
+                    "{host} wants {name} running too; this host's claim is newer, {host} stops it"
+                );
+                continue;
+            }
+            self.resolve_conflict(&cfg, name, host, since, theirs.desired_since_usec);
+        }
+    }
+
+    /// Settles one move in doubt to `host` by what `host` said.
+    async fn settle_move(&self, cfg: &Config, name: &str, host: &str, verdict: Verdict) {
+        let me = cfg.host.as_str();
+        match verdict {
+            Verdict::Unknown => {}
+            Verdict::Moved => {
+                if let Err(e) = self
+                    .shared
+                    .store
+                    .set_moved(name, DesiredState::Stopped, host)
+                {
+                    tracing::warn!(stackd_service = name, "cannot store the desired state: {e}");
+                    return;
+                }
+                self.shared.alert(
+                    Severity::Info,
+                    "migrate-settled",
+                    name,
+                    &format!("{name} runs on {host}: its move from {me} completed"),
+                    &format!("{host} answered again and runs {name}; the move that was in doubt is done, {name} stays stopped on {me}."),
+                    serde_json::json!({ "from": me, "to": host, "moved": true }),
+                );
+            }
+            Verdict::NotThere => {
+                let Some(svc) = cfg.service(name) else {
+                    return;
+                };
+                // Nobody else may run it either (the hand-off rule).
+                if let Err(e) = self.shared.check_peers(cfg, svc, &[], false).await {
+                    info!(
+                        stackd_service = name,
+                        "the move to {host} did not happen, but {name} cannot start here yet: {e}"
+                    );
+                    return;
+                }
+                if let Err(e) = self
+                    .shared
+                    .store
+                    .set_moved(name, DesiredState::Running, host)
+                {
+                    tracing::warn!(stackd_service = name, "cannot store the desired state: {e}");
+                    return;
+                }
+                let origin = format!("move to {host} did not happen");
+                let task = self.queue().submit(TaskKind::Deploy, name, &origin);
+                self.shared.alert(
+                    Severity::Warning,
+                    "migrate-settled",
+                    name,
+                    &format!("{name}'s move to {host} did not happen; it starts on {me} again"),
+                    &format!(
+                        "{host} answered again and does not run {name}: the move that was in doubt did not complete. {name} starts on {me} again{}.",
+                        match &task {
+                            Ok(t) => format!(" (task {})", t.id),
+                            Err(e) => format!(", but the task was refused: {e}; run `stackctl start {name}` on {me}"),
+                        }
+                    ),
+                    serde_json::json!({ "from": me, "to": host, "moved": false }),
+                );
+            }
+        }
+    }
+
+    /// This host lost a conflict found on heal: it stops `name`, which
+    /// `winner` keeps.
+    fn resolve_conflict(&self, cfg: &Config, name: &str, winner: &str, mine: u64, theirs: u64) {
+        let me = cfg.host.as_str();
+        if let Err(e) = self
+            .shared
+            .store
+            .set_moved(name, DesiredState::Stopped, winner)
+        {
+            tracing::warn!(stackd_service = name, "cannot store the desired state: {e}");
+            return;
+        }
+        let origin = format!("conflict on heal: {winner} keeps it");
+        let task = self.queue().submit(TaskKind::Stop, name, &origin);
+        let when = |usec: u64| {
+            if usec == 0 {
+                "by auto_start".to_string()
+            } else {
+                let ago = crate::store::now_usec().saturating_sub(usec) as f64 / 1e6;
+                format!("since {ago:.1} s ago")
+            }
+        };
+        self.shared.alert(
+            Severity::Warning,
+            "handoff-conflict",
+            name,
+            &format!("{name} was wanted running on {me} and on {winner}; {winner} keeps it, {me} stops it"),
+            &format!(
+                "Once {me} and {winner} saw each other again both wanted {name}, a service of one host, running \
+                 ({me} {}, {winner} {}). The newer claim wins (ties: the smaller host name), so {name} stops on {me}{}. \
+                 If it belongs on {me}, move it back with `stackctl migrate {name} {me}` on {winner}.",
+                when(mine),
+                when(theirs),
+                match &task {
+                    Ok(t) => format!(" (task {})", t.id),
+                    Err(e) => format!(", but the stop was refused: {e}"),
+                }
+            ),
+            serde_json::json!({
+                "winner": winner,
+                "loser": me,
+                "loser_since_usec": mine,
+                "winner_since_usec": theirs,
+                "rule": "the newer claim wins; ties: the smaller host name",
+            }),
+        );
+    }
+}
+
 fn unreachable(host: &str, e: &PeerFailure, consequence: &str) -> ControlError {
     match e {
         PeerFailure::Unreachable(m) => {
@@ -456,8 +690,10 @@ impl Shared {
         )))
     }
 
-    /// Waits for a task on another host to end; Err says why it did not
-    /// succeed, or that the host stopped answering.
+    /// Waits for a task on another host to end. `Failed` says why it did
+    /// not succeed; `Lost` that its outcome is unknown: the host stopped
+    /// answering for longer than [`doubt_after`], the limit passed, or
+    /// the wait was cancelled.
     async fn wait_remote(
         &self,
         peers: &dyn Peers,
@@ -465,27 +701,46 @@ impl Shared {
         id: u64,
         limit: Duration,
         cancel: &CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), Remote> {
         let deadline = tokio::time::Instant::now() + limit;
+        let silence = doubt_after(peer);
+        let mut last_answer = tokio::time::Instant::now();
         let mut last_error = String::new();
         loop {
             match peers.task(peer, url, id).await {
                 Ok(t) if t.state == "succeeded" => return Ok(()),
                 Ok(t) if matches!(t.state.as_str(), "failed" | "cancelled") => {
-                    return Err(format!("task {id} on {host} {}: {}", t.result, t.error))
+                    return Err(Remote::Failed(format!(
+                        "task {id} on {host} {}: {}",
+                        t.result, t.error
+                    )))
                 }
-                Ok(_) => {}
+                Ok(_) => last_answer = tokio::time::Instant::now(),
+                Err(PeerFailure::Refused { message, .. }) => {
+                    last_answer = tokio::time::Instant::now();
+                    last_error = message;
+                }
                 Err(e) => last_error = e.to_string(),
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(format!(
-                    "task {id} on {host} did not end within {limit:?}{}; its state there is unknown",
-                    if last_error.is_empty() { String::new() } else { format!(" ({last_error})") }
-                ));
+            let now = tokio::time::Instant::now();
+            if now.duration_since(last_answer) >= silence {
+                return Err(Remote::Lost(format!(
+                    "{host} stopped answering while task {id} ran there ({last_error}, for {silence:?})"
+                )));
+            }
+            if now >= deadline {
+                return Err(Remote::Lost(format!(
+                    "task {id} on {host} did not end within {limit:?}{}",
+                    if last_error.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({last_error})")
+                    }
+                )));
             }
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
-                _ = cancel.cancelled() => return Err(format!("cancelled while waiting for task {id} on {host}; its state there is unknown")),
+                _ = cancel.cancelled() => return Err(Remote::Lost(format!("cancelled while waiting for task {id} on {host}"))),
             }
         }
     }
@@ -535,7 +790,9 @@ impl Shared {
             Some(pull) => {
                 self.wait_remote(peers, there, pull, TaskKind::Pull.timeout(), cancel)
                     .await
-                    .map_err(|e| failed(format!("pulling on {to} failed: {e}; {untouched}")))?;
+                    .map_err(|e| {
+                        failed(format!("pulling on {to} failed: {}; {untouched}", e.text()))
+                    })?;
                 log.line(&format!(
                     "{to}: preflight passed, images pulled (task {pull} there)"
                 ));
@@ -566,7 +823,11 @@ impl Shared {
                 }
                 self.world.refresh(name, &self.events).await;
                 log.line(&format!("{me}: stopped"));
-                if let Err(why) = self.hand_over(peers, there, name, &svc, log, cancel).await {
+                let handed = self.hand_over(peers, there, name, &svc, log, cancel).await;
+                if let Err(Remote::Lost(why)) = handed {
+                    return Err(self.in_doubt(task, name, &to, &why, log));
+                }
+                if let Err(Remote::Failed(why)) = handed {
                     log.line(&why);
                     self.restore(name, before.as_ref());
                     log.line(&format!("{me}: starting {name} again"));
@@ -585,10 +846,29 @@ impl Shared {
                 }
             }
             Handoff::Overlap => {
-                if let Err(why) = self.hand_over(peers, there, name, &svc, log, cancel).await {
-                    return Err(failed(format!(
-                        "{why}; {name} kept running on {me}, untouched"
-                    )));
+                match self.hand_over(peers, there, name, &svc, log, cancel).await {
+                    Ok(()) => {}
+                    Err(Remote::Failed(why)) => {
+                        return Err(failed(format!(
+                            "{why}; {name} kept running on {me}, untouched"
+                        )))
+                    }
+                    Err(Remote::Lost(why)) => {
+                        // The target may run it now: one copy is the
+                        // rule even for an overlap, so this one stops.
+                        if let Err(e) = self.store.set_move_in_doubt(name, &to) {
+                            return Err(failed(format!("cannot store the desired state: {e}")));
+                        }
+                        log.line(&format!("{me}: stopping {name}"));
+                        let stopped = stop().await;
+                        self.world.refresh(name, &self.events).await;
+                        if let Err(f) = stopped {
+                            log.line(&format!("stopping on {me} failed: {}", f.message));
+                        } else {
+                            log.line(&format!("{me}: stopped"));
+                        }
+                        return Err(self.in_doubt(task, name, &to, &why, log));
+                    }
                 }
                 self.set_moved(name, DesiredState::Stopped, &to)?;
                 let stopped = stop().await;
@@ -625,24 +905,73 @@ impl Shared {
         svc: &ServiceConfig,
         log: &Log,
         cancel: &CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), Remote> {
         let (peer, url, to) = there;
         let me = self.config().host.clone();
         log.line(&format!("{to}: starting {name}"));
+        // No answer to the receive is no proof it was not taken: the
+        // request may have arrived and only the answer been lost.
         let id = peers
             .receive(peer, url, name, &me)
             .await
-            .map_err(|e| format!("{to} did not take {name}: {e}"))?;
+            .map_err(|e| match e {
+                PeerFailure::Refused { .. } => {
+                    Remote::Failed(format!("{to} did not take {name}: {e}"))
+                }
+                PeerFailure::Unreachable(_) => Remote::Lost(format!(
+                    "{to} was asked to start {name} and did not answer ({e})"
+                )),
+            })?;
         // The receive task's own limit is start_timeout; a little more for
         // Compose to create the containers and for the answer to come.
         let limit = svc.start_timeout + Duration::from_secs(60);
         self.wait_remote(peers, there, id, limit, cancel)
             .await
-            .map_err(|e| format!("starting on {to} failed: {e}"))?;
+            .map_err(|e| match e {
+                Remote::Failed(m) => Remote::Failed(format!("starting on {to} failed: {m}")),
+                lost => lost,
+            })?;
         log.line(&format!(
             "{to}: {name} runs and is healthy (task {id} there)"
         ));
         Ok(())
+    }
+
+    /// A move whose target stopped answering after it was asked to start
+    /// the service: the service stays stopped here (it may run there),
+    /// the desired state says so ("migrate to TO (in doubt)"), and an
+    /// alert says what happens next and what a person can do. The doubt
+    /// is settled by [`Control::settle`] once `to` answers again.
+    fn in_doubt(&self, task: &TaskRecord, name: &str, to: &str, why: &str, log: &Log) -> Failure {
+        let me = self.config().host.clone();
+        if let Err(e) = self.store.set_move_in_doubt(name, to) {
+            tracing::warn!(stackd_service = name, "cannot store the desired state: {e}");
+        }
+        log.line(why);
+        let summary = format!("{name}'s move from {me} to {to} is in doubt");
+        let body = format!(
+            "{to} was asked to start {name} and stopped answering before it said whether it did. \
+             {name} was running on {me} and stays stopped there so that it does not run on two hosts: \
+             it runs on {to} or nowhere. When {to} answers again {me} asks it and either confirms \
+             the move or starts {name} on {me} again. If {to} is gone for good, run \
+             `stackctl start --force {name}` on {me}."
+        );
+        log.line(&body);
+        self.alert(
+            Severity::Warning,
+            "migrate-in-doubt",
+            name,
+            &summary,
+            &body,
+            serde_json::json!({
+                "from": me,
+                "to": to,
+                "task": task.id,
+                "why": why,
+                "action": format!("nothing while {to} is away: {me} settles it when {to} answers; if {to} is gone for good: `stackctl start --force {name}` on {me}"),
+            }),
+        );
+        Failure::failed(format!("{summary}: {why}; {body}"))
     }
 
     fn set_moved(&self, name: &str, state: DesiredState, peer: &str) -> Result<(), Failure> {
@@ -788,5 +1117,90 @@ impl Shared {
                 _ = cancel.cancelled() => return Err("cancelled while waiting for health".to_string()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn there(desired: &str, active: &str) -> Result<Option<PeerService>, PeerFailure> {
+        Ok(Some(PeerService {
+            desired_state: desired.into(),
+            active_state: active.into(),
+            sub_state: "running".into(),
+            desired_since_usec: 1,
+        }))
+    }
+
+    #[test]
+    fn a_move_in_doubt_is_settled_only_by_a_clear_answer() {
+        assert_eq!(verdict(&there("running", "active")), Verdict::Moved);
+        // Still starting there, or wanted but not up yet: ask again.
+        assert_eq!(verdict(&there("running", "activating")), Verdict::Unknown);
+        assert_eq!(verdict(&there("running", "failed")), Verdict::Unknown);
+        // Its receive failed and handed it back, or it never got it.
+        assert_eq!(verdict(&there("stopped", "inactive")), Verdict::NotThere);
+        assert_eq!(verdict(&Ok(None)), Verdict::NotThere);
+        let refused = |kind: &str| {
+            Err(PeerFailure::Refused {
+                kind: kind.into(),
+                message: "x".into(),
+            })
+        };
+        assert_eq!(verdict(&refused("NoSuchService")), Verdict::NotThere);
+        assert_eq!(verdict(&refused("Unauthorized")), Verdict::Unknown);
+        let silent = Err(PeerFailure::Unreachable("timeout".into()));
+        assert_eq!(verdict(&silent), Verdict::Unknown);
+    }
+
+    #[test]
+    fn a_stopped_service_whose_containers_exited_0_does_not_run_there() {
+        let svc = |desired: &str, active: &str, sub: &str| PeerService {
+            desired_state: desired.into(),
+            active_state: active.into(),
+            sub_state: sub.into(),
+            desired_since_usec: 0,
+        };
+        assert!(!svc("stopped", "active", "exited").runs());
+        assert!(!svc("stopped", "inactive", "dead").runs());
+        assert!(svc("stopped", "active", "running").runs());
+        assert!(svc("stopped", "activating", "deploy").runs());
+        assert!(svc("running", "active", "exited").runs());
+        assert!(svc("running", "inactive", "dead").runs());
+    }
+
+    #[test]
+    fn the_newer_claim_wins_and_both_hosts_agree() {
+        let cases = [
+            ((20, "a"), (10, "c"), true),
+            ((10, "a"), (20, "c"), false),
+            // auto_start (0) loses to any decision.
+            ((0, "a"), (5, "c"), false),
+            // Equally old: the smaller host name.
+            ((7, "a"), (7, "c"), true),
+            ((7, "c"), (7, "a"), false),
+            ((0, "b"), (0, "a"), false),
+        ];
+        for (mine, theirs, wins) in cases {
+            assert_eq!(claim_wins(mine, theirs), wins, "{mine:?} vs {theirs:?}");
+            // The other host computes the opposite: exactly one keeps it.
+            assert_eq!(claim_wins(theirs, mine), !wins, "{theirs:?} vs {mine:?}");
+        }
+    }
+
+    #[test]
+    fn doubt_comes_after_the_heartbeat_would_call_the_host_lost() {
+        let peer = PeerConfig {
+            listen: String::new(),
+            token_file: "/t".into(),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_pin_sha256: None,
+            timeout: Duration::from_secs(2),
+            heartbeat: Duration::from_secs(5),
+        };
+        assert_eq!(doubt_after(&peer), Duration::from_secs(17));
     }
 }

@@ -28,8 +28,10 @@ use crate::world::{self, Observed, World};
 mod order;
 pub use order::TreeRow;
 mod handoff;
+mod leave;
 mod wait;
-pub use handoff::{PeerFailure, PeerService, Peers, Prepared, RemoteTask};
+pub use handoff::{claim_wins, PeerFailure, PeerService, Peers, Prepared, RemoteTask};
+pub use leave::{PlanStep, LEAVING_ORIGIN};
 
 #[derive(Debug, Error)]
 pub enum ControlError {
@@ -143,6 +145,11 @@ pub struct ServiceStatus {
     /// "user" when a person said start/stop, "migrate from HOST" or
     /// "migrate to HOST" after a move, else "config" (auto_start).
     pub desired_source: String,
+    /// When a person or a move last set the desired state (µs since the
+    /// epoch); 0 when it comes from `auto_start`. Two hosts that both
+    /// want a service of one host running compare it: the newer claim
+    /// wins (`control/handoff.rs`).
+    pub desired_since_usec: u64,
     pub active_state: &'static str,
     pub sub_state: String,
     pub health: &'static str,
@@ -1043,6 +1050,7 @@ impl Shared {
             host: cfg.host.clone(),
             desired,
             desired_source,
+            desired_since_usec: said.filter(|d| d.is_decision()).map_or(0, |d| d.since_usec),
             active_state,
             sub_state,
             health,
@@ -1379,6 +1387,7 @@ impl Shared {
             systemd::status("the Docker engine came back: reconciling");
         }
         let mut plan = reconcile::plan(&self.facts());
+        self.limit_plan(task, &mut plan);
         // The start-up and engine-restart reconciles asked nobody: a
         // cluster file truncated while stackd was down must not stop this
         // host's services. A

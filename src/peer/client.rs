@@ -18,8 +18,8 @@ use tokio::net::TcpStream;
 
 use super::auth::Token;
 use super::types::{
-    ConfigPushed, ErrorBody, Events, Host, MoveRequest, OpRequest, PrepareAnswer, Service,
-    ServiceSummary, Task,
+    ApplyAnswer, ApplyRequest, ConfigPushed, ErrorBody, Events, Host, MoveRequest, OpRequest,
+    PrepareAnswer, Service, ServiceSummary, Task,
 };
 use crate::config::PeerConfig;
 
@@ -178,6 +178,24 @@ impl PeerClient {
             Method::POST,
             &format!("/v1/services/{}/{op}", encode(name)),
             Body::Json(body),
+        )
+        .await
+    }
+
+    /// `POST /v1/apply`: the host's apply plan, and unless `dry_run` its
+    /// apply (with `leaving`, only the stops of what left the host).
+    pub async fn apply(&self, leaving: bool, dry_run: bool, force: bool) -> Result<ApplyAnswer> {
+        let body = serde_json::to_vec(&ApplyRequest {
+            leaving,
+            dry_run,
+            force,
+        })
+        .unwrap_or_default();
+        self.request_within(
+            Method::POST,
+            "/v1/apply",
+            Body::Json(body),
+            Duration::from_secs(10),
         )
         .await
     }

@@ -33,6 +33,8 @@ impl Peers for Cluster {
                 Ok(s) => Ok(Some(PeerService {
                     desired_state: s.desired_state,
                     active_state: s.active_state,
+                    sub_state: s.sub_state,
+                    desired_since_usec: s.desired_since_usec,
                 })),
                 Err(e) if e.kind() == Some("NoSuchService") => Ok(None),
                 Err(e) => Err(failure(e)),

@@ -4,6 +4,7 @@
 //! `peer-back` events (stored, routed to the notification channels, and
 //! logged with their MESSAGE_IDs) when the board says a peer changed.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -19,7 +20,14 @@ use crate::systemd;
 
 /// Runs until aborted. The set of peers and the interval are read from the
 /// configuration at every round, so a reload takes effect at the next one.
+///
+/// After each round every host that answered is handed to
+/// [`Control::settle`]: moves in doubt to it are settled, and when it
+/// answers for the first time or after a failed heartbeat (the two hosts
+/// may have been cut off from each other) claims on the same service are
+/// compared.
 pub async fn run(control: Control) {
+    let mut answered_last: HashMap<String, bool> = HashMap::new();
     loop {
         let cfg = control.config();
         let Some(peer) = cfg.peer.clone() else {
@@ -36,11 +44,23 @@ pub async fn run(control: Control) {
         let names: Vec<&str> = peers.iter().map(|(n, _)| n.as_str()).collect();
         control.host_board().retain(&names);
         let beats = join_all(peers.iter().map(|(_, url)| beat(url, &peer))).await;
+        let mut answered = Vec::new();
         for ((name, url), beat) in peers.iter().zip(beats) {
+            let ok = matches!(beat, Heartbeat::Answer { .. });
+            let before = answered_last.insert(name.clone(), ok).unwrap_or(false);
+            if ok {
+                answered.push((name.as_str(), !before));
+            }
             if let Some(t) = control.host_board().record(name, url, beat, now_usec()) {
                 announce(&control, name, url, t);
             }
         }
+        join_all(
+            answered
+                .iter()
+                .map(|(name, reunited)| control.settle(name, *reunited)),
+        )
+        .await;
         tokio::time::sleep_until(next).await;
     }
 }

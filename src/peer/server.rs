@@ -23,8 +23,8 @@ use tracing::{debug, info, warn};
 use super::auth::{self, Limiter, Token};
 use super::limits::Gate;
 use super::types::{
-    ConfigPushed, ErrorBody, Events, Host, MoveRequest, OpRequest, PrepareAnswer, Service,
-    ServiceSummary, Task,
+    ApplyAnswer, ApplyRequest, ConfigPushed, ErrorBody, Events, Host, MoveRequest, OpRequest,
+    PrepareAnswer, Service, ServiceSummary, Task,
 };
 use super::{tls, PeerError};
 use crate::config::PeerConfig;
@@ -55,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/tasks/{id}"),
     ("GET", "/v1/events"),
     ("PUT", "/v1/config"),
+    ("POST", "/v1/apply"),
 ];
 
 /// Largest request body read.
@@ -460,6 +461,33 @@ async fn dispatch(
             };
             json(status, &PrepareAnswer::from_prepared(&prepared))
         }
+        "/v1/apply" => {
+            let ask = apply_request(&read_body(req).await?)?;
+            let plan = control.apply_plan(ask.leaving);
+            let (status, task) = if ask.dry_run {
+                (StatusCode::OK, None)
+            } else if ask.leaving {
+                (StatusCode::ACCEPTED, control.apply_leaving(ask.force)?)
+            } else {
+                let origin = format!("apply --all-hosts ({peer})");
+                (
+                    StatusCode::ACCEPTED,
+                    Some(control.apply(&origin, ask.force)?),
+                )
+            };
+            if let Some(t) = &task {
+                info!(
+                    stackd_task = t.id,
+                    "{peer} asks for an apply{}",
+                    if ask.leaving {
+                        " of what left this host"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            json(status, &ApplyAnswer::new(&plan, task.as_ref()))
+        }
         "/v1/services/{name}/receive" => {
             let from = read_json::<MoveRequest>(req).await?.from;
             let task = control.receive_move(name, &from)?;
@@ -601,6 +629,14 @@ fn op_request(body: &[u8]) -> Result<OpRequest, Failure> {
     parse_json(body)
 }
 
+/// The optional body of `POST /v1/apply`: none is `{}`.
+fn apply_request(body: &[u8]) -> Result<ApplyRequest, Failure> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ApplyRequest::default());
+    }
+    parse_json(body)
+}
+
 /// Decodes what a client controls before any handler runs: the route, the
 /// path parameters, the query and, for operations, the JSON body. The fuzz
 /// targets (`fuzz/`, `tests/fuzz.rs`) feed it arbitrary input; it must
@@ -617,6 +653,9 @@ pub fn decode_request(method: &str, target: &str, body: &[u8]) -> Result<(), (St
     match pattern {
         "/v1/services/{name}/prepare" | "/v1/services/{name}/receive" => {
             parse_json::<MoveRequest>(body).map_err(fail)?;
+        }
+        "/v1/apply" => {
+            apply_request(body).map_err(fail)?;
         }
         _ if method == "POST" && pattern.starts_with("/v1/services/") => {
             op_request(body).map_err(fail)?;

@@ -70,6 +70,11 @@ pub struct Service {
     pub host: String,
     pub desired_state: String,
     pub desired_source: String,
+    /// When a person or a move last set the desired state (µs since the
+    /// epoch; 0: the cluster file's `auto_start`). Absent from older
+    /// hosts' answers.
+    #[serde(default)]
+    pub desired_since_usec: u64,
     pub active_state: String,
     pub sub_state: String,
     pub health: String,
@@ -89,6 +94,7 @@ impl Service {
             host: s.host.clone(),
             desired_state: s.desired.as_str().to_string(),
             desired_source: s.desired_source.to_string(),
+            desired_since_usec: s.desired_since_usec,
             active_state: s.active_state.to_string(),
             sub_state: s.sub_state.clone(),
             health: s.health.to_string(),
@@ -238,6 +244,57 @@ impl PrepareAnswer {
         PrepareAnswer {
             warnings: p.warnings.clone(),
             pull: p.pull.as_ref().map(|t| Task::from_record(t, None)),
+        }
+    }
+}
+
+/// The body of `POST /v1/apply` (every field optional).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    /// Only stop the services that left this host's placement (the first
+    /// round of `stackctl apply --all-hosts`).
+    #[serde(default)]
+    pub leaving: bool,
+    /// Answer the plan, do nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Stop them even when they are more than `reload_guard` allows.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// One step of an apply's plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanStep {
+    /// "stop" or "start".
+    pub action: String,
+    pub service: String,
+    pub reason: String,
+}
+
+/// The answer to `POST /v1/apply`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApplyAnswer {
+    /// What the apply does (did, with `dry_run`: would do), in order.
+    pub plan: Vec<PlanStep>,
+    /// The reconcile task; null with `dry_run`, or when a leaving-only
+    /// apply has nothing to stop.
+    pub task: Option<Task>,
+}
+
+impl ApplyAnswer {
+    pub fn new(plan: &[crate::control::PlanStep], task: Option<&TaskRecord>) -> ApplyAnswer {
+        ApplyAnswer {
+            plan: plan
+                .iter()
+                .map(|p| PlanStep {
+                    action: p.action.to_string(),
+                    service: p.service.clone(),
+                    reason: p.reason.clone(),
+                })
+                .collect(),
+            task: task.map(|t| Task::from_record(t, None)),
         }
     }
 }

@@ -146,6 +146,29 @@ impl Store {
         })
     }
 
+    /// Records a move whose outcome this host could not learn: stopped
+    /// here, handed to `peer`, which stopped answering before it said
+    /// whether it started the service. Like [`set_moved`](Self::set_moved)
+    /// with `detail` = [`IN_DOUBT`](super::IN_DOUBT); settling it (the
+    /// next `set_moved` or `set_desired`) clears the mark.
+    pub fn set_move_in_doubt(&self, service: &str, peer: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO desired (service, state, source, since_usec, peer, detail)
+                 VALUES (?1, 'stopped', 'migrate', ?2, ?3, ?4)
+                 ON CONFLICT (service) DO UPDATE SET
+                     since_usec = CASE WHEN state = 'stopped'
+                                       THEN since_usec ELSE excluded.since_usec END,
+                     state = 'stopped',
+                     source = 'migrate',
+                     peer = excluded.peer,
+                     detail = excluded.detail",
+                params![service, now_usec(), peer, super::IN_DOUBT],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Puts back a desired state read earlier (`None`: none was stored),
     /// as it was, time and peer included.
     pub fn restore_desired(

@@ -136,7 +136,9 @@ pub struct Desired {
     /// The other host of the last move of this service to or from this
     /// host; kept when a person changes the state afterwards.
     pub peer: Option<String>,
-    /// For source `outside`: how it was stopped ("docker stop", "docker kill").
+    /// For source `outside`: how it was stopped ("docker stop", "docker
+    /// kill"); for source `migrate`: [`IN_DOUBT`] while a move's outcome
+    /// is unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -149,6 +151,12 @@ impl Desired {
 
     /// "user", "config", "migrate from HOST", "migrate to HOST" or
     /// "stopped outside stackd (docker stop)".
+    /// A move whose target stopped answering before it confirmed the
+    /// start (see `Store::set_move_in_doubt`).
+    pub fn in_doubt(&self) -> bool {
+        self.source == DesiredSource::Migrate && self.detail.as_deref() == Some(IN_DOUBT)
+    }
+
     pub fn describe_source(&self) -> String {
         if self.source == DesiredSource::Outside {
             return format!(
@@ -157,6 +165,9 @@ impl Desired {
             );
         }
         match (self.source, &self.peer) {
+            (DesiredSource::Migrate, Some(peer)) if self.in_doubt() => {
+                format!("migrate to {peer} ({IN_DOUBT})")
+            }
             (DesiredSource::Migrate, Some(peer)) => match self.state {
                 DesiredState::Running => format!("migrate from {peer}"),
                 DesiredState::Stopped => format!("migrate to {peer}"),
@@ -165,6 +176,9 @@ impl Desired {
         }
     }
 }
+
+/// `Desired::detail` of a move in doubt.
+pub const IN_DOUBT: &str = "in doubt";
 
 /// What `create_task` needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

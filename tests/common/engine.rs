@@ -83,12 +83,19 @@ impl Engine {
         Some(engine)
     }
 
+    /// The network namespace it runs in (`/run/netns/NAME`); the netns
+    /// harness (`common/netns.rs`) wires it to its bridge and runs that
+    /// host's stackd in it too.
+    pub fn netns(&self) -> &str {
+        &self.name
+    }
+
     /// `unix:///tmp/.../d.sock`, for `DOCKER_HOST`.
     pub fn host(&self) -> String {
         format!("unix://{}", self.socket().display())
     }
 
-    fn socket(&self) -> PathBuf {
+    pub fn socket(&self) -> PathBuf {
         self.root.join("d.sock")
     }
 
