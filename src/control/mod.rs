@@ -25,6 +25,7 @@ use crate::systemd;
 use crate::tasks::{Failure, Log, Queue, QueueError, RunFuture, Runner, TaskKind};
 use crate::world::{self, Observed, World};
 
+mod fastpath;
 mod order;
 pub use order::TreeRow;
 mod handoff;
@@ -204,6 +205,9 @@ struct Shared {
     moves: Mutex<std::collections::HashMap<String, String>>,
     /// Tasks that wait for health after their Compose step (`wait.rs`).
     waits: Mutex<std::collections::HashSet<u64>>,
+    /// What preflight learnt from `compose config`, per version of a
+    /// project's files.
+    config_cache: crate::preflight::ConfigCache,
 }
 
 /// Cheap to clone.
@@ -239,6 +243,7 @@ impl Control {
             peers: OnceLock::new(),
             moves: Mutex::default(),
             waits: Mutex::default(),
+            config_cache: crate::preflight::ConfigCache::default(),
         });
         let runner = Arc::new(ComposeRunner {
             shared: shared.clone(),
@@ -1104,7 +1109,8 @@ impl Shared {
         let compose = self.compose().await?;
         let docker = self.world.docker();
         let (dir, file) = project_paths(&self.config(), &svc.name)?;
-        Ok(crate::preflight::check(
+        let key = fastpath::file_key(&dir, &file).ok().map(|(k, _)| k);
+        Ok(crate::preflight::check_cached(
             &compose,
             docker.as_ref(),
             &crate::preflight::Target {
@@ -1115,6 +1121,7 @@ impl Shared {
             &crate::preflight::Options {
                 min_free_bytes: PREFLIGHT_MIN_FREE,
             },
+            key.as_deref().map(|k| (&self.config_cache, k)),
         )
         .await)
     }
@@ -1176,9 +1183,40 @@ impl Shared {
             TaskKind::Pull => &[&["pull"]],
             TaskKind::Reconcile | TaskKind::Migrate | TaskKind::Receive => &[],
         };
-        let outcome = self
-            .compose_steps(&task.service, &dir, &file, steps, &log, &cancel, deadline)
-            .await;
+        let key = fastpath::file_key(&dir, &file).ok().map(|(k, _)| k);
+        let mut through_compose = true;
+        let outcome = match self
+            .try_fast(&task, kind, &dir, &file, &log, &cancel, deadline)
+            .await
+        {
+            Some(Ok(())) => {
+                through_compose = false;
+                log.line("started through the Docker API");
+                self.board.note_compose(&task.service, None);
+                Ok(())
+            }
+            Some(Err(fastpath::Miss::Cancelled)) => Err(Failure {
+                result: "canceled",
+                message: "cancelled by request".into(),
+            }),
+            Some(Err(fastpath::Miss::Compose(why))) => {
+                log.line(&format!("through Compose: {why}"));
+                self.compose_steps(&task.service, &dir, &file, steps, &log, &cancel, deadline)
+                    .await
+            }
+            None => {
+                self.compose_steps(&task.service, &dir, &file, steps, &log, &cancel, deadline)
+                    .await
+            }
+        };
+        if let (true, true, Some(key)) = (outcome.is_ok(), through_compose, &key) {
+            if matches!(
+                kind,
+                TaskKind::Deploy | TaskKind::Restart | TaskKind::Update
+            ) {
+                self.record_deployed(&task.service, &dir, &file, key).await;
+            }
+        }
         if outcome.is_ok() {
             let mark = match kind {
                 TaskKind::Deploy | TaskKind::Restart | TaskKind::Update => {
@@ -1197,6 +1235,32 @@ impl Shared {
             return self.wait_ready(&cfg, &task, &log, &cancel).await;
         }
         outcome
+    }
+
+    /// The fast path (`fastpath.rs`) for the tasks that may take it: a
+    /// restart (stop and start through the API), and the deploys of
+    /// recovery, boot, start-up and engine reconciles, which bring back
+    /// what ran before. None: this task goes through Compose, unasked.
+    #[allow(clippy::too_many_arguments)]
+    async fn try_fast(
+        &self,
+        task: &TaskRecord,
+        kind: TaskKind,
+        dir: &std::path::Path,
+        file: &std::path::Path,
+        log: &Log,
+        cancel: &CancellationToken,
+        deadline: tokio::time::Instant,
+    ) -> Option<Result<(), fastpath::Miss>> {
+        let restart = match kind {
+            TaskKind::Restart => true,
+            TaskKind::Deploy if fast_origin(&task.origin) => false,
+            _ => return None,
+        };
+        Some(
+            self.fast_start(&task.service, dir, file, restart, log, cancel, deadline)
+                .await,
+        )
     }
 
     /// Runs Compose `steps` one after another on `service`, each line of
@@ -1534,6 +1598,17 @@ impl Shared {
     }
 }
 
+/// Deploys that bring back what ran before and may start existing
+/// containers through the Docker API: the supervisor's, and those of the
+/// boot, start-up, interrupted-task and engine-restart reconciles. A
+/// person's start goes through Compose as it always did.
+fn fast_origin(origin: &str) -> bool {
+    matches!(
+        origin,
+        "recovery" | "boot" | "start" | "interrupted" | "engine"
+    )
+}
+
 /// Below this much free space (Docker's data root, the service's folder) a
 /// deploy is refused by preflight.
 const PREFLIGHT_MIN_FREE: u64 = 256 << 20;
@@ -1778,5 +1853,24 @@ impl Runner for ComposeRunner {
     fn prepare(&self, task: TaskRecord, log: Log, cancel: CancellationToken) -> RunFuture {
         let shared = self.shared.clone();
         Box::pin(async move { shared.prepare(&task, &log, &cancel).await })
+    }
+
+    /// A reconcile's or the supervisor's deploy whose containers can be
+    /// started as they are takes no slot (see `fastpath.rs`); the check
+    /// asks Compose nothing.
+    fn takes_slot(&self, task: TaskRecord) -> crate::tasks::SlotFuture {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            if task.kind != TaskKind::Deploy.as_str() || !fast_origin(&task.origin) {
+                return true;
+            }
+            let Ok((dir, file)) = project_paths(&shared.config(), &task.service) else {
+                return true;
+            };
+            shared
+                .fast_plan(&task.service, &dir, &file, false)
+                .await
+                .is_err()
+        })
     }
 }
