@@ -740,7 +740,8 @@ mod tests {
         let p = read_project(FILE).unwrap();
         let h = hashes(&[("db", "h1"), ("web", "h2")]);
         let ok = images(Some("sha256:aaa"));
-        let cases: Vec<(Vec<ContainerInfo>, HashMap<String, Option<String>>, &str)> = vec![
+        type Images = HashMap<String, Option<String>>;
+        let cases: Vec<(Vec<ContainerInfo>, Images, &str)> = vec![
             (vec![], ok.clone(), "no container"),
             (
                 vec![c("db", ContainerState::Exited, "h1")],
