@@ -80,6 +80,59 @@ fn no_compose_call(log: &str) -> bool {
     !log.lines().any(|l| l.trim_start().starts_with("$ "))
 }
 
+/// `docker` and `docker-compose` wrappers that write each Compose
+/// invocation's arguments to a log, then run the real program: a daemon
+/// with their folder first on its PATH shows every Compose process it ran.
+struct ComposeCalls {
+    dir: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl ComposeCalls {
+    fn new(env: &TestEnv) -> ComposeCalls {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = env.dir().join("wrap");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = env.dir().join("compose-calls.log");
+        for (name, test) in [
+            ("docker", "[ \"$1\" = compose ]"),
+            ("docker-compose", "true"),
+        ] {
+            let real = which(name).unwrap_or_else(|| panic!("{name} is not on PATH"));
+            let path = dir.join(name);
+            std::fs::write(
+                &path,
+                format!(
+                    "#!/bin/sh\nif {test}; then echo \"$*\" >> {}; fi\nexec {} \"$@\"\n",
+                    log.display(),
+                    real.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        ComposeCalls { dir, log }
+    }
+
+    fn start_daemon(&self, env: &TestEnv, bus: &Bus) -> Daemon {
+        let path = format!(
+            "{}:{}",
+            self.dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Daemon::start_with(env, bus, &[("PATH", &path)], &[])
+    }
+
+    /// Every Compose invocation so far, one line of arguments each.
+    fn all(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
 fn ids(project: &str) -> Vec<String> {
     containers(project).into_iter().map(|c| c.id).collect()
 }
@@ -94,7 +147,8 @@ fn a_killed_main_process_comes_back_as_the_same_container_without_compose() {
     let web = env.add_sleeper("web");
     env.write_config(&format!("[services.{web}]\nauto_start = true\n"));
     let bus = Bus::start(env.dir());
-    let _daemon = Daemon::start(&env, &bus);
+    let calls = ComposeCalls::new(&env);
+    let _daemon = calls.start_daemon(&env, &bus);
     wait_until(TASK_TIMEOUT, "the boot recovery starts it", || {
         running(&web) == 1
     });
@@ -107,12 +161,18 @@ fn a_killed_main_process_comes_back_as_the_same_container_without_compose() {
     );
     let before = ids(&web);
     let after = max_task_id(&env, &bus);
+    let ran = calls.all();
+    assert!(
+        ran.iter().any(|l| l.contains("up -d")),
+        "the wrappers see the first deploy: {ran:?}"
+    );
 
     crash(&before[0]);
     let (task, log) = finished_task(&env, &bus, &web, after, "restart", "recovery");
     assert_eq!(task["state"], "succeeded", "{task}\n{log}");
     assert!(log.contains("started through the Docker API"), "{log}");
     assert!(no_compose_call(&log), "no Compose call: {log}");
+    assert_eq!(calls.all(), ran, "no Compose process ran for the recovery");
     wait_until(Duration::from_secs(30), "it runs again", || {
         running(&web) == 1
     });
@@ -233,7 +293,8 @@ fn a_reboot_starts_the_exited_containers_through_the_api_and_leaves_a_stopped_on
          [services.{c}]\nauto_start = true\n"
     ));
     let bus = Bus::start(env.dir());
-    let mut daemon = Daemon::start(&env, &bus);
+    let calls = ComposeCalls::new(&env);
+    let mut daemon = calls.start_daemon(&env, &bus);
     wait_until(TASK_TIMEOUT, "a, b and c to start at first boot", || {
         running(&a) == 2 && running(&b) == 1 && running(&c) == 1
     });
@@ -253,7 +314,8 @@ fn a_reboot_starts_the_exited_containers_through_the_api_and_leaves_a_stopped_on
     docker(&args).expect_success();
     assert_eq!(running(&a) + running(&b), 0);
     env.new_boot();
-    let _daemon = Daemon::start(&env, &bus);
+    let ran = calls.all().len();
+    let _daemon = calls.start_daemon(&env, &bus);
 
     for (name, want) in [(&a, 2), (&b, 1)] {
         let (task, log) = finished_task(&env, &bus, name, after, "deploy", "boot");
@@ -264,6 +326,12 @@ fn a_reboot_starts_the_exited_containers_through_the_api_and_leaves_a_stopped_on
             running(name) == want
         });
     }
+    // The daemon finds its Compose at start (`version`); nothing else ran.
+    let since: Vec<String> = calls.all().split_off(ran);
+    assert!(
+        since.iter().all(|l| l.ends_with("version")),
+        "no Compose call but the version probe: {since:?}"
+    );
     assert_eq!(ids(&a), before_a, "the same containers");
     assert_eq!(ids(&b), before_b, "the same container");
     // In the project, db was started before app.

@@ -1161,18 +1161,13 @@ impl Shared {
                 "boot" | "start" | "interrupted" | "engine"
             )
             && !self.board.waiting(&task.service);
-        if let (true, Some(svc)) = (checked, cfg.service(&task.service)) {
-            let report = self.preflight(svc).await?;
-            for p in &report.problems {
-                log.line(&format!("preflight {p}"));
-            }
-            if !report.passed() {
-                let fatal: Vec<String> = report.fatal().map(|p| p.to_string()).collect();
-                return Err(Failure::failed(format!(
-                    "PreflightFailed: {}",
-                    fatal.join("; ")
-                )));
-            }
+        // The supervisor's restart of containers that exist as the file
+        // says is checked only if it has to go through Compose: the start
+        // through the API proves what preflight would, and a recovery of an
+        // unchanged project runs no Compose at all.
+        let check_later = checked && !by_person(&task.origin);
+        if checked && !check_later {
+            self.checked(&cfg, &task.service, &log).await?;
         }
         let steps: &[&[&str]] = match kind {
             TaskKind::Deploy => &[&["up", "-d", "--remove-orphans"]],
@@ -1201,10 +1196,16 @@ impl Shared {
             }),
             Some(Err(fastpath::Miss::Compose(why))) => {
                 log.line(&format!("through Compose: {why}"));
+                if check_later {
+                    self.checked(&cfg, &task.service, &log).await?;
+                }
                 self.compose_steps(&task.service, &dir, &file, steps, &log, &cancel, deadline)
                     .await
             }
             None => {
+                if check_later {
+                    self.checked(&cfg, &task.service, &log).await?;
+                }
                 self.compose_steps(&task.service, &dir, &file, steps, &log, &cancel, deadline)
                     .await
             }
@@ -1235,6 +1236,26 @@ impl Shared {
             return self.wait_ready(&cfg, &task, &log, &cancel).await;
         }
         outcome
+    }
+
+    /// Runs preflight on `service` and writes its problems into the log;
+    /// a fatal one fails the task with `PreflightFailed`.
+    async fn checked(&self, cfg: &Config, service: &str, log: &Log) -> Result<(), Failure> {
+        let Some(svc) = cfg.service(service) else {
+            return Ok(());
+        };
+        let report = self.preflight(svc).await?;
+        for p in &report.problems {
+            log.line(&format!("preflight {p}"));
+        }
+        if !report.passed() {
+            let fatal: Vec<String> = report.fatal().map(|p| p.to_string()).collect();
+            return Err(Failure::failed(format!(
+                "PreflightFailed: {}",
+                fatal.join("; ")
+            )));
+        }
+        Ok(())
     }
 
     /// The fast path (`fastpath.rs`) for the tasks that may take it: a
