@@ -16,7 +16,9 @@
 //! write one line per Compose invocation.
 //!
 //! Run it with `cargo bench --bench fastpath` (`STACKD_TEST_COMPOSE=v1`
-//! makes the daemon use Compose v1). Without `--bench` it does nothing.
+//! makes the daemon use Compose v1); `cargo test --bench fastpath --
+//! --bench` runs it against the debug daemon without a release build.
+//! Without `--bench` it does nothing.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
