@@ -289,6 +289,33 @@ fn published_ports(port: &Value, text: &dyn Fn(&Value) -> Option<String>) -> Vec
         .collect()
 }
 
+/// What `compose config` said about one version of each project's files,
+/// so that a recovery of an unchanged project runs no `config` at all.
+/// The key is the files' content hash (`control::fastpath::file_key`:
+/// the Compose file, `.env` and the env files it names); a file that
+/// changed has another key and is read again.
+#[derive(Debug, Default)]
+pub struct ConfigCache {
+    entries: Mutex<std::collections::HashMap<String, (String, Vec<ServiceSpec>)>>,
+}
+
+impl ConfigCache {
+    fn get(&self, project: &str, key: &str) -> Option<Vec<ServiceSpec>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(project)
+            .filter(|(k, _)| k == key)
+            .map(|(_, specs)| specs.clone())
+    }
+
+    fn put(&self, project: &str, key: &str, specs: Vec<ServiceSpec>) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(project.to_string(), (key.to_string(), specs));
+    }
+}
+
 /// Runs every check on `target` and returns all problems found.
 pub async fn check(
     compose: &Compose,
@@ -296,7 +323,23 @@ pub async fn check(
     target: &Target,
     opts: &Options,
 ) -> PreflightReport {
+    check_cached(compose, docker, target, opts, None).await
+}
+
+/// [`check`], reading the resolved project from `cache` when its files
+/// still have the content hash `key` (and filling it otherwise).
+pub async fn check_cached(
+    compose: &Compose,
+    docker: Option<&Docker>,
+    target: &Target,
+    opts: &Options,
+    cache: Option<(&ConfigCache, &str)>,
+) -> PreflightReport {
     let mut report = PreflightReport::default();
+    if let Some(specs) = cache.and_then(|(c, key)| c.get(&target.project, key)) {
+        run_checks(&mut report, compose, docker, target, opts, &specs).await;
+        return report;
+    }
     if let Err(e) = compose
         .config_check(&target.project, &target.dir, &target.file)
         .await
@@ -326,11 +369,26 @@ pub async fn check(
             return report;
         }
     };
-    check_images(&mut report, docker, &specs).await;
-    check_paths(&mut report, &specs);
-    check_ports(&mut report, compose, docker, target, &specs).await;
-    check_disk(&mut report, docker, target, opts).await;
+    if let Some((c, key)) = cache {
+        c.put(&target.project, key, specs.clone());
+    }
+    run_checks(&mut report, compose, docker, target, opts, &specs).await;
     report
+}
+
+/// The checks that read the resolved project rather than run Compose.
+async fn run_checks(
+    report: &mut PreflightReport,
+    compose: &Compose,
+    docker: Option<&Docker>,
+    target: &Target,
+    opts: &Options,
+    specs: &[ServiceSpec],
+) {
+    check_images(report, docker, specs).await;
+    check_paths(report, specs);
+    check_ports(report, compose, docker, target, specs).await;
+    check_disk(report, docker, target, opts).await;
 }
 
 async fn check_images(

@@ -25,6 +25,7 @@ use crate::systemd;
 use crate::tasks::{Failure, Log, Queue, QueueError, RunFuture, Runner, TaskKind};
 use crate::world::{self, Observed, World};
 
+mod fastpath;
 mod order;
 pub use order::TreeRow;
 mod handoff;
@@ -216,6 +217,9 @@ struct Shared {
     waits: Mutex<std::collections::HashSet<u64>>,
     /// Options of queued prune tasks (`housekeeping/`).
     housekeeping: crate::housekeeping::Pending,
+    /// What preflight learnt from `compose config`, per version of a
+    /// project's files.
+    config_cache: crate::preflight::ConfigCache,
 }
 
 /// Cheap to clone.
@@ -252,6 +256,7 @@ impl Control {
             moves: Mutex::default(),
             waits: Mutex::default(),
             housekeeping: Default::default(),
+            config_cache: crate::preflight::ConfigCache::default(),
         });
         let runner = Arc::new(ComposeRunner {
             shared: shared.clone(),
@@ -1123,7 +1128,8 @@ impl Shared {
         let compose = self.compose().await?;
         let docker = self.world.docker();
         let (dir, file) = project_paths(&self.config(), &svc.name)?;
-        Ok(crate::preflight::check(
+        let key = fastpath::file_key(&dir, &file).ok().map(|(k, _)| k);
+        Ok(crate::preflight::check_cached(
             &compose,
             docker.as_ref(),
             &crate::preflight::Target {
@@ -1134,6 +1140,7 @@ impl Shared {
             &crate::preflight::Options {
                 min_free_bytes: PREFLIGHT_MIN_FREE,
             },
+            key.as_deref().map(|k| (&self.config_cache, k)),
         )
         .await)
     }
@@ -1179,18 +1186,13 @@ impl Shared {
                 "boot" | "start" | "interrupted" | "engine"
             )
             && !self.board.waiting(&task.service);
-        if let (true, Some(svc)) = (checked, cfg.service(&task.service)) {
-            let report = self.preflight(svc).await?;
-            for p in &report.problems {
-                log.line(&format!("preflight {p}"));
-            }
-            if !report.passed() {
-                let fatal: Vec<String> = report.fatal().map(|p| p.to_string()).collect();
-                return Err(Failure::failed(format!(
-                    "PreflightFailed: {}",
-                    fatal.join("; ")
-                )));
-            }
+        // The supervisor's restart of containers that exist as the file
+        // says is checked only if it has to go through Compose: the start
+        // through the API proves what preflight would, and a recovery of an
+        // unchanged project runs no Compose at all.
+        let check_later = checked && !by_person(&task.origin);
+        if checked && !check_later {
+            self.checked(&cfg, &task.service, &log).await?;
         }
         // The images it ran before, so a change leaves the previous one
         // recorded (what prune keeps and rollback goes back to).
@@ -1215,9 +1217,46 @@ impl Shared {
             TaskKind::Rollback => &rollback,
             TaskKind::Reconcile | TaskKind::Migrate | TaskKind::Receive | TaskKind::Prune => &[],
         };
-        let outcome = self
-            .compose_steps(&task.service, &dir, &file, steps, &log, &cancel, deadline)
-            .await;
+        let key = fastpath::file_key(&dir, &file).ok().map(|(k, _)| k);
+        let mut through_compose = true;
+        let outcome = match self
+            .try_fast(&task, kind, &dir, &file, &log, &cancel, deadline)
+            .await
+        {
+            Some(Ok(())) => {
+                through_compose = false;
+                log.line("started through the Docker API");
+                self.board.note_compose(&task.service, None);
+                Ok(())
+            }
+            Some(Err(fastpath::Miss::Cancelled)) => Err(Failure {
+                result: "canceled",
+                message: "cancelled by request".into(),
+            }),
+            Some(Err(fastpath::Miss::Compose(why))) => {
+                log.line(&format!("through Compose: {why}"));
+                if check_later {
+                    self.checked(&cfg, &task.service, &log).await?;
+                }
+                self.compose_steps(&task.service, &dir, &file, steps, &log, &cancel, deadline)
+                    .await
+            }
+            None => {
+                if check_later {
+                    self.checked(&cfg, &task.service, &log).await?;
+                }
+                self.compose_steps(&task.service, &dir, &file, steps, &log, &cancel, deadline)
+                    .await
+            }
+        };
+        if let (true, true, Some(key)) = (outcome.is_ok(), through_compose, &key) {
+            if matches!(
+                kind,
+                TaskKind::Deploy | TaskKind::Restart | TaskKind::Update
+            ) {
+                self.record_deployed(&task.service, &dir, &file, key).await;
+            }
+        }
         if outcome.is_ok() {
             let mark = match kind {
                 TaskKind::Deploy | TaskKind::Restart | TaskKind::Update | TaskKind::Rollback => {
@@ -1239,6 +1278,52 @@ impl Shared {
             return self.wait_ready(&cfg, &task, &log, &cancel).await;
         }
         outcome
+    }
+
+    /// Runs preflight on `service` and writes its problems into the log;
+    /// a fatal one fails the task with `PreflightFailed`.
+    async fn checked(&self, cfg: &Config, service: &str, log: &Log) -> Result<(), Failure> {
+        let Some(svc) = cfg.service(service) else {
+            return Ok(());
+        };
+        let report = self.preflight(svc).await?;
+        for p in &report.problems {
+            log.line(&format!("preflight {p}"));
+        }
+        if !report.passed() {
+            let fatal: Vec<String> = report.fatal().map(|p| p.to_string()).collect();
+            return Err(Failure::failed(format!(
+                "PreflightFailed: {}",
+                fatal.join("; ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// The fast path (`fastpath.rs`) for the tasks that may take it: a
+    /// restart (stop and start through the API), and the deploys of
+    /// recovery, boot, start-up and engine reconciles, which bring back
+    /// what ran before. None: this task goes through Compose, unasked.
+    #[allow(clippy::too_many_arguments)]
+    async fn try_fast(
+        &self,
+        task: &TaskRecord,
+        kind: TaskKind,
+        dir: &std::path::Path,
+        file: &std::path::Path,
+        log: &Log,
+        cancel: &CancellationToken,
+        deadline: tokio::time::Instant,
+    ) -> Option<Result<(), fastpath::Miss>> {
+        let restart = match kind {
+            TaskKind::Restart => true,
+            TaskKind::Deploy if fast_origin(&task.origin) => false,
+            _ => return None,
+        };
+        Some(
+            self.fast_start(&task.service, dir, file, restart, log, cancel, deadline)
+                .await,
+        )
     }
 
     /// Runs Compose `steps` one after another on `service`, each line of
@@ -1577,6 +1662,17 @@ impl Shared {
     }
 }
 
+/// Deploys that bring back what ran before and may start existing
+/// containers through the Docker API: the supervisor's, and those of the
+/// boot, start-up, interrupted-task and engine-restart reconciles. A
+/// person's start goes through Compose as it always did.
+fn fast_origin(origin: &str) -> bool {
+    matches!(
+        origin,
+        "recovery" | "boot" | "start" | "interrupted" | "engine"
+    )
+}
+
 /// Below this much free space (Docker's data root, the service's folder) a
 /// deploy is refused by preflight.
 const PREFLIGHT_MIN_FREE: u64 = 256 << 20;
@@ -1821,5 +1917,24 @@ impl Runner for ComposeRunner {
     fn prepare(&self, task: TaskRecord, log: Log, cancel: CancellationToken) -> RunFuture {
         let shared = self.shared.clone();
         Box::pin(async move { shared.prepare(&task, &log, &cancel).await })
+    }
+
+    /// A reconcile's or the supervisor's deploy whose containers can be
+    /// started as they are takes no slot (see `fastpath.rs`); the check
+    /// asks Compose nothing.
+    fn takes_slot(&self, task: TaskRecord) -> crate::tasks::SlotFuture {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            if task.kind != TaskKind::Deploy.as_str() || !fast_origin(&task.origin) {
+                return true;
+            }
+            let Ok((dir, file)) = project_paths(&shared.config(), &task.service) else {
+                return true;
+            };
+            shared
+                .fast_plan(&task.service, &dir, &file, false)
+                .await
+                .is_err()
+        })
     }
 }

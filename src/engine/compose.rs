@@ -181,6 +181,22 @@ impl Compose {
         Ok(lines.join("\n"))
     }
 
+    /// The configuration hash of each service (`config --hash '*'`), the
+    /// value Compose compares with a container's
+    /// `com.docker.compose.config-hash` label to decide whether `up`
+    /// recreates it. v1 and v2 both print `SERVICE HASH` lines.
+    pub async fn config_hashes(
+        &self,
+        project: &str,
+        dir: &Path,
+        file: &Path,
+    ) -> Result<std::collections::BTreeMap<String, String>, ComposeError> {
+        let lines = self
+            .output(project, dir, file, &["config", "--hash", "*"])
+            .await?;
+        Ok(parse_config_hashes(&lines))
+    }
+
     /// The images the project uses, as Compose resolves them (variables,
     /// extends and env files applied), without duplicates.
     ///
@@ -527,6 +543,20 @@ fn parse_version_output(out: &str) -> Option<(ComposeFlavor, String)> {
 
 /// Compares "2.29.1" (or "2.29.1-desktop.1") with a minimum; an unreadable
 /// version counts as new.
+/// `SERVICE HASH` lines of `config --hash` into a map; other lines are
+/// skipped.
+pub fn parse_config_hashes(lines: &[String]) -> std::collections::BTreeMap<String, String> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let (service, hash) = (words.next()?, words.next()?);
+            let hex = hash.len() >= 32 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+            (hex && words.next().is_none()).then(|| (service.to_string(), hash.to_string()))
+        })
+        .collect()
+}
+
 fn version_at_least(version: &str, min: (u32, u32, u32)) -> bool {
     let mut parts = version
         .split(['.', '-', '+'])
@@ -615,6 +645,27 @@ mod tests {
     use super::*;
     use crate::engine::docker::ContainerState;
     use crate::engine::testing::{self, Project};
+
+    #[test]
+    fn config_hash_lines_of_both_flavors() {
+        // v1 1.29 and v2 2.26 print the same shape; warnings are skipped.
+        let lines: Vec<String> = [
+            "db 15ce699da1682bbc22100af55c40f3a34de5cbf0c59314028bbafbde933dcabb",
+            "WARNING: something odd",
+            "web 38927781c00986f61463b3ad4e0d5f798a5d26681e8065fbe7293ed9efb11732",
+            "",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let m = parse_config_hashes(&lines);
+        assert_eq!(m.len(), 2);
+        assert_eq!(
+            m["db"],
+            "15ce699da1682bbc22100af55c40f3a34de5cbf0c59314028bbafbde933dcabb"
+        );
+        assert!(m.contains_key("web"));
+    }
 
     fn sleeper(name: &str, secs: u32) -> String {
         let image = testing::test_image();

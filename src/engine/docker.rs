@@ -5,7 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use bollard::container::{
-    InspectContainerOptions, ListContainersOptions, LogOutput, LogsOptions, StatsOptions,
+    InspectContainerOptions, ListContainersOptions, LogOutput, LogsOptions, StartContainerOptions,
+    StatsOptions, StopContainerOptions,
 };
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
@@ -20,6 +21,9 @@ pub const PROJECT_LABEL: &str = "com.docker.compose.project";
 const SERVICE_LABEL: &str = "com.docker.compose.service";
 const NUMBER_LABEL: &str = "com.docker.compose.container-number";
 const ONEOFF_LABEL: &str = "com.docker.compose.oneoff";
+/// The hash of the service's configuration Compose (v1 and v2) put on the
+/// container when it created it; a different hash means `up` recreates it.
+const CONFIG_HASH_LABEL: &str = "com.docker.compose.config-hash";
 
 /// Used when `DOCKER_HOST` is unset or empty.
 pub const DEFAULT_ADDRESS: &str = "unix:///var/run/docker.sock";
@@ -66,6 +70,10 @@ pub struct ContainerInfo {
     pub oneoff: bool,
     /// The image as the container was created from it (name, not id).
     pub image: String,
+    /// The id of the image the container runs (`sha256:...`).
+    pub image_id: String,
+    /// Compose's `com.docker.compose.config-hash` label, if any.
+    pub config_hash: Option<String>,
     pub state: ContainerState,
     /// Docker's human status, e.g. "Up 3 minutes (healthy)".
     pub status: String,
@@ -469,6 +477,52 @@ impl Docker {
         }
     }
 
+    /// The id (`sha256:...`) of the local image `image` (name:tag,
+    /// name@digest or id); None when it is not present.
+    pub async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
+        match self.inner.inspect_image(image).await {
+            Ok(i) => Ok(i.id),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(self.error("inspect image", e)),
+        }
+    }
+
+    /// Starts an existing container (`docker start`). Starting one that
+    /// runs already is not an error.
+    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+        match self
+            .inner
+            .start_container(id, None::<StartContainerOptions<String>>)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(self.error("start container", e)),
+        }
+    }
+
+    /// Stops a container (`docker stop -t timeout`): SIGTERM (or its
+    /// `stop_signal`), SIGKILL after `timeout`. Stopping a stopped one is
+    /// not an error.
+    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), EngineError> {
+        let t = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
+        match self
+            .inner
+            .stop_container(id, Some(StopContainerOptions { t }))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(self.error("stop container", e)),
+        }
+    }
+
     /// Runs `argv` inside a running container (`docker exec`) and returns
     /// its exit code. Output is read and dropped. When `timeout` passes
     /// first the call fails; Docker has no way to kill an exec, so the
@@ -675,8 +729,10 @@ fn container_info(info: ContainerInspectResponse, status: String) -> ContainerIn
             .config
             .as_ref()
             .and_then(|c| c.image.clone())
-            .or(info.image)
+            .or(info.image.clone())
             .unwrap_or_default(),
+        image_id: info.image.unwrap_or_default(),
+        config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
         state: container_state,
         status,
         exit_code,

@@ -240,17 +240,6 @@ impl Docker {
             .await
             .map_err(|e| self.error("tag image", e))
     }
-
-    /// The id of the image `reference` names now, if any.
-    pub async fn image_id(&self, reference: &str) -> Result<Option<String>, EngineError> {
-        match self.inner.inspect_image(reference).await {
-            Ok(i) => Ok(i.id),
-            Err(e) => match self.error("inspect image", e) {
-                EngineError::NotFound { .. } => Ok(None),
-                other => Err(other),
-            },
-        }
-    }
 }
 
 /// `repo[:tag]` → (repo, tag), `latest` when no tag is given; `None` for a

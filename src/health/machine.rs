@@ -518,6 +518,8 @@ mod tests {
                 number: Some(1),
                 oneoff: false,
                 image: "i".into(),
+                image_id: String::new(),
+                config_hash: None,
                 state,
                 status: String::new(),
                 exit_code: exit,

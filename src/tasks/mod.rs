@@ -169,7 +169,17 @@ pub trait Runner: Send + Sync + 'static {
     fn prepare(&self, _task: TaskRecord, _log: Log, _cancel: CancellationToken) -> RunFuture {
         Box::pin(async { Ok(()) })
     }
+
+    /// Whether the task, once prepared, takes a slot of `max_parallel`.
+    /// The slots bound Compose runs; a task that only starts existing
+    /// containers through the Docker API (a few cheap calls) need not
+    /// wait behind them, so a boot's wave starts all at once.
+    fn takes_slot(&self, _task: TaskRecord) -> SlotFuture {
+        Box::pin(async { true })
+    }
 }
+
+pub type SlotFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 #[derive(Debug, Error)]
 pub enum QueueError {
@@ -503,7 +513,7 @@ async fn drain(inner: Arc<Inner>, service: String) {
             continue;
         }
         // Wait for a slot, unless cancelled while waiting.
-        let permit = if kind.needs_slot() {
+        let permit = if kind.needs_slot() && inner.runner.takes_slot(task.clone()).await {
             tokio::select! {
                 p = inner.slots.clone().acquire_owned() => p.ok(),
                 _ = cancel.cancelled() => None,
