@@ -550,22 +550,7 @@ fn cluster_file(args: &Args, file: Option<std::path::PathBuf>) -> Result<config:
 
 /// A client for `host`'s peer endpoint, from the cluster file.
 fn peer_client(cfg: &config::Config, host: &str) -> Result<crate::peer::PeerClient> {
-    let url = cfg
-        .hosts
-        .get(host)
-        .ok_or_else(|| {
-            Failed(
-                exit::USAGE,
-                format!(
-                    "no host {host} in [hosts] of {} (hosts: {})",
-                    cfg.path.display(),
-                    cfg.hosts.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            )
-        })?
-        .peer
-        .as_deref()
-        .ok_or_else(|| Failed(exit::USAGE, format!("[hosts.{host}] has no peer URL")))?;
+    let url = cfg.peer_url(host).map_err(|e| Failed(exit::USAGE, e))?;
     let peer = cfg.peer.as_ref().ok_or_else(|| {
         Failed(
             exit::USAGE,

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{
-    self, At, HostSpec, Loc, Merge, Num, RawFile, RawHealth, RawResources, StrOrInt, StrOrNum,
-    Strings,
+    self, At, HostSpec, Loc, Merge, Num, RawFile, RawHealth, RawResources, StrOrInt, Strings,
 };
 use super::units::{self, parse_bytes, parse_duration, parse_status_ranges, Fnv};
 use super::{
@@ -317,26 +316,16 @@ impl Ctx<'_> {
         };
         let reload_guard = match &raw.reload_guard {
             None => DEFAULT_RELOAD_GUARD,
-            Some(l) => {
-                let v = match &l.value {
-                    StrOrNum::Num(n) => Some(*n),
-                    StrOrNum::Str(s) => s
-                        .trim()
-                        .strip_suffix('%')
-                        .and_then(|p| p.trim().parse::<f64>().ok())
-                        .map(|p| p / 100.0),
-                };
-                match v {
-                    Some(f) if (0.0..=1.0).contains(&f) => f,
-                    _ => {
-                        self.err(
-                            l.at,
-                            "expected a fraction from 0 to 1 (0.5) or a percentage (\"50%\")",
-                        );
-                        DEFAULT_RELOAD_GUARD
-                    }
+            Some(l) => match l.value.fraction() {
+                Some(f) if (0.0..=1.0).contains(&f) => f,
+                _ => {
+                    self.err(
+                        l.at,
+                        "expected a fraction from 0 to 1 (0.5) or a percentage (\"50%\")",
+                    );
+                    DEFAULT_RELOAD_GUARD
                 }
-            }
+            },
         };
         let admin_group = match &raw.admin_group {
             None => Some("stackd".to_owned()),

@@ -69,16 +69,10 @@ fn prune_interval(s: &str) -> Result<Option<Duration>, String> {
 fn disk_share(v: &StrOrNum) -> Result<Option<f64>, String> {
     let expected =
         "expected \"off\", a percentage (\"10%\") or a fraction above 0 and below 1 (0.1)";
-    let f = match v {
-        StrOrNum::Str(s) if s.trim() == "off" => return Ok(None),
-        StrOrNum::Num(n) => Some(*n),
-        StrOrNum::Str(s) => s
-            .trim()
-            .strip_suffix('%')
-            .and_then(|p| p.trim().parse::<f64>().ok())
-            .map(|p| p / 100.0),
-    };
-    match f {
+    if matches!(v, StrOrNum::Str(s) if s.trim() == "off") {
+        return Ok(None);
+    }
+    match v.fraction() {
         Some(f) if f > 0.0 && f < 1.0 => Ok(Some(f)),
         _ => Err(expected.to_string()),
     }

@@ -152,6 +152,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// The peer URL of `host` in `[hosts]`, or a sentence saying why there
+    /// is none (no such host, naming those there are; no `peer` key).
+    pub fn peer_url(&self, host: &str) -> Result<&str, String> {
+        let spec = self.hosts.get(host).ok_or_else(|| {
+            format!(
+                "no host {host} in [hosts] of {} (hosts: {})",
+                self.path.display(),
+                self.hosts.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        spec.peer
+            .as_deref()
+            .ok_or_else(|| format!("[hosts.{host}] has no peer URL"))
+    }
+
     /// Services assigned to this host, by name.
     pub fn local_services(&self) -> impl Iterator<Item = &ServiceConfig> {
         self.services

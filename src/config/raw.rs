@@ -197,6 +197,21 @@ pub(crate) enum StrOrNum {
     Num(f64),
 }
 
+impl StrOrNum {
+    /// A share as a number (`0.1`) or a percentage (`"10%"`), unchecked;
+    /// None when a string is not a percentage.
+    pub(crate) fn fraction(&self) -> Option<f64> {
+        match self {
+            StrOrNum::Num(n) => Some(*n),
+            StrOrNum::Str(s) => s
+                .trim()
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<f64>().ok())
+                .map(|p| p / 100.0),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for StrOrNum {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;

@@ -54,19 +54,7 @@ fn relayed(host: &str, e: PeerClientError) -> Error {
 /// A client for `host`'s peer endpoint, from `cfg`'s `[hosts]` and the
 /// running configuration's `[peer]` (token, TLS trust, timeout).
 fn client_in(cfg: &Config, peer_cfg: &Config, host: &str) -> Result<PeerClient> {
-    let url = cfg
-        .hosts
-        .get(host)
-        .ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "no host {host} in [hosts] of {} (hosts: {})",
-                cfg.path.display(),
-                cfg.hosts.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })?
-        .peer
-        .as_deref()
-        .ok_or_else(|| Error::InvalidArgument(format!("[hosts.{host}] has no peer URL")))?;
+    let url = cfg.peer_url(host).map_err(Error::InvalidArgument)?;
     let peer = peer_cfg.peer.as_ref().ok_or_else(|| {
         Error::InvalidArgument(format!(
             "{} has no [peer] table (token_file): this host cannot reach the others",

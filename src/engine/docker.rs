@@ -258,6 +258,26 @@ impl Docker {
         })
     }
 
+    /// The list entries of every container (running or not) of every
+    /// Compose project, or of `project` only.
+    pub(crate) async fn project_summaries(
+        &self,
+        project: Option<&str>,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, EngineError> {
+        let label = match project {
+            Some(p) => format!("{PROJECT_LABEL}={p}"),
+            None => PROJECT_LABEL.to_string(),
+        };
+        self.inner
+            .list_containers(Some(ListContainersOptions::<String> {
+                all: true,
+                filters: HashMap::from([("label".to_string(), vec![label])]),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.error("list containers", e))
+    }
+
     /// Every container (running or not) that belongs to a Compose project,
     /// or to `project` only. Containers that vanish while being listed are
     /// left out.
@@ -265,19 +285,7 @@ impl Docker {
         &self,
         project: Option<&str>,
     ) -> Result<Vec<ContainerInfo>, EngineError> {
-        let label = match project {
-            Some(p) => format!("{PROJECT_LABEL}={p}"),
-            None => PROJECT_LABEL.to_string(),
-        };
-        let summaries = self
-            .inner
-            .list_containers(Some(ListContainersOptions::<String> {
-                all: true,
-                filters: HashMap::from([("label".to_string(), vec![label])]),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| self.error("list containers", e))?;
+        let summaries = self.project_summaries(project).await?;
         // Inspect a few at a time: a resync of a busy host is one list call
         // and many inspects, each a round trip to the engine.
         let inspected: Vec<_> = futures_util::stream::iter(summaries.into_iter().filter_map(|s| {

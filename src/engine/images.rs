@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use bollard::container::{ListContainersOptions, RemoveContainerOptions};
+use bollard::container::RemoveContainerOptions;
 use bollard::image::{RemoveImageOptions, TagImageOptions};
 use bollard::network::{InspectNetworkOptions, ListNetworksOptions};
 
@@ -68,19 +68,7 @@ impl Docker {
         &self,
         project: Option<&str>,
     ) -> Result<Vec<ProjectContainer>, EngineError> {
-        let label = match project {
-            Some(p) => format!("{PROJECT_LABEL}={p}"),
-            None => PROJECT_LABEL.to_string(),
-        };
-        let summaries = self
-            .inner
-            .list_containers(Some(ListContainersOptions::<String> {
-                all: true,
-                filters: HashMap::from([("label".to_string(), vec![label])]),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| self.error("list containers", e))?;
+        let summaries = self.project_summaries(project).await?;
         // The summary's `Image` shows the id once the tag moved on; the
         // reference as created is in the inspected config. A few inspects
         // at a time, as `list_containers` does.
