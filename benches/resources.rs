@@ -432,6 +432,7 @@ fn machine_cpu(sampler: &mut ContainerSampler, pairs: &[(String, u32)]) -> Vec<F
     let mut idle_docker = Duration::ZERO;
     let mut idle_wall = Duration::ZERO;
     let mut ours_wall = Duration::ZERO;
+    let mut out = Vec::new();
     for _ in 0..MACHINE_ROUNDS {
         // Idle: the Docker side's background over about as long as a window.
         let d0 = docker_side_cpu(&pids);
@@ -444,7 +445,9 @@ fn machine_cpu(sampler: &mut ContainerSampler, pairs: &[(String, u32)]) -> Vec<F
         let s0 = thread_cpu();
         let w0 = Instant::now();
         for _ in 0..MACHINE_SAMPLES {
-            assert_eq!(sampler.sample(pairs).len(), pairs.len());
+            // As the daemon's monitor does: one result vector reused.
+            sampler.sample_into(Instant::now(), pairs, &mut out);
+            assert_eq!(out.len(), pairs.len());
         }
         ours_wall += w0.elapsed();
         ours_self += thread_cpu() - s0;
