@@ -106,6 +106,8 @@ pub async fn run(control: Control) {
     let mut spikes = SpikeDetector::new(0);
     let mut every = cfg.sample_interval;
     let mut tick = ticker(every);
+    // Kept between ticks so a steady-state sample reuses its id strings.
+    let mut sampled = Vec::new();
     loop {
         tick.tick().await;
         let cfg = control.config();
@@ -146,7 +148,7 @@ pub async fn run(control: Control) {
                 None => spikes.forget(&svc.name),
             }
         }
-        let sampled = containers.sample(&targets);
+        containers.sample_into(std::time::Instant::now(), &targets, &mut sampled);
         control.figures().keep_peaks(&sampled, &present);
         let mut per_service: HashMap<String, ServiceFigures> = HashMap::new();
         let mut cpu_known: HashMap<String, bool> = HashMap::new();

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::handle::Handle;
 use super::parse::{format_error, keyed_u64, net_dev, parse_u64, read_into};
 use super::ResourceError;
 
@@ -55,25 +56,29 @@ impl CgroupDriver {
 /// PAGE_COUNTER_MAX pages, 9223372036854771712 on 4 KiB pages).
 const V1_NO_LIMIT: u64 = 1 << 62;
 
-/// The files one container's figures come from, resolved once and reused
-/// for every sample (no path building on the sampling path).
-#[derive(Debug, Clone)]
+/// The files one container's figures come from, resolved and opened once
+/// and reused for every sample (no path building or, on the kernel's
+/// filesystems, opening on the sampling path; see [`Handle`]). Only the
+/// files the figures need, and optional ones the kernel lacks are found
+/// missing once, at resolve time, rather than on every sample.
+#[derive(Debug)]
 pub(crate) struct Files {
     pub version: CgroupVersion,
     pub driver: CgroupDriver,
     /// v1 `cpuacct.usage` (ns) or v2 `cpu.stat` (usage_usec).
-    cpu: PathBuf,
+    cpu: Handle,
     /// v1 `memory.usage_in_bytes` or v2 `memory.current`.
-    memory: PathBuf,
-    memory_stat: PathBuf,
+    memory: Handle,
+    memory_stat: Handle,
     /// v1 `memory.limit_in_bytes` or v2 `memory.max`.
-    memory_limit: PathBuf,
+    memory_limit: Handle,
     /// The highest use since the cgroup was made: v1
-    /// `memory.max_usage_in_bytes`, v2 `memory.peak` (kernel 5.19 on).
-    memory_peak: PathBuf,
+    /// `memory.max_usage_in_bytes`, v2 `memory.peak` (kernel 5.19 on);
+    /// None where the kernel does not keep it.
+    memory_peak: Option<Handle>,
     /// None on v1 hosts without the pids controller.
-    pids: Option<PathBuf>,
-    net_dev: PathBuf,
+    pids: Option<Handle>,
+    net_dev: Handle,
 }
 
 /// What one read of a container's files gives.
@@ -149,13 +154,16 @@ impl Files {
             return Ok(Files {
                 version: CgroupVersion::V1,
                 driver: CgroupDriver::of(mem.path),
-                cpu: cpu_dir.join("cpuacct.usage"),
-                memory: mem_dir.join("memory.usage_in_bytes"),
-                memory_stat: mem_dir.join("memory.stat"),
-                memory_limit: mem_dir.join("memory.limit_in_bytes"),
-                memory_peak: mem_dir.join("memory.max_usage_in_bytes"),
-                pids: pids_dir.map(|d| d.join("pids.current")),
-                net_dev,
+                cpu: Handle::open(cpu_dir.join("cpuacct.usage"))?,
+                memory: Handle::open(mem_dir.join("memory.usage_in_bytes"))?,
+                memory_stat: Handle::open(mem_dir.join("memory.stat"))?,
+                memory_limit: Handle::open(mem_dir.join("memory.limit_in_bytes"))?,
+                memory_peak: Handle::open_optional(mem_dir.join("memory.max_usage_in_bytes"))?,
+                pids: match pids_dir {
+                    Some(d) => Handle::open_optional(d.join("pids.current"))?,
+                    None => None,
+                },
+                net_dev: Handle::open(net_dev)?,
             });
         }
         let Some(unified) = lines(text).find(|l| l.controllers.is_empty()) else {
@@ -170,13 +178,13 @@ impl Files {
         Ok(Files {
             version: CgroupVersion::V2,
             driver: CgroupDriver::of(unified.path),
-            cpu: dir.join("cpu.stat"),
-            memory: dir.join("memory.current"),
-            memory_stat: dir.join("memory.stat"),
-            memory_limit: dir.join("memory.max"),
-            memory_peak: dir.join("memory.peak"),
-            pids: Some(dir.join("pids.current")),
-            net_dev,
+            cpu: Handle::open(dir.join("cpu.stat"))?,
+            memory: Handle::open(dir.join("memory.current"))?,
+            memory_stat: Handle::open(dir.join("memory.stat"))?,
+            memory_limit: Handle::open(dir.join("memory.max"))?,
+            memory_peak: Handle::open_optional(dir.join("memory.peak"))?,
+            pids: Handle::open_optional(dir.join("pids.current"))?,
+            net_dev: Handle::open(net_dev)?,
         })
     }
 
@@ -184,25 +192,25 @@ impl Files {
     pub(super) fn read(&self, buf: &mut Vec<u8>) -> Result<ContainerReading, ResourceError> {
         let v1 = self.version == CgroupVersion::V1;
 
-        let text = read_into(&self.cpu, buf)?;
+        let text = self.cpu.read(buf)?;
         let cpu_usage_ns = if v1 {
-            parse_u64(&self.cpu, text)?
+            parse_u64(self.cpu.path(), text)?
         } else {
-            keyed_u64(&self.cpu, text, "usage_usec")?
-                .ok_or_else(|| format_error(&self.cpu, "no usage_usec"))?
+            keyed_u64(self.cpu.path(), text, "usage_usec")?
+                .ok_or_else(|| format_error(self.cpu.path(), "no usage_usec"))?
                 .saturating_mul(1000)
         };
 
-        let text = read_into(&self.memory, buf)?;
-        let usage = parse_u64(&self.memory, text)?;
-        let text = read_into(&self.memory_stat, buf)?;
+        let usage = parse_u64(self.memory.path(), self.memory.read(buf)?)?;
+        let stat = self.memory_stat.path();
+        let text = self.memory_stat.read(buf)?;
         let inactive = if v1 {
-            match keyed_u64(&self.memory_stat, text, "total_inactive_file")? {
+            match keyed_u64(stat, text, "total_inactive_file")? {
                 Some(v) => Some(v),
-                None => keyed_u64(&self.memory_stat, text, "inactive_file")?,
+                None => keyed_u64(stat, text, "inactive_file")?,
             }
         } else {
-            keyed_u64(&self.memory_stat, text, "inactive_file")?
+            keyed_u64(stat, text, "inactive_file")?
         };
         // docker stats subtracts the inactive file cache only when it is
         // smaller than the usage.
@@ -211,29 +219,25 @@ impl Files {
             _ => usage,
         };
 
-        let limit = read_into(&self.memory_limit, buf)?.trim();
+        let limit = self.memory_limit.read(buf)?.trim();
         let memory_limit = if limit == "max" {
             None
         } else {
-            Some(parse_u64(&self.memory_limit, limit)?).filter(|&l| !(v1 && l >= V1_NO_LIMIT))
+            Some(parse_u64(self.memory_limit.path(), limit)?).filter(|&l| !(v1 && l >= V1_NO_LIMIT))
         };
 
-        // Optional: older v2 kernels have no memory.peak.
-        let memory_peak = match read_into(&self.memory_peak, buf) {
-            Ok(text) => Some(parse_u64(&self.memory_peak, text)?),
-            Err(_) => None,
-        };
-
-        let pids = match &self.pids {
-            Some(p) => {
-                let text = read_into(p, buf)?;
-                Some(parse_u64(p, text)?)
-            }
+        let memory_peak = match &self.memory_peak {
+            Some(h) => Some(parse_u64(h.path(), h.read(buf)?)?),
             None => None,
         };
 
-        let text = read_into(&self.net_dev, buf)?;
-        let (net_rx, net_tx) = net_dev(&self.net_dev, text)?;
+        let pids = match &self.pids {
+            Some(h) => Some(parse_u64(h.path(), h.read(buf)?)?),
+            None => None,
+        };
+
+        let text = self.net_dev.read(buf)?;
+        let (net_rx, net_tx) = net_dev(self.net_dev.path(), text)?;
 
         Ok(ContainerReading {
             version: self.version,

@@ -50,14 +50,17 @@ struct Entry {
     previous: Option<(Instant, u64)>,
 }
 
-/// Samples containers' cgroups; keeps each container's file paths and its
-/// previous CPU reading between samples.
+/// Samples containers' cgroups; keeps each container's open files (see
+/// `handle.rs`) and its previous CPU reading between samples.
 #[derive(Debug)]
 pub struct ContainerSampler {
     cgroup_root: PathBuf,
     proc_root: PathBuf,
     entries: HashMap<String, Entry>,
     buf: Vec<u8>,
+    /// Id strings of figures handed back through [`Self::sample_into`].
+    spare_ids: Vec<String>,
+    resolved: u64,
 }
 
 impl Default for ContainerSampler {
@@ -82,6 +85,8 @@ impl ContainerSampler {
             proc_root: proc_root.into(),
             entries: HashMap::new(),
             buf: Vec::with_capacity(8192),
+            spare_ids: Vec::new(),
+            resolved: 0,
         }
     }
 
@@ -104,44 +109,66 @@ impl ContainerSampler {
         containers: &[(S, u32)],
     ) -> Vec<ContainerStats> {
         let mut out = Vec::with_capacity(containers.len());
+        self.sample_into(now, containers, &mut out);
+        out
+    }
+
+    /// [`Self::sample_at`] into `out`, replacing what it held. Passing the
+    /// same `out` every interval makes a steady-state sample allocate
+    /// nothing: the id strings of the previous figures are reused.
+    pub fn sample_into<S: AsRef<str>>(
+        &mut self,
+        now: Instant,
+        containers: &[(S, u32)],
+        out: &mut Vec<ContainerStats>,
+    ) {
+        self.spare_ids.extend(out.drain(..).map(|s| s.id));
+        out.reserve(containers.len());
         for (id, pid) in containers {
             let (id, pid) = (id.as_ref(), *pid);
-            if let Some(stats) = self.sample_one(now, id, pid) {
-                out.push(stats);
+            if let Some(reading) = self.sample_one(now, id, pid) {
+                let mut owned = self.spare_ids.pop().unwrap_or_default();
+                owned.clear();
+                owned.push_str(id);
+                out.push(stats(owned, pid, reading));
             }
         }
         if self.entries.len() > out.len() {
             let keep: HashSet<&str> = containers.iter().map(|(id, _)| id.as_ref()).collect();
             self.entries.retain(|id, _| keep.contains(id.as_str()));
         }
-        out
     }
 
-    fn sample_one(&mut self, now: Instant, id: &str, pid: u32) -> Option<ContainerStats> {
-        // A new PID means the container restarted: find its cgroup again
-        // and start the CPU delta afresh.
-        if self.entries.get(id).is_some_and(|e| e.pid != pid) {
-            self.entries.remove(id);
-        }
-        if !self.entries.contains_key(id) {
-            match Files::resolve(&self.cgroup_root, &self.proc_root, id, pid) {
-                Ok(files) => {
-                    self.entries.insert(
-                        id.to_string(),
-                        Entry {
-                            pid,
-                            files,
-                            previous: None,
-                        },
-                    );
-                }
-                Err(e) => {
-                    tracing::debug!(container = id, pid, error = %e, "container left out of stats");
-                    return None;
-                }
+    /// One container's reading and CPU share. Its files are resolved only
+    /// when it is new, or its init PID changed (a restart: the cgroup may
+    /// be another, and the CPU delta starts afresh); a container whose
+    /// files fail to read is left out and forgotten, so the next sample
+    /// resolves it again, and the others are unaffected.
+    fn sample_one(
+        &mut self,
+        now: Instant,
+        id: &str,
+        pid: u32,
+    ) -> Option<(ContainerReading, Option<f64>)> {
+        let entry = match self.entries.get_mut(id) {
+            Some(e) if e.pid == pid => e,
+            _ => {
+                self.entries.remove(id);
+                let files = match Files::resolve(&self.cgroup_root, &self.proc_root, id, pid) {
+                    Ok(files) => files,
+                    Err(e) => {
+                        tracing::debug!(container = id, pid, error = %e, "container left out of stats");
+                        return None;
+                    }
+                };
+                self.resolved += 1;
+                self.entries.entry(id.to_string()).or_insert(Entry {
+                    pid,
+                    files,
+                    previous: None,
+                })
             }
-        }
-        let entry = self.entries.get_mut(id)?;
+        };
         let reading = match entry.files.read(&mut self.buf) {
             Ok(r) => r,
             Err(e) => {
@@ -154,7 +181,13 @@ impl ContainerSampler {
             .previous
             .and_then(|(then, used)| cpu_percent(then, used, now, reading.cpu_usage_ns));
         entry.previous = Some((now, reading.cpu_usage_ns));
-        Some(stats(id, pid, cpu_percent, reading))
+        Some((reading, cpu_percent))
+    }
+
+    /// How many times a container's files have been resolved (looked up
+    /// from `/proc/PID/cgroup` and opened) since the sampler was made.
+    pub fn resolutions(&self) -> u64 {
+        self.resolved
     }
 }
 
@@ -164,9 +197,13 @@ fn cpu_percent(then: Instant, used_then: u64, now: Instant, used_now: u64) -> Op
     (wall > 0).then(|| used as f64 * 100.0 / wall as f64)
 }
 
-fn stats(id: &str, pid: u32, cpu_percent: Option<f64>, r: ContainerReading) -> ContainerStats {
+fn stats(
+    id: String,
+    pid: u32,
+    (r, cpu_percent): (ContainerReading, Option<f64>),
+) -> ContainerStats {
     ContainerStats {
-        id: id.to_string(),
+        id,
         pid,
         version: r.version,
         driver: r.driver,

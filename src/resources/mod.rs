@@ -12,6 +12,7 @@
 
 mod cgroup;
 mod container;
+mod handle;
 mod host;
 mod parse;
 mod spike;

@@ -198,6 +198,164 @@ fn a_new_pid_restarts_the_cpu_delta() {
         .is_empty());
 }
 
+/// Moves every cgroup directory named after `from` to `to` and rewrites
+/// `/proc/PID/cgroup` to match: the container went away and came back
+/// as another one (`docker compose up` recreating it) under the same PID.
+fn recreate_as(root: &Path, pid: u32, from: &str, to: &str) {
+    for controller in ["cpu", "cpuacct", "memory", "pids"] {
+        let dir = root.join("sys/fs/cgroup").join(controller).join("docker");
+        std::fs::rename(dir.join(from), dir.join(to)).unwrap();
+    }
+    let cgroup = root.join(format!("proc/{pid}/cgroup"));
+    let text = std::fs::read_to_string(&cgroup).unwrap().replace(from, to);
+    std::fs::write(cgroup, text).unwrap();
+}
+
+#[test]
+fn files_are_resolved_once_and_again_for_a_new_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    copy_tree(&fixture("v1-cgroupfs"), root);
+    let mut s = ContainerSampler::with_roots(root.join("sys/fs/cgroup"), root.join("proc"));
+    let t0 = Instant::now();
+    let old = [(V1_CGROUPFS_ID, 4242)];
+    for i in 0..3 {
+        let out = s.sample_at(t0 + Duration::from_secs(i), &old);
+        assert_eq!(out[0].cpu_usage_ns, 45_684_747_965);
+    }
+    assert_eq!(s.resolutions(), 1, "three samples, one resolution");
+
+    // Gone (not passed), then back with a new id: found at its new place.
+    assert!(s
+        .sample_at(t0 + Duration::from_secs(3), &old[..0])
+        .is_empty());
+    assert_eq!(s.tracked(), 0);
+    let new_id = "1".repeat(64);
+    recreate_as(root, 4242, V1_CGROUPFS_ID, &new_id);
+    let usage = root.join(format!(
+        "sys/fs/cgroup/cpuacct/docker/{new_id}/cpuacct.usage"
+    ));
+    std::fs::write(&usage, "7000000000\n").unwrap();
+    let new = [(new_id.as_str(), 4242)];
+    let out = s.sample_at(t0 + Duration::from_secs(4), &new);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].id, new_id);
+    assert_eq!(
+        out[0].cpu_usage_ns, 7_000_000_000,
+        "read from the new cgroup"
+    );
+    assert_eq!(
+        out[0].cpu_percent, None,
+        "a new container starts a new delta"
+    );
+    assert_eq!(s.resolutions(), 2);
+
+    // Replaced in one step (the old id no longer passed, the new one is):
+    // the old one is forgotten, the new one resolved, the PID may be reused.
+    let newer_id = "2".repeat(64);
+    recreate_as(root, 4242, &new_id, &newer_id);
+    let out = s.sample_at(t0 + Duration::from_secs(5), &[(newer_id.as_str(), 4242)]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].id, newer_id);
+    assert_eq!((s.tracked(), s.resolutions()), (1, 3));
+}
+
+#[test]
+fn a_vanished_file_leaves_only_its_container_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("a");
+    copy_tree(&fixture("v1-systemd"), &root);
+    copy_tree(&fixture("v2-systemd"), &root);
+    let mut s = ContainerSampler::with_roots(root.join("sys/fs/cgroup"), root.join("proc"));
+    let both = [(V1_SYSTEMD_ID, 3170), (V2_SYSTEMD_ID, 5120)];
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    s.sample_into(t0, &both, &mut out);
+    assert_eq!(out.len(), 2);
+
+    // The v1 container's memory.stat goes (its cgroup being torn down):
+    // the v2 container's figures are all still there, and right.
+    let stat = root.join(format!(
+        "sys/fs/cgroup/memory/system.slice/docker-{V1_SYSTEMD_ID}.scope/memory.stat"
+    ));
+    let saved = std::fs::read(&stat).unwrap();
+    std::fs::remove_file(&stat).unwrap();
+    s.sample_into(t0 + Duration::from_secs(1), &both, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].id, V2_SYSTEMD_ID);
+    assert_eq!(out[0].memory, 75_673_600 - 23_068_672);
+    assert_eq!(out[0].cpu_percent, Some(0.0), "its CPU delta carried on");
+    assert_eq!(s.tracked(), 1, "the unreadable one is forgotten");
+
+    // A file that goes and comes back: the container is resolved again.
+    std::fs::write(&stat, saved).unwrap();
+    s.sample_into(t0 + Duration::from_secs(2), &both, &mut out);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].id, V1_SYSTEMD_ID);
+    assert_eq!(out[0].memory, 98_332_672 - 30_543_872);
+    assert_eq!(out[0].cpu_percent, None);
+    assert_eq!(s.resolutions(), 3);
+
+    // A container whose process is gone while resolving does not stop the
+    // one after it either.
+    let out = s.sample_at(
+        t0 + Duration::from_secs(3),
+        &[(V1_SYSTEMD_ID, 999_999), (V2_SYSTEMD_ID, 5120)],
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].id, V2_SYSTEMD_ID);
+}
+
+/// On the kernel's own files the sampler keeps the descriptor and re-reads
+/// it in place; the second read must be the kernel's new figure, not the
+/// first read's text again.
+#[test]
+fn a_kept_cgroup_handle_reads_fresh_figures() {
+    let candidates = [
+        ("/sys/fs/cgroup/cpuacct/cpuacct.usage", None),
+        ("/sys/fs/cgroup/cpu,cpuacct/cpuacct.usage", None),
+        ("/sys/fs/cgroup/cpu.stat", Some("usage_usec")),
+    ];
+    let Some((path, key)) = candidates.into_iter().find(|(p, _)| Path::new(p).exists()) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no cgroup CPU account found under /sys/fs/cgroup"
+        );
+        eprintln!("SKIPPED: no cgroup CPU account under /sys/fs/cgroup");
+        return;
+    };
+    let handle = handle::Handle::open(PathBuf::from(path)).unwrap();
+    assert!(handle.is_kept(), "{path} is on cgroupfs: kept open");
+    let mut buf = Vec::new();
+    let value = |text: &str| -> u64 {
+        match key {
+            None => text.trim().parse().unwrap(),
+            Some(k) => parse::keyed_u64(Path::new(path), text, k).unwrap().unwrap(),
+        }
+    };
+    let first = value(handle.read(&mut buf).unwrap());
+    // Burn some CPU so the whole machine's account moves.
+    let start = Instant::now();
+    let mut x = 0u64;
+    while start.elapsed() < Duration::from_millis(50) {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+    }
+    let second = value(handle.read(&mut buf).unwrap());
+    assert!(second > first, "{path}: {first} then {second}");
+
+    // A procfs file with several records reads whole, like a fresh open.
+    let net = handle::Handle::open(PathBuf::from("/proc/self/net/dev")).unwrap();
+    assert!(net.is_kept());
+    for _ in 0..2 {
+        let kept = net.read(&mut buf).unwrap().lines().count();
+        let fresh = std::fs::read_to_string("/proc/self/net/dev")
+            .unwrap()
+            .lines()
+            .count();
+        assert_eq!(kept, fresh);
+    }
+}
+
 /// Removes the container when the test ends, however it ends.
 struct Running(String);
 
