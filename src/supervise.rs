@@ -397,7 +397,11 @@ pub async fn run(control: Control, board: Arc<Board>) {
                             slot_for(&mut board.lock(), &service, &svc).hands_off = true;
                         }
                     } else {
-                        observe(&control, &board, &service, None, &done_tx);
+                        // The event comes while the task's worker still holds
+                        // the lane; looked at now, the service would read as
+                        // "a task is running" and, with nothing else
+                        // changing, never be looked at again.
+                        look_again_once_free(&control, &service, vec![service.clone()]);
                     }
                 }
                 Ok(Event::ServicesReloaded) => {
@@ -441,18 +445,7 @@ pub async fn run(control: Control, board: Arc<Board>) {
                     // A reconcile ended (after an engine restart, an apply):
                     // once its lane is free, look at everything once, for
                     // what it could not fix.
-                    let control = control.clone();
-                    tokio::spawn(async move {
-                        for _ in 0..100 {
-                            if !control.queue().busy("") {
-                                break;
-                            }
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        for service in control.service_names() {
-                            let _ = control.events().send(Event::ServiceChanged { service });
-                        }
-                    });
+                    look_again_once_free(&control, "", control.service_names());
                 }
                 Ok(Event::ManagerChanged) => {
                     // Container probes need Docker: restart them once it is back.
@@ -469,6 +462,25 @@ pub async fn run(control: Control, board: Arc<Board>) {
         }
     }
     probes.stop().await;
+}
+
+/// Once no task holds `lane` (a service's, or "" for the host's
+/// reconciles), at most 5 s from now, announces each of `services` as
+/// changed, so the loop looks at them again with the task gone.
+fn look_again_once_free(control: &Control, lane: &str, services: Vec<String>) {
+    let control = control.clone();
+    let lane = lane.to_string();
+    tokio::spawn(async move {
+        for _ in 0..100 {
+            if !control.queue().busy(&lane) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for service in services {
+            let _ = control.events().send(Event::ServiceChanged { service });
+        }
+    });
 }
 
 fn observe(
