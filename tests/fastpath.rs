@@ -6,23 +6,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
 const TASK_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Kills the main process of `container` by its host PID: a crash as
-/// Docker sees one (`docker kill` through the API would be a person's).
-fn crash(container: &str) {
-    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", container])
-        .expect_success()
-        .stdout
-        .trim()
-        .to_string();
-    run(Command::new("kill").args(["-9", &pid]), COMMAND_TIMEOUT).expect_success();
-}
 
 /// The tasks of `name` after task `after`, oldest first, as JSON rows.
 fn tasks_after(env: &TestEnv, bus: &Bus, name: &str, after: u64) -> Vec<serde_json::Value> {
@@ -35,16 +23,6 @@ fn tasks_after(env: &TestEnv, bus: &Bus, name: &str, after: u64) -> Vec<serde_js
         .collect();
     rows.sort_by_key(|t| t["id"].as_u64());
     rows
-}
-
-fn max_task_id(env: &TestEnv, bus: &Bus) -> u64 {
-    stackctl_json(env, bus, &["tasks", "-n", "1000"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|t| t["id"].as_u64())
-        .max()
-        .unwrap_or(0)
 }
 
 /// The finished task of `name` after `after` with this kind and origin,

@@ -44,22 +44,6 @@ fn recovery_tasks(env: &TestEnv, bus: &Bus, name: &str) -> usize {
         .count()
 }
 
-/// Kills the container's main process by its host PID: a crash, as Docker
-/// sees one (a `die` with no `kill` event before it).
-fn crash(container: &str) {
-    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", container])
-        .expect_success()
-        .stdout
-        .trim()
-        .to_string();
-    assert!(pid.parse::<u32>().is_ok_and(|p| p > 0), "pid {pid:?}");
-    run(
-        std::process::Command::new("kill").args(["-9", &pid]),
-        COMMAND_TIMEOUT,
-    )
-    .expect_success();
-}
-
 #[test]
 fn docker_stop_is_a_persons_stop_until_stackctl_start() {
     if !have_docker() || !have_bus() {

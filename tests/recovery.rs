@@ -12,8 +12,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    containers, docker, have_bus, have_docker, running, slow_compose, stackctl, stackctl_json,
-    wait_until, Bus, Daemon, TestEnv,
+    containers, docker, have_bus, have_docker, max_task_id, running, slow_compose, stackctl,
+    stackctl_json, wait_until, Bus, Daemon, TestEnv,
 };
 
 const MESSAGE_RECOVERED: &str = "db51922c32c845bbafe3cb93a1603fcc";
@@ -70,16 +70,6 @@ impl Drop for AlertMonitor {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn max_task_id(env: &TestEnv, bus: &Bus) -> u64 {
-    stackctl_json(env, bus, &["tasks", "-n", "1000"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|t| t["id"].as_u64())
-        .max()
-        .unwrap_or(0)
 }
 
 #[test]

@@ -148,16 +148,7 @@ fn a_killed_container_is_back_within_seconds() {
     // A crash as Docker sees one: the main process killed by its host PID
     // (`docker kill` through the API would be a person's stop).
     let id = containers(&web)[0].id.clone();
-    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", &id])
-        .expect_success()
-        .stdout
-        .trim()
-        .to_string();
-    run(
-        std::process::Command::new("kill").args(["-9", &pid]),
-        COMMAND_TIMEOUT,
-    )
-    .expect_success();
+    crash(&id);
     wait_until(Duration::from_secs(30), "the container runs again", || {
         running(&web) == 1
     });

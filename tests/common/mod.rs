@@ -1174,6 +1174,32 @@ pub fn stackctl_json(env: &TestEnv, bus: &Bus, args: &[&str]) -> serde_json::Val
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
+/// The highest task id the daemon knows (0 when none): later tasks are
+/// the ones a step of the test caused.
+pub fn max_task_id(env: &TestEnv, bus: &Bus) -> u64 {
+    stackctl_json(env, bus, &["tasks", "-n", "1000"])
+        .as_array()
+        .expect("tasks as a JSON array")
+        .iter()
+        .filter_map(|t| t["id"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Kills the main process of `container` (name or id) by its host PID: a
+/// crash as Docker sees one, a `die` with no `kill` event before it
+/// (`docker kill` through the API would be a person's stop).
+#[track_caller]
+pub fn crash(container: &str) {
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", container])
+        .expect_success()
+        .stdout
+        .trim()
+        .to_string();
+    assert!(pid.parse::<u32>().is_ok_and(|p| p > 0), "pid {pid:?}");
+    run(Command::new("kill").args(["-9", &pid]), COMMAND_TIMEOUT).expect_success();
+}
+
 /// `stackctl --user ARGS` as `uid` (with gid `uid` and no supplementary
 /// groups), through `setpriv`. It gets only the bus, no `XDG_RUNTIME_DIR`:
 /// the daemon's is root's (0700), as another user's would be.
