@@ -18,6 +18,7 @@ pub mod dbus;
 pub mod deps;
 pub mod engine;
 pub mod events;
+pub mod fmt;
 pub mod fuzz;
 pub mod health;
 pub mod hosts;

@@ -274,7 +274,7 @@ fn announce(control: &Control, ev: SpikeEvent) {
             let summary = format!(
                 "{} back to normal after {} (peak {}, average {})",
                 metric_name(metric),
-                crate::recovery::human(duration),
+                crate::fmt::duration(duration),
                 figure(metric, peak),
                 figure(metric, average)
             );
@@ -300,6 +300,6 @@ fn figure(metric: Metric, value: f64) -> String {
         Metric::Cpu => format!("{value:.1}%"),
         Metric::MemoryPercent => format!("{value:.1}% of the host's memory"),
         // Bytes, as f64: whole numbers well below 2^53.
-        Metric::Memory => crate::recovery::bytes(value.max(0.0) as u64),
+        Metric::Memory => crate::fmt::mib(value.max(0.0) as u64),
     }
 }

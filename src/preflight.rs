@@ -600,9 +600,9 @@ async fn check_disk(
                 true,
                 format!(
                     "only {} free on {what} ({}), at least {} needed",
-                    gib(free),
+                    crate::fmt::gib(free),
                     path.display(),
-                    gib(opts.min_free_bytes)
+                    crate::fmt::gib(opts.min_free_bytes)
                 ),
             ),
             Ok(_) => {}
@@ -620,10 +620,6 @@ pub fn free_bytes(path: &Path) -> Result<u64, nix::Error> {
     let st = nix::sys::statvfs::statvfs(path)?;
     #[allow(clippy::unnecessary_cast)] // the field types differ between targets
     Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
-}
-
-fn gib(n: u64) -> String {
-    format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30))
 }
 
 #[cfg(test)]

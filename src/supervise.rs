@@ -118,7 +118,7 @@ impl Board {
                 message: format!(
                     "waiting: {}; trying again every {} at most (try {})",
                     ep.summary,
-                    recovery::human(ep.next),
+                    crate::fmt::duration(ep.next),
                     ep.tries
                 ),
                 recoveries: slot.recoveries,
@@ -611,7 +611,7 @@ fn observe(
                     service,
                     &format!(
                         "{service} came back after {} waiting ({} tries)",
-                        recovery::human(ep.since.elapsed()),
+                        crate::fmt::duration(ep.since.elapsed()),
                         ep.tries
                     ),
                     &format!("it waited for: {}", ep.summary),
@@ -650,8 +650,8 @@ fn observe(
                     &d.summary,
                     &format!(
                         "stackd tries again in {}, then less and less often (at most every {}); it never gives up on this. The service is back when what it waits for is.",
-                        recovery::human(delay),
-                        recovery::human(svc.restart.retry_cap())
+                        crate::fmt::duration(delay),
+                        crate::fmt::duration(svc.restart.retry_cap())
                     ),
                 );
             }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{Failed, Result, TopOrder};
 use crate::dbus::client::Client;
 use crate::dbus::types::ContainerStatsRow;
+use crate::fmt::short_size;
 
 pub(super) struct Options {
     pub order: TopOrder,
@@ -87,8 +88,8 @@ fn host_line(host: &std::collections::BTreeMap<String, f64>) -> String {
     if let (Some(total), Some(avail)) = (get("MemoryTotal"), get("MemoryAvailable")) {
         parts.push(format!(
             "memory {} of {}",
-            size((total - avail).max(0.0) as u64),
-            size(total as u64)
+            short_size((total - avail).max(0.0) as u64),
+            short_size(total as u64)
         ));
     }
     format!("Host: {}", parts.join(", "))
@@ -119,19 +120,19 @@ pub(super) fn table(rows: &[ContainerStatsRow]) -> String {
                 } else {
                     format!("{:.1}", r.cpu_percent)
                 },
-                size(r.memory_bytes),
+                short_size(r.memory_bytes),
                 if r.memory_limit == 0 {
                     "-".to_string()
                 } else {
-                    size(r.memory_limit)
+                    short_size(r.memory_limit)
                 },
                 if r.pids == 0 {
                     "-".to_string()
                 } else {
                     r.pids.to_string()
                 },
-                size(r.net_rx_bytes),
-                size(r.net_tx_bytes),
+                short_size(r.net_rx_bytes),
+                short_size(r.net_tx_bytes),
             ]
         })
         .collect();
@@ -163,22 +164,6 @@ pub(super) fn table(rows: &[ContainerStatsRow]) -> String {
         out.push_str("(no running containers)\n");
     }
     out
-}
-
-/// Bytes as systemd-cgtop shows them: "512B", "1.5K", "48.0M", "2.1G".
-fn size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.1}{}", UNITS[unit])
-    }
 }
 
 #[cfg(test)]

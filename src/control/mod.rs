@@ -499,14 +499,14 @@ impl Control {
         } else {
             format!(
                 ", the next after {}",
-                crate::recovery::human(ev.budget.backoff)
+                crate::fmt::duration(ev.budget.backoff)
             )
         };
         lines.push(format!(
             "crash-loop budget: {} of {} restarts used within {}{next}",
             ev.budget.restarts_in_window,
             policy.max_restarts,
-            crate::recovery::human(policy.window),
+            crate::fmt::duration(policy.window),
         ));
         lines.extend(d.warnings.iter().map(|w| format!("warning: {w}")));
         Ok(lines)
@@ -1745,7 +1745,8 @@ fn recovery_summary(
 
 /// What the rule table would do, as `diagnose` says it.
 fn action_words(action: &crate::recovery::Action) -> String {
-    use crate::recovery::{human, Action};
+    use crate::fmt::duration as human;
+    use crate::recovery::Action;
     let after = |d: std::time::Duration| {
         if d.is_zero() {
             "now".to_string()

@@ -75,7 +75,7 @@ impl Shared {
         let limit = svc.start_timeout;
         log.line(&format!(
             "waiting up to {} (start_timeout) for {} to run and be healthy",
-            crate::recovery::human(limit),
+            crate::fmt::duration(limit),
             svc.name
         ));
         let started = tokio::time::Instant::now();
@@ -107,7 +107,7 @@ impl Shared {
                     message: format!(
                         "{} was not running and healthy within start_timeout {} ({now})",
                         svc.name,
-                        crate::recovery::human(limit)
+                        crate::fmt::duration(limit)
                     ),
                 });
             }

@@ -12,6 +12,7 @@
 mod plan;
 mod watch;
 
+use crate::fmt::decimal_bytes;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
@@ -23,7 +24,7 @@ use crate::engine::{ComposeFlavor, Docker};
 use crate::store::{Store, TaskRecord};
 use crate::tasks::{Failure, Log, TaskKind};
 
-pub use plan::{human_bytes, short_id, Kinds, Plan};
+pub use plan::{short_id, Kinds, Plan};
 pub use watch::run;
 
 /// What a prune task was asked to do.
@@ -126,7 +127,7 @@ pub(crate) async fn prune_task(
                 log.line(&format!(
                     "{verb} {what} {} ({})",
                     i.name,
-                    human_bytes(i.bytes)
+                    decimal_bytes(i.bytes)
                 ));
             }
         }
@@ -148,7 +149,7 @@ pub(crate) async fn prune_task(
                 log.line(&format!(
                     "{verb} container {} ({})",
                     c.name,
-                    human_bytes(c.bytes)
+                    decimal_bytes(c.bytes)
                 ));
                 done.containers.push(c.clone());
             }
@@ -176,7 +177,7 @@ pub(crate) async fn prune_task(
                 log.line(&format!(
                     "{verb} image {} ({})",
                     i.name,
-                    human_bytes(i.bytes)
+                    decimal_bytes(i.bytes)
                 ));
                 let _ = store.forget_image(&i.id);
                 done.images.push(i.clone());
@@ -196,7 +197,7 @@ pub(crate) async fn prune_task(
     log.line(&format!(
         "{verb} {}; freed {}",
         done.summary(),
-        human_bytes(done.bytes())
+        decimal_bytes(done.bytes())
     ));
     if cancel.is_cancelled() {
         return Err(Failure {

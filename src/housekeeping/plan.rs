@@ -16,6 +16,7 @@
 //! and no longer manages: stopped containers, and networks without
 //! endpoints. Volumes are never part of a plan.
 
+use crate::fmt::decimal_bytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::engine::{ImageRecord, NetworkRecord, ProjectContainer};
@@ -127,27 +128,9 @@ impl Plan {
             n(self.images.len(), "image"),
             n(self.containers.len(), "container"),
             n(self.networks.len(), "network"),
-            human_bytes(self.bytes())
+            decimal_bytes(self.bytes())
         )
     }
-}
-
-/// `12.3 MB`, `512 B` (decimal units, as Docker prints sizes).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
-    if n < 1000 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64;
-    let mut unit = "B";
-    for u in UNITS {
-        if v < 1000.0 {
-            break;
-        }
-        v /= 1000.0;
-        unit = u;
-    }
-    format!("{v:.1} {unit}")
 }
 
 /// `sha256:0123456789ab…` → `0123456789ab`, as `docker images` shows ids.
@@ -466,8 +449,6 @@ mod tests {
     fn flags_default_to_all_and_sizes_read_as_docker_prints_them() {
         assert_eq!(Kinds::from_flags(false, false, false), Kinds::ALL);
         assert!(!Kinds::from_flags(true, false, false).networks);
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(12_345_678), "12.3 MB");
         assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
     }
 }

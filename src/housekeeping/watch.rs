@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use tracing::debug;
 
-use super::{human_bytes, make_plan, Kinds, PruneOptions};
+use super::{make_plan, Kinds, PruneOptions};
 use crate::control::Control;
 use crate::events::Severity;
+use crate::fmt::decimal_bytes;
 use crate::store::now_usec;
 
 /// Where the time of the last scheduled prune is kept, so a restart of
@@ -127,7 +128,7 @@ async fn check_disks(
                 "{} has {:.1}% free ({}), below disk_warning {:.0}%; {prune}",
                 path.display(),
                 free * 100.0,
-                human_bytes(avail),
+                decimal_bytes(avail),
                 share * 100.0
             ),
             &prune,

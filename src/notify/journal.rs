@@ -225,7 +225,7 @@ mod tests {
             ("world.rs", include_str!("../world.rs")),
             ("daemon.rs", include_str!("../daemon.rs")),
             ("tasks/mod.rs", include_str!("../tasks/mod.rs")),
-            ("recovery.rs", include_str!("../recovery.rs")),
+            ("recovery/mod.rs", include_str!("../recovery/mod.rs")),
         ];
         for (name, text) in sources {
             assert!(
