@@ -5,7 +5,8 @@
 //! Compose would find exactly that after a second or more of loading the
 //! project (a CPU-second per call for Compose v1). So when
 //!
-//! - every service Compose deploys has its containers,
+//! - every service Compose deploys has its containers, as many as the
+//!   file asks for (`deploy.replicas`, else `scale`, else one),
 //! - each carries the `com.docker.compose.config-hash` that the current
 //!   file gives (recorded from the containers after stackd's last
 //!   successful `up`, or asked of `config --hash '*'` once per file), and
