@@ -146,8 +146,16 @@ async fn run(args: &Args) -> Result<u8> {
             forced(&client, args, "StopServiceMode", names, false).await
         }
         Command::Stop { names, .. } => ops(&client, args, "StopService", names, false).await,
-        Command::Migrate { name, to, force } => {
-            let id = client.bus()?.migrate(name, to, *force).await?;
+        Command::Migrate {
+            name,
+            to,
+            force,
+            with_volumes,
+        } => {
+            let id = client
+                .bus()?
+                .migrate(name, to, *force, *with_volumes)
+                .await?;
             follow_task(&client, args, id, name).await
         }
         Command::Restart { names, wait } => {

@@ -31,7 +31,9 @@ pub use order::TreeRow;
 mod handoff;
 mod leave;
 mod wait;
-pub use handoff::{claim_wins, PeerFailure, PeerService, Peers, Prepared, RemoteTask};
+pub use handoff::{
+    claim_wins, PeerFailure, PeerService, Peers, Prepared, RemoteTask, VolumeOffer, VolumeReceipt,
+};
 pub use leave::{PlanStep, LEAVING_ORIGIN};
 
 #[derive(Debug, Error)]
@@ -213,6 +215,8 @@ struct Shared {
     peers: OnceLock<Arc<dyn handoff::Peers>>,
     /// Target host of each move queued and not yet started, by service.
     moves: Mutex<std::collections::HashMap<String, String>>,
+    /// The moves of `moves` asked to carry their named volumes.
+    carry: Mutex<std::collections::HashSet<String>>,
     /// Tasks that wait for health after their Compose step (`wait.rs`).
     waits: Mutex<std::collections::HashSet<u64>>,
     /// Options of queued prune tasks (`housekeeping/`).
@@ -254,6 +258,7 @@ impl Control {
             state: Mutex::new(SystemState::Starting),
             peers: OnceLock::new(),
             moves: Mutex::default(),
+            carry: Mutex::default(),
             waits: Mutex::default(),
             housekeeping: Default::default(),
             config_cache: crate::preflight::ConfigCache::default(),

@@ -326,16 +326,28 @@ impl Client {
             .await
     }
 
-    /// `MigrateMode` ("replace" when forced): the migrate task's id.
-    pub async fn migrate(&self, name: &str, host: &str, force: bool) -> Result<u64> {
-        let path: OwnedObjectPath = self
-            .call(
+    /// `MigrateMode` ("replace" when forced), or `MigrateWith` when the
+    /// move carries the named volumes: the migrate task's id.
+    pub async fn migrate(
+        &self,
+        name: &str,
+        host: &str,
+        force: bool,
+        with_volumes: bool,
+    ) -> Result<u64> {
+        let mode = if force { "replace" } else { "fail" };
+        let path: OwnedObjectPath = if with_volumes {
+            self.call(
                 MANAGER_PATH,
                 MANAGER,
-                "MigrateMode",
-                &(name, host, if force { "replace" } else { "fail" }),
+                "MigrateWith",
+                &(name, host, mode, true),
             )
-            .await?;
+            .await?
+        } else {
+            self.call(MANAGER_PATH, MANAGER, "MigrateMode", &(name, host, mode))
+                .await?
+        };
         path::task_id(path.as_str()).ok_or_else(|| {
             ClientError::Protocol(format!("MigrateMode returned {path}, not a task"))
         })

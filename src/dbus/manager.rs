@@ -53,10 +53,13 @@ impl Manager {
         name: &str,
         host: &str,
         mode: &str,
+        volumes: bool,
     ) -> Result<OwnedObjectPath> {
         let control = &self.shared.control;
         self.queue(conn, header, mode, |force, origin| async move {
-            control.migrate(name, host, force, &origin).await
+            control
+                .migrate_with(name, host, force, volumes, &origin)
+                .await
         })
         .await
     }
@@ -244,7 +247,7 @@ impl Manager {
         service: &str,
         to_host: &str,
     ) -> Result<OwnedObjectPath> {
-        self.migrate_as(conn, &header, service, to_host, "fail")
+        self.migrate_as(conn, &header, service, to_host, "fail", false)
             .await
     }
 
@@ -258,7 +261,26 @@ impl Manager {
         to_host: &str,
         mode: &str,
     ) -> Result<OwnedObjectPath> {
-        self.migrate_as(conn, &header, service, to_host, mode).await
+        self.migrate_as(conn, &header, service, to_host, mode, false)
+            .await
+    }
+
+    /// MigrateMode that also carries the service's named volumes when
+    /// `with_volumes` (`stackctl migrate --with-volumes`): after the stop
+    /// here, each is streamed to the target and checked there before the
+    /// target starts the service. The service's `handoff_volumes` carries
+    /// them whatever this says.
+    async fn migrate_with(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        service: &str,
+        to_host: &str,
+        mode: &str,
+        with_volumes: bool,
+    ) -> Result<OwnedObjectPath> {
+        self.migrate_as(conn, &header, service, to_host, mode, with_volumes)
+            .await
     }
 
     async fn stop_service(

@@ -15,6 +15,7 @@ mod metrics;
 pub mod server;
 mod tls;
 pub mod types;
+mod volumes;
 
 use std::path::PathBuf;
 
