@@ -523,6 +523,21 @@ impl Client {
         Ok(std::fs::File::from(fd))
     }
 
+    /// ApplyAllHosts: the plan (host, action, service, reason), what was
+    /// done and what failed.
+    pub async fn apply_all_hosts(
+        &self,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<(
+        Vec<(String, String, String, String)>,
+        Vec<String>,
+        Vec<String>,
+    )> {
+        self.call(MANAGER_PATH, MANAGER, "ApplyAllHosts", &(dry_run, force))
+            .await
+    }
+
     /// PushConfig: `text` ("" for the daemon's own cluster file) to every
     /// host of its [hosts]; (host, outcome, path, hash, error) per host.
     pub async fn push_config(

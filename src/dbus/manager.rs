@@ -13,7 +13,7 @@ use zbus::{interface, Connection};
 
 use super::error::{Error, Result};
 use super::path::{service_path, task_path};
-use super::remote::{self, Properties, PushRow};
+use super::remote::{self, ApplyRow, Properties, PushRow};
 use super::types::{
     parse_mode, ContainerStatsRow, DependencyRow, HostRow, PlanRow, ServiceRow, TaskRow,
 };
@@ -687,6 +687,25 @@ impl Manager {
     /// A cluster file (this host's own when `text` is empty) to every host
     /// of its [hosts]: all check it, then all write it, or none does.
     /// (host, outcome, config path, config hash, error) per host.
+    /// `stackctl apply --all-hosts` (and `config push --apply`), run by
+    /// this daemon with its cluster file and peer token: services whose
+    /// placement changed are stopped where they leave (after a preflight
+    /// where they go), then started where they go, dependencies first;
+    /// then every host applies the rest. Returns the plan (host, action,
+    /// service, reason), the steps done and the steps that failed; with
+    /// `dry_run` only the plan. Fails, with nothing changed, when a host
+    /// cannot answer for its plan or a preflight fails.
+    async fn apply_all_hosts(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<(Vec<ApplyRow>, Vec<String>, Vec<String>)> {
+        self.shared.policy.check(conn, &header).await?;
+        remote::apply_all_hosts(&self.shared.control, dry_run, force).await
+    }
+
     async fn push_config(
         &self,
         #[zbus(connection)] conn: &Connection,

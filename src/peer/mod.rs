@@ -6,6 +6,7 @@
 //! the dozen fixed routes live in one table ([`server::ROUTES`]) that both
 //! the dispatcher and the OpenAPI test read.
 
+pub mod apply;
 pub mod auth;
 pub mod client;
 mod cluster;
