@@ -684,9 +684,6 @@ impl Manager {
         remote::logs(&self.shared.control, host, name, lines, follow).await
     }
 
-    /// A cluster file (this host's own when `text` is empty) to every host
-    /// of its [hosts]: all check it, then all write it, or none does.
-    /// (host, outcome, config path, config hash, error) per host.
     /// `stackctl apply --all-hosts` (and `config push --apply`), run by
     /// this daemon with its cluster file and peer token: services whose
     /// placement changed are stopped where they leave (after a preflight
@@ -706,6 +703,9 @@ impl Manager {
         remote::apply_all_hosts(&self.shared.control, dry_run, force).await
     }
 
+    /// A cluster file (this host's own when `text` is empty) to every host
+    /// of its [hosts]: all check it, then all write it, or none does.
+    /// (host, outcome, config path, config hash, error) per host.
     async fn push_config(
         &self,
         #[zbus(connection)] conn: &Connection,
