@@ -9,12 +9,18 @@
 //! 2. boot recovery of 20 projects, containers present (exited) and absent,
 //!    against Compose `up -d` ×20 in parallel for the same two cases with
 //!    `docker-compose` (v1) and `docker compose` (v2) where installed
-//!    (goals: present ≤ 0.3×, absent ≤ 1.0×).
+//!    (goals: present ≤ 0.3×, absent ≤ 1.0×);
+//! 3. the daemon idle with 20 services running: its CPU (utime + stime
+//!    from `/proc/PID/stat`) over 60 s and its memory (`VmRSS`, `VmHWM`,
+//!    threads from `/proc/PID/status`) (goal: RSS < 20 MiB).
 //!
 //! Each figure says how many Compose processes it took: the daemon runs
 //! with `docker` and `docker-compose` wrappers first on its PATH that
 //! write one line per Compose invocation.
 //!
+//! `STACKD_BENCH_ONLY=death,boot,idle` runs only the figures it names,
+//! `STACKD_BENCH_ROUNDS=N` N boot rounds instead of 3,
+//! `STACKD_BENCH_KILLS=N` N kills each instead of 10.
 //! Run it with `cargo bench --bench fastpath` (`STACKD_TEST_COMPOSE=v1`
 //! makes the daemon use Compose v1); `cargo test --bench fastpath --
 //! --bench` runs it against the debug daemon without a release build.
@@ -63,8 +69,18 @@ fn main() {
             .unwrap_or_else(|| "?".into())
     );
 
-    death_to_running(&rt, &engine, &env, &wrappers, image);
-    boot_recovery(&rt, &engine, &env, &wrappers, image);
+    // `STACKD_BENCH_ONLY=death,boot,idle` picks figures (all by default).
+    let only = std::env::var("STACKD_BENCH_ONLY").unwrap_or_default();
+    let wanted = |what: &str| only.is_empty() || only.split(',').any(|w| w.trim() == what);
+    if wanted("death") {
+        death_to_running(&rt, &engine, &env, &wrappers, image);
+    }
+    if wanted("boot") {
+        boot_recovery(&rt, &engine, &env, &wrappers, image);
+    }
+    if wanted("idle") {
+        idle(&rt, &engine, &env, &wrappers, image);
+    }
 }
 
 /// Writes `docker` and `docker-compose` wrappers that append their
@@ -125,7 +141,15 @@ fn start_daemon(env: &TestEnv, bus: &Bus, wrappers: &Wrappers) -> Daemon {
 /// long: the reference is Docker's first, immediate restart.
 const RAN_AT_LEAST: Duration = Duration::from_secs(11);
 
-fn kill_and_time(rt: &tokio::runtime::Runtime, engine: &Docker, id: &str) -> f64 {
+/// One kill: how long until it ran again (ms), the kill's time and the
+/// new start's (µs since the epoch, Docker's clock for the start).
+struct Kill {
+    ms: f64,
+    killed_usec: u64,
+    started_usec: u64,
+}
+
+fn kill_and_time(rt: &tokio::runtime::Runtime, engine: &Docker, id: &str) -> Kill {
     let info = loop {
         let info = rt.block_on(engine.inspect(id)).unwrap().unwrap();
         let ran = now_usec().saturating_sub(info.started_at_usec.unwrap_or(0));
@@ -145,8 +169,14 @@ fn kill_and_time(rt: &tokio::runtime::Runtime, engine: &Docker, id: &str) -> f64
     loop {
         let c = rt.block_on(engine.inspect(id)).unwrap();
         if let Some(c) = c {
-            if c.state == ContainerState::Running && c.started_at_usec.is_some_and(|s| s > killed) {
-                return t0.elapsed().as_secs_f64() * 1000.0;
+            if let (ContainerState::Running, Some(started)) = (c.state, c.started_at_usec) {
+                if started > killed {
+                    return Kill {
+                        ms: t0.elapsed().as_secs_f64() * 1000.0,
+                        killed_usec: killed,
+                        started_usec: started,
+                    };
+                }
             }
         }
         assert!(
@@ -189,17 +219,24 @@ fn death_to_running(
     std::thread::sleep(Duration::from_secs(2));
     let calls_before = wrappers.count();
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..KILLS {
+    let mut last = None;
+    let kills = std::env::var("STACKD_BENCH_KILLS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(KILLS);
+    for _ in 0..kills {
         // Each container runs RAN_AT_LEAST before its kill, so each kill
         // is a first recovery for stackd and for Docker alike.
-        a.push(kill_and_time(rt, engine, &ours));
-        b.push(kill_and_time(rt, engine, &theirs));
+        let k = kill_and_time(rt, engine, &ours);
+        a.push(k.ms);
+        last = Some(k);
+        b.push(kill_and_time(rt, engine, &theirs).ms);
     }
     let calls = wrappers.count() - calls_before;
     let same = containers(&web)[0].id == ours;
     println!();
     println!(
-        "death → running again, {KILLS} kills each, interleaved (main process killed by host PID)"
+        "death → running again, {kills} kills each, interleaved (main process killed by host PID)"
     );
     println!(
         "  stackd                        p50 {:>7.0} ms  p99 {:>7.0} ms  ({calls} Compose invocations; same container: {same})",
@@ -216,6 +253,9 @@ fn death_to_running(
         pct(&a, 50.0) / pct(&b, 50.0)
     );
     drop(daemon);
+    if let Some(k) = last {
+        timeline(env, &web, &k);
+    }
     env.compose(&reference, &["down", "-t", "0"]);
     env.compose(&web, &["down", "-t", "0"]);
 }
@@ -307,7 +347,12 @@ fn boot_recovery(
     // and containers of the other flavor would be recreated.
     let mut runners: Vec<Option<&(&str, Vec<String>)>> = vec![None];
     runners.extend(flavors.iter().map(Some));
-    for round in 0..BOOT_ROUNDS {
+    // `STACKD_BENCH_ROUNDS` shortens a run while looking for the time.
+    let rounds = std::env::var("STACKD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(BOOT_ROUNDS);
+    for round in 0..rounds {
         for runner in &runners {
             for present in [false, true] {
                 let case = if present { "present" } else { "absent" };
@@ -322,9 +367,12 @@ fn boot_recovery(
                         env.new_boot();
                         let calls = wrappers.count();
                         let t0 = Instant::now();
+                        let spawned = now_usec();
                         let mut d = start_daemon(env, &bus, wrappers);
+                        let ready = now_usec();
                         wait_until(Duration::from_secs(300), "boot recovery", &all_running);
                         let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                        let seen_running = now_usec();
                         // Let its reconcile finish (and record) before it goes.
                         std::thread::sleep(Duration::from_secs(1));
                         add(
@@ -333,6 +381,9 @@ fn boot_recovery(
                             wrappers.count() - calls,
                         );
                         d.kill();
+                        if round + 1 == rounds {
+                            boot_timeline(env, case, spawned, ready, seen_running);
+                        }
                     }
                     Some((flavor, prog)) => {
                         let t0 = Instant::now();
@@ -368,7 +419,7 @@ fn boot_recovery(
         eprintln!("boot round {round} done");
     }
     println!();
-    println!("boot recovery of {PROJECTS} projects, {BOOT_ROUNDS} rounds, interleaved (daemon start → all running)");
+    println!("boot recovery of {PROJECTS} projects, {rounds} rounds, interleaved (daemon start → all running)");
     for (what, ms, calls) in &figures {
         println!(
             "  {what:<60} median {:>7.0} ms  ({} Compose invocations per round)",
@@ -394,6 +445,198 @@ fn boot_recovery(
         }
     }
     remove_all();
+}
+
+/// Where the last kill's recovery spent its time: the recovery task's
+/// life and log lines, in ms after the kill, from the daemon's store.
+fn timeline(env: &TestEnv, service: &str, k: &Kill) {
+    let Ok(store) = stackd::store::Store::open(&env.state_dir()) else {
+        return;
+    };
+    let filter = stackd::store::TaskFilter {
+        service: Some(service.to_string()),
+        ..Default::default()
+    };
+    let Some(task) = store
+        .list_tasks(&filter)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t.origin == "recovery")
+        .max_by_key(|t| t.id)
+    else {
+        return;
+    };
+    let at = |usec: u64| {
+        #[allow(clippy::cast_precision_loss, reason = "a few seconds in µs")]
+        let ms = usec.saturating_sub(k.killed_usec) as f64 / 1000.0;
+        format!("{ms:>7.1} ms")
+    };
+    println!(
+        "  the last kill's recovery (task {}), after the kill:",
+        task.id
+    );
+    println!("    {}  task queued", at(task.created_usec));
+    if let Some(s) = task.started_usec {
+        println!("    {}  task started", at(s));
+    }
+    for l in store.task_log(task.id).unwrap_or_default() {
+        println!("    {}  {}", at(l.usec), l.line);
+    }
+    println!(
+        "    {}  container running again (Docker's StartedAt)",
+        at(k.started_usec)
+    );
+    if let Some(f) = task.finished_usec {
+        println!("    {}  task finished", at(f));
+    }
+}
+
+/// Where the last boot recovery of `case` spent its time, in ms after
+/// the daemon was spawned: READY, the start-up reconcile, its deploy
+/// tasks (first and last queued, started, finished), from the store.
+fn boot_timeline(env: &TestEnv, case: &str, spawned: u64, ready: u64, seen_running: u64) {
+    let Ok(store) = stackd::store::Store::open(&env.state_dir()) else {
+        return;
+    };
+    let tasks = store
+        .list_tasks(&stackd::store::TaskFilter::default())
+        .unwrap_or_default();
+    let Some(reconcile) = tasks
+        .iter()
+        .filter(|t| t.kind == "reconcile" && t.origin == "boot")
+        .max_by_key(|t| t.id)
+    else {
+        return;
+    };
+    let deploys: Vec<_> = tasks
+        .iter()
+        .filter(|t| t.id > reconcile.id && t.origin == "boot" && t.kind == "deploy")
+        .collect();
+    #[allow(clippy::cast_precision_loss, reason = "a few seconds in µs")]
+    let at = |usec: u64| format!("{:>7.1} ms", usec.saturating_sub(spawned) as f64 / 1000.0);
+    let span = |f: &dyn Fn(&stackd::store::TaskRecord) -> Option<u64>| {
+        let v: Vec<u64> = deploys.iter().filter_map(|t| f(t)).collect();
+        match (v.iter().min(), v.iter().max()) {
+            (Some(a), Some(b)) => format!("{} .. {}", at(*a), at(*b)),
+            _ => "-".into(),
+        }
+    };
+    println!("  the last boot recovery, containers {case}, after the daemon was spawned:");
+    println!("    {}  READY=1", at(ready));
+    println!("    {}  reconcile queued", at(reconcile.created_usec));
+    println!(
+        "    {} deploy tasks: queued {}, started {}, finished {}",
+        deploys.len(),
+        span(&|t| Some(t.created_usec)),
+        span(&|t| t.started_usec),
+        span(&|t| t.finished_usec)
+    );
+    if let Some(t) = deploys.iter().max_by_key(|t| t.finished_usec) {
+        println!("    the last deploy to finish (task {}):", t.id);
+        for l in store.task_log(t.id).unwrap_or_default() {
+            println!("      {}  {}", at(l.usec), l.line);
+        }
+    }
+    if let Some(f) = reconcile.finished_usec {
+        println!("    {}  reconcile finished", at(f));
+    }
+    println!("    {}  the bench saw all running", at(seen_running));
+}
+
+/// How long the idle daemon's CPU is measured.
+const IDLE_WINDOW: Duration = Duration::from_secs(60);
+
+fn idle(
+    rt: &tokio::runtime::Runtime,
+    engine: &Docker,
+    env: &TestEnv,
+    wrappers: &Wrappers,
+    image: &str,
+) {
+    // On Docker's default bridge: 20 project networks more can exhaust
+    // the engine's address pools on a host that runs other tests, and the
+    // idle figures do not depend on them.
+    let compose = sleeper_compose(image).replace(
+        "    init: true\n",
+        "    init: true\n    network_mode: bridge\n",
+    );
+    let names: Vec<String> = (0..PROJECTS)
+        .map(|i| env.add_project(&format!("i{i:02}"), &compose))
+        .collect();
+    let mut config = String::new();
+    for n in &names {
+        config.push_str(&format!("[services.{n}]\nauto_start = true\n\n"));
+    }
+    env.write_config(&config);
+    let bus = Bus::start(env.dir());
+    let daemon = start_daemon(env, &bus, wrappers);
+    wait_until(Duration::from_secs(300), "all 20 running", || {
+        let cs = rt
+            .block_on(engine.list_containers(None))
+            .unwrap_or_default();
+        names.iter().all(|n| {
+            cs.iter()
+                .any(|c| &c.project == n && c.state == ContainerState::Running)
+        })
+    });
+    wait_until(
+        Duration::from_secs(120),
+        "the start-up reconcile ends",
+        || daemon.stderr().contains("stackd_alert=\"recovered\""),
+    );
+    // Past the start-up work (records, first samples) before measuring.
+    std::thread::sleep(Duration::from_secs(10));
+    let pid = daemon.pid();
+    let (cpu0, t0) = (cpu_ticks(pid), Instant::now());
+    std::thread::sleep(IDLE_WINDOW);
+    let (cpu1, secs) = (cpu_ticks(pid), t0.elapsed().as_secs_f64());
+    #[allow(clippy::cast_precision_loss, reason = "ticks of a minute")]
+    let cpu_ms = cpu1.saturating_sub(cpu0) as f64 * 1000.0 / USER_HZ;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    println!();
+    println!(
+        "the daemon idle with {PROJECTS} services running ({:.0} s window)",
+        secs
+    );
+    println!(
+        "  CPU {:>7.0} ms in {secs:.0} s = {:.3} % of one core",
+        cpu_ms,
+        cpu_ms / (secs * 10.0)
+    );
+    #[allow(clippy::cast_precision_loss, reason = "kB of a process")]
+    let mib = |kb: u64| kb as f64 / 1024.0;
+    println!(
+        "  VmRSS {:.1} MiB (goal < 20 MiB), VmHWM {:.1} MiB, {} threads",
+        mib(field("VmRSS:")),
+        mib(field("VmHWM:")),
+        field("Threads:")
+    );
+    drop(daemon);
+    for n in &names {
+        env.compose(n, &["down", "-t", "0"]);
+    }
+}
+
+/// The unit of `/proc/PID/stat`'s times: `USER_HZ`, 100 on Linux.
+const USER_HZ: f64 = 100.0;
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
 }
 
 fn pct(values: &[f64], p: f64) -> f64 {

@@ -1376,7 +1376,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__migrate)
-            opts="-o -H -c -l -q -h --force --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
+            opts="-o -H -c -l -q -h --force --with-volumes --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -157,6 +157,7 @@ json\t''"
 complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -l force -d 'Go ahead when a third host cannot be asked whether it runs the service; an unreachable target always refuses'
+complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -l with-volumes -d 'Carry the service\'s named volumes (those Compose created for it): after the stop here each is streamed to HOST and checked there (SHA-256) before the service starts there; any failure before that start restarts it here, its data untouched. Bind mounts stay behind (the task log names them). Implies stop-first'
 complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -l no-block -d 'Queue the task and print its id instead of waiting for it'
 complete -c stackctl -n "__fish_stackctl_using_subcommand migrate" -l no-pager -d 'Accepted for systemctl\'s sake; stackctl never pages'

@@ -526,24 +526,40 @@ fn observe(
     let Some(slot) = slots.get_mut(service) else {
         return;
     };
-    // A container killed by a signal (137, 143) a moment ago: Docker's
-    // `oom` (its OOMKilled flag lags the exit) or the `kill`/`stop` of a
-    // person may still be on its way. Look again once they had time.
-    let signalled = matches!(ev.exit_code, Some(137 | 143));
-    let fresh = seen
-        .containers
-        .iter()
-        .filter_map(|c| c.finished_at_usec)
-        .max()
-        .is_some_and(|t| {
-            now_usec().saturating_sub(t) < u64::try_from(SETTLE.as_micros()).unwrap_or(u64::MAX)
-        });
-    if signalled && fresh && !ev.oom_killed && ev.stopped_outside.is_none() {
+    // Docker sends a death's evidence (its `oom`, the `kill` of a
+    // person's `docker kill`/`docker stop`) before the `die`, so once the
+    // event stream has told the `die`, all of it is here and the decision
+    // is made at once. Only a container seen dead in Docker's list before
+    // its `die` came through the stream is waited for, up to [`SETTLE`].
+    let unheard: Vec<String> = if ev.oom_killed || ev.stopped_outside.is_some() {
+        Vec::new()
+    } else {
+        let now = now_usec();
+        let settle = u64::try_from(SETTLE.as_micros()).unwrap_or(u64::MAX);
+        seen.containers
+            .iter()
+            .filter(|c| {
+                !c.oneoff
+                    && !world::is_complete(c)
+                    && matches!(c.state, ContainerState::Exited | ContainerState::Dead)
+                    && c.finished_at_usec
+                        .is_some_and(|t| now.saturating_sub(t) < settle)
+                    && !control.die_seen(&c.id)
+            })
+            .map(|c| c.id.clone())
+            .collect()
+    };
+    if !unheard.is_empty() {
         slot.pending = true;
         drop(slots);
-        let (service, done) = (service.to_string(), done.clone());
+        let (control, service, done) = (control.clone(), service.to_string(), done.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(SETTLE).await;
+            let until = tokio::time::Instant::now() + SETTLE;
+            while tokio::time::Instant::now() < until
+                && !unheard.iter().all(|id| control.die_seen(id))
+            {
+                tokio::time::sleep(DIE_POLL).await;
+            }
             let _ = done.send(service).await;
         });
         return;
@@ -762,9 +778,13 @@ fn retry_later(
     });
 }
 
-/// How long after a container was killed by a signal its evidence (an
-/// `oom`, a person's `kill`/`stop`) is waited for before deciding.
+/// How long a death seen in Docker's list is waited for in the event
+/// stream (whose `die` comes after its evidence: an `oom`, a person's
+/// `kill`/`stop`) before deciding without it.
 const SETTLE: Duration = Duration::from_millis(300);
+
+/// How often that wait looks whether the `die` has come.
+const DIE_POLL: Duration = Duration::from_millis(5);
 
 /// How long a stop through Docker must hold before it is taken for a
 /// person's intent: a `docker restart` by hand starts the container again

@@ -151,6 +151,11 @@ struct State {
     /// Containers Docker reported an `oom` for since they last started (its
     /// `OOMKilled` flag can lag behind the `die`).
     oomed: std::collections::HashSet<String>,
+    /// Containers whose `die` the event stream has told since they last
+    /// started: Docker sends a death's evidence (`oom`, a person's
+    /// `kill`/`stop`) before its `die`, so once the `die` is here, so is
+    /// the evidence.
+    died: std::collections::HashSet<String>,
 }
 
 /// Shared, cheap to read. Writers are the observer and the task runner
@@ -267,6 +272,13 @@ impl World {
         self.read().oomed.contains(container_id)
     }
 
+    /// The event stream has told the container's `die` since it last
+    /// started: everything Docker says before a death (`oom`, `kill`,
+    /// the `kill` of a `docker stop`) has been read too.
+    pub fn die_seen(&self, container_id: &str) -> bool {
+        self.read().died.contains(container_id)
+    }
+
     /// Forget the evidence of a person's stop (it was acted on, or the
     /// engine went away: what it stopped on its way down was no person).
     pub fn clear_outside_stop(&self, project: &str) {
@@ -308,6 +320,7 @@ impl World {
                 }
             }
             "die" => {
+                st.died.insert(ev.container_id.clone());
                 let asked = st.asked.remove(&ev.container_id);
                 let acting = st.acting.get(&ev.project).copied().unwrap_or_default();
                 let stackd = acting.covers(at);
@@ -343,10 +356,12 @@ impl World {
                 st.asked.remove(&ev.container_id);
                 st.outside.remove(&ev.project);
                 st.oomed.remove(&ev.container_id);
+                st.died.remove(&ev.container_id);
             }
             "destroy" => {
                 st.asked.remove(&ev.container_id);
                 st.oomed.remove(&ev.container_id);
+                st.died.remove(&ev.container_id);
             }
             _ => {}
         }
@@ -358,6 +373,7 @@ impl World {
         let mut st = self.write();
         st.asked.clear();
         st.outside.clear();
+        st.died.clear();
     }
 
     fn set_docker(&self, docker: Option<Docker>, error: String) -> bool {
@@ -432,6 +448,11 @@ const RESYNC_EVERY: Duration = Duration::from_secs(60);
 /// are read again.
 const COALESCE: Duration = Duration::from_millis(50);
 
+/// A `die` is read sooner: its evidence came before it (see
+/// `State::died`), and a recovery waits for this read. The few
+/// milliseconds still gather the deaths of a project stopped at once.
+const COALESCE_DIE: Duration = Duration::from_millis(5);
+
 /// The first wait before connecting again after Docker went away, and the
 /// most it grows to: an engine that restarts is answered within a second
 /// of coming back (a refused connect costs next to nothing).
@@ -503,8 +524,10 @@ pub async fn observe(world: Arc<World>, events: EventSender) {
                     Some(Ok(ev)) if ev.action.starts_with("exec_") => {}
                     Some(Ok(ev)) => {
                         world.note_event(&ev);
+                        let gather = if ev.action == "die" { COALESCE_DIE } else { COALESCE };
+                        let at = tokio::time::Instant::now() + gather;
+                        flush_at = Some(flush_at.map_or(at, |f| f.min(at)));
                         dirty.insert(ev.project);
-                        flush_at.get_or_insert_with(|| tokio::time::Instant::now() + COALESCE);
                     }
                 },
                 _ = tokio::time::sleep_until(wake) => {

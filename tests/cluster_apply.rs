@@ -3,6 +3,10 @@
 //! on the host it goes to, read from Docker's own timestamps. Two daemons
 //! on loopback addresses sharing this machine's engine (`TwoHosts`): the
 //! Compose service is named after the host that started it.
+//!
+//! stackctl asks its own daemon (`Manager.ApplyAllHosts`), which holds the
+//! cluster file and the peer token: the caller reads neither, so the
+//! applies here name a cluster file that does not exist.
 
 mod common;
 
@@ -84,10 +88,15 @@ fn a_placement_change_stops_the_old_host_before_the_new_one_starts() {
     pair.ctl(0, &["start", &mv, &stay]).expect_success();
     assert!(runs(&mv, "main_a"));
 
+    // stackctl with a cluster file it cannot read: the daemon's is used.
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["-c", "/nonexistent/stackd.toml"];
+        all.extend(args);
+        stackctl(&pair.envs[0], &pair.buses[0], &all)
+    };
+
     // Nothing moves while the placement is unchanged.
-    let out = pair
-        .ctl(0, &["apply", "--all-hosts", "--dry-run"])
-        .expect_success();
+    let out = ctl(&["apply", "--all-hosts", "--dry-run"]).expect_success();
     assert!(!out.stdout.contains(&mv), "{out}");
 
     // mv goes to b in both copies of the cluster file.
@@ -102,9 +111,7 @@ fn a_placement_change_stops_the_old_host_before_the_new_one_starts() {
     assert!(runs(&mv, "main_a"), "a reload alone moves nothing");
 
     // The plan: stop on a, preflight and start on b; stay is left alone.
-    let out = pair
-        .ctl(0, &["apply", "--all-hosts", "--dry-run"])
-        .expect_success();
+    let out = ctl(&["apply", "--all-hosts", "--dry-run"]).expect_success();
     let lines: Vec<&str> = out.stdout.lines().filter(|l| l.contains(&mv)).collect();
     let at = |host: &str, action: &str| {
         lines
@@ -126,7 +133,7 @@ fn a_placement_change_stops_the_old_host_before_the_new_one_starts() {
         .unwrap()
         .as_secs()
         - 1;
-    let out = pair.ctl(0, &["apply", "--all-hosts"]).expect_success();
+    let out = ctl(&["apply", "--all-hosts"]).expect_success();
     assert!(out.stdout.contains(&format!("a: stopped {mv}")), "{out}");
     assert!(out.stdout.contains(&format!("b: started {mv}")), "{out}");
     assert!(runs(&mv, "main_b"), "{out}");

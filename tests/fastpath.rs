@@ -334,3 +334,67 @@ fn a_reboot_starts_the_exited_containers_through_the_api_and_leaves_a_stopped_on
     let status = stackctl(&env, &bus, &["status", &c]);
     assert_eq!(status.code, 3, "c stays stopped: {status}");
 }
+
+/// One service run as two containers (`scale: 2`, which Compose v1 and v2
+/// both read).
+fn two_replicas(image: &str) -> String {
+    sleeper_compose(image).replace("    init: true\n", "    init: true\n    scale: 2\n")
+}
+
+#[test]
+fn replicas_come_back_through_the_api_only_when_all_of_them_exist() {
+    if !have_docker() || !have_bus() {
+        return;
+    }
+    let image = ensure_image();
+    let env = TestEnv::new("fastpath_replicas");
+    let r = env.add_project("r", &two_replicas(image));
+    env.write_config(&format!("[services.{r}]\nauto_start = true\n"));
+    let bus = Bus::start(env.dir());
+    let calls = ComposeCalls::new(&env);
+    let mut daemon = calls.start_daemon(&env, &bus);
+    wait_until(TASK_TIMEOUT, "the boot recovery starts both", || {
+        running(&r) == 2
+    });
+    let (first, log) = finished_task(&env, &bus, &r, 0, "deploy", "boot");
+    assert_eq!(first["state"], "succeeded", "{first}\n{log}");
+    let mut before = ids(&r);
+    before.sort();
+    assert_eq!(before.len(), 2);
+
+    // One replica crashes: both exist with the file's hash, so the API
+    // starts it again, the same container, no Compose process.
+    let after = max_task_id(&env, &bus);
+    let ran = calls.all();
+    crash(&before[1]);
+    let (task, log) = finished_task(&env, &bus, &r, after, "restart", "recovery");
+    assert_eq!(task["state"], "succeeded", "{task}\n{log}");
+    assert!(log.contains("started through the Docker API"), "{log}");
+    assert!(no_compose_call(&log), "no Compose call: {log}");
+    assert_eq!(calls.all(), ran, "no Compose process ran for the recovery");
+    wait_until(Duration::from_secs(30), "both run again", || {
+        running(&r) == 2
+    });
+    let mut now = ids(&r);
+    now.sort();
+    assert_eq!(now, before, "the same two containers");
+
+    // A reboot finds one replica gone: starting the other would leave the
+    // service short, so Compose brings back both.
+    let after = max_task_id(&env, &bus);
+    daemon.kill();
+    docker(&["rm", "-f", &before[0]]).expect_success();
+    docker(&["stop", "-t", "1", &before[1]]).expect_success();
+    env.new_boot();
+    let _daemon = calls.start_daemon(&env, &bus);
+    let (task, log) = finished_task(&env, &bus, &r, after, "deploy", "boot");
+    assert_eq!(task["state"], "succeeded", "{task}\n{log}");
+    assert!(
+        log.contains("through Compose: service main has 1 container; the Compose file asks for 2"),
+        "{log}"
+    );
+    assert!(!no_compose_call(&log), "Compose ran: {log}");
+    wait_until(Duration::from_secs(30), "both run", || running(&r) == 2);
+    let now = ids(&r);
+    assert!(now.contains(&before[1]), "the one left is kept: {now:?}");
+}

@@ -540,3 +540,141 @@ fn apply_all_hosts_moves_a_changed_placement_stop_first() {
         assert!(twice.is_empty(), "{p} ran on two hosts at once: {twice:?}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Moves that carry their data (issue 15, item 3)
+// ---------------------------------------------------------------------------
+
+/// A service that keeps its data in the named volume `data` (16 MiB of
+/// random bytes, written at its first start only, so a copy that starts
+/// empty writes other bytes) and reads a bind mount, which stays behind.
+fn keeper() -> String {
+    format!(
+        "version: \"2.4\"\nservices:\n  main:\n    image: {}\n    pull_policy: never\n    init: true\n    stop_grace_period: 5s\n    \
+         command: [\"sh\", \"-c\", \"test -f /data/blob || dd if=/dev/urandom of=/data/blob bs=1048576 count=16 2>/dev/null; touch /tmp/ready; trap 'exit 0' TERM; sleep 3600 & wait\"]\n    \
+         healthcheck:\n      test: [\"CMD\", \"test\", \"-f\", \"/tmp/ready\"]\n      interval: 1s\n      timeout: 1s\n      retries: 3\n    \
+         volumes:\n      - data:/data\n      - ./conf:/conf\nvolumes:\n  data: {{}}\n",
+        ensure_image()
+    )
+}
+
+/// The SHA-256 of `/blob` in `volume` on `h`'s engine, read by a
+/// throw-away container there (not a Compose one); None when it cannot
+/// be read.
+fn blob_sha(h: &Host, volume: &str) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let out = Command::new("docker")
+        .args(["-H", &h.engine.host(), "run", "--rm", "-v"])
+        .arg(format!("{volume}:/d:ro"))
+        .args([ensure_image(), "cat", "/d/blob"])
+        .output()
+        .ok()?;
+    (out.status.success() && !out.stdout.is_empty()).then(|| {
+        Sha256::digest(&out.stdout)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    })
+}
+
+#[test]
+fn a_move_with_volumes_carries_the_data_and_a_refusal_leaves_it_on_the_source() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let name = "vk";
+    let volume = "vk_data";
+    let Some(net) = world_with(
+        "vk",
+        &service(name, "stop-first"),
+        &[(name, keeper())],
+        |net| {
+            for h in &net.hosts {
+                std::fs::create_dir_all(h.env.compose_dir().join(name).join("conf")).expect("conf");
+            }
+        },
+    ) else {
+        return;
+    };
+    let (a, b) = (net.host("a"), net.host("b"));
+    a.ctl(&["start", name]).expect_success();
+    wait_until(Duration::from_secs(60), "vk to be healthy on a", || {
+        status(a, name)["health"] == "healthy"
+    });
+    let on_a = blob_sha(a, volume).expect("the blob on a");
+    let mut sampler = net.sampler(&[name]);
+
+    // b refuses the volume: a volume of that name there is in use by a
+    // running container that is not the project's. Nothing was started
+    // on b, so a starts vk again with its data as it was.
+    b.engine
+        .docker(&["volume", "create", volume])
+        .expect_success();
+    b.engine
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "volumes-blocker",
+            "-v",
+            &format!("{volume}:/x"),
+            ensure_image(),
+            "sleep",
+            "3600",
+        ])
+        .expect_success();
+    let out = a.ctl(&["migrate", name, "b", "--with-volumes"]);
+    println!("refused move: {out}");
+    assert!(!out.success(), "b refused the volume: {out}");
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("a: stopped"), "{out}");
+    assert!(text.contains("volumes-blocker"), "says what refused: {out}");
+    assert!(text.contains("untouched"), "{out}");
+    assert!(text.contains("vk runs on a again"), "{out}");
+    wait_until(
+        Duration::from_secs(60),
+        "vk to be healthy on a again",
+        || status(a, name)["health"] == "healthy",
+    );
+    assert_eq!(where_runs(&net, name), ["a"]);
+    assert_eq!(status(a, name)["desired_state"], "running");
+    assert_eq!(blob_sha(a, volume).as_deref(), Some(on_a.as_str()));
+
+    // The blocker goes; its volume (no labels, no user) is stale and is
+    // replaced. The move carries the 16 MiB and b starts vk on them.
+    b.engine
+        .docker(&["rm", "-f", "volumes-blocker"])
+        .expect_success();
+    let out = a.ctl(&["migrate", name, "b", "--with-volumes"]);
+    println!("move: {out}");
+    assert!(out.success(), "{out}");
+    assert!(
+        out.stdout.contains("not carried: bind"),
+        "names the bind mount: {out}"
+    );
+    assert!(out.stdout.contains("verified there"), "{out}");
+    assert!(out.stdout.contains("was replaced"), "{out}");
+    wait_until(Duration::from_secs(30), "vk to be healthy on b", || {
+        status(b, name)["health"] == "healthy"
+    });
+    assert_eq!(where_runs(&net, name), ["b"]);
+    assert_eq!(
+        blob_sha(b, volume).as_deref(),
+        Some(on_a.as_str()),
+        "the data on b is a's"
+    );
+    let labels = b
+        .engine
+        .docker(&["volume", "inspect", "--format", "{{json .Labels}}", volume])
+        .expect_success();
+    assert!(
+        labels
+            .stdout
+            .contains("\"com.docker.compose.project\":\"vk\""),
+        "{labels}"
+    );
+    // a's copy stays as it was (stopped there, not removed).
+    assert_eq!(blob_sha(a, volume).as_deref(), Some(on_a.as_str()));
+
+    sampler.stop();
+    let twice = sampler.twice(name, &[]);
+    assert!(twice.is_empty(), "ran on two hosts at once: {twice:?}");
+}

@@ -128,6 +128,14 @@ pub enum Command {
         /// service; an unreachable target always refuses.
         #[arg(long)]
         force: bool,
+        /// Carry the service's named volumes (those Compose created for
+        /// it): after the stop here each is streamed to HOST and checked
+        /// there (SHA-256) before the service starts there; any failure
+        /// before that start restarts it here, its data untouched. Bind
+        /// mounts stay behind (the task log names them). Implies
+        /// stop-first.
+        #[arg(long)]
+        with_volumes: bool,
     },
     /// Stop services; their desired state becomes stopped and survives reboots.
     Stop {

@@ -102,8 +102,7 @@ async fn run(args: &Args) -> Result<u8> {
         if !*apply || code != exit::OK {
             return Ok(code);
         }
-        let cfg = cluster_file(args, file.clone())?;
-        return cluster_apply::apply_all_hosts(&cfg, false, *force, json).await;
+        return cluster_apply::apply_all_hosts(&local, false, *force, json).await;
     }
     if let Command::Apply {
         force,
@@ -111,8 +110,7 @@ async fn run(args: &Args) -> Result<u8> {
         dry_run,
     } = &args.command
     {
-        let cfg = cluster(args, None)?;
-        return cluster_apply::apply_all_hosts(&cfg, *dry_run, *force, json).await;
+        return cluster_apply::apply_all_hosts(&local, *dry_run, *force, json).await;
     }
     let client = match &args.host {
         Some(host) => Conn::to_host(local, host).await?,
@@ -146,8 +144,16 @@ async fn run(args: &Args) -> Result<u8> {
             forced(&client, args, "StopServiceMode", names, false).await
         }
         Command::Stop { names, .. } => ops(&client, args, "StopService", names, false).await,
-        Command::Migrate { name, to, force } => {
-            let id = client.bus()?.migrate(name, to, *force).await?;
+        Command::Migrate {
+            name,
+            to,
+            force,
+            with_volumes,
+        } => {
+            let id = client
+                .bus()?
+                .migrate(name, to, *force, *with_volumes)
+                .await?;
             follow_task(&client, args, id, name).await
         }
         Command::Restart { names, wait } => {
@@ -514,50 +520,6 @@ fn dot(active: &str, health: &str) -> &'static str {
         ("active", _) | ("activating", _) | ("deactivating", _) => "\x1b[0;1;33m●\x1b[0m",
         _ => "●",
     }
-}
-
-/// `apply --all-hosts` still reads the cluster file and the peer token
-/// itself (not yet relayed by the daemon as `-H` is).
-///
-/// The cluster file, as `-c` names it or the daemon would find it, read
-/// as `host` (or as its own `host` key when None).
-fn cluster(args: &Args, host: Option<&str>) -> Result<config::Config> {
-    let path = args
-        .config
-        .clone()
-        .unwrap_or_else(|| config::default_config_path(args.user));
-    let opts = config::LoadOptions {
-        user_mode: args.user,
-        host_override: host.map(str::to_string),
-    };
-    config::load(&path, &opts).map_err(|e| Failed(exit::FAILURE, e.to_string()))
-}
-
-/// The cluster file `file` (else -c, else the default), read only for its
-/// hosts and services: any host name will do.
-fn cluster_file(args: &Args, file: Option<std::path::PathBuf>) -> Result<config::Config> {
-    let path = file
-        .or_else(|| args.config.clone())
-        .unwrap_or_else(|| config::default_config_path(args.user));
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Failed(exit::FAILURE, format!("{}: {e}", path.display())))?;
-    let opts = config::LoadOptions {
-        user_mode: args.user,
-        host_override: None,
-    };
-    config::parse_str(&text, &path, &opts, false).map_err(|e| Failed(exit::FAILURE, e.to_string()))
-}
-
-/// A client for `host`'s peer endpoint, from the cluster file.
-fn peer_client(cfg: &config::Config, host: &str) -> Result<crate::peer::PeerClient> {
-    let url = cfg.peer_url(host).map_err(|e| Failed(exit::USAGE, e))?;
-    let peer = cfg.peer.as_ref().ok_or_else(|| {
-        Failed(
-            exit::USAGE,
-            format!("{} has no [peer] table (token_file)", cfg.path.display()),
-        )
-    })?;
-    Ok(crate::peer::PeerClient::new(url, peer)?)
 }
 
 /// `list --all-hosts`: every host of the daemon's cluster file at once,

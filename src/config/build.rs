@@ -514,6 +514,7 @@ impl Ctx<'_> {
             compose_file,
             dir,
             handoff,
+            handoff_volumes: s.handoff_volumes.as_ref().is_some_and(|l| l.value),
         }
     }
 

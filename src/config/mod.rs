@@ -292,6 +292,8 @@ pub struct ServiceConfig {
     pub restart: RestartConfig,
     pub resources: Option<ResourcesConfig>,
     pub handoff: Handoff,
+    /// `handoff_volumes`: a move carries the named volumes too.
+    pub handoff_volumes: bool,
 }
 
 impl ServiceConfig {

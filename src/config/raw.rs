@@ -390,6 +390,7 @@ pub(crate) struct RawService {
     pub restart: Option<RawRestart>,
     pub resources: Option<RawResources>,
     pub handoff: L<String>,
+    pub handoff_volumes: L<bool>,
 }
 
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -534,7 +535,8 @@ merge_struct!(RawPeer;
     leaves: listen, token_file, tls_cert, tls_key, tls_ca, tls_pin_sha256, timeout, heartbeat;
     tables: );
 merge_struct!(RawService;
-    leaves: host, auto_start, depends_on, conflicts, start_order, start_timeout, handoff;
+    leaves: host, auto_start, depends_on, conflicts, start_order, start_timeout, handoff,
+        handoff_volumes;
     tables: health, restart, resources);
 merge_struct!(RawHealth;
     leaves: http, expect_status, body_contains, tls_ca, tcp, command, container, file, max_age,

@@ -145,6 +145,7 @@ fn design_sample_parses() {
     assert_eq!(res.sustain, Duration::from_secs(30));
     assert_eq!(res.clear_ratio, 0.9);
     assert_eq!(plex.handoff, Handoff::StopFirst);
+    assert!(!plex.handoff_volumes);
     assert_eq!(
         c.local_services()
             .map(|s| s.name.as_str())
@@ -266,6 +267,19 @@ fn wrong_type_names_value() {
     let e = errors(parse("[services.web.host.x]\ny = 1\n"));
     assert_eq!(e.len(), 1);
     assert!(e[0].starts_with("/cfg/stackd.toml:1:"), "{e:?}");
+}
+
+#[test]
+fn handoff_volumes_is_a_flag_next_to_handoff() {
+    let c =
+        parse("[services.db]\nhost = \"nuc\"\nhandoff = \"stop-first\"\nhandoff_volumes = true\n")
+            .expect("valid");
+    let db = c.service("db").unwrap();
+    assert!(db.handoff_volumes);
+    assert_eq!(db.handoff, Handoff::StopFirst);
+    let e = errors(parse("[services.db]\nhandoff_volumes = \"yes\"\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("/cfg/stackd.toml:2:"), "{e:?}");
 }
 
 #[test]

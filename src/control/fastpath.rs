@@ -5,7 +5,8 @@
 //! Compose would find exactly that after a second or more of loading the
 //! project (a CPU-second per call for Compose v1). So when
 //!
-//! - every service Compose deploys has its containers,
+//! - every service Compose deploys has its containers, as many as the
+//!   file asks for (`deploy.replicas`, else `scale`, else one),
 //! - each carries the `com.docker.compose.config-hash` that the current
 //!   file gives (recorded from the containers after stackd's last
 //!   successful `up`, or asked of `config --hash '*'` once per file), and
@@ -40,7 +41,7 @@ pub(super) struct Project {
     pub services: BTreeMap<String, Service>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Service {
     /// `depends_on` names with their condition (`service_started` when
     /// the short form is used).
@@ -48,6 +49,21 @@ pub(super) struct Service {
     pub env_files: Vec<String>,
     /// `stop_grace_period`, when given in a form read here.
     pub stop_grace: Option<Duration>,
+    /// How many containers Compose runs for it: `deploy.replicas`, else
+    /// `scale`, else 1. `Err` holds a value not read here (an
+    /// interpolated `${N}`, say), so only Compose knows.
+    pub replicas: Result<u64, String>,
+}
+
+impl Default for Service {
+    fn default() -> Self {
+        Service {
+            depends_on: Vec::new(),
+            env_files: Vec::new(),
+            stop_grace: None,
+            replicas: Ok(1),
+        }
+    }
 }
 
 /// Compose's default `stop_grace_period`.
@@ -96,6 +112,16 @@ pub(super) fn read_project(text: &str) -> Result<Project, String> {
             }
             _ => {}
         }
+        let count = svc
+            .get("deploy")
+            .and_then(|d| d.get("replicas"))
+            .or_else(|| svc.get("scale"));
+        s.replicas = match count {
+            None | Some(Value::Null) => Ok(1),
+            Some(Value::Number(n)) => n.as_u64().ok_or_else(|| n.to_string()),
+            Some(Value::String(t)) => t.trim().parse().map_err(|_| t.clone()),
+            Some(other) => Err(format!("{other:?}")),
+        };
         s.stop_grace = svc
             .get("stop_grace_period")
             .and_then(|v| match v {
@@ -323,6 +349,21 @@ pub(super) fn decide(
             step.containers.push(c.id.clone());
         }
         if let Some(s) = project.services.get(service) {
+            match &s.replicas {
+                Ok(n) if u64::try_from(step.containers.len()).ok() == Some(*n) => {}
+                Ok(n) => {
+                    let have = step.containers.len();
+                    return Decision::Compose(format!(
+                        "service {service} has {have} container{}; the Compose file asks for {n}",
+                        if have == 1 { "" } else { "s" }
+                    ));
+                }
+                Err(text) => {
+                    return Decision::Compose(format!(
+                        "service {service}'s replica count {text} is for Compose to read"
+                    ))
+                }
+            }
             step.after = s
                 .depends_on
                 .iter()
@@ -810,6 +851,63 @@ mod tests {
         assert!(matches!(
             decide(&cycle, &hashes(&[("a", "1"), ("b", "2")]), &cs, &ok),
             Decision::Compose(w) if w.contains("cycle")
+        ));
+    }
+
+    #[test]
+    fn replicas_must_all_exist_to_start_through_the_api() {
+        let file = "services:\n  web:\n    image: img:1\n    deploy:\n      replicas: 3\n  \
+                    old:\n    image: img:1\n    scale: 2\n  var:\n    image: img:1\n    scale: ${N}\n";
+        let p = read_project(file).unwrap();
+        assert_eq!(p.services["web"].replicas, Ok(3));
+        assert_eq!(p.services["old"].replicas, Ok(2));
+        assert!(p.services["var"].replicas.is_err());
+        assert_eq!(read_project(FILE).unwrap().services["db"].replicas, Ok(1));
+
+        let replica = |n: u32, state| {
+            let mut r = c("web", state, "h1");
+            r.id = format!("id-web-{n}");
+            r.name = format!("p-web-{n}");
+            r.number = Some(n);
+            r
+        };
+        let h = hashes(&[("web", "h1")]);
+        let ok = images(Some("sha256:aaa"));
+        let p =
+            read_project("services:\n  web:\n    image: img:1\n    deploy:\n      replicas: 3\n")
+                .unwrap();
+        let three = vec![
+            replica(1, ContainerState::Exited),
+            replica(2, ContainerState::Running),
+            replica(3, ContainerState::Exited),
+        ];
+        let Decision::Start(plan) = decide(&p, &h, &three, &ok) else {
+            panic!("all three exist: a start");
+        };
+        assert_eq!(plan.waves[0][0].containers.len(), 3);
+        assert_eq!(
+            plan.waves[0][0].stopped,
+            vec!["id-web-1".to_string(), "id-web-3".to_string()]
+        );
+        for (cs, want) in [
+            (
+                three[..2].to_vec(),
+                "has 2 containers; the Compose file asks for 3",
+            ),
+            (
+                [three.clone(), vec![replica(4, ContainerState::Exited)]].concat(),
+                "has 4 containers; the Compose file asks for 3",
+            ),
+        ] {
+            match decide(&p, &h, &cs, &ok) {
+                Decision::Compose(why) => assert!(why.contains(want), "{why:?} lacks {want:?}"),
+                Decision::Start(_) => panic!("expected Compose ({want})"),
+            }
+        }
+        let var = read_project("services:\n  web:\n    image: img:1\n    scale: ${N}\n").unwrap();
+        assert!(matches!(
+            decide(&var, &h, &three[..1], &ok),
+            Decision::Compose(w) if w.contains("for Compose to read")
         ));
     }
 

@@ -15,7 +15,9 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::{join_all, BoxFuture};
+use futures_util::stream::{BoxStream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -116,6 +118,43 @@ pub trait Peers: Send + Sync {
         url: &'a str,
         id: u64,
     ) -> PeerResult<'a, RemoteTask>;
+    /// Streams one named volume's content (a tar stream) to the host;
+    /// what it received and verified (the SHA-256 the sender computed over
+    /// the bytes it sent, checked there).
+    fn send_volume<'a>(
+        &'a self,
+        peer: &'a PeerConfig,
+        url: &'a str,
+        offer: &'a VolumeOffer,
+        tar: BoxStream<'static, Result<Bytes, String>>,
+    ) -> PeerResult<'a, VolumeReceipt>;
+}
+
+/// A named volume a move carries: what the receiving host needs to make
+/// it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeOffer {
+    /// The service (the Compose project) it belongs to.
+    pub service: String,
+    /// The host it comes from.
+    pub from: String,
+    /// Docker's name for it, the same on both hosts.
+    pub volume: String,
+    pub driver: String,
+    pub labels: std::collections::HashMap<String, String>,
+    /// The image the receiving host makes its stopped carrier container
+    /// from (one of the service's own, present there after the preflight).
+    pub image: String,
+}
+
+/// What the receiving host got, as it verified it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeReceipt {
+    pub bytes: u64,
+    /// Lower-case hex.
+    pub sha256: String,
+    /// A volume of that name was there already and was replaced.
+    pub replaced: bool,
 }
 
 /// Services placed on one host follow the hand-off rule and may move.
@@ -237,6 +276,20 @@ impl Control {
         force: bool,
         origin: &str,
     ) -> Result<TaskRecord, ControlError> {
+        self.migrate_with(name, to, force, false, origin).await
+    }
+
+    /// [`Control::migrate`]; with `volumes` (or the service's
+    /// `handoff_volumes`) the move carries the service's named volumes
+    /// after the stop, before the start there.
+    pub async fn migrate_with(
+        &self,
+        name: &str,
+        to: &str,
+        force: bool,
+        volumes: bool,
+        origin: &str,
+    ) -> Result<TaskRecord, ControlError> {
         let cfg = self.config();
         let svc = self.shared.local_service(&cfg, name)?.clone();
         if to == cfg.host {
@@ -288,10 +341,22 @@ impl Control {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_string(), to.to_string());
+        let mut carry = self.shared.carry.lock().unwrap_or_else(|e| e.into_inner());
+        if volumes {
+            carry.insert(name.to_string());
+        } else {
+            carry.remove(name);
+        }
+        drop(carry);
         let task = self.queue().submit(TaskKind::Migrate, name, origin);
         if task.is_err() {
             self.shared
                 .moves
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(name);
+            self.shared
+                .carry
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(name);
@@ -362,6 +427,95 @@ impl Control {
             let _ = self.shared.events.send(Event::ServicesReloaded);
         }
         Ok(task)
+    }
+
+    /// A named volume of a service moving here (`offer.from` sends it,
+    /// after it stopped the service there and before it asks this host to
+    /// start it): made again, empty, with the same name and labels, and
+    /// filled with `tar` through a stopped container that mounts it.
+    /// `verify`, called once `tar` has ended, says whether what arrived is
+    /// what was sent (its size and SHA-256); when it is not, or anything
+    /// fails after the volume was made, the volume is removed again.
+    pub async fn receive_volume(
+        &self,
+        offer: &VolumeOffer,
+        tar: BoxStream<'static, Bytes>,
+        verify: impl FnOnce() -> Result<(u64, String), String>,
+    ) -> Result<VolumeReceipt, ControlError> {
+        let cfg = self.config();
+        let name = offer.service.as_str();
+        self.shared.incoming(&cfg, name, &offer.from)?;
+        let project = offer.labels.get(crate::engine::docker::PROJECT_LABEL);
+        if project.map(String::as_str) != Some(name) {
+            return Err(ControlError::Conflict(format!(
+                "volume {} is not one of {name}'s (its Compose project label says {:?})",
+                offer.volume, project
+            )));
+        }
+        let observed = world::classify(&self.shared.world.containers(name));
+        if matches!(observed, Observed::Running | Observed::Partial) {
+            return Err(ControlError::Conflict(format!(
+                "{name} runs on {}; its volumes are not replaced under it",
+                cfg.host
+            )));
+        }
+        let docker = self
+            .shared
+            .world
+            .docker()
+            .ok_or_else(|| ControlError::DockerUnavailable(self.shared.world.docker_error()))?;
+        let engine = |e: crate::engine::EngineError| {
+            if e.is_unavailable() {
+                ControlError::DockerUnavailable(e.to_string())
+            } else {
+                ControlError::Conflict(format!("on {}: {e}", cfg.host))
+            }
+        };
+        let replaced = docker
+            .fresh_volume(name, &offer.volume, &offer.driver, &offer.labels)
+            .await
+            .map_err(engine)?;
+        let filled = docker.fill_volume(&offer.volume, &offer.image, tar).await;
+        let checked = verify();
+        let outcome = match (filled, checked) {
+            (Ok(()), Ok((bytes, sha256))) => {
+                info!(
+                    stackd_service = name,
+                    "volume {} received from {}: {bytes} bytes, sha256 {sha256}{}",
+                    offer.volume,
+                    offer.from,
+                    if replaced {
+                        " (replaced the one here)"
+                    } else {
+                        ""
+                    }
+                );
+                return Ok(VolumeReceipt {
+                    bytes,
+                    sha256,
+                    replaced,
+                });
+            }
+            (_, Err(why)) => ControlError::InvalidArgument(format!(
+                "volume {} from {}: {why}; the volume was removed again on {}",
+                offer.volume, offer.from, cfg.host
+            )),
+            (Err(e), Ok(_)) => {
+                let e = engine(e);
+                ControlError::Conflict(format!(
+                    "volume {} from {}: {e}; the volume was removed again on {}",
+                    offer.volume, offer.from, cfg.host
+                ))
+            }
+        };
+        if let Err(e) = docker.remove_volume(&offer.volume).await {
+            tracing::warn!(
+                stackd_service = name,
+                "cannot remove volume {} after a failed transfer: {e}",
+                offer.volume
+            );
+        }
+        Err(outcome)
     }
 }
 
@@ -761,6 +915,11 @@ impl Shared {
             .ok_or_else(|| {
                 Failure::failed("the move's target host was lost (stackd restarted); ask again")
             })?;
+        let carry = self
+            .carry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         let cfg = self.config();
         let me = cfg.host.clone();
         let failed = |m: String| Failure::failed(m);
@@ -772,12 +931,27 @@ impl Shared {
         let peers = self.peers().map_err(|e| failed(e.to_string()))?;
         let (dir, file) = project_paths(&cfg, name)?;
         let there = (&peer, url.as_str(), to.as_str());
-        let handoff = match svc.handoff {
+        let carry = carry || svc.handoff_volumes;
+        // The volumes are read while nothing writes them: carrying them
+        // stops the service first, whatever its handoff.
+        let mode = if carry {
+            Handoff::StopFirst
+        } else {
+            svc.handoff
+        };
+        let handoff = match mode {
             Handoff::StopFirst => "stop-first",
             Handoff::Overlap => "overlap",
         };
         log.line(&format!(
-            "moving {name} from {me} to {to} (handoff {handoff})"
+            "moving {name} from {me} to {to} (handoff {handoff}{})",
+            match (carry, svc.handoff) {
+                (false, _) => "",
+                (true, Handoff::StopFirst) => ", with its named volumes",
+                (true, Handoff::Overlap) => {
+                    ", with its named volumes: stop-first instead of its overlap, so nothing writes them while they are copied"
+                }
+            }
         ));
 
         log.line(&format!("{to}: preflight, then pull what is missing"));
@@ -809,7 +983,7 @@ impl Shared {
             log.line(&format!("{me}: stopping {name}"));
             self.compose_steps(name, &dir, &file, &[&["stop"]], log, cancel, deadline)
         };
-        match svc.handoff {
+        match mode {
             Handoff::StopFirst => {
                 // Stored first: the supervisor must not bring it back.
                 self.set_moved(name, DesiredState::Stopped, &to)?;
@@ -823,26 +997,26 @@ impl Shared {
                 }
                 self.world.refresh(name, &self.events).await;
                 log.line(&format!("{me}: stopped"));
+                if carry {
+                    // Nothing was asked of the target's start yet: any
+                    // failure here puts the service back, its data as it was.
+                    if let Err(why) = self.carry_volumes(peers, there, name, log, cancel).await {
+                        let why = format!(
+                            "{why}; {name}'s volumes on {me} were only read and are untouched"
+                        );
+                        return Err(self
+                            .start_again(name, (&dir, &file), before.as_ref(), why, log, cancel)
+                            .await);
+                    }
+                }
                 let handed = self.hand_over(peers, there, name, &svc, log, cancel).await;
                 if let Err(Remote::Lost(why)) = handed {
                     return Err(self.in_doubt(task, name, &to, &why, log));
                 }
                 if let Err(Remote::Failed(why)) = handed {
-                    log.line(&why);
-                    self.restore(name, before.as_ref());
-                    log.line(&format!("{me}: starting {name} again"));
-                    let deadline = tokio::time::Instant::now() + TaskKind::Deploy.timeout();
-                    let again = self
-                        .compose_steps(name, &dir, &file, &[&["up", "-d"]], log, cancel, deadline)
-                        .await;
-                    self.world.refresh(name, &self.events).await;
-                    return Err(failed(match again {
-                        Ok(()) => format!("{why}; {name} runs on {me} again"),
-                        Err(f) => format!(
-                            "{why}; starting it again on {me} failed too ({}): {name} runs nowhere now",
-                            f.message
-                        ),
-                    }));
+                    return Err(self
+                        .start_again(name, (&dir, &file), before.as_ref(), why, log, cancel)
+                        .await);
                 }
             }
             Handoff::Overlap => {
@@ -892,6 +1066,111 @@ impl Shared {
             "",
             serde_json::json!({ "from": me, "to": to, "handoff": handoff, "task": task.id }),
         );
+        Ok(())
+    }
+
+    /// A stop-first move that failed before the target started the
+    /// service: the desired state here as before the move, and the service
+    /// started here again. The failure says both.
+    async fn start_again(
+        &self,
+        name: &str,
+        (dir, file): (&std::path::Path, &std::path::Path),
+        before: Option<&crate::store::Desired>,
+        why: String,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Failure {
+        let me = self.config().host.clone();
+        log.line(&why);
+        self.restore(name, before);
+        log.line(&format!("{me}: starting {name} again"));
+        let deadline = tokio::time::Instant::now() + TaskKind::Deploy.timeout();
+        let again = self
+            .compose_steps(name, dir, file, &[&["up", "-d"]], log, cancel, deadline)
+            .await;
+        self.world.refresh(name, &self.events).await;
+        Failure::failed(match again {
+            Ok(()) => {
+                let line = format!("{name} runs on {me} again");
+                log.line(&line);
+                format!("{why}; {line}")
+            }
+            Err(f) => format!(
+                "{why}; starting it again on {me} failed too ({}): {name} runs nowhere now",
+                f.message
+            ),
+        })
+    }
+
+    /// Streams each named volume of the (stopped) service to the target,
+    /// one after the other, each read through one of the service's own
+    /// stopped containers; the target checks every byte against the
+    /// SHA-256 sent after them. Bind mounts and anonymous volumes stay
+    /// here, and the log names them. Err says which volume failed and why.
+    async fn carry_volumes(
+        &self,
+        peers: &dyn Peers,
+        (peer, url, to): (&PeerConfig, &str, &str),
+        name: &str,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        let me = self.config().host.clone();
+        let docker = self.world.docker().ok_or_else(|| {
+            format!(
+                "Docker is unavailable on {me}: {}",
+                self.world.docker_error()
+            )
+        })?;
+        let mounts = docker
+            .project_mounts(name)
+            .await
+            .map_err(|e| format!("cannot list {name}'s volumes on {me}: {e}"))?;
+        for left in &mounts.left {
+            log.line(&format!("not carried: {left}"));
+        }
+        if mounts.volumes.is_empty() {
+            log.line(&format!("{name} has no named volumes to carry"));
+        }
+        for v in &mounts.volumes {
+            log.line(&format!(
+                "{me} -> {to}: carrying volume {} (mounted on {})",
+                v.name, v.destination
+            ));
+            let started = std::time::Instant::now();
+            let tar = docker
+                .volume_archive(v)
+                .map(|r| r.map_err(|e| e.to_string()))
+                .boxed();
+            let offer = VolumeOffer {
+                service: name.to_string(),
+                from: me.clone(),
+                volume: v.name.clone(),
+                driver: v.driver.clone(),
+                labels: v.labels.clone(),
+                image: v.image.clone(),
+            };
+            let sent = tokio::select! {
+                r = peers.send_volume(peer, url, &offer, tar) => r,
+                _ = cancel.cancelled() => return Err(format!("cancelled while carrying volume {}", v.name)),
+            };
+            let got =
+                sent.map_err(|e| format!("carrying volume {} to {to} failed: {e}", v.name))?;
+            let secs = started.elapsed().as_secs_f64();
+            log.line(&format!(
+                "{to}: volume {} received: {} bytes in {secs:.1} s ({:.1} MiB/s), sha256 {} verified there{}",
+                v.name,
+                got.bytes,
+                got.bytes as f64 / 1_048_576.0 / secs.max(1e-3),
+                got.sha256,
+                if got.replaced {
+                    format!(" (the stale volume {} there was replaced)", v.name)
+                } else {
+                    String::new()
+                }
+            ));
+        }
         Ok(())
     }
 

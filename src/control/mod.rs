@@ -31,7 +31,9 @@ pub use order::TreeRow;
 mod handoff;
 mod leave;
 mod wait;
-pub use handoff::{claim_wins, PeerFailure, PeerService, Peers, Prepared, RemoteTask};
+pub use handoff::{
+    claim_wins, PeerFailure, PeerService, Peers, Prepared, RemoteTask, VolumeOffer, VolumeReceipt,
+};
 pub use leave::{PlanStep, LEAVING_ORIGIN};
 
 #[derive(Debug, Error)]
@@ -213,6 +215,8 @@ struct Shared {
     peers: OnceLock<Arc<dyn handoff::Peers>>,
     /// Target host of each move queued and not yet started, by service.
     moves: Mutex<std::collections::HashMap<String, String>>,
+    /// The moves of `moves` asked to carry their named volumes.
+    carry: Mutex<std::collections::HashSet<String>>,
     /// Tasks that wait for health after their Compose step (`wait.rs`).
     waits: Mutex<std::collections::HashSet<u64>>,
     /// Options of queued prune tasks (`housekeeping/`).
@@ -254,6 +258,7 @@ impl Control {
             state: Mutex::new(SystemState::Starting),
             peers: OnceLock::new(),
             moves: Mutex::default(),
+            carry: Mutex::default(),
             waits: Mutex::default(),
             housekeeping: Default::default(),
             config_cache: crate::preflight::ConfigCache::default(),
@@ -413,6 +418,11 @@ impl Control {
     /// Docker reported an `oom` for the container since it last started.
     pub fn oom_seen(&self, container_id: &str) -> bool {
         self.shared.world.oom_seen(container_id)
+    }
+
+    /// The event stream told the container's `die` (see `World::die_seen`).
+    pub fn die_seen(&self, container_id: &str) -> bool {
+        self.shared.world.die_seen(container_id)
     }
 
     pub fn forget_outside_stop(&self, name: &str) {
@@ -1174,7 +1184,8 @@ impl Shared {
                 self.world.docker_error()
             )));
         }
-        self.compose().await?;
+        // Compose is found (`compose version`) when a step needs it: a
+        // start through the Docker API does not wait for it.
         // Boot recovery and apply bring back what ran before, fast; what a
         // person or the supervisor asks for is checked first, every problem
         // at once.
@@ -1196,12 +1207,22 @@ impl Shared {
         }
         // The images it ran before, so a change leaves the previous one
         // recorded (what prune keeps and rollback goes back to).
+        // A start through the Docker API keeps every image as it is (the
+        // fast path takes only containers on their image's current id), so
+        // this is recorded before Compose runs, not on the fast path.
         let docker = self.world.docker();
-        if kind.starts() {
+        let may_be_fast =
+            kind == TaskKind::Restart || (kind == TaskKind::Deploy && fast_origin(&task.origin));
+        if kind.starts() && !may_be_fast {
             crate::housekeeping::record_images(docker.as_ref(), &self.store, &task.service).await;
         }
+        // Only a rollback's steps read this, so only a rollback finds Compose here.
         let rollback = [crate::housekeeping::rollback_step(
-            self.compose().await?.flavor(),
+            if kind == TaskKind::Rollback {
+                self.compose().await?.flavor()
+            } else {
+                crate::engine::ComposeFlavor::V2
+            },
         )];
         if kind == TaskKind::Rollback {
             crate::housekeeping::retag_previous(docker.as_ref(), &self.store, &task.service, &log)
@@ -1237,6 +1258,10 @@ impl Shared {
                 log.line(&format!("through Compose: {why}"));
                 if check_later {
                     self.checked(&cfg, &task.service, &log).await?;
+                }
+                if kind.starts() {
+                    crate::housekeeping::record_images(docker.as_ref(), &self.store, &task.service)
+                        .await;
                 }
                 self.compose_steps(&task.service, &dir, &file, steps, &log, &cancel, deadline)
                     .await

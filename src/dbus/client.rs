@@ -326,16 +326,28 @@ impl Client {
             .await
     }
 
-    /// `MigrateMode` ("replace" when forced): the migrate task's id.
-    pub async fn migrate(&self, name: &str, host: &str, force: bool) -> Result<u64> {
-        let path: OwnedObjectPath = self
-            .call(
+    /// `MigrateMode` ("replace" when forced), or `MigrateWith` when the
+    /// move carries the named volumes: the migrate task's id.
+    pub async fn migrate(
+        &self,
+        name: &str,
+        host: &str,
+        force: bool,
+        with_volumes: bool,
+    ) -> Result<u64> {
+        let mode = if force { "replace" } else { "fail" };
+        let path: OwnedObjectPath = if with_volumes {
+            self.call(
                 MANAGER_PATH,
                 MANAGER,
-                "MigrateMode",
-                &(name, host, if force { "replace" } else { "fail" }),
+                "MigrateWith",
+                &(name, host, mode, true),
             )
-            .await?;
+            .await?
+        } else {
+            self.call(MANAGER_PATH, MANAGER, "MigrateMode", &(name, host, mode))
+                .await?
+        };
         path::task_id(path.as_str()).ok_or_else(|| {
             ClientError::Protocol(format!("MigrateMode returned {path}, not a task"))
         })
@@ -509,6 +521,21 @@ impl Client {
             .await?;
         let fd: std::os::fd::OwnedFd = fd.into();
         Ok(std::fs::File::from(fd))
+    }
+
+    /// ApplyAllHosts: the plan (host, action, service, reason), what was
+    /// done and what failed.
+    pub async fn apply_all_hosts(
+        &self,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<(
+        Vec<(String, String, String, String)>,
+        Vec<String>,
+        Vec<String>,
+    )> {
+        self.call(MANAGER_PATH, MANAGER, "ApplyAllHosts", &(dry_run, force))
+            .await
     }
 
     /// PushConfig: `text` ("" for the daemon's own cluster file) to every

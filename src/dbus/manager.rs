@@ -13,7 +13,7 @@ use zbus::{interface, Connection};
 
 use super::error::{Error, Result};
 use super::path::{service_path, task_path};
-use super::remote::{self, Properties, PushRow};
+use super::remote::{self, ApplyRow, Properties, PushRow};
 use super::types::{
     parse_mode, ContainerStatsRow, DependencyRow, HostRow, PlanRow, ServiceRow, TaskRow,
 };
@@ -53,10 +53,13 @@ impl Manager {
         name: &str,
         host: &str,
         mode: &str,
+        volumes: bool,
     ) -> Result<OwnedObjectPath> {
         let control = &self.shared.control;
         self.queue(conn, header, mode, |force, origin| async move {
-            control.migrate(name, host, force, &origin).await
+            control
+                .migrate_with(name, host, force, volumes, &origin)
+                .await
         })
         .await
     }
@@ -244,7 +247,7 @@ impl Manager {
         service: &str,
         to_host: &str,
     ) -> Result<OwnedObjectPath> {
-        self.migrate_as(conn, &header, service, to_host, "fail")
+        self.migrate_as(conn, &header, service, to_host, "fail", false)
             .await
     }
 
@@ -258,7 +261,26 @@ impl Manager {
         to_host: &str,
         mode: &str,
     ) -> Result<OwnedObjectPath> {
-        self.migrate_as(conn, &header, service, to_host, mode).await
+        self.migrate_as(conn, &header, service, to_host, mode, false)
+            .await
+    }
+
+    /// MigrateMode that also carries the service's named volumes when
+    /// `with_volumes` (`stackctl migrate --with-volumes`): after the stop
+    /// here, each is streamed to the target and checked there before the
+    /// target starts the service. The service's `handoff_volumes` carries
+    /// them whatever this says.
+    async fn migrate_with(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        service: &str,
+        to_host: &str,
+        mode: &str,
+        with_volumes: bool,
+    ) -> Result<OwnedObjectPath> {
+        self.migrate_as(conn, &header, service, to_host, mode, with_volumes)
+            .await
     }
 
     async fn stop_service(
@@ -660,6 +682,25 @@ impl Manager {
     ) -> Result<OwnedFd> {
         self.shared.policy.check_logs(conn, &header).await?;
         remote::logs(&self.shared.control, host, name, lines, follow).await
+    }
+
+    /// `stackctl apply --all-hosts` (and `config push --apply`), run by
+    /// this daemon with its cluster file and peer token: services whose
+    /// placement changed are stopped where they leave (after a preflight
+    /// where they go), then started where they go, dependencies first;
+    /// then every host applies the rest. Returns the plan (host, action,
+    /// service, reason), the steps done and the steps that failed; with
+    /// `dry_run` only the plan. Fails, with nothing changed, when a host
+    /// cannot answer for its plan or a preflight fails.
+    async fn apply_all_hosts(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<(Vec<ApplyRow>, Vec<String>, Vec<String>)> {
+        self.shared.policy.check(conn, &header).await?;
+        remote::apply_all_hosts(&self.shared.control, dry_run, force).await
     }
 
     /// A cluster file (this host's own when `text` is empty) to every host

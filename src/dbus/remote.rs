@@ -30,6 +30,41 @@ pub(super) type Properties = HashMap<&'static str, Value<'static>>;
 /// One host's answer to `PushConfig`: `(sssss)`.
 pub(super) type PushRow = (String, String, String, String, String);
 
+/// One step of `ApplyAllHosts`'s plan: `(ssss)` host, action, service,
+/// reason.
+pub(super) type ApplyRow = (String, String, String, String);
+
+/// `ApplyAllHosts(b dry_run, b force)`: the plan, what was done and what
+/// failed (`peer::apply`), run here with this host's cluster file and
+/// token against every host of its `[hosts]`, this one included (through
+/// its own peer endpoint, as the others).
+pub(super) async fn apply_all_hosts(
+    control: &Control,
+    dry_run: bool,
+    force: bool,
+) -> Result<(Vec<ApplyRow>, Vec<String>, Vec<String>)> {
+    let cfg = control.config();
+    let mut clients = std::collections::BTreeMap::new();
+    for h in cfg.hosts.keys() {
+        clients.insert(h.clone(), client_in(&cfg, &cfg, h)?);
+    }
+    if clients.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{} has no [hosts]",
+            cfg.path.display()
+        )));
+    }
+    let out = crate::peer::apply::apply_all_hosts(&clients, &cfg, dry_run, force)
+        .await
+        .map_err(Error::Failed)?;
+    let plan = out
+        .plan
+        .into_iter()
+        .map(|s| (s.host, s.action, s.service, s.reason))
+        .collect();
+    Ok((plan, out.done, out.failed))
+}
+
 /// The host's answer turned into this bus's named errors, prefixed with the
 /// host so a caller knows who said it.
 fn relayed(host: &str, e: PeerClientError) -> Error {

@@ -7,10 +7,12 @@
 pub mod compose;
 pub mod docker;
 mod images;
+pub mod volumes;
 
 pub use compose::{Compose, ComposeChoice, ComposeError, ComposeFlavor, Invocation};
 pub use docker::{ContainerInfo, ContainerState, Docker, EngineEvent, EngineInfo};
 pub use images::{DiskUsage, ImageRecord, NetworkRecord, ProjectContainer};
+pub use volumes::{ProjectMounts, ProjectVolume};
 
 /// Something went wrong talking to the Docker engine or finding Compose.
 #[derive(Debug, thiserror::Error)]

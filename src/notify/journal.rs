@@ -23,6 +23,10 @@ pub(super) fn message_id(kind: &str) -> Option<&'static str> {
         "reload-failed" => systemd::MESSAGE_RELOAD_FAILED,
         "peer-back" => systemd::MESSAGE_PEER_BACK,
         "state-write-failed" | "state-write-back" => systemd::MESSAGE_STATE_WRITE,
+        "migrate-in-doubt" => systemd::MESSAGE_MIGRATE_IN_DOUBT,
+        "migrate-settled" => systemd::MESSAGE_MIGRATE_SETTLED,
+        "handoff-conflict" => systemd::MESSAGE_HANDOFF_CONFLICT,
+        "disk-low" => systemd::MESSAGE_DISK_LOW,
         _ => return None,
     })
 }
@@ -109,6 +113,10 @@ mod tests {
             "reload-failed",
             "state-write-failed",
             "state-write-back",
+            "migrate-in-doubt",
+            "migrate-settled",
+            "handoff-conflict",
+            "disk-low",
         ] {
             let id = message_id(kind).unwrap_or_else(|| panic!("{kind} has no MESSAGE_ID"));
             assert_eq!(id.len(), 32);
@@ -172,6 +180,10 @@ mod tests {
             "peer-lost",
             "peer-back",
             "reload-failed",
+            "migrate-in-doubt",
+            "migrate-settled",
+            "handoff-conflict",
+            "disk-low",
         ];
         let mut checked = 0;
         for kind in kinds {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{header, Method, Request, Response, StatusCode};
@@ -19,9 +20,10 @@ use tokio::net::TcpStream;
 use super::auth::Token;
 use super::types::{
     ApplyAnswer, ApplyRequest, ConfigPushed, ErrorBody, Events, Host, MoveRequest, OpRequest,
-    PrepareAnswer, Service, ServiceSummary, Task,
+    PrepareAnswer, Service, ServiceSummary, Task, VolumeAnswer,
 };
 use crate::config::PeerConfig;
+use crate::control::VolumeOffer;
 
 #[derive(Debug, Error)]
 pub enum PeerClientError {
@@ -230,6 +232,75 @@ impl PeerClient {
         .await
     }
 
+    /// `PUT /v1/services/{name}/volumes/{volume}`: streams `tar` (a named
+    /// volume's content) to the host, with its SHA-256 after it, and
+    /// checks that the host reports what was sent. No deadline for the
+    /// whole transfer: it fails when nothing could be sent for a while
+    /// (the host or the link is gone), or when the host has not answered
+    /// within `[peer] timeout` plus two minutes after the last byte.
+    pub async fn put_volume(
+        &self,
+        offer: &VolumeOffer,
+        tar: BoxStream<'static, std::result::Result<Bytes, String>>,
+    ) -> Result<VolumeAnswer> {
+        let labels = serde_json::to_string(&offer.labels).unwrap_or_default();
+        let path = format!(
+            "/v1/services/{}/volumes/{}?from={}&image={}&driver={}&labels={}",
+            encode(&offer.service),
+            encode(&offer.volume),
+            encode(&offer.from),
+            encode(&offer.image),
+            encode(&offer.driver),
+            encode(&labels)
+        );
+        let (body, progress) = super::volumes::seal(tar);
+        let exchange = self.exchange::<VolumeAnswer>(Method::PUT, &path, Body::Stream(body));
+        tokio::pin!(exchange);
+        let stall = self.timeout * 3 + Duration::from_secs(5);
+        let answer_time = self.timeout + Duration::from_secs(120);
+        let mut seen = (0u64, tokio::time::Instant::now());
+        let mut done_at: Option<tokio::time::Instant> = None;
+        let answer = loop {
+            tokio::select! {
+                r = &mut exchange => break r?,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            let now = tokio::time::Instant::now();
+            let sent = progress.bytes.load(std::sync::atomic::Ordering::Relaxed);
+            if progress.done.load(std::sync::atomic::Ordering::Relaxed) {
+                let at = *done_at.get_or_insert(now);
+                if now.duration_since(at) > answer_time {
+                    return Err(self.connect_error(format!(
+                        "no answer within {answer_time:?} after the last of {sent} bytes"
+                    )));
+                }
+            } else if sent != seen.0 {
+                seen = (sent, now);
+            } else if now.duration_since(seen.1) > stall {
+                return Err(self.connect_error(format!(
+                    "the transfer stalled: nothing could be sent for {stall:?} after {sent} bytes"
+                )));
+            }
+        };
+        let sent = progress.bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let sha = progress
+            .sha256
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        if answer.bytes != sent || answer.sha256 != sha {
+            return Err(PeerClientError::Remote {
+                status: 200,
+                kind: "ChecksumMismatch".into(),
+                message: format!(
+                    "{} reports {} bytes with SHA-256 {}, but {sent} bytes with SHA-256 {sha} were sent",
+                    self.base, answer.bytes, answer.sha256
+                ),
+            });
+        }
+        Ok(answer)
+    }
+
     pub async fn task(&self, id: u64) -> Result<Task> {
         self.get(&format!("/v1/tasks/{id}")).await
     }
@@ -428,15 +499,23 @@ impl PeerClient {
                 header::USER_AGENT,
                 concat!("stackd/", env!("CARGO_PKG_VERSION")),
             );
-        let (content_type, body) = match body {
-            Body::Json(b) => ("application/json", b),
-            Body::Toml(b) => ("application/toml", b),
+        let whole = |b: Vec<u8>| {
+            Full::new(Bytes::from(b))
+                .map_err(|never| match never {})
+                .boxed_unsync()
         };
-        if !body.is_empty() {
+        let (content_type, body) = match body {
+            Body::Json(b) if b.is_empty() => ("", whole(b)),
+            Body::Toml(b) if b.is_empty() => ("", whole(b)),
+            Body::Json(b) => ("application/json", whole(b)),
+            Body::Toml(b) => ("application/toml", whole(b)),
+            Body::Stream(b) => ("application/octet-stream", b),
+        };
+        if !content_type.is_empty() {
             req = req.header(header::CONTENT_TYPE, content_type);
         }
         let req = req
-            .body(Full::new(Bytes::from(body)))
+            .body(body)
             .map_err(|e| self.connect_error(e.to_string()))?;
         sender
             .send_request(req)
@@ -504,6 +583,8 @@ fn lines_of(body: Incoming, url: String) -> BoxStream<'static, String> {
 enum Body {
     Json(Vec<u8>),
     Toml(Vec<u8>),
+    /// Streamed as it comes (chunked).
+    Stream(UnsyncBoxBody<Bytes, std::io::Error>),
 }
 
 /// Percent-encodes a path segment or query value.

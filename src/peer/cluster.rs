@@ -2,10 +2,12 @@
 //! endpoints: one client per call, with `[peer]`'s token and timeout.
 
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use hyper::body::Bytes;
 
 use super::{PeerClient, PeerClientError};
 use crate::config::PeerConfig;
-use crate::control::{PeerFailure, PeerService, Peers, RemoteTask};
+use crate::control::{PeerFailure, PeerService, Peers, RemoteTask, VolumeOffer, VolumeReceipt};
 
 /// Reaches the hosts named in the cluster file.
 pub struct Cluster;
@@ -88,6 +90,26 @@ impl Peers for Cluster {
                 state: t.state,
                 result: t.result,
                 error: t.error,
+            })
+        })
+    }
+
+    fn send_volume<'a>(
+        &'a self,
+        peer: &'a PeerConfig,
+        url: &'a str,
+        offer: &'a VolumeOffer,
+        tar: BoxStream<'static, Result<Bytes, String>>,
+    ) -> BoxFuture<'a, Result<VolumeReceipt, PeerFailure>> {
+        Box::pin(async move {
+            let a = client(peer, url)?
+                .put_volume(offer, tar)
+                .await
+                .map_err(failure)?;
+            Ok(VolumeReceipt {
+                bytes: a.bytes,
+                sha256: a.sha256,
+                replaced: a.replaced,
             })
         })
     }

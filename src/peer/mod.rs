@@ -6,6 +6,7 @@
 //! the dozen fixed routes live in one table ([`server::ROUTES`]) that both
 //! the dispatcher and the OpenAPI test read.
 
+pub mod apply;
 pub mod auth;
 pub mod client;
 mod cluster;
@@ -15,6 +16,7 @@ mod metrics;
 pub mod server;
 mod tls;
 pub mod types;
+mod volumes;
 
 use std::path::PathBuf;
 

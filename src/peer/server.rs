@@ -24,11 +24,11 @@ use super::auth::{self, Limiter, Token};
 use super::limits::Gate;
 use super::types::{
     ApplyAnswer, ApplyRequest, ConfigPushed, ErrorBody, Events, Host, MoveRequest, OpRequest,
-    PrepareAnswer, Service, ServiceSummary, Task,
+    PrepareAnswer, Service, ServiceSummary, Task, VolumeAnswer,
 };
 use super::{tls, PeerError};
 use crate::config::PeerConfig;
-use crate::control::{Control, ControlError, Op};
+use crate::control::{Control, ControlError, Op, VolumeOffer};
 use crate::store::{TaskFilter, TaskState};
 
 /// The OpenAPI document, kept in the repository.
@@ -51,6 +51,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/services/{name}/update"),
     ("POST", "/v1/services/{name}/prepare"),
     ("POST", "/v1/services/{name}/receive"),
+    ("PUT", "/v1/services/{name}/volumes/{volume}"),
     ("GET", "/v1/tasks"),
     ("GET", "/v1/tasks/{id}"),
     ("GET", "/v1/events"),
@@ -488,6 +489,24 @@ async fn dispatch(
             }
             json(status, &ApplyAnswer::new(&plan, task.as_ref()))
         }
+        "/v1/services/{name}/volumes/{volume}" => {
+            let volume = percent_decode(params.get("volume").copied().unwrap_or(""))?;
+            let offer = volume_offer(name, &volume, &query)?;
+            let (tar, check) = super::volumes::unseal(req.into_body());
+            info!(stackd_service = %name, "{} ({peer}) sends volume {volume}", offer.from);
+            let got = control
+                .receive_volume(&offer, tar, move || check.verdict())
+                .await?;
+            json(
+                StatusCode::OK,
+                &VolumeAnswer {
+                    volume,
+                    bytes: got.bytes,
+                    sha256: got.sha256,
+                    replaced: got.replaced,
+                },
+            )
+        }
         "/v1/services/{name}/receive" => {
             let from = read_json::<MoveRequest>(req).await?.from;
             let task = control.receive_move(name, &from)?;
@@ -637,6 +656,39 @@ fn apply_request(body: &[u8]) -> Result<ApplyRequest, Failure> {
     parse_json(body)
 }
 
+/// The query of `PUT /v1/services/{name}/volumes/{volume}`: `from` and
+/// `image` required, `driver` and `labels` (a JSON object of strings)
+/// optional.
+fn volume_offer(
+    name: &str,
+    volume: &str,
+    query: &BTreeMap<String, String>,
+) -> Result<VolumeOffer, Failure> {
+    let need = |k: &str| {
+        query
+            .get(k)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .ok_or_else(|| bad_request(format!("the query needs {k}")))
+    };
+    let labels = match query.get("labels").map(String::as_str) {
+        None | Some("") => Default::default(),
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| bad_request(format!("labels must be a JSON object of strings: {e}")))?,
+    };
+    if volume.is_empty() || volume.contains('/') {
+        return Err(bad_request(format!("{volume:?} is not a volume name")));
+    }
+    Ok(VolumeOffer {
+        service: name.to_string(),
+        from: need("from")?,
+        volume: volume.to_string(),
+        driver: query.get("driver").cloned().unwrap_or_default(),
+        labels,
+        image: need("image")?,
+    })
+}
+
 /// Decodes what a client controls before any handler runs: the route, the
 /// path parameters, the query and, for operations, the JSON body. The fuzz
 /// targets (`fuzz/`, `tests/fuzz.rs`) feed it arbitrary input; it must
@@ -656,6 +708,13 @@ pub fn decode_request(method: &str, target: &str, body: &[u8]) -> Result<(), (St
         }
         "/v1/apply" => {
             apply_request(body).map_err(fail)?;
+        }
+        "/v1/services/{name}/volumes/{volume}" => {
+            let query = parse_query(query).map_err(fail)?;
+            let name = percent_decode(params.get("name").copied().unwrap_or("")).map_err(fail)?;
+            let volume =
+                percent_decode(params.get("volume").copied().unwrap_or("")).map_err(fail)?;
+            volume_offer(&name, &volume, &query).map_err(fail)?;
         }
         _ if method == "POST" && pattern.starts_with("/v1/services/") => {
             op_request(body).map_err(fail)?;

@@ -230,6 +230,19 @@ pub struct MoveRequest {
     pub from: String,
 }
 
+/// The answer to `PUT /v1/services/{name}/volumes/{volume}`: what arrived
+/// and matched the sender's checksum.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VolumeAnswer {
+    pub volume: String,
+    /// The tar stream's length, without the trailing digest.
+    pub bytes: u64,
+    /// Its SHA-256, lower-case hex.
+    pub sha256: String,
+    /// A volume of that name was there and was replaced.
+    pub replaced: bool,
+}
+
 /// The answer to `POST /v1/services/{name}/prepare`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PrepareAnswer {

@@ -30,6 +30,14 @@ pub const MESSAGE_PEER_BACK: &str = "e4a44da66a1b498391b94360f7ef0939";
 pub const MESSAGE_RELOAD_FAILED: &str = "c273d99cff4c47a885f38ec5d2c2d975";
 /// The state database cannot write (full state directory) / writes again.
 pub const MESSAGE_STATE_WRITE: &str = "f373aa1e7580418f97ea16ecec9f9deb";
+/// A move's target stopped answering before it confirmed the start.
+pub const MESSAGE_MIGRATE_IN_DOUBT: &str = "88c4207b1e8b449ba659b3edf24fc3ad";
+/// A move that was in doubt is settled (it happened, or it did not).
+pub const MESSAGE_MIGRATE_SETTLED: &str = "3ba9630008e84beda23045dfe40f9e8f";
+/// Two hosts both wanted a service of one host running; this one stops it.
+pub const MESSAGE_HANDOFF_CONFLICT: &str = "4fd03e4ec3404d7b9be90ddacc0bffcb";
+/// The state directory's or Docker's file system is low on space.
+pub const MESSAGE_DISK_LOW: &str = "ffb5c6df8d6a4e6db220c1e3fcebf4ea";
 
 fn send(states: &[NotifyState<'_>]) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {

@@ -1,0 +1,299 @@
+//! `stackctl apply --all-hosts [--dry-run]` and `config push --apply`,
+//! run by the caller's own daemon (`Manager.ApplyAllHosts`), which holds
+//! the peer token: every host of its cluster file brought to it, with the
+//! services whose placement changed moved rather than started twice.
+//! Through each host's peer endpoint (`POST /v1/apply`, the move's
+//! `prepare`, the start):
+//!
+//! 1. every host says what left its placement (a dry run of its
+//!    leaving-only apply): the services it runs that it no longer should;
+//! 2. the hosts those services go to run their preflight (and pull what
+//!    is missing) — a failure there stops everything before anything is
+//!    stopped;
+//! 3. each host stops what left it, and the daemon waits for those stops;
+//! 4. the services start where they go, dependencies first (a start
+//!    that follows the hand-off rule, so it is refused if another host
+//!    still runs the service);
+//! 5. every host runs its own apply for the rest.
+//!
+//! A service that was not running where it left is not started where it
+//! goes by step 4; step 5 starts it there if its `auto_start` says so.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use super::types::Task;
+use super::PeerClient;
+use crate::config::{Config, HostSelector};
+
+/// How often a task on a host is looked at while waiting for it.
+const POLL: Duration = Duration::from_millis(250);
+/// The longest wait for one task (Compose's own limits are shorter).
+const TASK_LIMIT: Duration = Duration::from_secs(900);
+
+/// One line of the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub host: String,
+    /// "stop", "preflight", "start", "apply".
+    pub action: String,
+    pub service: String,
+    pub reason: String,
+}
+
+/// What an apply of every host did: its plan, what went as planned and
+/// what failed, each a line naming the host.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    pub plan: Vec<Step>,
+    pub done: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+/// A service leaving `from` for `to` (none: it left the cluster file).
+struct Move {
+    service: String,
+    from: String,
+    to: Vec<String>,
+}
+
+/// The hosts a service is placed on, by the cluster file.
+fn placed_on(cfg: &Config, service: &str) -> Vec<String> {
+    match cfg.service(service).map(|s| &s.hosts) {
+        Some(HostSelector::List(l)) => l.clone(),
+        Some(HostSelector::All) => cfg.hosts.keys().cloned().collect(),
+        None => Vec::new(),
+    }
+}
+
+/// How deep `service` sits in the cluster file's dependency graph (0: it
+/// depends on nothing); starts go by increasing depth.
+fn depth(cfg: &Config, service: &str, seen: &mut Vec<String>) -> usize {
+    if seen.iter().any(|s| s == service) {
+        return 0;
+    }
+    seen.push(service.to_string());
+    let d = cfg
+        .service(service)
+        .map(|s| {
+            s.depends_on
+                .iter()
+                .map(|dep| 1 + depth(cfg, dep, seen))
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    seen.pop();
+    d
+}
+
+/// Waits for task `id` on `host` to end; Err says how it ended.
+async fn wait_task(client: &PeerClient, host: &str, id: u64) -> Result<Task, String> {
+    let deadline = tokio::time::Instant::now() + TASK_LIMIT;
+    loop {
+        match client.task(id).await {
+            Ok(t) if t.state == "succeeded" => return Ok(t),
+            Ok(t) if matches!(t.state.as_str(), "failed" | "cancelled") => {
+                return Err(format!("task {id} on {host} {}: {}", t.result, t.error))
+            }
+            Ok(_) | Err(_) if tokio::time::Instant::now() < deadline => {}
+            Ok(t) => {
+                return Err(format!(
+                    "task {id} on {host} still {} after {TASK_LIMIT:?}",
+                    t.state
+                ))
+            }
+            Err(e) => return Err(format!("task {id} on {host}: {e}")),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Brings every host of `clients` (one per host of `cfg`'s `[hosts]`) to
+/// `cfg`; with `dry_run` only the plan. Err, with nothing changed on any
+/// host, when a host cannot say what it would do or a preflight where a
+/// service goes fails; failures after that are in the outcome's `failed`.
+pub async fn apply_all_hosts(
+    clients: &BTreeMap<String, PeerClient>,
+    cfg: &Config,
+    dry_run: bool,
+    force: bool,
+) -> Result<Outcome, String> {
+    let mut out = Outcome::default();
+
+    // 1. What leaves each host, and each host's own plan.
+    let asks = join_all(clients.iter().map(|(h, c)| async move {
+        let leaving = c.apply(true, true, force).await;
+        let all = c.apply(false, true, force).await;
+        (h.clone(), leaving, all)
+    }))
+    .await;
+    let mut moves: Vec<Move> = Vec::new();
+    let mut rest: Vec<Step> = Vec::new();
+    for (host, leaving, all) in asks {
+        let (leaving, all) = match (leaving, all) {
+            (Ok(l), Ok(a)) => (l, a),
+            (Err(e), _) | (_, Err(e)) => {
+                return Err(format!("{host}: {e}; nothing was changed on any host"))
+            }
+        };
+        for p in leaving.plan.iter().filter(|p| p.action == "stop") {
+            let to = placed_on(cfg, &p.service)
+                .into_iter()
+                .filter(|h| *h != host)
+                .collect();
+            moves.push(Move {
+                service: p.service.clone(),
+                from: host.clone(),
+                to,
+            });
+        }
+        for p in all.plan {
+            let moved = moves.iter().any(|m| m.service == p.service);
+            if !moved {
+                rest.push(Step {
+                    host: host.clone(),
+                    action: if p.action == "stop" { "stop" } else { "start" }.to_string(),
+                    service: p.service,
+                    reason: p.reason,
+                });
+            }
+        }
+    }
+    moves.sort_by_key(|m| (depth(cfg, &m.service, &mut Vec::new()), m.service.clone()));
+
+    for m in moves.iter().rev() {
+        out.plan.push(Step {
+            host: m.from.clone(),
+            action: "stop".into(),
+            service: m.service.clone(),
+            reason: if m.to.is_empty() {
+                "no longer in the cluster file's placement".into()
+            } else {
+                format!("moves to {}", m.to.join(", "))
+            },
+        });
+    }
+    for m in &moves {
+        for t in &m.to {
+            out.plan.push(Step {
+                host: t.clone(),
+                action: "preflight".into(),
+                service: m.service.clone(),
+                reason: format!("before {} stops on {}", m.service, m.from),
+            });
+        }
+    }
+    for m in &moves {
+        for t in &m.to {
+            out.plan.push(Step {
+                host: t.clone(),
+                action: "start".into(),
+                service: m.service.clone(),
+                reason: format!("moved from {}, after its stop there", m.from),
+            });
+        }
+    }
+    out.plan.extend(rest.iter().cloned());
+    if dry_run {
+        return Ok(out);
+    }
+
+    // 2. Preflight (and pulls) where the services go, before any stop.
+    for m in &moves {
+        for t in &m.to {
+            let c = &clients[t];
+            let prepared = c.prepare(&m.service, &m.from).await.map_err(|e| {
+                format!(
+                    "preflight of {} on {t}: {e}; nothing was stopped",
+                    m.service
+                )
+            })?;
+            if let Some(pull) = prepared.pull {
+                wait_task(c, t, pull.id).await.map_err(|e| {
+                    format!("pulling {} on {t}: {e}; nothing was stopped", m.service)
+                })?;
+            }
+            out.done
+                .push(format!("{t}: preflight of {} passed", m.service));
+        }
+    }
+
+    // 3. The stops, each host's in one task; wait for all of them.
+    let mut not_stopped: Vec<&str> = Vec::new();
+    let sources: Vec<&String> = {
+        let mut s: Vec<&String> = moves.iter().map(|m| &m.from).collect();
+        s.sort();
+        s.dedup();
+        s
+    };
+    for host in sources {
+        let c = &clients[host];
+        let outcome = match c.apply(true, false, force).await {
+            Ok(a) => match a.task {
+                Some(t) => wait_task(c, host, t.id).await.map(|_| ()),
+                None => Ok(()),
+            },
+            Err(e) => Err(format!("{host}: {e}")),
+        };
+        let here = moves.iter().filter(|m| m.from == *host);
+        match outcome {
+            Ok(()) => {
+                for m in here {
+                    out.done.push(format!("{host}: stopped {}", m.service));
+                }
+            }
+            Err(e) => {
+                for m in here {
+                    out.failed.push(format!(
+                        "{host}: stopping {} failed ({e}); it is not started elsewhere",
+                        m.service
+                    ));
+                    not_stopped.push(&m.service);
+                }
+            }
+        }
+    }
+
+    // 4. The starts where they go, dependencies first.
+    for m in &moves {
+        if not_stopped.contains(&m.service.as_str()) {
+            continue;
+        }
+        for t in &m.to {
+            let c = &clients[t];
+            let caller = format!("apply --all-hosts (from {})", m.from);
+            let started = match c.op(&m.service, "start", Some(&caller), false).await {
+                Ok(task) => wait_task(c, t, task.id).await.map(|_| ()),
+                Err(e) => Err(e.to_string()),
+            };
+            match started {
+                Ok(()) => out.done.push(format!(
+                    "{t}: started {} (moved from {})",
+                    m.service, m.from
+                )),
+                Err(e) => out
+                    .failed
+                    .push(format!("{t}: starting {} failed: {e}", m.service)),
+            }
+        }
+    }
+
+    // 5. Every host's own apply for the rest.
+    for (host, c) in clients {
+        let applied = match c.apply(false, false, force).await {
+            Ok(a) => match a.task {
+                Some(t) => wait_task(c, host, t.id).await.map(|_| ()),
+                None => Ok(()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match applied {
+            Ok(()) => out.done.push(format!("{host}: applied")),
+            Err(e) => out.failed.push(format!("{host}: apply failed: {e}")),
+        }
+    }
+    Ok(out)
+}
