@@ -79,8 +79,14 @@ _stackctl() {
             stackctl,pull)
                 cmd="stackctl__subcmd__pull"
                 ;;
+            stackctl,readiness)
+                cmd="stackctl__subcmd__readiness"
+                ;;
             stackctl,reload)
                 cmd="stackctl__subcmd__reload"
+                ;;
+            stackctl,required)
+                cmd="stackctl__subcmd__required"
                 ;;
             stackctl,restart)
                 cmd="stackctl__subcmd__restart"
@@ -184,8 +190,14 @@ _stackctl() {
             stackctl__subcmd__help,pull)
                 cmd="stackctl__subcmd__help__subcmd__pull"
                 ;;
+            stackctl__subcmd__help,readiness)
+                cmd="stackctl__subcmd__help__subcmd__readiness"
+                ;;
             stackctl__subcmd__help,reload)
                 cmd="stackctl__subcmd__help__subcmd__reload"
+                ;;
+            stackctl__subcmd__help,required)
+                cmd="stackctl__subcmd__help__subcmd__required"
                 ;;
             stackctl__subcmd__help,restart)
                 cmd="stackctl__subcmd__help__subcmd__restart"
@@ -242,7 +254,7 @@ _stackctl() {
 
     case "${cmd}" in
         stackctl)
-            opts="-o -H -c -l -q -h -V --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help --version list hosts status is-active is-failed is-wanted start migrate stop restart update pull down prune rollback tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help"
+            opts="-o -H -c -l -q -h -V --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help --version list hosts status is-active is-failed is-wanted start migrate stop restart update pull down prune rollback tasks task cancel logs apply reload check dependencies diagnose health readiness required top notify notify-agent config validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -626,12 +638,20 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__health)
-            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
+            opts="-d -o -H -c -l -q -h --watch --delay --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -664,7 +684,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help)
-            opts="list hosts status is-active is-failed is-wanted start migrate stop restart update pull down prune rollback tasks task cancel logs apply reload check dependencies diagnose health top notify notify-agent config validate help"
+            opts="list hosts status is-active is-failed is-wanted start migrate stop restart update pull down prune rollback tasks task cancel logs apply reload check dependencies diagnose health readiness required top notify notify-agent config validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -985,7 +1005,35 @@ _stackctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        stackctl__subcmd__help__subcmd__readiness)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         stackctl__subcmd__help__subcmd__reload)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__required)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1292,12 +1340,16 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__list)
-            opts="-o -H -c -l -q -h --all-hosts --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
+            opts="-o -H -c -l -q -h --all-hosts --running --category --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --category)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -1645,8 +1697,84 @@ _stackctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        stackctl__subcmd__readiness)
+            opts="-o -H -c -l -q -h --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         stackctl__subcmd__reload)
             opts="-o -H -c -l -q -h --force --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__required)
+            opts="-o -H -c -l -q -h --start --user --output --host --config --no-block --no-pager --full --quiet --no-legend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -500,7 +500,16 @@ fn observe(
     {
         control.started_outside(service);
     }
-    let facts = Facts::from_containers(&seen.containers, now_usec());
+    let facts = if svc.is_external() {
+        // An endpoint is "up" as far as the machine goes: its probe decides.
+        Facts {
+            expected: 1,
+            running: 1,
+            ..Facts::default()
+        }
+    } else {
+        Facts::from_containers(&seen.containers, now_usec())
+    };
     let mut slots = board.lock();
     let slot = slot_for(&mut slots, service, &svc);
     let change = slot.machine.observe(&facts, probe);
@@ -518,6 +527,10 @@ fn observe(
     let ev = enrich(control, ev);
     if let Some(change) = change {
         drop_change(control, service, &change);
+    }
+    if svc.is_external() {
+        // Alerts on its health, and no recovery: stackd cannot restart it.
+        return;
     }
     let mut slots = board.lock();
     if skip {

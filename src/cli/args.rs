@@ -61,6 +61,12 @@ pub enum Command {
         /// Every host in [hosts], with a HOST column.
         #[arg(long)]
         all_hosts: bool,
+        /// Only the services that run (ActiveState active).
+        #[arg(long)]
+        running: bool,
+        /// Only the services whose category is C.
+        #[arg(long, value_name = "C")]
+        category: Option<String>,
     },
     /// Every host of the cluster file as this host's daemon sees it:
     /// reachable or not and since when, version, load and config hash (a
@@ -269,7 +275,30 @@ pub enum Command {
     /// without doing it.
     Diagnose { name: String },
     /// Health of every service (or the named ones), with the reason.
-    Health { names: Vec<String> },
+    Health {
+        names: Vec<String>,
+        /// Draw the table again every SECS seconds, like watch(1), until
+        /// interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between redraws with --watch.
+        #[arg(long, short = 'd', default_value_t = 2.0, value_name = "SECS")]
+        delay: f64,
+    },
+    /// Per service: running, could start, or blocked, with the problems
+    /// that block it (preflight's, a blocked dependency, an external
+    /// service that is not healthy). Exits 1 when one is blocked.
+    Readiness,
+    /// The services an operation needs: those whose required_for names
+    /// OPERATION, with their dependencies, and whether each runs. Exits 0
+    /// when all run, 3 when one does not, 4 when none is required for it.
+    Required {
+        operation: String,
+        /// Start those that do not run, with their dependencies, as
+        /// `start` does.
+        #[arg(long)]
+        start: bool,
+    },
     /// Live table of this host's containers with CPU, memory, pids and
     /// network from the daemon's last sample, like systemd-cgtop.
     Top {

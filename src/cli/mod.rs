@@ -4,8 +4,11 @@
 pub mod args;
 mod cluster_apply;
 pub mod daemon_args;
+mod health;
 mod push;
+mod readiness;
 mod remote;
+mod required;
 mod time;
 mod top;
 
@@ -83,7 +86,13 @@ async fn run(args: &Args) -> Result<u8> {
         return notify_agent(args).await;
     }
     let json = args.output == Output::Json;
-    let all_hosts = matches!(args.command, Command::List { all_hosts: true });
+    let all_hosts = matches!(
+        args.command,
+        Command::List {
+            all_hosts: true,
+            ..
+        }
+    );
     if args.config.is_some() && (args.host.is_some() || all_hosts) {
         eprintln!(
             "stackctl: -c is ignored with -H and --all-hosts: the daemon's own cluster file \
@@ -228,7 +237,20 @@ async fn run(args: &Args) -> Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Health { names } => health(client.bus()?, args, names, json).await,
+        Command::Health {
+            names,
+            watch: false,
+            ..
+        } => health(client.bus()?, args, names, json).await,
+        Command::Health {
+            names,
+            watch: true,
+            delay,
+        } => health::watch(client.bus()?, args, names, json, *delay).await,
+        Command::Readiness => readiness::run(client.bus()?, args, json).await,
+        Command::Required { operation, start } => {
+            required::run(&client, args, operation, *start, json).await
+        }
         Command::Top {
             order,
             delay,
@@ -618,22 +640,88 @@ async fn list_all_hosts(local: &Client, args: &Args, json: bool) -> Result<u8> {
 }
 
 async fn list(client: &Conn, args: &Args, json: bool) -> Result<u8> {
-    let rows = client.list_services().await?;
+    let (running, category) = match &args.command {
+        Command::List {
+            running, category, ..
+        } => (*running, category.as_deref()),
+        _ => (false, None),
+    };
+    let mut rows = client.list_services().await?;
+    // The registry's words come from this host's daemon only.
+    let registry = match client {
+        Conn::Bus(c) => c.list_registry().await.unwrap_or_default(),
+        Conn::Host { .. } if category.is_some() => {
+            return Err(Failed(
+                exit::USAGE,
+                "--category is not available with -H; run it on the host".into(),
+            ))
+        }
+        Conn::Host { .. } => Vec::new(),
+    };
+    let words = |name: &str| registry.iter().find(|r| r.name == name);
+    if running {
+        rows.retain(|r| r.active_state == "active");
+    }
+    if let Some(c) = category {
+        rows.retain(|r| words(&r.name).is_some_and(|w| w.category == c));
+    }
     if json {
-        return print_json(&rows);
+        #[derive(Serialize)]
+        struct Row<'a> {
+            #[serde(flatten)]
+            row: &'a ServiceRow,
+            kind: &'a str,
+            category: &'a str,
+            description: &'a str,
+        }
+        let out: Vec<Row<'_>> = rows
+            .iter()
+            .map(|r| {
+                let w = words(&r.name);
+                Row {
+                    row: r,
+                    kind: w.map_or("", |w| w.kind.as_str()),
+                    category: w.map_or("", |w| w.category.as_str()),
+                    description: w.map_or("", |w| w.description.as_str()),
+                }
+            })
+            .collect();
+        return print_json(&out);
     }
     let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(7);
+    // Category and description columns only when the file gives some.
+    let described = rows.iter().any(|r| {
+        words(&r.name).is_some_and(|w| !w.category.is_empty() || !w.description.is_empty())
+    });
+    let cw = rows
+        .iter()
+        .filter_map(|r| words(&r.name).map(|w| w.category.len()))
+        .max()
+        .unwrap_or(0)
+        .max(8);
     if !args.no_legend {
-        println!(
+        let mut head = format!(
             "{:w$}  {:8} {:12} {:10} {:10} CONTAINERS",
             "SERVICE", "DESIRED", "ACTIVE", "SUB", "HEALTH"
         );
+        if described {
+            head.push_str(&format!("  {:cw$}  DESCRIPTION", "CATEGORY"));
+        }
+        println!("{head}");
     }
+    let width = line_width(args);
     for r in &rows {
-        println!(
-            "{:w$}  {:8} {:12} {:10} {:10} {}",
+        let mut line = format!(
+            "{:w$}  {:8} {:12} {:10} {:10} {:<10}",
             r.name, r.desired_state, r.active_state, r.sub_state, r.health, r.containers
         );
+        match words(&r.name) {
+            Some(wd) if described => {
+                line.push_str(&format!("  {:cw$}  {}", wd.category, wd.description));
+            }
+            _ => {}
+        }
+        println!("{}", ellipsize(line.trim_end(), width));
     }
     if !args.no_legend {
         println!("\n{}.", count(rows.len(), "service", "services", "listed"));
@@ -735,13 +823,27 @@ async fn print_status(
     log_lines: u32,
     width: Option<usize>,
 ) -> Result<()> {
-    println!(
-        "{} {} - Compose project on {}",
-        dot(&s.active_state, &s.health),
-        s.name,
-        s.host
-    );
-    println!("     Compose: {}", s.compose_file);
+    let title = if !s.description.is_empty() {
+        s.description.clone()
+    } else {
+        match s.kind.as_str() {
+            "external" => format!("external service probed from {}", s.host),
+            "unit" => format!("systemd unit on {}", s.host),
+            _ => format!("Compose project on {}", s.host),
+        }
+    };
+    println!("{} {} - {title}", dot(&s.active_state, &s.health), s.name);
+    if s.kind == "external" {
+        println!("        Kind: external (probed only; stackd never starts or stops it)");
+    } else if !s.compose_file.is_empty() {
+        println!("     Compose: {}", s.compose_file);
+    }
+    if !s.category.is_empty() {
+        println!("    Category: {}", s.category);
+    }
+    if !s.required_for.is_empty() {
+        println!("Required for: {}", s.required_for.join(", "));
+    }
     // "stopped (set by user)", "stopped (stopped outside stackd (docker stop))".
     let who = if s.desired_source.starts_with("stopped outside") {
         s.desired_source.clone()

@@ -260,6 +260,7 @@ impl Control {
         if op.desired() == Some(DesiredState::Running) {
             let cfg = self.config();
             let svc = self.shared.local_service(&cfg, name)?.clone();
+            super::registry::refuse_external(&svc, op)?;
             self.shared.check_peers(&cfg, &svc, &[], force).await?;
         }
         self.submit_with(op, name, origin, force)

@@ -30,11 +30,13 @@ mod order;
 pub use order::TreeRow;
 mod handoff;
 mod leave;
+mod registry;
 mod wait;
 pub use handoff::{
     claim_wins, PeerFailure, PeerService, Peers, Prepared, RemoteTask, VolumeOffer, VolumeReceipt,
 };
 pub use leave::{PlanStep, LEAVING_ORIGIN};
+pub use registry::{Readiness, Required};
 
 #[derive(Debug, Error)]
 pub enum ControlError {
@@ -168,6 +170,12 @@ pub struct ServiceStatus {
     /// configured) has said healthy, not merely not yet run
     /// (what a task queued with `request_and_wait` waits for).
     pub ready: bool,
+    /// `kind`: "compose", "unit" or "external".
+    pub kind: &'static str,
+    /// `description`, `category` ("" when not set) and `required_for`.
+    pub description: String,
+    pub category: String,
+    pub required_for: Vec<String>,
 }
 
 impl ServiceStatus {
@@ -1000,6 +1008,9 @@ impl Shared {
     }
 
     fn status(&self, cfg: &Config, svc: &ServiceConfig, said: Option<&Desired>) -> ServiceStatus {
+        if svc.is_external() {
+            return self.external_status(cfg, svc, said);
+        }
         let containers = self.world.containers(&svc.name);
         let observed = world::classify(&containers);
         let (desired, desired_source) = Shared::desired(svc, said);
@@ -1077,6 +1088,10 @@ impl Shared {
             compose_file: svc.compose_file.clone(),
             containers,
             ready,
+            kind: svc.kind.as_str(),
+            description: svc.description.clone().unwrap_or_default(),
+            category: svc.category.clone().unwrap_or_default(),
+            required_for: svc.required_for.clone(),
         }
     }
 
@@ -1415,7 +1430,9 @@ impl Shared {
         let cfg = self.config();
         let deployed = self.store.deployed().unwrap_or_default();
         let all_said = self.store.all_desired().unwrap_or_default();
-        let local = Shared::local_services(&cfg, &all_said);
+        let mut local = Shared::local_services(&cfg, &all_said);
+        // An external service is never planned: nothing starts or stops it.
+        local.retain(|s| !s.is_external());
         let mut names: BTreeSet<String> = local.iter().map(|s| s.name.clone()).collect();
         names.extend(deployed.iter().cloned());
         // A service on an external network another one's Compose file

@@ -38,7 +38,7 @@ impl Control {
     /// (start) refuse it with their names.
     pub fn plan(&self, op: Op, name: &str, force: bool) -> Result<Vec<Step>, ControlError> {
         let cfg = self.config();
-        self.shared.local_service(&cfg, name)?;
+        super::registry::refuse_external(self.shared.local_service(&cfg, name)?, op)?;
         let graph = Graph::from_services(cfg.local_services());
         let mut running = self.running_set(&cfg);
         let planned = match op {
@@ -78,7 +78,7 @@ impl Control {
         force: bool,
     ) -> Result<TaskRecord, ControlError> {
         let cfg = self.config();
-        self.shared.local_service(&cfg, name)?;
+        super::registry::refuse_external(self.shared.local_service(&cfg, name)?, op)?;
         if !self.shared.world.docker_connected() {
             return Err(ControlError::DockerUnavailable(
                 self.shared.world.docker_error(),
@@ -155,9 +155,11 @@ impl Control {
             .any(|t| matches!(t.kind.as_str(), "stop" | "down"))
     }
 
+    /// An external service counts as running: a start never plans one
+    /// (its `prepare` waits for it to be healthy instead).
     fn running_set(&self, cfg: &Config) -> BTreeSet<String> {
         cfg.local_services()
-            .filter(|s| is_up(&self.shared, &s.name))
+            .filter(|s| s.is_external() || is_up(&self.shared, &s.name))
             .map(|s| s.name.clone())
             .collect()
     }
@@ -273,7 +275,8 @@ impl Shared {
                 return Ok(());
             }
             let why = st.summary();
-            if !is_up(self, dep) && !self.queue().busy(dep) {
+            // An external service is waited for: nothing could start it.
+            if !svc.is_external() && !is_up(self, dep) && !self.queue().busy(dep) {
                 return Err(Failure {
                     result: "dependency",
                     message: format!(

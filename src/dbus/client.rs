@@ -79,6 +79,46 @@ pub struct ServiceInfo {
     /// endpoint, which does not send it).
     #[serde(default)]
     pub ready: bool,
+    /// compose, unit or external ("" from a daemon that does not say).
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub category: String,
+    #[serde(default)]
+    pub required_for: Vec<String>,
+}
+
+/// One row of `Manager.ListRegistry`: what the cluster file says of a
+/// service.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegistryRow {
+    pub name: String,
+    pub kind: String,
+    pub description: String,
+    pub category: String,
+    pub required_for: Vec<String>,
+}
+
+/// One row of `Manager.Readiness`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReadinessRow {
+    pub name: String,
+    /// running, could start or blocked.
+    pub verdict: String,
+    pub problems: Vec<String>,
+}
+
+/// One row of `Manager.Required`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RequiredRow {
+    pub name: String,
+    /// Named by required_for itself (else a dependency of one that is).
+    pub direct: bool,
+    pub active_state: String,
+    pub health: String,
+    pub running: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -424,6 +464,55 @@ impl Client {
             .await
     }
 
+    pub async fn list_registry(&self) -> Result<Vec<RegistryRow>> {
+        let rows: Vec<(String, String, String, String, Vec<String>)> = self
+            .call(MANAGER_PATH, MANAGER, "ListRegistry", &())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(name, kind, description, category, required_for)| RegistryRow {
+                    name,
+                    kind,
+                    description,
+                    category,
+                    required_for,
+                },
+            )
+            .collect())
+    }
+
+    pub async fn readiness(&self) -> Result<Vec<ReadinessRow>> {
+        let rows: Vec<(String, String, Vec<String>)> =
+            self.call(MANAGER_PATH, MANAGER, "Readiness", &()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, verdict, problems)| ReadinessRow {
+                name,
+                verdict,
+                problems,
+            })
+            .collect())
+    }
+
+    pub async fn required(&self, operation: &str) -> Result<Vec<RequiredRow>> {
+        let rows: Vec<(String, bool, String, String, bool)> = self
+            .call(MANAGER_PATH, MANAGER, "Required", &(operation,))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(name, direct, active_state, health, running)| RequiredRow {
+                    name,
+                    direct,
+                    active_state,
+                    health,
+                    running,
+                },
+            )
+            .collect())
+    }
+
     pub async fn diagnose(&self, name: &str) -> Result<Vec<String>> {
         self.call(MANAGER_PATH, MANAGER, "Diagnose", &(name,)).await
     }
@@ -605,6 +694,11 @@ fn service_info(m: &Props) -> Result<ServiceInfo> {
         compose_file: prop(m, "ComposeFile")?,
         // Not among a relayed host's properties.
         ready: prop(m, "Ready").unwrap_or(false),
+        // Not among a relayed host's properties, nor an older daemon's.
+        kind: prop(m, "Kind").unwrap_or_default(),
+        description: prop(m, "Description").unwrap_or_default(),
+        category: prop(m, "Category").unwrap_or_default(),
+        required_for: prop(m, "RequiredFor").unwrap_or_default(),
     })
 }
 

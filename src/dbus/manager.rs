@@ -505,6 +505,53 @@ impl Manager {
         Ok(self.shared.control.preflight(name).await?)
     }
 
+    /// Per service of this host: running, could start or blocked, with
+    /// what blocks it (preflight's problems, a blocked dependency, an
+    /// external service's probe): (name, verdict, problems).
+    async fn readiness(&self) -> Vec<(String, String, Vec<String>)> {
+        self.shared
+            .control
+            .readiness()
+            .await
+            .into_iter()
+            .map(|r| (r.name, r.verdict.to_string(), r.problems))
+            .collect()
+    }
+
+    /// The services whose required_for names `operation`, then their
+    /// dependencies: (name, named by required_for itself, ActiveState,
+    /// Health, running).
+    async fn required(&self, operation: &str) -> Vec<(String, bool, String, String, bool)> {
+        self.shared
+            .control
+            .required(operation)
+            .into_iter()
+            .map(|r| {
+                let (state, health) = (r.active_state.to_string(), r.health.to_string());
+                (r.name, r.direct, state, health, r.running)
+            })
+            .collect()
+    }
+
+    /// What the cluster file says of each service of this host: (name,
+    /// kind, description, category, required_for).
+    async fn list_registry(&self) -> Vec<(String, String, String, String, Vec<String>)> {
+        self.shared
+            .control
+            .local_services()
+            .into_iter()
+            .map(|s| {
+                (
+                    s.name,
+                    s.kind.as_str().to_string(),
+                    s.description.unwrap_or_default(),
+                    s.category.unwrap_or_default(),
+                    s.required_for,
+                )
+            })
+            .collect()
+    }
+
     /// Host figures from procfs (CPU, load, memory, swap, uptime, disk of
     /// the state dir) and the count of Compose containers.
     async fn host_stats(&self) -> HashMap<String, OwnedValue> {

@@ -59,6 +59,10 @@ pub(super) fn properties(s: &ServiceStatus) -> HashMap<&'static str, Value<'stat
             Value::from(s.compose_file.display().to_string()),
         ),
         ("Ready", Value::from(s.ready)),
+        ("Kind", Value::from(s.kind.to_string())),
+        ("Description", Value::from(s.description.clone())),
+        ("Category", Value::from(s.category.clone())),
+        ("RequiredFor", Value::from(s.required_for.clone())),
     ])
 }
 
@@ -179,5 +183,29 @@ impl Service {
     #[zbus(property)]
     async fn memory_bytes(&self) -> zbus::fdo::Result<u64> {
         Ok(self.status()?.memory_bytes)
+    }
+
+    /// `kind`: compose, unit or external.
+    #[zbus(property)]
+    async fn kind(&self) -> zbus::fdo::Result<String> {
+        Ok(self.status()?.kind.to_string())
+    }
+
+    /// `description` from the cluster file; "" when none.
+    #[zbus(property)]
+    async fn description(&self) -> zbus::fdo::Result<String> {
+        Ok(self.status()?.description)
+    }
+
+    /// `category` from the cluster file; "" when none.
+    #[zbus(property)]
+    async fn category(&self) -> zbus::fdo::Result<String> {
+        Ok(self.status()?.category)
+    }
+
+    /// `required_for`: the operations that need this service running.
+    #[zbus(property)]
+    async fn required_for(&self) -> zbus::fdo::Result<Vec<String>> {
+        Ok(self.status()?.required_for)
     }
 }

@@ -85,6 +85,16 @@ pub struct Service {
     pub cpu_percent: f64,
     pub memory_bytes: u64,
     pub compose_file: String,
+    /// `kind`: compose, unit or external. Absent from older hosts' answers.
+    #[serde(default)]
+    pub kind: String,
+    /// `description`, `category` ("" when none) and `required_for`.
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub category: String,
+    #[serde(default)]
+    pub required_for: Vec<String>,
 }
 
 impl Service {
@@ -105,6 +115,10 @@ impl Service {
             cpu_percent: s.cpu_percent,
             memory_bytes: s.memory_bytes,
             compose_file: s.compose_file.display().to_string(),
+            kind: s.kind.to_string(),
+            description: s.description.clone(),
+            category: s.category.clone(),
+            required_for: s.required_for.clone(),
         }
     }
 }
