@@ -529,7 +529,7 @@ fn observe(
     // A container killed by a signal (137, 143) a moment ago: Docker's
     // `oom` (its OOMKilled flag lags the exit) or the `kill`/`stop` of a
     // person may still be on its way. Look again once they had time.
-    let signalled = matches!(ev.exit_code, Some(137 | 143));
+    let signalled = matches!(ev.exit_code, Some(137 | 143)) && !told_by_systemd(control, service);
     let fresh = seen
         .containers
         .iter()
@@ -760,6 +760,14 @@ fn retry_later(
         }
         let _ = done.send(service).await;
     });
+}
+
+/// Where unit deaths enter: a `kind = "unit"` service's evidence is
+/// whole when systemd reports the death (its `Result` says `oom-kill`,
+/// `signal` or `exit-code`; a person's `systemctl stop` ends with
+/// `success`, no failure), so nothing is waited for.
+fn told_by_systemd(control: &Control, service: &str) -> bool {
+    control.unit_state(service).is_some()
 }
 
 /// How long after a container was killed by a signal its evidence (an

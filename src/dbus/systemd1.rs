@@ -272,8 +272,13 @@ impl UnitManager for Systemd {
         Box::pin(async move {
             let unit = spec.unit();
             let now = self.read(unit).await?;
-            if now.load_state != "loaded" && now.active_state == "inactive" {
-                // A transient unit that is gone is stopped.
+            if matches!(now.active_state.as_str(), "inactive" | "failed") {
+                // Nothing runs: a transient unit that is gone, or one
+                // that ended (a failure is reset: a stop is a person's
+                // word, the evidence is no longer needed).
+                if now.active_state == "failed" {
+                    let _ = self.manager.reset_failed_unit(unit).await;
+                }
                 return Ok(());
             }
             self.job(unit, self.manager.stop_unit(unit, "replace"))
