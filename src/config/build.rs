@@ -6,14 +6,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{
-    self, At, HostSpec, Loc, Merge, Num, RawFile, RawHealth, RawResources, StrOrInt, Strings,
+    self, At, Environment, HostSpec, Loc, Merge, Num, RawFile, RawHealth, RawResources, StrOrInt,
+    Strings,
 };
 use super::units::{self, parse_bytes, parse_duration, parse_status_ranges, Fnv};
 use super::{
     home_dir, xdg_dir, ChannelFilter, ComposeCommand, Config, ConfigError, Diagnostic, EmailConfig,
-    Handoff, HealthConfig, HostConfig, HostSelector, LoadOptions, ManualStop, NotifyConfig,
-    PeerConfig, Probe, ResourcesConfig, RestartConfig, ServiceConfig, Severity, WebhookConfig,
-    WebhookFormat, COMPOSE_FILE_NAMES, DEFAULT_RELOAD_GUARD,
+    ExecSpec, Handoff, HealthConfig, HostConfig, HostSelector, LoadOptions, ManualStop,
+    NotifyConfig, PeerConfig, Probe, ResourcesConfig, RestartConfig, ServiceConfig, ServiceKind,
+    Severity, UnitSpec, WebhookConfig, WebhookFormat, COMPOSE_FILE_NAMES, DEFAULT_RELOAD_GUARD,
 };
 
 /// Line 1, column 1 of the main file.
@@ -464,7 +465,8 @@ impl Ctx<'_> {
             HostSelector::All => true,
             HostSelector::List(l) => l.iter().any(|h| h == sc.host),
         };
-        if sc.check && runs_here && found.is_none() {
+        let kind = self.kind(name, header, s);
+        if sc.check && runs_here && found.is_none() && kind == ServiceKind::Compose {
             self.err(
                 header,
                 format!(
@@ -496,6 +498,13 @@ impl Ctx<'_> {
 
         let mut resources = sc.resources.cloned();
         resources.merge(s.resources.clone());
+        if kind == ServiceKind::External {
+            // Host-wide thresholds are about containers; an endpoint has none.
+            resources = None;
+        }
+        let description = self.words(&s.description, "description");
+        let category = self.words(&s.category, "category");
+        let required_for = self.operations(&s.required_for);
 
         ServiceConfig {
             name: name.to_owned(),
@@ -514,7 +523,269 @@ impl Ctx<'_> {
             compose_file,
             dir,
             handoff,
+            kind,
+            description,
+            category,
+            required_for,
         }
+    }
+
+    /// `kind` and the keys that belong to one kind only: `unit`/`exec` and
+    /// the exec keys for units, a probe and no lifecycle for externals.
+    fn kind(&mut self, name: &str, header: At, s: &raw::RawService) -> ServiceKind {
+        let written = s.kind.as_ref().map_or("compose", |l| l.value.as_str());
+        let kind_at = s.kind.as_ref().map_or(header, |l| l.at);
+        let unit_keys: [(Option<At>, &str); 5] = [
+            (s.unit.as_ref().map(|l| l.at), "unit"),
+            (s.exec.as_ref().map(|l| l.at), "exec"),
+            (s.working_dir.as_ref().map(|l| l.at), "working_dir"),
+            (s.environment.as_ref().map(|l| l.at), "environment"),
+            (s.user.as_ref().map(|l| l.at), "user"),
+        ];
+        let mut kind = match written {
+            "compose" => ServiceKind::Compose,
+            "unit" => ServiceKind::Unit(UnitSpec::Existing(String::new())),
+            "external" => ServiceKind::External,
+            other => {
+                self.err(
+                    kind_at,
+                    format!(
+                        "unknown kind {other:?}: expected \"compose\", \"unit\" or \"external\""
+                    ),
+                );
+                return ServiceKind::Compose;
+            }
+        };
+        if !matches!(kind, ServiceKind::Unit(_)) {
+            for (at, key) in unit_keys {
+                if let Some(at) = at {
+                    self.err(
+                        at,
+                        format!(
+                            "{key} only applies to kind = \"unit\" (service `{name}` is kind \
+                             = \"{written}\")"
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(container) = s.health.as_ref().and_then(|h| h.container.as_ref()) {
+            if kind != ServiceKind::Compose {
+                self.err(
+                    container.at,
+                    format!(
+                        "container only applies to kind = \"compose\": a kind = \"{written}\" \
+                         service has no containers; drop it to run the command on the host"
+                    ),
+                );
+            }
+        }
+        match &mut kind {
+            ServiceKind::Compose => {}
+            ServiceKind::Unit(spec) => {
+                if let Some(u) = self.unit_spec(name, header, s) {
+                    *spec = u;
+                }
+            }
+            ServiceKind::External => self.external(name, header, s),
+        }
+        kind
+    }
+
+    /// A unit service: exactly one of `unit` and `exec`; the exec keys only
+    /// with `exec`.
+    fn unit_spec(&mut self, name: &str, header: At, s: &raw::RawService) -> Option<UnitSpec> {
+        match (&s.unit, &s.exec) {
+            (None, None) => {
+                self.err(
+                    header,
+                    format!(
+                        "service `{name}` is kind = \"unit\" but says neither which unit \
+                         (unit = \"nginx.service\") nor what to run (exec = [\"/usr/bin/prog\", \
+                         \"--flag\"])"
+                    ),
+                );
+                None
+            }
+            (Some(u), Some(e)) => {
+                let later = u.at.max(e.at);
+                self.err(
+                    later,
+                    "unit and exec exclude each other: unit = names an existing unit, exec = \
+                     runs a program as a unit stackd creates",
+                );
+                None
+            }
+            (Some(u), None) => {
+                for (at, key) in [
+                    (s.working_dir.as_ref().map(|l| l.at), "working_dir"),
+                    (s.environment.as_ref().map(|l| l.at), "environment"),
+                    (s.user.as_ref().map(|l| l.at), "user"),
+                ] {
+                    if let Some(at) = at {
+                        self.err(
+                            at,
+                            format!(
+                                "{key} only applies to exec = [...]; an existing unit \
+                                 (unit = {:?}) keeps its own settings",
+                                u.value
+                            ),
+                        );
+                    }
+                }
+                if !valid_unit_name(&u.value) {
+                    self.err(
+                        u.at,
+                        format!(
+                            "invalid unit name {:?}: expected a systemd unit name such as \
+                             \"nginx.service\"",
+                            u.value
+                        ),
+                    );
+                    return None;
+                }
+                Some(UnitSpec::Existing(u.value.clone()))
+            }
+            (None, Some(e)) => {
+                if e.value.first().map_or(true, |p| p.value.is_empty()) {
+                    self.err(
+                        e.at,
+                        "expected a command as a list of strings, program first, \
+                         e.g. [\"/usr/local/bin/agent\", \"--port\", \"9100\"]",
+                    );
+                }
+                let working_dir = self.path(&s.working_dir);
+                let environment = s
+                    .environment
+                    .as_ref()
+                    .map(|l| self.environment(&l.value))
+                    .unwrap_or_default();
+                let user = s.user.as_ref().and_then(|l| {
+                    if l.value.is_empty() || l.value.contains(char::is_whitespace) {
+                        self.err(l.at, "expected a user name or a numeric uid");
+                        None
+                    } else {
+                        Some(l.value.clone())
+                    }
+                });
+                Some(UnitSpec::Transient(ExecSpec {
+                    argv: e.value.values(),
+                    working_dir,
+                    environment,
+                    user,
+                }))
+            }
+        }
+    }
+
+    /// `environment`, either form, as `(NAME, VALUE)` pairs.
+    fn environment(&mut self, env: &Environment) -> Vec<(String, String)> {
+        let pairs: Vec<(At, String, String)> = match env {
+            Environment::Table(t) => t
+                .iter()
+                .map(|(k, v)| (k.at, k.value.clone(), v.value.clone()))
+                .collect(),
+            Environment::List(l) => l
+                .iter()
+                .filter_map(|kv| match kv.value.split_once('=') {
+                    Some((k, v)) => Some((kv.at, k.to_owned(), v.to_owned())),
+                    None => {
+                        self.err(
+                            kv.at,
+                            format!("expected \"NAME=VALUE\", found {:?} (no '=')", kv.value),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+        };
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (at, k, v) in pairs {
+            if !valid_env_name(&k) {
+                self.err(
+                    at,
+                    format!(
+                        "invalid environment variable name {k:?}: expected letters, digits \
+                         and '_', not starting with a digit"
+                    ),
+                );
+                continue;
+            }
+            out.retain(|(name, _)| *name != k);
+            out.push((k, v));
+        }
+        out
+    }
+
+    /// An external service: a probe (its health is all there is), and none
+    /// of the keys that start, stop or restart something.
+    fn external(&mut self, name: &str, header: At, s: &raw::RawService) {
+        let has_probe = s.health.as_ref().is_some_and(|h| {
+            h.http.is_some() || h.tcp.is_some() || h.command.is_some() || h.file.is_some()
+        });
+        if !has_probe {
+            self.err(
+                header,
+                format!(
+                    "service `{name}` is kind = \"external\" and needs a health probe: its \
+                     health is all stackd knows of it, e.g. health = {{ http = \
+                     \"https://api.example/healthz\" }} (or tcp, command, file)"
+                ),
+            );
+        }
+        let first = |l: &Option<Strings>| l.as_ref().map(|v| v.first().map_or(header, |x| x.at));
+        let refused: [(Option<At>, &str); 8] = [
+            (s.auto_start.as_ref().map(|l| l.at), "auto_start"),
+            (first(&s.depends_on), "depends_on"),
+            (first(&s.conflicts), "conflicts"),
+            (s.start_order.as_ref().map(|l| l.at), "start_order"),
+            (s.start_timeout.as_ref().map(|l| l.at), "start_timeout"),
+            (s.handoff.as_ref().map(|l| l.at), "handoff"),
+            (s.restart.as_ref().map(|_| header), "restart"),
+            (s.resources.as_ref().map(|_| header), "resources"),
+        ];
+        for (at, key) in refused {
+            if let Some(at) = at {
+                self.err(
+                    at,
+                    format!(
+                        "{key} does not apply to kind = \"external\": stackd only probes \
+                         service `{name}`, it never starts, stops or restarts it"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// `description`, `category`: one line of text.
+    fn words(&mut self, v: &Option<Loc<String>>, key: &str) -> Option<String> {
+        let l = v.as_ref()?;
+        let text = l.value.trim();
+        if text.is_empty() || text.contains(['\n', '\r']) {
+            self.err(l.at, format!("expected {key} as one line of text"));
+            return None;
+        }
+        Some(text.to_owned())
+    }
+
+    /// `required_for`: operation names, without duplicates.
+    fn operations(&mut self, v: &Option<Strings>) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for op in v.as_deref().unwrap_or_default() {
+            if !valid_operation(&op.value) {
+                self.err(
+                    op.at,
+                    format!(
+                        "invalid operation name {:?}: expected letters, digits, '.', '-', '_' \
+                         or ':', e.g. \"backup\"",
+                        op.value
+                    ),
+                );
+            } else if !out.contains(&op.value) {
+                out.push(op.value.clone());
+            }
+        }
+        out
     }
 
     fn host_selector(
@@ -610,6 +881,15 @@ impl Ctx<'_> {
                                 "{key} names unknown service `{}`: expected one of {}",
                                 d.value,
                                 list_or_none(services.keys())
+                            ),
+                        );
+                    } else if key == "conflicts" && is_external(&services[&d.value].1) {
+                        self.err(
+                            d.at,
+                            format!(
+                                "conflicts names `{}`, which is kind = \"external\": stackd \
+                                 never stops it, so it cannot give way",
+                                d.value
                             ),
                         );
                     } else if key == "depends_on" {
@@ -1234,6 +1514,50 @@ fn valid_service_name(name: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+fn is_external(s: &raw::RawService) -> bool {
+    s.kind.as_ref().is_some_and(|l| l.value == "external")
+}
+
+/// `NAME.TYPE` with a systemd unit type, and no '/' or whitespace.
+fn valid_unit_name(name: &str) -> bool {
+    const TYPES: [&str; 11] = [
+        "service",
+        "socket",
+        "target",
+        "device",
+        "mount",
+        "automount",
+        "swap",
+        "timer",
+        "path",
+        "slice",
+        "scope",
+    ];
+    name.rsplit_once('.').is_some_and(|(stem, ty)| {
+        !stem.is_empty()
+            && TYPES.contains(&ty)
+            && !name.contains('/')
+            && !name.contains(char::is_whitespace)
+            && name.len() <= 255
+    })
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`, what a shell and systemd accept.
+fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn valid_operation(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
 }
 
 fn valid_host_name(name: &str) -> bool {

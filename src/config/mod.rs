@@ -292,6 +292,17 @@ pub struct ServiceConfig {
     pub restart: RestartConfig,
     pub resources: Option<ResourcesConfig>,
     pub handoff: Handoff,
+    /// `kind`: what runs the service.
+    pub kind: ServiceKind,
+    /// `description`: one line saying what the service is for.
+    pub description: Option<String>,
+    /// `category`: a free word to group services by (`stackctl list
+    /// --category`).
+    pub category: Option<String>,
+    /// `required_for`: the operations that need this service running
+    /// (`stackctl required OPERATION`), in the order written, without
+    /// duplicates.
+    pub required_for: Vec<String>,
 }
 
 impl ServiceConfig {
@@ -301,6 +312,65 @@ impl ServiceConfig {
             HostSelector::List(hosts) => hosts.iter().any(|h| h == host),
         }
     }
+
+    /// A Compose project (the default kind).
+    pub fn is_compose(&self) -> bool {
+        self.kind == ServiceKind::Compose
+    }
+
+    /// A remote endpoint with probes only: nothing to start or stop.
+    pub fn is_external(&self) -> bool {
+        self.kind == ServiceKind::External
+    }
+}
+
+/// `kind`: what runs a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// `kind = "compose"` (the default): a Compose project in
+    /// `compose_dir/NAME`.
+    Compose,
+    /// `kind = "unit"`: a systemd unit.
+    Unit(UnitSpec),
+    /// `kind = "external"`: a remote endpoint stackd only probes; it has a
+    /// health probe and no lifecycle.
+    External,
+}
+
+impl ServiceKind {
+    /// The word written in the file: `compose`, `unit` or `external`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ServiceKind::Compose => "compose",
+            ServiceKind::Unit(_) => "unit",
+            ServiceKind::External => "external",
+        }
+    }
+}
+
+/// Which systemd unit a `kind = "unit"` service is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitSpec {
+    /// `unit = "nginx.service"`: a unit that exists already.
+    Existing(String),
+    /// `exec = [...]`: a binary run as a transient unit stackd creates.
+    Transient(ExecSpec),
+}
+
+/// `exec = [...]` with its optional `working_dir`, `environment`, `user`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSpec {
+    /// Program first, then its arguments, as written.
+    pub argv: Vec<String>,
+    /// Absolute (a relative path is resolved against the main file's
+    /// directory).
+    pub working_dir: Option<PathBuf>,
+    /// `(NAME, VALUE)` in the order written; a later NAME replaces an
+    /// earlier one.
+    pub environment: Vec<(String, String)>,
+    /// User name or numeric uid the unit runs as; `None`: systemd's default
+    /// (root for the system manager, the user in `--user` mode).
+    pub user: Option<String>,
 }
 
 /// `health = { ... }`

@@ -157,6 +157,45 @@ impl<'de> Deserialize<'de> for HostSpec {
     }
 }
 
+/// `environment = { K = "V" }` or `environment = ["K=V"]`; each value
+/// located.
+#[derive(Debug, Clone)]
+pub(crate) enum Environment {
+    Table(Vec<(Loc<String>, Loc<String>)>),
+    List(Vec<Loc<String>>),
+}
+
+impl<'de> Deserialize<'de> for Environment {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Environment;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a table of variables, e.g. { RUST_LOG = \"info\" }, or a list of \
+                     \"NAME=VALUE\" strings",
+                )
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Environment, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = map.next_key::<Loc<String>>()? {
+                    let v: Loc<String> = map.next_value()?;
+                    out.push((k, v));
+                }
+                Ok(Environment::Table(out))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Environment, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<Loc<String>>()? {
+                    out.push(s);
+                }
+                Ok(Environment::List(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A value that may be written as a string or an integer
 /// (`memory = 536870912` or `memory = "512M"`, `expect_status = 200`).
 #[derive(Debug, Clone)]
@@ -390,6 +429,15 @@ pub(crate) struct RawService {
     pub restart: Option<RawRestart>,
     pub resources: Option<RawResources>,
     pub handoff: L<String>,
+    pub kind: L<String>,
+    pub unit: L<String>,
+    pub exec: L<Strings>,
+    pub working_dir: L<PathBuf>,
+    pub environment: L<Environment>,
+    pub user: L<String>,
+    pub description: L<String>,
+    pub category: L<String>,
+    pub required_for: Names,
 }
 
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -534,7 +582,8 @@ merge_struct!(RawPeer;
     leaves: listen, token_file, tls_cert, tls_key, tls_ca, tls_pin_sha256, timeout, heartbeat;
     tables: );
 merge_struct!(RawService;
-    leaves: host, auto_start, depends_on, conflicts, start_order, start_timeout, handoff;
+    leaves: host, auto_start, depends_on, conflicts, start_order, start_timeout, handoff, kind,
+        unit, exec, working_dir, environment, user, description, category, required_for;
     tables: health, restart, resources);
 merge_struct!(RawHealth;
     leaves: http, expect_status, body_contains, tls_ca, tcp, command, container, file, max_age,
