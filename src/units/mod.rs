@@ -165,8 +165,15 @@ impl UnitState {
             _ => ContainerState::Unknown,
         };
         let stopped = state != ContainerState::Running;
-        // A unit that never ran, or was stopped cleanly, says 0.
-        let exit_code = stopped.then(|| self.exit_code().unwrap_or(0));
+        // A unit that never ran, or ended as systemd calls a success (a
+        // stop's SIGTERM included), says 0.
+        let exit_code = stopped.then(|| {
+            if self.result == "success" {
+                0
+            } else {
+                self.exit_code().unwrap_or(0)
+            }
+        });
         Some(ContainerInfo {
             id: unit.to_string(),
             name: unit.to_string(),
@@ -473,6 +480,15 @@ mod tests {
             crate::world::classify(std::slice::from_ref(&c)),
             crate::world::Observed::Stopped
         );
+    }
+
+    #[test]
+    fn a_stop_s_sigterm_is_no_failure() {
+        let c = state("inactive", "dead", "success", CLD_KILLED, 15)
+            .container("web", "u")
+            .unwrap();
+        assert_eq!(c.exit_code, Some(0));
+        assert!(!crate::world::any_failed(std::slice::from_ref(&c)));
     }
 
     #[test]
