@@ -184,10 +184,15 @@ impl Systemd {
             return Ok(());
         }
         if now.load_state == "loaded" {
-            // Stopped and not yet collected: start it as it is.
-            return self
+            // Stopped and not yet collected: start it as it is, unless
+            // systemd collects it first (then it is created below).
+            match self
                 .job(unit, self.manager.start_unit(unit, "replace"))
-                .await;
+                .await
+            {
+                Err(UnitError::Systemd(e)) if e.contains("NoSuchUnit") => {}
+                other => return other,
+            }
         }
         let Some(path) = exec.first() else {
             return Err(UnitError::Systemd(format!("{unit}: exec is empty")));
