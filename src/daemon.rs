@@ -142,6 +142,21 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     ));
     let monitor = tokio::spawn(crate::monitor::run(control.clone()));
     let housekeeping = tokio::spawn(crate::housekeeping::run(control.clone()));
+    // `kind = "unit"` services: systemd's manager (the user's with --user),
+    // connected when the config first has one.
+    let units = tokio::spawn({
+        let control = control.clone();
+        let user = opts.user_mode;
+        async move {
+            control
+                .follow_units(|| async move {
+                    dbus::systemd1::Systemd::connect(user)
+                        .await
+                        .map(|s| Arc::new(s) as Arc<dyn crate::units::UnitManager>)
+                })
+                .await
+        }
+    });
     let server = dbus::serve(control.clone(), opts.user_mode).await?;
     // The peer endpoint after D-Bus, before READY=1: a bad token file or a
     // taken port stops the start with a clear error.
@@ -227,6 +242,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     state_watch.abort();
     monitor.abort();
     housekeeping.abort();
+    units.abort();
     observer.abort();
     drop(server);
     Ok(())

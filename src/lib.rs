@@ -35,4 +35,5 @@ pub mod supervise;
 pub mod systemd;
 pub mod tasks;
 pub mod time;
+pub mod units;
 pub mod world;

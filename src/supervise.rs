@@ -544,24 +544,25 @@ fn observe(
     // event stream has told the `die`, all of it is here and the decision
     // is made at once. Only a container seen dead in Docker's list before
     // its `die` came through the stream is waited for, up to [`SETTLE`].
-    let unheard: Vec<String> = if ev.oom_killed || ev.stopped_outside.is_some() {
-        Vec::new()
-    } else {
-        let now = now_usec();
-        let settle = u64::try_from(SETTLE.as_micros()).unwrap_or(u64::MAX);
-        seen.containers
-            .iter()
-            .filter(|c| {
-                !c.oneoff
-                    && !world::is_complete(c)
-                    && matches!(c.state, ContainerState::Exited | ContainerState::Dead)
-                    && c.finished_at_usec
-                        .is_some_and(|t| now.saturating_sub(t) < settle)
-                    && !control.die_seen(&c.id)
-            })
-            .map(|c| c.id.clone())
-            .collect()
-    };
+    let unheard: Vec<String> =
+        if ev.oom_killed || ev.stopped_outside.is_some() || told_by_systemd(control, service) {
+            Vec::new()
+        } else {
+            let now = now_usec();
+            let settle = u64::try_from(SETTLE.as_micros()).unwrap_or(u64::MAX);
+            seen.containers
+                .iter()
+                .filter(|c| {
+                    !c.oneoff
+                        && !world::is_complete(c)
+                        && matches!(c.state, ContainerState::Exited | ContainerState::Dead)
+                        && c.finished_at_usec
+                            .is_some_and(|t| now.saturating_sub(t) < settle)
+                        && !control.die_seen(&c.id)
+                })
+                .map(|c| c.id.clone())
+                .collect()
+        };
     if !unheard.is_empty() {
         slot.pending = true;
         drop(slots);
@@ -789,6 +790,14 @@ fn retry_later(
         }
         let _ = done.send(service).await;
     });
+}
+
+/// Where unit deaths enter: a `kind = "unit"` service's evidence is
+/// whole when systemd reports the death (its `Result` says `oom-kill`,
+/// `signal` or `exit-code`; a person's `systemctl stop` ends with
+/// `success`, no failure), so nothing is waited for.
+fn told_by_systemd(control: &Control, service: &str) -> bool {
+    control.unit_state(service).is_some()
 }
 
 /// How long a death seen in Docker's list is waited for in the event

@@ -584,9 +584,7 @@ merge_struct!(RawPeer;
     tables: );
 merge_struct!(RawService;
     leaves: host, auto_start, depends_on, conflicts, start_order, start_timeout, handoff,
-        handoff_volumes;
-    leaves: host, auto_start, depends_on, conflicts, start_order, start_timeout, handoff, kind,
-        unit, exec, working_dir, environment, user, description, category, required_for;
+        handoff_volumes, kind, unit, exec, working_dir, environment, user, description, category, required_for;
     tables: health, restart, resources);
 merge_struct!(RawHealth;
     leaves: http, expect_status, body_contains, tls_ca, tcp, command, container, file, max_age,

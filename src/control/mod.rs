@@ -31,6 +31,7 @@ pub use order::TreeRow;
 mod handoff;
 mod leave;
 mod registry;
+mod units;
 mod wait;
 pub use handoff::{
     claim_wins, PeerFailure, PeerService, Peers, Prepared, RemoteTask, VolumeOffer, VolumeReceipt,
@@ -232,6 +233,8 @@ struct Shared {
     /// What preflight learnt from `compose config`, per version of a
     /// project's files.
     config_cache: crate::preflight::ConfigCache,
+    /// What systemd says about the `kind = "unit"` services (`units.rs`).
+    units: Arc<crate::units::Units>,
 }
 
 /// Cheap to clone.
@@ -270,6 +273,7 @@ impl Control {
             waits: Mutex::default(),
             housekeeping: Default::default(),
             config_cache: crate::preflight::ConfigCache::default(),
+            units: crate::units::Units::new(),
         });
         let runner = Arc::new(ComposeRunner {
             shared: shared.clone(),
@@ -362,7 +366,7 @@ impl Control {
 
     /// The project's containers as last observed.
     pub fn containers(&self, name: &str) -> Vec<ContainerInfo> {
-        self.shared.world.containers(name)
+        self.shared.containers_of(name)
     }
 
     /// The connected Docker client, if Docker answers.
@@ -840,6 +844,9 @@ impl Control {
     ) -> Result<BoxStream<'static, String>, ControlError> {
         let cfg = self.config();
         self.shared.local_service(&cfg, name)?;
+        if let Some(journal) = self.unit_logs(name, tail, follow) {
+            return journal;
+        }
         let docker = self
             .shared
             .world
@@ -1011,7 +1018,7 @@ impl Shared {
         if svc.is_external() {
             return self.external_status(cfg, svc, said);
         }
-        let containers = self.world.containers(&svc.name);
+        let containers = self.containers_of(&svc.name);
         let observed = world::classify(&containers);
         let (desired, desired_source) = Shared::desired(svc, said);
         let running_kind = self.queue().running_kind(&svc.name);
@@ -1192,6 +1199,14 @@ impl Shared {
         }
         let deadline = tokio::time::Instant::now() + kind.timeout();
         let cfg = self.config();
+        if let Some(spec) = cfg
+            .service(&task.service)
+            .and_then(crate::units::UnitSpec::of)
+        {
+            return self
+                .run_unit_task(&cfg, kind, spec, &task, &log, &cancel)
+                .await;
+        }
         let (dir, file) = project_paths(&cfg, &task.service)?;
         if !self.world.docker_connected() {
             return Err(Failure::failed(format!(
@@ -1450,7 +1465,7 @@ impl Shared {
                         said.map(|d| d.state),
                     ),
                     user_said: said.is_some(),
-                    observed: world::classify(&self.world.containers(&name)),
+                    observed: world::classify(&self.containers_of(&name)),
                     deployed_by_us: deployed.contains(&name),
                     busy: self.queue().busy(&name),
                     depends_on: {
@@ -1968,7 +1983,10 @@ impl Runner for ComposeRunner {
     fn takes_slot(&self, task: TaskRecord) -> crate::tasks::SlotFuture {
         let shared = self.shared.clone();
         Box::pin(async move {
-            if task.kind != TaskKind::Deploy.as_str() || !fast_origin(&task.origin) {
+            if task.kind != TaskKind::Deploy.as_str()
+                || !fast_origin(&task.origin)
+                || shared.is_unit(&task.service)
+            {
                 return true;
             }
             let Ok((dir, file)) = project_paths(&shared.config(), &task.service) else {

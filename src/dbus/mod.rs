@@ -14,6 +14,7 @@ mod manager;
 pub mod path;
 mod remote;
 mod service;
+pub mod systemd1;
 mod task;
 pub mod types;
 
