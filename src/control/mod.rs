@@ -228,6 +228,8 @@ struct Shared {
     /// What preflight learnt from `compose config`, per version of a
     /// project's files.
     config_cache: crate::preflight::ConfigCache,
+    /// Each external service's ActiveState and since when (`registry.rs`).
+    external_since: registry::Since,
 }
 
 /// Cheap to clone.
@@ -265,6 +267,7 @@ impl Control {
             waits: Mutex::default(),
             housekeeping: Default::default(),
             config_cache: crate::preflight::ConfigCache::default(),
+            external_since: registry::Since::default(),
         });
         let runner = Arc::new(ComposeRunner {
             shared: shared.clone(),
