@@ -73,7 +73,7 @@ category = "data"
 "#
     ));
     let bus = Bus::start(env.dir());
-    let _daemon = Daemon::start(&env, &bus);
+    let daemon = Daemon::start(&env, &bus);
 
     // Probed: healthy is active (running).
     wait_until(SETTLE, "the external service turns active", || {
@@ -188,6 +188,14 @@ category = "data"
     wait_until(SETTLE, "the external service turns failed", || {
         state(&env, &bus, &api) == ("failed".into(), "unhealthy".into())
     });
+    // Its health change is an alert, as any service's (the journal channel
+    // writes it to the daemon's stderr here).
+    wait_until(SETTLE, "the unhealthy alert", || {
+        daemon.stderr().contains(&format!("{api} is unhealthy"))
+    });
+    let status = stackctl(&env, &bus, &["status", &api]);
+    assert_eq!(status.code, 3, "{status}");
+    assert!(!status.stdout.contains("since n/a"), "{status}");
     let out = stackctl(&env, &bus, &["readiness"]);
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stdout.contains("external, not healthy"), "{out}");
@@ -235,6 +243,9 @@ category = "data"
     );
     assert_eq!(running(&web), 1);
     assert_eq!(state(&env, &bus, &api).0, "active");
+    wait_until(SETTLE, "the healthy-again alert", || {
+        daemon.stderr().contains(&format!("{api} is healthy again"))
+    });
 
     // health --watch redraws until interrupted.
     let watch = spawn_stackctl(&env, &bus, &["health", "--watch", "-d", "0.5"]);

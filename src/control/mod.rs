@@ -235,6 +235,8 @@ struct Shared {
     config_cache: crate::preflight::ConfigCache,
     /// What systemd says about the `kind = "unit"` services (`units.rs`).
     units: Arc<crate::units::Units>,
+    /// Each external service's ActiveState and since when (`registry.rs`).
+    external_since: registry::Since,
 }
 
 /// Cheap to clone.
@@ -274,6 +276,7 @@ impl Control {
             housekeeping: Default::default(),
             config_cache: crate::preflight::ConfigCache::default(),
             units: crate::units::Units::new(),
+            external_since: registry::Since::default(),
         });
         let runner = Arc::new(ComposeRunner {
             shared: shared.clone(),

@@ -14,7 +14,7 @@
 //! | unhealthy  | failed       | unhealthy |
 //! | nothing yet| activating   | probing   |
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::{Control, ControlError, Op, ServiceStatus, Shared};
 use crate::config::{Config, ServiceConfig};
@@ -42,6 +42,25 @@ pub struct Required {
     pub health: &'static str,
     /// ActiveState `active`.
     pub running: bool,
+}
+
+/// Each external service's last ActiveState and when it was first seen:
+/// its `StateChangeTimestamp` (it has no containers to date it).
+#[derive(Default)]
+pub(super) struct Since(std::sync::Mutex<HashMap<String, (&'static str, u64)>>);
+
+impl Since {
+    fn note(&self, service: &str, state: &'static str) -> u64 {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(service) {
+            Some((s, usec)) if *s == state => *usec,
+            _ => {
+                let now = crate::time::now_usec();
+                map.insert(service.to_string(), (state, now));
+                now
+            }
+        }
+    }
 }
 
 /// Why an operation on an external service is refused.
@@ -99,7 +118,7 @@ impl Shared {
             health,
             health_message: message,
             containers: Vec::new(),
-            state_change_usec: 0,
+            state_change_usec: self.external_since.note(&svc.name, active_state),
             restart_count: 0,
             cpu_percent: 0.0,
             memory_bytes: 0,
