@@ -614,8 +614,10 @@ fn idle(
     #[allow(clippy::cast_precision_loss, reason = "kB of a process")]
     let mib = |kb: u64| kb as f64 / 1024.0;
     println!(
-        "  VmRSS {:.1} MiB (goal < 20 MiB), VmHWM {:.1} MiB, {} threads",
+        "  VmRSS {:.1} MiB (goal < 20 MiB): {:.1} MiB anonymous, {:.1} MiB file-backed (the executable's pages); VmHWM {:.1} MiB, {} threads",
         mib(field("VmRSS:")),
+        mib(field("RssAnon:")),
+        mib(field("RssFile:")),
         mib(field("VmHWM:")),
         field("Threads:")
     );
