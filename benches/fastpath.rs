@@ -582,7 +582,12 @@ fn idle(
     wait_until(
         Duration::from_secs(120),
         "the start-up reconcile ends",
-        || daemon.stderr().contains("stackd_alert=\"recovered\""),
+        // Its summary: "recovered" after a boot, "reconciled" otherwise.
+        || {
+            let log = daemon.stderr();
+            log.contains("stackd_alert=\"recovered\"")
+                || log.contains("stackd_alert=\"reconciled\"")
+        },
     );
     // Past the start-up work (records, first samples) before measuring.
     std::thread::sleep(Duration::from_secs(10));
