@@ -582,7 +582,12 @@ fn idle(
     wait_until(
         Duration::from_secs(120),
         "the start-up reconcile ends",
-        || daemon.stderr().contains("stackd_alert=\"recovered\""),
+        // Its summary: "recovered" after a boot, "reconciled" otherwise.
+        || {
+            let log = daemon.stderr();
+            log.contains("stackd_alert=\"recovered\"")
+                || log.contains("stackd_alert=\"reconciled\"")
+        },
     );
     // Past the start-up work (records, first samples) before measuring.
     std::thread::sleep(Duration::from_secs(10));
@@ -614,8 +619,10 @@ fn idle(
     #[allow(clippy::cast_precision_loss, reason = "kB of a process")]
     let mib = |kb: u64| kb as f64 / 1024.0;
     println!(
-        "  VmRSS {:.1} MiB (goal < 20 MiB), VmHWM {:.1} MiB, {} threads",
+        "  VmRSS {:.1} MiB (goal < 20 MiB): {:.1} MiB anonymous, {:.1} MiB file-backed (the executable's pages); VmHWM {:.1} MiB, {} threads",
         mib(field("VmRSS:")),
+        mib(field("RssAnon:")),
+        mib(field("RssFile:")),
         mib(field("VmHWM:")),
         field("Threads:")
     );
