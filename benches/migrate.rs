@@ -146,13 +146,19 @@ fn volumes() {
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse().ok())
         .expect("seconds");
+    // The rate as the task log gives it (from the unrounded time).
+    let rate: f64 = line
+        .split(" s (")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("MiB/s");
     let mib = bytes / 1_048_576.0;
     println!(
         "volume move a->b of {VOLUME_MIB} MiB of random bytes (tar stream {mib:.1} MiB), engines in two network namespaces on one machine:"
     );
     println!(
-        "  stackctl migrate --with-volumes: transfer {secs:.1} s = {:.1} MiB/s (read on a, sha256, peer HTTP, verified and extracted on b); whole move {:.1} s",
-        mib / secs.max(1e-3),
+        "  stackctl migrate --with-volumes: transfer {secs:.1} s = {rate:.1} MiB/s (read on a, sha256, peer HTTP, verified and extracted on b); whole move {:.1} s",
         move_time.as_secs_f64()
     );
     println!(

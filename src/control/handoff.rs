@@ -497,17 +497,19 @@ impl Control {
                     replaced,
                 });
             }
-            (_, Err(why)) => ControlError::InvalidArgument(format!(
-                "volume {} from {}: {why}; the volume was removed again on {}",
-                offer.volume, offer.from, cfg.host
-            )),
-            (Err(e), Ok(_)) => {
+            // Docker's refusal first: it may have stopped reading the
+            // body, which then looks short.
+            (Err(e), _) => {
                 let e = engine(e);
                 ControlError::Conflict(format!(
                     "volume {} from {}: {e}; the volume was removed again on {}",
                     offer.volume, offer.from, cfg.host
                 ))
             }
+            (Ok(()), Err(why)) => ControlError::InvalidArgument(format!(
+                "volume {} from {}: {why}; the volume was removed again on {}",
+                offer.volume, offer.from, cfg.host
+            )),
         };
         if let Err(e) = docker.remove_volume(&offer.volume).await {
             tracing::warn!(

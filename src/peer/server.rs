@@ -676,7 +676,12 @@ fn volume_offer(
         Some(text) => serde_json::from_str(text)
             .map_err(|e| bad_request(format!("labels must be a JSON object of strings: {e}")))?,
     };
-    if volume.is_empty() || volume.contains('/') {
+    // Docker's own rule for volume names.
+    let valid = volume
+        .bytes()
+        .enumerate()
+        .all(|(i, b)| b.is_ascii_alphanumeric() || (i > 0 && matches!(b, b'_' | b'.' | b'-')));
+    if volume.is_empty() || !valid {
         return Err(bad_request(format!("{volume:?} is not a volume name")));
     }
     Ok(VolumeOffer {

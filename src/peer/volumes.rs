@@ -72,16 +72,19 @@ pub(crate) fn seal(
 /// The receiver's verdict, known once the tar stream has ended: the
 /// bytes and the SHA-256 that arrived and matched, or why not.
 #[derive(Clone, Default)]
-pub(crate) struct Check(Arc<Mutex<Option<Result<(u64, String), String>>>>);
+pub(crate) struct Check(Arc<Mutex<Option<Verdict>>>);
+
+/// The bytes and SHA-256 that arrived and matched, or why not.
+type Verdict = Result<(u64, String), String>;
 
 impl Check {
-    fn set(&self, r: Result<(u64, String), String>) {
+    fn set(&self, r: Verdict) {
         if let Ok(mut v) = self.0.lock() {
             v.get_or_insert(r);
         }
     }
 
-    pub(crate) fn verdict(&self) -> Result<(u64, String), String> {
+    pub(crate) fn verdict(&self) -> Verdict {
         self.0
             .lock()
             .ok()
@@ -123,7 +126,7 @@ impl Unsealer {
         Bytes::from(all)
     }
 
-    fn finish(self) -> Result<(u64, String), String> {
+    fn finish(self) -> Verdict {
         if self.tail.len() < DIGEST_LEN {
             return Err(format!(
                 "the body is shorter than its {DIGEST_LEN}-byte SHA-256 trailer"
@@ -197,7 +200,7 @@ mod tests {
 
     /// Feeds `body` in pieces of `step` bytes; the payload passed on and
     /// the verdict.
-    fn unseal_in(body: &[u8], step: usize) -> (Vec<u8>, Result<(u64, String), String>) {
+    fn unseal_in(body: &[u8], step: usize) -> (Vec<u8>, Verdict) {
         let mut u = Unsealer::new();
         let mut out = Vec::new();
         for piece in body.chunks(step.max(1)) {
