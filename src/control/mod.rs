@@ -674,6 +674,9 @@ impl Control {
     pub async fn preflight(&self, name: &str) -> Result<Vec<String>, ControlError> {
         let cfg = self.config();
         let svc = self.shared.local_service(&cfg, name)?.clone();
+        if let Some(spec) = crate::units::UnitSpec::of(&svc) {
+            return self.shared.unit_preflight(&spec);
+        }
         let report = self
             .shared
             .preflight(&svc)

@@ -167,7 +167,7 @@ impl Control {
 
 fn is_up(shared: &Shared, name: &str) -> bool {
     matches!(
-        world::classify(&shared.world.containers(name)),
+        world::classify(&shared.containers_of(name)),
         Observed::Running | Observed::Partial
     )
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Control, Shared};
+use super::{Control, ControlError, Shared};
 use crate::config::Config;
 use crate::events::Event;
 use crate::store::TaskRecord;
@@ -66,6 +66,18 @@ impl Shared {
                 )))
             }
         };
+        // What a person asks for is checked first, as a Compose deploy is.
+        if call != "stop" && super::by_person(&task.origin) {
+            if let Err(ControlError::PreflightFailed(problems)) = self.unit_preflight(&spec) {
+                for p in problems.lines() {
+                    log.line(&format!("preflight {p}"));
+                }
+                return Err(Failure::failed(format!(
+                    "PreflightFailed: {}",
+                    problems.replace('\n', "; ")
+                )));
+            }
+        }
         log.line(&describe(call, &spec, manager.user()));
         let job = async {
             match call {
@@ -120,6 +132,52 @@ impl Shared {
         }
         outcome
     }
+}
+
+impl Shared {
+    /// `stackctl preflight` of a unit service: a connection to systemd,
+    /// and for `exec`, a program that can be run and a working directory
+    /// that exists (an existing unit's own settings are systemd's to
+    /// check when it starts).
+    pub(super) fn unit_preflight(&self, spec: &UnitSpec) -> Result<Vec<String>, ControlError> {
+        let mut fatal = Vec::new();
+        if let Err(e) = self.units.manager() {
+            fatal.push(format!("error: {e}"));
+        }
+        if let UnitSpec::Transient {
+            exec, working_dir, ..
+        } = spec
+        {
+            fatal.extend(exec_problems(exec, working_dir.as_deref()));
+        }
+        if fatal.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Err(ControlError::PreflightFailed(fatal.join("\n")))
+        }
+    }
+}
+
+/// What stops `exec` from running: a program given by its path that is
+/// not an executable file, a working directory that is not a directory.
+/// A bare program name is looked up by systemd in its own search path.
+fn exec_problems(exec: &[String], working_dir: Option<&std::path::Path>) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    if let Some(program) = exec.first().filter(|p| p.starts_with('/')) {
+        match std::fs::metadata(program) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+            Ok(_) => out.push(format!("error: exec: {program} is not an executable file")),
+            Err(e) => out.push(format!("error: exec: {program}: {e}")),
+        }
+    }
+    if let Some(dir) = working_dir.filter(|d| !d.is_dir()) {
+        out.push(format!(
+            "error: working_dir: {} is not a directory",
+            dir.display()
+        ));
+    }
+    out
 }
 
 /// The task log's line for a call, as an admin would type it.
@@ -213,13 +271,37 @@ impl Control {
         name: &str,
         tail: Option<usize>,
         follow: bool,
-    ) -> Option<Result<futures_util::stream::BoxStream<'static, String>, super::ControlError>> {
+    ) -> Option<Result<futures_util::stream::BoxStream<'static, String>, ControlError>> {
         let cfg = self.config();
         let spec = UnitSpec::of(cfg.service(name)?)?;
         let user = self.shared.load_options.user_mode;
         Some(
             crate::units::journal(spec.unit(), user, tail, follow)
-                .map_err(|e| super::ControlError::Io(e.to_string())),
+                .map_err(|e| ControlError::Io(e.to_string())),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_problems_name_a_missing_program_and_directory() {
+        let ok = exec_problems(
+            &["/bin/sh".into(), "-c".into(), "true".into()],
+            Some("/".as_ref()),
+        );
+        assert!(ok.is_empty(), "{ok:?}");
+        assert!(exec_problems(&["sh".into()], None).is_empty());
+        let bad = exec_problems(&["/no/such/program".into()], Some("/no/such/dir".as_ref()));
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].contains("/no/such/program"));
+        assert!(bad[1].contains("/no/such/dir"));
+        let plain = std::env::temp_dir().join(format!("stackd-units-{}", std::process::id()));
+        std::fs::write(&plain, "not a program").unwrap();
+        let not_exec = exec_problems(&[plain.display().to_string()], None);
+        let _ = std::fs::remove_file(&plain);
+        assert_eq!(not_exec.len(), 1, "{not_exec:?}");
     }
 }
