@@ -833,8 +833,10 @@ fn confirm_outside_stop(
         let still = now.as_ref().is_some_and(|o| o.container == stop.container)
             && world::classify(&control.containers(&service)) != world::Observed::Running
             && control.desired_state(&service) == DesiredState::Running;
-        let engine_up =
-            still && control.docker().is_some() && crate::engine::Docker::connect().await.is_ok();
+        // A unit's stop is systemd's to tell; Docker has no say in it.
+        let engine_up = still
+            && (control.is_unit_service(&service)
+                || control.docker().is_some() && crate::engine::Docker::connect().await.is_ok());
         if let (true, Some(now)) = (still && engine_up, now) {
             control.stopped_outside(&service, &now);
         } else if still {

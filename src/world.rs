@@ -239,6 +239,15 @@ impl World {
         a.last_end_usec = now_usec();
     }
 
+    /// Was something that happened to `project` at `at_usec` the doing of
+    /// one of stackd's own tasks?
+    pub fn stackd_acting(&self, project: &str, at_usec: u64) -> bool {
+        self.read()
+            .acting
+            .get(project)
+            .is_some_and(|a| a.covers(at_usec))
+    }
+
     /// The person's stop last seen on `project`, while its containers have
     /// not started again.
     pub fn outside_stop(&self, project: &str) -> Option<OutsideStop> {

@@ -19,13 +19,14 @@
 //!
 //! Services of `kind = "unit"` too: a transient unit running busybox
 //! httpd (busybox-static is in the root) with a Compose service that
-//! depends on it, across a reboot and a `kill -9` of the unit's process;
-//! the same step prints the figures of the units bench (see
-//! `benches/units.rs`): a death of the unit brought back by stackd against
-//! systemd's own `Restart=on-failure` on the same binary.
+//! depends on it, across a reboot and a `kill -9` of the unit's process,
+//! and a person's `systemctl stop` of it left alone until `stackctl start`;
+//! the same step prints the figures of the units bench: a death of the
+//! unit brought back by stackd against systemd's own `Restart=on-failure`
+//! on the same binary.
 //!
-//! Not checked here yet: the desktop notification path under a real
-//! notification daemon.
+//! The desktop notification path under a real notification daemon is
+//! tests/desktop.rs's (dunst on Xvfb).
 //!
 //! One test, one boot: booting takes seconds, and every check is a step of
 //! an admin's session on the same machine. Each step prints its duration.
@@ -842,6 +843,28 @@ fn units(m: &Machine, service: &str, image: &str, prefix: &str) {
         |o| o.success() && number(&o.stdout) > restarts,
     );
     assert_eq!(m.ok("curl -s http://127.0.0.1:8088/"), "hello from a unit");
+
+    // --- a person's stop: `systemctl stop` is intent, as `docker stop` is -
+    m.ok(&format!("systemctl stop {unit}"));
+    m.wait_for(
+        Duration::from_secs(30),
+        "stackd to take the systemctl stop for a person's",
+        &format!("stackctl status {httpd}"),
+        |o| o.stdout.contains("stopped outside stackd (systemctl stop)"),
+    );
+    thread::sleep(Duration::from_secs(3));
+    assert_ne!(
+        m.prop(&unit, "ActiveState"),
+        "active",
+        "stackd undid a person's systemctl stop"
+    );
+    m.ok(&format!("stackctl start {httpd}"));
+    m.wait_for(
+        Duration::from_secs(60),
+        "stackctl start to bring the stopped unit back",
+        &format!("systemctl show -p ActiveState {unit}"),
+        |o| o.stdout.contains("ActiveState=active\n"),
+    );
 
     bench(m, &unit);
 }

@@ -398,6 +398,9 @@ impl Control {
     /// Docker's evidence that a person stopped the service from outside
     /// stackd, not acted on yet.
     pub fn outside_stop(&self, name: &str) -> Option<world::OutsideStop> {
+        if self.shared.is_unit(name) {
+            return self.unit_outside_stop(name);
+        }
         self.shared.world.outside_stop(name)
     }
 
@@ -442,6 +445,7 @@ impl Control {
 
     pub fn forget_outside_stop(&self, name: &str) {
         self.shared.world.clear_outside_stop(name);
+        self.shared.units.forget_ended(name);
     }
 
     /// A person stopped the service through Docker itself: that is their
@@ -450,6 +454,7 @@ impl Control {
     /// it.
     pub fn stopped_outside(&self, name: &str, stop: &world::OutsideStop) {
         self.shared.world.clear_outside_stop(name);
+        self.shared.units.forget_ended(name);
         if let Err(e) = self.shared.store.set_stopped_outside(name, stop.door) {
             warn!(stackd_service = name, "cannot record the stop: {e}");
             return;

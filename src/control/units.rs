@@ -265,6 +265,28 @@ impl Control {
         }
     }
 
+    /// A person's stop of a unit service: its unit ended cleanly (a
+    /// `systemctl stop`, or a clean exit) while no stackd task worked on
+    /// it. The supervisor treats it as Docker's `docker stop`
+    /// (`restart.manual_stop`).
+    pub(super) fn unit_outside_stop(&self, name: &str) -> Option<crate::world::OutsideStop> {
+        let (at, door) = self.shared.units.ended_cleanly(name)?;
+        if self.shared.world.stackd_acting(name, at) {
+            return None;
+        }
+        let spec = UnitSpec::of(self.config().service(name)?)?;
+        Some(crate::world::OutsideStop {
+            container: spec.unit().to_string(),
+            door,
+            at_usec: at,
+        })
+    }
+
+    /// A `kind = "unit"` service: Docker has no say in it.
+    pub fn is_unit_service(&self, name: &str) -> bool {
+        self.shared.is_unit(name)
+    }
+
     /// The unit's journal for `stackctl logs` (None: not a unit service).
     pub(super) fn unit_logs(
         &self,

@@ -144,6 +144,35 @@ impl UnitState {
         }
     }
 
+    /// Running, as far as a service's health and its dependents care.
+    pub fn running(&self) -> bool {
+        matches!(self.active_state.as_str(), "active" | "reloading")
+    }
+
+    /// Coming from `was`, this state is an end systemd calls a success: a
+    /// stop job's SIGTERM (`systemctl stop`, whoever typed it) or a clean
+    /// exit, then inactive or already collected (a transient unit that
+    /// ended well is unloaded at once). A crash ends as `failed` and
+    /// stays loaded. systemd's own `Restart=on-failure` leaves such an end
+    /// alone; so does stackd, when it did not ask for it.
+    pub fn ends_cleanly(&self, was: &UnitState) -> bool {
+        was.running()
+            && !self.running()
+            && self.active_state != "failed"
+            && (self.result == "success" || self.load_state == "not-found")
+    }
+
+    /// How a clean end came about, in words for the alert: a stop's
+    /// signal (or a transient unit already collected, which only a clean
+    /// end is) or the program's own exit 0.
+    pub fn clean_end(&self) -> &'static str {
+        if self.exec_main_code == CLD_EXITED {
+            "exit 0 under systemd"
+        } else {
+            "systemctl stop"
+        }
+    }
+
     /// The unit as the one "container" of its service, so the code that
     /// reads Compose projects (classify, status, the supervisor's
     /// evidence, the resource monitor) reads it too. None when systemd
@@ -229,6 +258,10 @@ pub trait UnitManager: Send + Sync {
 struct Followed {
     spec: UnitSpec,
     state: Option<UnitState>,
+    /// When the unit last went from running to an end systemd calls a
+    /// success (see [`UnitState::ends_cleanly`]); cleared when it runs
+    /// again.
+    ended_cleanly: Option<(u64, &'static str)>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -300,6 +333,16 @@ impl Units {
                         let mut f = units.followed.lock().unwrap_or_else(|e| e.into_inner());
                         match f.get_mut(&name) {
                             Some(slot) if slot.state.as_ref() != Some(&state) => {
+                                if state.running() {
+                                    slot.ended_cleanly = None;
+                                } else if slot
+                                    .state
+                                    .as_ref()
+                                    .is_some_and(|was| state.ends_cleanly(was))
+                                {
+                                    slot.ended_cleanly =
+                                        Some((crate::time::now_usec(), state.clean_end()));
+                                }
                                 slot.state = Some(state);
                                 true
                             }
@@ -319,9 +362,26 @@ impl Units {
                 Followed {
                     spec,
                     state: None,
+                    ended_cleanly: None,
                     task,
                 },
             );
+        }
+    }
+
+    /// When the service's unit last ended cleanly while running, and how
+    /// (a `systemctl stop`, or a clean exit), if it has not run since: the
+    /// caller tells whether that was stackd's own doing.
+    pub fn ended_cleanly(&self, service: &str) -> Option<(u64, &'static str)> {
+        let f = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        f.get(service).and_then(|slot| slot.ended_cleanly)
+    }
+
+    /// Forget a clean end (acted on, or stackd's own).
+    pub fn forget_ended(&self, service: &str) {
+        let mut f = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = f.get_mut(service) {
+            slot.ended_cleanly = None;
         }
     }
 
@@ -467,6 +527,35 @@ mod tests {
             .container("web", "u")
             .unwrap();
         assert!(c.oom_killed);
+    }
+
+    #[test]
+    fn only_a_clean_end_of_a_running_unit_reads_as_a_person_s_stop() {
+        let running = state("active", "running", "success", 0, 0);
+        let stopped = state("inactive", "dead", "success", CLD_KILLED, 15);
+        let exited = state("inactive", "dead", "success", CLD_EXITED, 0);
+        let collected = UnitState {
+            load_state: "not-found".into(),
+            active_state: "inactive".into(),
+            ..UnitState::default()
+        };
+        let crashed = state("failed", "failed", "signal", CLD_KILLED, 9);
+        let oom = state("failed", "failed", "oom-kill", CLD_KILLED, 9);
+        // (from, to) → a clean end, and how it reads
+        let cases = [
+            (&running, &stopped, Some("systemctl stop")),
+            (&running, &collected, Some("systemctl stop")),
+            (&running, &exited, Some("exit 0 under systemd")),
+            (&running, &crashed, None),
+            (&running, &oom, None),
+            (&stopped, &collected, None),
+            (&crashed, &collected, None),
+            (&running, &running, None),
+        ];
+        for (i, (was, now, want)) in cases.into_iter().enumerate() {
+            let got = now.ends_cleanly(was).then(|| now.clean_end());
+            assert_eq!(got, want, "case {i}: {was:?} → {now:?}");
+        }
     }
 
     #[test]
