@@ -248,6 +248,21 @@ fn config(service: &str, extra: &str) -> String {
     )
 }
 
+/// What a reboot leaves, with stackd stopped: `project`'s one container
+/// gone (stopping stackd must not have stopped it) and a new boot id.
+/// Returns the new boot id.
+fn reboot(m: &Machine, project: &str) -> String {
+    let ids = containers(project);
+    assert_eq!(ids.len(), 1, "stopping stackd stopped {project}");
+    run(
+        Command::new("docker").args(["rm", "--force"]).args(&ids),
+        Duration::from_secs(60),
+    )
+    .expect_success();
+    m.ok(&format!("cat /proc/sys/kernel/random/uuid >{BOOT_ID}"));
+    m.ok(&format!("cat {BOOT_ID}"))
+}
+
 /// The container ids of `project` on the host's engine.
 fn containers(project: &str) -> Vec<String> {
     run(
@@ -486,15 +501,7 @@ fn the_deb_under_systemd_as_an_admin_sees_it() {
 
     // --- a reboot (new boot id, containers gone) and a crash ------------
     m.ok("systemctl stop stackd");
-    let ids = containers(&service);
-    assert_eq!(ids.len(), 1, "stopping stackd stopped the service");
-    run(
-        Command::new("docker").args(["rm", "--force"]).args(&ids),
-        Duration::from_secs(60),
-    )
-    .expect_success();
-    m.ok(&format!("cat /proc/sys/kernel/random/uuid >{BOOT_ID}"));
-    let boot = m.ok(&format!("cat {BOOT_ID}"));
+    let boot = reboot(&m, &service);
     let reboot_cursor =
         m.ok("journalctl -u stackd -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p'");
     m.ok("systemctl restart stackd");
@@ -758,15 +765,7 @@ fn units(m: &Machine, service: &str, image: &str, prefix: &str) {
     // --- a reboot: the unit and the containers are gone ----------------
     m.ok("systemctl stop stackd");
     m.ok(&format!("systemctl stop {unit}"));
-    let ids = containers(&app);
-    assert_eq!(ids.len(), 1, "stopping stackd stopped {app}");
-    run(
-        Command::new("docker").args(["rm", "--force"]).args(&ids),
-        Duration::from_secs(60),
-    )
-    .expect_success();
-    m.ok(&format!("cat /proc/sys/kernel/random/uuid >{BOOT_ID}"));
-    let boot = m.ok(&format!("cat {BOOT_ID}"));
+    let boot = reboot(m, &app);
     m.ok("systemctl restart stackd");
     for svc in [&httpd, &app] {
         m.wait_for(
