@@ -260,6 +260,17 @@ fn death_to_running(
     env.compose(&web, &["down", "-t", "0"]);
 }
 
+/// Whether every project of `names` has a running container.
+fn all_run(rt: &tokio::runtime::Runtime, engine: &Docker, names: &[String]) -> bool {
+    let cs = rt
+        .block_on(engine.list_containers(None))
+        .unwrap_or_default();
+    names.iter().all(|n| {
+        cs.iter()
+            .any(|c| &c.project == n && c.state == ContainerState::Running)
+    })
+}
+
 fn boot_recovery(
     rt: &tokio::runtime::Runtime,
     engine: &Docker,
@@ -277,15 +288,7 @@ fn boot_recovery(
     env.write_config(&config);
     let bus = Bus::start(env.dir());
     let mut daemon = start_daemon(env, &bus, wrappers);
-    let all_running = || {
-        let cs = rt
-            .block_on(engine.list_containers(None))
-            .unwrap_or_default();
-        names.iter().all(|n| {
-            cs.iter()
-                .any(|c| &c.project == n && c.state == ContainerState::Running)
-        })
-    };
+    let all_running = || all_run(rt, engine, &names);
     wait_until(
         Duration::from_secs(300),
         "first boot deploys all",
@@ -571,13 +574,7 @@ fn idle(
     let bus = Bus::start(env.dir());
     let daemon = start_daemon(env, &bus, wrappers);
     wait_until(Duration::from_secs(300), "all 20 running", || {
-        let cs = rt
-            .block_on(engine.list_containers(None))
-            .unwrap_or_default();
-        names.iter().all(|n| {
-            cs.iter()
-                .any(|c| &c.project == n && c.state == ContainerState::Running)
-        })
+        all_run(rt, engine, &names)
     });
     wait_until(
         Duration::from_secs(120),

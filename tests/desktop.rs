@@ -149,12 +149,7 @@ fn dunst_on_xvfb_shows_the_notify_agents_alert() {
             .spawn()
             .unwrap(),
     );
-    wait_until(Duration::from_secs(10), "the agent subscribes", || {
-        busctl(&bus, &["list", "--no-pager"])
-            .stdout
-            .contains("stackctl")
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for_notify_agent(&bus);
 
     // An alert: a reload of a bad file is refused (reload-failed).
     env.write_config(&format!("{good}bogus = 1\n"));

@@ -178,13 +178,7 @@ fn the_notify_agent_shows_a_failed_task_on_the_desktop() {
         }
     }
     let _agent = KillOnDrop(agent);
-    // The agent subscribes to the Alert signal with a match rule on the bus.
-    wait_until(Duration::from_secs(10), "the agent subscribes", || {
-        busctl(&bus, &["list", "--no-pager"])
-            .stdout
-            .contains("stackctl")
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for_notify_agent(&bus);
 
     // A refused reload is an alert too (reload-failed), but not one of the
     // kinds [notify.desktop] asks for: no Alert signal, nothing shown.

@@ -1214,6 +1214,18 @@ pub fn stackctl_as(uid: u32, bus: &Bus, args: &[&str]) -> Output {
     run(&mut cmd, COMMAND_TIMEOUT)
 }
 
+/// Waits until `stackctl notify-agent` holds its name on `bus` (it adds its
+/// match rule for the `Alert` signal as it connects), then a moment more so
+/// the rule is in place before the test raises an alert.
+pub fn wait_for_notify_agent(bus: &Bus) {
+    wait_until(Duration::from_secs(10), "the agent subscribes", || {
+        busctl(bus, &["list", "--no-pager"])
+            .stdout
+            .contains("stackctl")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+}
+
 /// `busctl --address=<bus> ARGS`.
 #[track_caller]
 pub fn busctl(bus: &Bus, args: &[&str]) -> Output {
