@@ -549,12 +549,17 @@ fn apply_all_hosts_moves_a_changed_placement_stop_first() {
 /// random bytes, written at its first start only, so a copy that starts
 /// empty writes other bytes) and reads a bind mount, which stays behind.
 fn keeper() -> String {
+    keeper_of(16)
+}
+
+/// [`keeper`] with `mib` MiB in its volume.
+fn keeper_of(mib: u32) -> String {
     format!(
         "version: \"2.4\"\nservices:\n  main:\n    image: {}\n    pull_policy: never\n    init: true\n    stop_grace_period: 5s\n    \
-         command: [\"sh\", \"-c\", \"test -f /data/blob || dd if=/dev/urandom of=/data/blob bs=1048576 count=16 2>/dev/null; touch /tmp/ready; trap 'exit 0' TERM; sleep 3600 & wait\"]\n    \
+         command: [\"sh\", \"-c\", \"test -f /data/blob || dd if=/dev/urandom of=/data/blob bs=1048576 count={mib} 2>/dev/null; touch /tmp/ready; trap 'exit 0' TERM; sleep 3600 & wait\"]\n    \
          healthcheck:\n      test: [\"CMD\", \"test\", \"-f\", \"/tmp/ready\"]\n      interval: 1s\n      timeout: 1s\n      retries: 3\n    \
          volumes:\n      - data:/data\n      - ./conf:/conf\nvolumes:\n  data: {{}}\n",
-        ensure_image()
+        ensure_image(),
     )
 }
 
@@ -677,4 +682,326 @@ fn a_move_with_volumes_carries_the_data_and_a_refusal_leaves_it_on_the_source() 
     sampler.stop();
     let twice = sampler.twice(name, &[]);
     assert!(twice.is_empty(), "ran on two hosts at once: {twice:?}");
+}
+
+/// A service placed on host a with `handoff_volumes = true`: any move of
+/// it carries its named volumes.
+fn carried(name: &str, auto_start: bool) -> String {
+    format!(
+        "[services.{name}]\nhost = \"a\"\nauto_start = {auto_start}\nhandoff = \"stop-first\"\nhandoff_volumes = true\nstart_timeout = \"30s\"\n\n"
+    )
+}
+
+/// Makes the `conf` directory the keeper's bind mount reads, on every
+/// host, for each of `names`.
+fn conf_dirs(net: &Net, names: &[&str]) {
+    for h in &net.hosts {
+        for n in names {
+            std::fs::create_dir_all(h.env.compose_dir().join(n).join("conf")).expect("conf");
+        }
+    }
+}
+
+/// Whether `h`'s engine has volume `volume`, and a carrier container
+/// (`stackd-carry-*`, the stopped container a volume is filled through).
+fn volume_there(h: &Host, volume: &str) -> (bool, bool) {
+    let vols = h
+        .engine
+        .docker(&["volume", "ls", "-q", "--filter", &format!("name={volume}")])
+        .expect_success();
+    let carriers = h
+        .engine
+        .docker(&["ps", "-aq", "--filter", "label=org.stackd.carrier"])
+        .expect_success();
+    (
+        vols.stdout.lines().any(|l| l.trim() == volume),
+        carriers.stdout.lines().any(|l| !l.trim().is_empty()),
+    )
+}
+
+/// Issue 15, item 3: a move of a service with `handoff_volumes` (a plain
+/// `stackctl migrate`, no `--with-volumes`) whose target is cut off in the
+/// middle of a volume's stream. Nothing was asked of the target's start
+/// yet, so the source's data is untouched and the service runs there
+/// again; the task log and the alert say so; once the link is back the
+/// target has dropped what it had received. Then the same move, uncut,
+/// carries the data.
+#[test]
+fn docker_a_cut_in_the_middle_of_a_volume_leaves_the_data_on_the_source() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (name, volume) = ("mt", "mt_data");
+    let mib = 48;
+    let Some(net) = world_with(
+        "mt",
+        &carried(name, false),
+        &[(name, keeper_of(mib))],
+        |net| {
+            conf_dirs(net, &[name]);
+        },
+    ) else {
+        return;
+    };
+    let (a, b) = (net.host("a"), net.host("b"));
+    a.ctl(&["start", name]).expect_success();
+    wait_until(Duration::from_secs(90), "mt to be healthy on a", || {
+        status(a, name)["health"] == "healthy"
+    });
+    let on_a = blob_sha(a, volume).expect("the blob on a");
+    let mut sampler = net.sampler(&[name]);
+
+    // 48 MiB at 64 Mbit/s: about 6 s on the wire, a window to cut in.
+    net.throttle("b", Some("64mbit"));
+    let moving = migrate_in_background(&net, name, "b");
+    wait_fast(
+        Duration::from_secs(60),
+        "b to receive the volume (its carrier container)",
+        || volume_there(b, volume).1,
+    );
+    let receiving = Instant::now();
+    thread::sleep(Duration::from_millis(1500));
+    net.cut("b");
+    let cut_at = Instant::now();
+    let out = moving.join().unwrap();
+    let returned = cut_at.elapsed();
+    println!("migrate cut mid-transfer: {out}");
+    assert!(!out.success(), "{out}");
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("(handoff stop-first, with its named volumes)"),
+        "handoff_volumes carries them without --with-volumes: {out}"
+    );
+    assert!(text.contains("a: stopped"), "{out}");
+    assert!(
+        text.contains("not carried: bind"),
+        "names the bind mount: {out}"
+    );
+    assert!(
+        text.contains("carrying volume mt_data to b failed"),
+        "{out}"
+    );
+    assert!(
+        text.contains("volumes on a were only read and are untouched"),
+        "{out}"
+    );
+    assert!(text.contains("mt runs on a again"), "{out}");
+    wait_until(
+        Duration::from_secs(60),
+        "mt to be healthy on a again",
+        || status(a, name)["health"] == "healthy",
+    );
+    assert_eq!(where_runs(&net, name), ["a"]);
+    let s = status(a, name);
+    assert_eq!(s["desired_state"], "running", "{s}");
+    assert_eq!(
+        blob_sha(a, volume).as_deref(),
+        Some(on_a.as_str()),
+        "a's data is as it was"
+    );
+    // The alert: a failed migrate, and why, in the event log.
+    let failed = events(a, "task-failed", name);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let why = failed[0]["data"]["error"].as_str().unwrap_or_default();
+    assert_eq!(failed[0]["data"]["kind"], "migrate", "{failed:?}");
+    assert!(why.contains("carrying volume mt_data to b failed"), "{why}");
+    assert!(why.contains("mt runs on a again"), "{why}");
+
+    // Healed: b, whose body stopped coming, drops the half-filled volume
+    // and its carrier; it never ran mt.
+    net.heal("b");
+    net.throttle("b", None);
+    wait_until(
+        Duration::from_secs(60),
+        "b to drop the half-received volume",
+        || volume_there(b, volume) == (false, false),
+    );
+    let dropped = cut_at.elapsed();
+    assert_eq!(b.running(name), 0);
+    assert_eq!(wanted_on(&net, name), ["a"]);
+
+    // The same plain move, uncut, carries the data.
+    wait_until(Duration::from_secs(30), "a to see b again", || {
+        a.json(&["hosts"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["reachable"] == true)
+    });
+    let out = a.ctl(&["migrate", name, "b"]);
+    println!("move: {out}");
+    assert!(out.success(), "{out}");
+    assert!(out.stdout.contains("verified there"), "{out}");
+    assert!(
+        out.stdout
+            .contains("kept on a, as they were: volume mt_data"),
+        "names the volumes left on a: {out}"
+    );
+    wait_until(Duration::from_secs(30), "mt to be healthy on b", || {
+        status(b, name)["health"] == "healthy"
+    });
+    assert_eq!(where_runs(&net, name), ["b"]);
+    assert_eq!(blob_sha(b, volume).as_deref(), Some(on_a.as_str()));
+    assert_eq!(blob_sha(a, volume).as_deref(), Some(on_a.as_str()));
+
+    sampler.stop();
+    let twice = sampler.twice(name, &[]);
+    println!(
+        "figures: {mib} MiB volume, b cut {:.1} s into its stream: migrate returned {:.1} s after the cut (mt running on a again), b dropped the partial volume {:.1} s after the cut; {} samples, {} on two hosts",
+        (cut_at - receiving).as_secs_f64(),
+        returned.as_secs_f64(),
+        dropped.as_secs_f64(),
+        sampler.samples().len(),
+        twice.len()
+    );
+    assert!(twice.is_empty(), "ran on two hosts at once: {twice:?}");
+}
+
+/// Issue 15, items 2 and 3 together: `apply --all-hosts` after the
+/// placement of two `handoff_volumes` services changed from a to b. `db`
+/// is carried: stopped on a, its volume streamed and checked, started on
+/// b on a's data (a's container finished before b's started). `dk` cannot
+/// be: b refuses its volume (a running container of another project uses
+/// one of that name), so it runs on a again, kept there, and b keeps it
+/// stopped, so that b's own apply does not start it empty; another apply
+/// leaves both where they are.
+#[test]
+fn docker_apply_all_hosts_carries_the_volumes_of_a_moved_service() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (db, dk) = ("db", "dk");
+    let services = carried(db, false) + &carried(dk, true);
+    let Some(net) = world_with("cv", &services, &[(db, keeper()), (dk, keeper())], |net| {
+        conf_dirs(net, &[db, dk])
+    }) else {
+        return;
+    };
+    let (a, b) = (net.host("a"), net.host("b"));
+    a.ctl(&["start", db]).expect_success();
+    wait_until(
+        Duration::from_secs(90),
+        "db and dk to be healthy on a",
+        || status(a, db)["health"] == "healthy" && status(a, dk)["health"] == "healthy",
+    );
+    let (db_sha, dk_sha) = (
+        blob_sha(a, "db_data").expect("db's blob"),
+        blob_sha(a, "dk_data").expect("dk's blob"),
+    );
+    // What makes b refuse dk's volume.
+    b.engine
+        .docker(&["volume", "create", "dk_data"])
+        .expect_success();
+    b.engine
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "dk-blocker",
+            "-v",
+            "dk_data:/x",
+            ensure_image(),
+            "sleep",
+            "3600",
+        ])
+        .expect_success();
+    let mut sampler = net.sampler(&[db, dk]);
+
+    for h in &net.hosts {
+        let mut text = std::fs::read_to_string(&h.cluster).unwrap();
+        for n in [db, dk] {
+            let from = format!("[services.{n}]\nhost = \"a\"");
+            assert!(text.contains(&from));
+            text = text.replace(&from, &format!("[services.{n}]\nhost = \"b\""));
+        }
+        std::fs::write(&h.cluster, text).unwrap();
+        h.ctl(&["reload"]).expect_success();
+    }
+    let plan = a
+        .ctl(&["apply", "--all-hosts", "--dry-run"])
+        .expect_success();
+    println!("{plan}");
+    let steps: Vec<Vec<&str>> = plan
+        .stdout
+        .lines()
+        .filter(|l| l.contains(db))
+        .map(|l| l.split_whitespace().take(3).collect())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            vec!["a", "stop", db],
+            vec!["b", "preflight", db],
+            vec!["a", "carry", db],
+            vec!["b", "start", db]
+        ],
+        "{plan}"
+    );
+    assert!(plan.stdout.contains("with its named volumes"), "{plan}");
+    assert_eq!(where_runs(&net, db), ["a"], "a dry run changes nothing");
+
+    let started = Instant::now();
+    let out = a.ctl(&["apply", "--all-hosts"]);
+    let took = started.elapsed();
+    println!("{out}");
+    assert!(!out.success(), "dk's move failed: {out}");
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("a: moved db to b with its named volumes"),
+        "{out}"
+    );
+    assert!(text.contains("dk-blocker"), "says what refused dk: {out}");
+    assert!(text.contains("dk runs on a again"), "{out}");
+    assert!(text.contains("b keeps it stopped"), "{out}");
+
+    // db: on b, on a's data; stopped on a before it started on b.
+    wait_until(Duration::from_secs(30), "db to be healthy on b", || {
+        status(b, db)["health"] == "healthy"
+    });
+    assert_eq!(where_runs(&net, db), ["b"]);
+    assert_eq!(blob_sha(b, "db_data").as_deref(), Some(db_sha.as_str()));
+    assert_eq!(blob_sha(a, "db_data").as_deref(), Some(db_sha.as_str()));
+    let inspect = |h: &Host, field: &str| {
+        let id = h.engine.container(db);
+        let out = h
+            .engine
+            .docker(&["inspect", "-f", field, &id])
+            .expect_success();
+        unix_usec(&out.stdout)
+    };
+    let a_finished = inspect(a, "{{.State.FinishedAt}}");
+    let b_started = inspect(b, "{{.State.StartedAt}}");
+    assert!(a_finished < b_started, "{a_finished} !< {b_started}");
+
+    // dk: runs on a with its data, kept there; b keeps it stopped.
+    wait_until(Duration::from_secs(60), "dk to be healthy on a", || {
+        status(a, dk)["health"] == "healthy"
+    });
+    assert_eq!(where_runs(&net, dk), ["a"]);
+    assert_eq!(blob_sha(a, "dk_data").as_deref(), Some(dk_sha.as_str()));
+    let s = status(a, dk);
+    assert_eq!(s["desired_state"], "running", "{s}");
+    assert_eq!(
+        s["desired_source"], "kept here: its move to b failed",
+        "{s}"
+    );
+    assert_eq!(status(b, dk)["desired_state"], "stopped");
+    assert_eq!(wanted_on(&net, dk), ["a"]);
+    assert_eq!(wanted_on(&net, db), ["b"]);
+
+    // Another apply changes nothing: nothing is planned for either.
+    let again = a
+        .ctl(&["apply", "--all-hosts", "--dry-run"])
+        .expect_success();
+    assert!(
+        !again.stdout.contains(db) && !again.stdout.contains(dk),
+        "{again}"
+    );
+    sampler.stop();
+    println!(
+        "figures: apply --all-hosts with two carried services: {:.1} s; db finished on a {:.3} s before it started on b; {} samples",
+        took.as_secs_f64(),
+        (b_started as f64 - a_finished as f64) / 1e6,
+        sampler.samples().len()
+    );
+    for p in [db, dk] {
+        let twice = sampler.twice(p, &[]);
+        assert!(twice.is_empty(), "{p} ran on two hosts at once: {twice:?}");
+    }
 }

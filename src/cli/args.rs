@@ -245,7 +245,8 @@ pub enum Command {
         /// Every host of the cluster file (-c), over the peer endpoint: a
         /// service whose placement changed is stopped on the hosts it leaves
         /// (after a preflight where it goes) and only then started where it
-        /// goes, dependencies first; then every host applies the rest.
+        /// goes, dependencies first; then every host applies the rest. One
+        /// with handoff_volumes is moved with its named volumes instead.
         #[arg(long)]
         all_hosts: bool,
         /// With --all-hosts: list the plan, host by host, and do nothing.

@@ -14,7 +14,7 @@ use crate::dbus::client::Client;
 #[derive(Serialize, Clone, Debug)]
 struct Step {
     host: String,
-    /// "stop", "preflight", "start", "apply".
+    /// "stop", "preflight", "carry", "start", "apply".
     action: String,
     service: String,
     reason: String,

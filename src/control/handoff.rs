@@ -46,8 +46,12 @@ impl PeerService {
     /// a finished one-shot job would): nothing of it runs, so it does not
     /// count.
     fn runs(&self) -> bool {
-        self.desired_state == "running"
-            || self.active_state == "activating"
+        self.desired_state == "running" || self.active()
+    }
+
+    /// Something of it runs there now (or is being started).
+    fn active(&self) -> bool {
+        self.active_state == "activating"
             || (self.active_state == "active" && self.sub_state != "exited")
     }
 }
@@ -155,6 +159,41 @@ pub struct VolumeReceipt {
     pub sha256: String,
     /// A volume of that name was there already and was replaced.
     pub replaced: bool,
+}
+
+/// A volume's tar stream read from Docker by a task of its own, passed on
+/// through a small channel. Dropping the `Reader` (the transfer ended, in
+/// success or not) ends that task and with it Docker's archive request.
+/// Without it a transfer cut off by a silent peer would keep the request
+/// open inside the stalled connection's body for as long as TCP retries,
+/// and Docker holds the container's lock while it is read: the service
+/// could not start here again.
+struct Reader(tokio::task::AbortHandle);
+
+impl Reader {
+    fn spawn(
+        mut tar: BoxStream<'static, Result<Bytes, String>>,
+    ) -> (BoxStream<'static, Result<Bytes, String>>, Reader) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let task = tokio::spawn(async move {
+            while let Some(chunk) = tar.next().await {
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let out = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        })
+        .boxed();
+        (out, Reader(task.abort_handle()))
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Services placed on one host follow the hand-off rule and may move.
@@ -293,6 +332,60 @@ impl Control {
     ) -> Result<TaskRecord, ControlError> {
         let cfg = self.config();
         let svc = self.shared.local_service(&cfg, name)?.clone();
+        self.migrate_checked(&cfg, svc, to, (force, volumes, false), origin)
+            .await
+    }
+
+    /// The move `apply --all-hosts` asks of the host a service leaves
+    /// (`POST /v1/services/{name}/migrate`), for a service with
+    /// `handoff_volumes` whose placement changed: as
+    /// [`Control::migrate_with`], and also for a service the cluster file
+    /// (already pushed here) places on `to` alone while it still runs
+    /// here, which is no longer this host's by its `host` key.
+    pub async fn migrate_leaving(
+        &self,
+        name: &str,
+        to: &str,
+        force: bool,
+        volumes: bool,
+        origin: &str,
+    ) -> Result<TaskRecord, ControlError> {
+        let cfg = self.config();
+        let svc = match self.shared.local_service(&cfg, name) {
+            Ok(s) => s.clone(),
+            Err(not_here) => {
+                let Some(s) = cfg.service(name) else {
+                    return Err(not_here);
+                };
+                let placed_there =
+                    matches!(&s.hosts, HostSelector::List(l) if l.len() == 1 && l[0] == to);
+                let observed = world::classify(&self.shared.world.containers(name));
+                if !placed_there || !matches!(observed, Observed::Running | Observed::Partial) {
+                    return Err(ControlError::Conflict(format!(
+                        "{name} is not {}'s to move: the cluster file does not place it on {to} alone while it runs here ({not_here})",
+                        cfg.host
+                    )));
+                }
+                s.clone()
+            }
+        };
+        self.migrate_checked(&cfg, svc, to, (force, volumes, true), origin)
+            .await
+    }
+
+    /// The checks of a move that refuse at once, then the `migrate` task.
+    /// With `leaving` (a move the placement asked for), a target that
+    /// wants the service running by its `auto_start` but does not run it
+    /// yet is where it should go, not a conflict.
+    async fn migrate_checked(
+        &self,
+        cfg: &Config,
+        svc: ServiceConfig,
+        to: &str,
+        (force, volumes, leaving): (bool, bool, bool),
+        origin: &str,
+    ) -> Result<TaskRecord, ControlError> {
+        let name = svc.name.as_str();
         if to == cfg.host {
             return Err(ControlError::InvalidArgument(format!(
                 "{name} is on {to} already; name the host it should move to"
@@ -303,7 +396,7 @@ impl Control {
                 "{name} runs on several hosts by design (its host key names more than one); only a service of one host moves"
             )));
         }
-        let (peer, url) = self.shared.link(&cfg, to)?;
+        let (peer, url) = self.shared.link(cfg, to)?;
         if !self.shared.world.docker_connected() {
             return Err(ControlError::DockerUnavailable(
                 self.shared.world.docker_error(),
@@ -325,7 +418,7 @@ impl Control {
             )));
         }
         match peers.service(&peer, &url, name).await {
-            Ok(Some(s)) if s.runs() => {
+            Ok(Some(s)) if (if leaving { s.active() } else { s.runs() }) => {
                 return Err(ControlError::Conflict(format!(
                     "{name} runs on {to} already (desired {}, {})",
                     s.desired_state, s.active_state
@@ -335,7 +428,7 @@ impl Control {
             Err(e) => return Err(unreachable(to, &e, "nothing was changed")),
         }
         self.shared
-            .check_peers(&cfg, &svc, &[to.to_string()], force)
+            .check_peers(cfg, &svc, &[to.to_string()], force)
             .await?;
         self.shared
             .moves
@@ -946,6 +1039,7 @@ impl Shared {
             Handoff::StopFirst => "stop-first",
             Handoff::Overlap => "overlap",
         };
+        let mut carried: Vec<String> = Vec::new();
         log.line(&format!(
             "moving {name} from {me} to {to} (handoff {handoff}{})",
             match (carry, svc.handoff) {
@@ -1003,13 +1097,23 @@ impl Shared {
                 if carry {
                     // Nothing was asked of the target's start yet: any
                     // failure here puts the service back, its data as it was.
-                    if let Err(why) = self.carry_volumes(peers, there, name, log, cancel).await {
-                        let why = format!(
-                            "{why}; {name}'s volumes on {me} were only read and are untouched"
-                        );
-                        return Err(self
-                            .start_again(name, (&dir, &file), before.as_ref(), why, log, cancel)
-                            .await);
+                    match self.carry_volumes(peers, there, name, log, cancel).await {
+                        Ok(v) => carried = v,
+                        Err(why) => {
+                            let why = format!(
+                                "{why}; {name}'s volumes on {me} were only read and are untouched"
+                            );
+                            return Err(self
+                                .start_again(
+                                    name,
+                                    (&dir, &file),
+                                    (before.as_ref(), &to),
+                                    why,
+                                    log,
+                                    cancel,
+                                )
+                                .await);
+                        }
                     }
                 }
                 let handed = self.hand_over(peers, there, name, &svc, log, cancel).await;
@@ -1018,7 +1122,14 @@ impl Shared {
                 }
                 if let Err(Remote::Failed(why)) = handed {
                     return Err(self
-                        .start_again(name, (&dir, &file), before.as_ref(), why, log, cancel)
+                        .start_again(
+                            name,
+                            (&dir, &file),
+                            (before.as_ref(), &to),
+                            why,
+                            log,
+                            cancel,
+                        )
                         .await);
                 }
             }
@@ -1061,6 +1172,12 @@ impl Shared {
         }
         let summary = format!("{name} moved from {me} to {to}");
         log.line(&summary);
+        if !carried.is_empty() {
+            log.line(&format!(
+                "kept on {me}, as they were: volume {} (stackd never removes volumes; remove them with `docker volume rm` once the copy on {to} is trusted)",
+                carried.join(", volume ")
+            ));
+        }
         self.alert(
             Severity::Info,
             "migrated",
@@ -1072,21 +1189,39 @@ impl Shared {
         Ok(())
     }
 
-    /// A stop-first move that failed before the target started the
-    /// service: the desired state here as before the move, and the service
-    /// started here again. The failure says both.
+    /// A stop-first move to `to` that failed before the target started
+    /// the service: the desired state here as before the move, and the
+    /// service started here again. The failure says both.
+    ///
+    /// A service the cluster file no longer places here (a move asked by
+    /// `apply --all-hosts`) is *kept* here: stored as wanted running with
+    /// `to` as its peer ([`crate::store::KEPT`]), so that this host
+    /// manages it and no apply stops it, since its data is here.
     async fn start_again(
         &self,
         name: &str,
         (dir, file): (&std::path::Path, &std::path::Path),
-        before: Option<&crate::store::Desired>,
+        (before, to): (Option<&crate::store::Desired>, &str),
         why: String,
         log: &Log,
         cancel: &CancellationToken,
     ) -> Failure {
-        let me = self.config().host.clone();
+        let cfg = self.config();
+        let me = cfg.host.clone();
         log.line(&why);
         self.restore(name, before);
+        if self.local_service(&cfg, name).is_err() {
+            match self.store.set_kept(name, to) {
+                Ok(()) => {
+                    log.line(&format!(
+                        "the cluster file places {name} on {to}, but its data is on {me}: {me} keeps it (desired running, \"kept here: its move to {to} failed\") until a move carries it: `stackctl migrate {name} {to} --with-volumes` on {me}"
+                    ));
+                    // D-Bus objects, probes and the monitor take it in.
+                    let _ = self.events.send(Event::ServicesReloaded);
+                }
+                Err(e) => log.line(&format!("cannot store the desired state: {e}")),
+            }
+        }
         log.line(&format!("{me}: starting {name} again"));
         let deadline = tokio::time::Instant::now() + TaskKind::Deploy.timeout();
         let again = self
@@ -1118,7 +1253,7 @@ impl Shared {
         name: &str,
         log: &Log,
         cancel: &CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<String>, String> {
         let me = self.config().host.clone();
         let docker = self.world.docker().ok_or_else(|| {
             format!(
@@ -1141,11 +1276,26 @@ impl Shared {
                 "{me} -> {to}: carrying volume {} (mounted on {})",
                 v.name, v.destination
             ));
+            if !v.options.is_empty() {
+                let mut opts: Vec<String> =
+                    v.options.iter().map(|(k, o)| format!("{k}={o}")).collect();
+                opts.sort();
+                log.line(&format!(
+                    "not carried: the driver_opts of volume {} ({}); {to} makes it with driver {} alone",
+                    v.name,
+                    opts.join(", "),
+                    v.driver
+                ));
+            }
             let started = std::time::Instant::now();
-            let tar = docker
-                .volume_archive(v)
-                .map(|r| r.map_err(|e| e.to_string()))
-                .boxed();
+            // Read by a task of its own, which ends with this iteration:
+            // see [`Reader`].
+            let (tar, _reader) = Reader::spawn(
+                docker
+                    .volume_archive(v)
+                    .map(|r| r.map_err(|e| e.to_string()))
+                    .boxed(),
+            );
             let offer = VolumeOffer {
                 service: name.to_string(),
                 from: me.clone(),
@@ -1174,7 +1324,7 @@ impl Shared {
                 }
             ));
         }
-        Ok(())
+        Ok(mounts.volumes.into_iter().map(|v| v.name).collect())
     }
 
     /// Asks the target to start the service and waits for its verdict.

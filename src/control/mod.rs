@@ -1975,7 +1975,7 @@ impl Runner for ComposeRunner {
                         &task.service,
                         &format!("{} {} (task {})", task.kind, f.result, task.id),
                         &f.message,
-                        serde_json::json!({ "task": task.id, "kind": task.kind, "result": f.result }),
+                        serde_json::json!({ "task": task.id, "kind": task.kind, "result": f.result, "error": f.message }),
                     );
                 }
             }

@@ -37,6 +37,9 @@ pub struct ProjectVolume {
     pub name: String,
     pub driver: String,
     pub labels: HashMap<String, String>,
+    /// Its `driver_opts`: not carried (the receiving host makes the volume
+    /// with the driver alone), named in the task log.
+    pub options: HashMap<String, String>,
     /// A container of the project that mounts it, and where.
     pub container: String,
     pub destination: String,
@@ -94,6 +97,7 @@ impl Docker {
                                 name: vname,
                                 driver: vol.driver,
                                 labels: vol.labels,
+                                options: vol.options,
                                 container: id.clone(),
                                 destination: dest,
                                 image: image.clone(),

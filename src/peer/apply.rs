@@ -18,15 +18,30 @@
 //!
 //! A service that was not running where it left is not started where it
 //! goes by step 4; step 5 starts it there if its `auto_start` says so.
+//!
+//! A service with `handoff_volumes = true` that leaves one host for one
+//! other is *carried* instead, before step 3: the host it leaves moves it
+//! (`POST /v1/services/{name}/migrate`, a `migrate` task with its named
+//! volumes: stop, stream each volume with its checksum, then the start
+//! there), and the daemon waits for that task. When the move fails before
+//! the start there, the host it leaves runs it again and keeps it (its
+//! data is there; desired "kept here: its move to HOST failed"), and the
+//! host it should go to is asked to keep it stopped, so that its own apply
+//! in step 5 does not start it empty.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use super::types::Task;
+use std::net::SocketAddr;
+
+use tracing::info;
+
+use super::types::{MigrateRequest, Task};
 use super::PeerClient;
 use crate::config::{Config, HostSelector};
+use crate::control::{Control, ControlError};
 
 /// How often a task on a host is looked at while waiting for it.
 const POLL: Duration = Duration::from_millis(250);
@@ -37,7 +52,7 @@ const TASK_LIMIT: Duration = Duration::from_secs(900);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
     pub host: String,
-    /// "stop", "preflight", "start", "apply".
+    /// "stop", "preflight", "carry", "start", "apply".
     pub action: String,
     pub service: String,
     pub reason: String,
@@ -57,6 +72,9 @@ struct Move {
     service: String,
     from: String,
     to: Vec<String>,
+    /// Its named volumes go with it (`handoff_volumes`, one host to one):
+    /// `from` moves it, volumes and start included.
+    carry: bool,
 }
 
 /// The hosts a service is placed on, by the cluster file.
@@ -111,6 +129,76 @@ async fn wait_task(client: &PeerClient, host: &str, id: u64) -> Result<Task, Str
     }
 }
 
+/// One carried move: `m.from` moves the service to `m.to[0]` with its
+/// volumes, and the daemon waits for that `migrate` task. Err is the line
+/// for the outcome's `failed`, saying where the service runs now.
+async fn carry(
+    clients: &BTreeMap<String, PeerClient>,
+    m: &Move,
+    force: bool,
+) -> Result<(), String> {
+    let (from, to, name) = (&m.from, &m.to[0], &m.service);
+    let src = &clients[from];
+    let moved = match src
+        .migrate(name, to, true, Some("apply --all-hosts"), force)
+        .await
+    {
+        Ok(task) => wait_task(src, from, task.id).await.map(|_| ()),
+        Err(e) => Err(format!("{from} did not move it: {e}")),
+    };
+    let Err(why) = moved else {
+        return Ok(());
+    };
+    // Where is it now? When it runs where it was, it is kept there (its
+    // data is there); the host it should go to is told to keep it
+    // stopped, so that its own apply does not start it without its data.
+    let runs_there = src
+        .service(name)
+        .await
+        .is_ok_and(|s| s.active_state == "active");
+    if !runs_there {
+        return Err(format!(
+            "{from}: moving {name} to {to} with its named volumes failed: {why}; it is not started elsewhere (see the migrate task on {from})"
+        ));
+    }
+    let held = match clients[to]
+        .op(name, "stop", Some(&format!("apply --all-hosts (kept on {from})")), false)
+        .await
+    {
+        Ok(_) => format!("{to} keeps it stopped"),
+        Err(e) => format!(
+            "{to} could not be told to keep it stopped ({e}): run `stackctl stop {name}` on {to} before its next apply"
+        ),
+    };
+    Err(format!(
+        "{from}: moving {name} to {to} with its named volumes failed: {why}; {name} runs on {from} again with its data and is kept there, {held}; once the cause is fixed: `stackctl migrate {name} {to} --with-volumes` on {from}"
+    ))
+}
+
+/// `POST /v1/services/{name}/migrate`, asked of this host by the daemon
+/// that runs an `apply --all-hosts` (see [`carry`]): the move of a
+/// service it runs to `ask.to` ([`Control::migrate_leaving`]).
+pub(super) async fn migrate(
+    control: &Control,
+    name: &str,
+    ask: MigrateRequest,
+    peer: SocketAddr,
+) -> Result<Task, ControlError> {
+    let origin = match &ask.caller {
+        Some(c) => format!(
+            "peer:{}:{}",
+            peer.ip(),
+            c.chars().take(64).collect::<String>()
+        ),
+        None => format!("peer:{}", peer.ip()),
+    };
+    let task = control
+        .migrate_leaving(name, &ask.to, ask.force, ask.volumes, &origin)
+        .await?;
+    info!(stackd_service = %name, stackd_task = task.id, "{peer} asks to move {name} to {}", ask.to);
+    Ok(Task::from_record(&task, None))
+}
+
 /// Brings every host of `clients` (one per host of `cfg`'s `[hosts]`) to
 /// `cfg`; with `dry_run` only the plan. Err, with nothing changed on any
 /// host, when a host cannot say what it would do or a preflight where a
@@ -140,14 +228,16 @@ pub async fn apply_all_hosts(
             }
         };
         for p in leaving.plan.iter().filter(|p| p.action == "stop") {
-            let to = placed_on(cfg, &p.service)
+            let to: Vec<String> = placed_on(cfg, &p.service)
                 .into_iter()
                 .filter(|h| *h != host)
                 .collect();
+            let carry = cfg.service(&p.service).is_some_and(|s| s.handoff_volumes) && to.len() == 1;
             moves.push(Move {
                 service: p.service.clone(),
                 from: host.clone(),
                 to,
+                carry,
             });
         }
         for p in all.plan {
@@ -171,6 +261,8 @@ pub async fn apply_all_hosts(
             service: m.service.clone(),
             reason: if m.to.is_empty() {
                 "no longer in the cluster file's placement".into()
+            } else if m.carry {
+                format!("moves to {} with its named volumes", m.to.join(", "))
             } else {
                 format!("moves to {}", m.to.join(", "))
             },
@@ -185,6 +277,17 @@ pub async fn apply_all_hosts(
                 reason: format!("before {} stops on {}", m.service, m.from),
             });
         }
+    }
+    for m in moves.iter().filter(|m| m.carry) {
+        out.plan.push(Step {
+            host: m.from.clone(),
+            action: "carry".into(),
+            service: m.service.clone(),
+            reason: format!(
+                "its named volumes to {}, after its stop, before its start there (handoff_volumes)",
+                m.to.join(", ")
+            ),
+        });
     }
     for m in &moves {
         for t in &m.to {
@@ -221,10 +324,30 @@ pub async fn apply_all_hosts(
         }
     }
 
+    // 3a. The carried moves, one at a time, dependencies first: the host
+    // a service leaves stops it, streams its volumes, and has it started
+    // where it goes.
+    let mut carried: Vec<&str> = Vec::new();
+    for m in moves.iter().filter(|m| m.carry) {
+        let (from, to) = (&m.from, &m.to[0]);
+        match carry(clients, m, force).await {
+            Ok(()) => {
+                out.done.push(format!(
+                    "{from}: moved {} to {to} with its named volumes",
+                    m.service
+                ));
+                out.done
+                    .push(format!("{to}: started {} (moved from {from})", m.service));
+            }
+            Err(e) => out.failed.push(e),
+        }
+        carried.push(&m.service);
+    }
+
     // 3. The stops, each host's in one task; wait for all of them.
-    let mut not_stopped: Vec<&str> = Vec::new();
+    let mut not_stopped: Vec<&str> = carried.clone();
     let sources: Vec<&String> = {
-        let mut s: Vec<&String> = moves.iter().map(|m| &m.from).collect();
+        let mut s: Vec<&String> = moves.iter().filter(|m| !m.carry).map(|m| &m.from).collect();
         s.sort();
         s.dedup();
         s
@@ -238,7 +361,7 @@ pub async fn apply_all_hosts(
             },
             Err(e) => Err(format!("{host}: {e}")),
         };
-        let here = moves.iter().filter(|m| m.from == *host);
+        let here = moves.iter().filter(|m| m.from == *host && !m.carry);
         match outcome {
             Ok(()) => {
                 for m in here {

@@ -19,8 +19,8 @@ use tokio::net::TcpStream;
 
 use super::auth::Token;
 use super::types::{
-    ApplyAnswer, ApplyRequest, ConfigPushed, ErrorBody, Events, Host, MoveRequest, OpRequest,
-    PrepareAnswer, Service, ServiceSummary, Task, VolumeAnswer,
+    ApplyAnswer, ApplyRequest, ConfigPushed, ErrorBody, Events, Host, MigrateRequest, MoveRequest,
+    OpRequest, PrepareAnswer, Service, ServiceSummary, Task, VolumeAnswer,
 };
 use crate::config::PeerConfig;
 use crate::control::VolumeOffer;
@@ -179,6 +179,31 @@ impl PeerClient {
         self.request(
             Method::POST,
             &format!("/v1/services/{}/{op}", encode(name)),
+            Body::Json(body),
+        )
+        .await
+    }
+
+    /// `POST /v1/services/{name}/migrate`: the host moves `name` to `to`
+    /// (with its named volumes when `volumes`); the migrate task there.
+    pub async fn migrate(
+        &self,
+        name: &str,
+        to: &str,
+        volumes: bool,
+        caller: Option<&str>,
+        force: bool,
+    ) -> Result<Task> {
+        let body = serde_json::to_vec(&MigrateRequest {
+            to: to.to_string(),
+            volumes,
+            caller: caller.map(str::to_string),
+            force,
+        })
+        .unwrap_or_default();
+        self.request(
+            Method::POST,
+            &format!("/v1/services/{}/migrate", encode(name)),
             Body::Json(body),
         )
         .await

@@ -51,6 +51,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/services/{name}/update"),
     ("POST", "/v1/services/{name}/prepare"),
     ("POST", "/v1/services/{name}/receive"),
+    ("POST", "/v1/services/{name}/migrate"),
     ("PUT", "/v1/services/{name}/volumes/{volume}"),
     ("GET", "/v1/tasks"),
     ("GET", "/v1/tasks/{id}"),
@@ -507,6 +508,10 @@ async fn dispatch(
                 },
             )
         }
+        "/v1/services/{name}/migrate" => json(
+            StatusCode::ACCEPTED,
+            &super::apply::migrate(control, name, read_json(req).await?, peer).await?,
+        ),
         "/v1/services/{name}/receive" => {
             let from = read_json::<MoveRequest>(req).await?.from;
             let task = control.receive_move(name, &from)?;
@@ -713,6 +718,9 @@ pub fn decode_request(method: &str, target: &str, body: &[u8]) -> Result<(), (St
         }
         "/v1/apply" => {
             apply_request(body).map_err(fail)?;
+        }
+        "/v1/services/{name}/migrate" => {
+            drop(parse_json::<super::types::MigrateRequest>(body).map_err(fail)?)
         }
         "/v1/services/{name}/volumes/{volume}" => {
             let query = parse_query(query).map_err(fail)?;

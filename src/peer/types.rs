@@ -244,6 +244,25 @@ pub struct MoveRequest {
     pub from: String,
 }
 
+/// The body of `POST /v1/services/{name}/migrate`: the move a host is
+/// asked to make of a service it runs (by `apply --all-hosts`, for a
+/// service with `handoff_volumes` whose placement changed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    /// The host it moves to.
+    pub to: String,
+    /// Carry its named volumes (as `stackctl migrate --with-volumes`).
+    #[serde(default)]
+    pub volumes: bool,
+    /// Who asks, for the task's origin.
+    #[serde(default)]
+    pub caller: Option<String>,
+    /// Go ahead when another host cannot be asked (the hand-off rule).
+    #[serde(default)]
+    pub force: bool,
+}
+
 /// The answer to `PUT /v1/services/{name}/volumes/{volume}`: what arrived
 /// and matched the sender's checksum.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

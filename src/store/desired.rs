@@ -169,6 +169,28 @@ impl Store {
         })
     }
 
+    /// Records a service kept running here after a move to `peer` that
+    /// the cluster file's placement asked for failed before `peer` started
+    /// it: running, source `migrate`, `peer`, `detail` =
+    /// [`KEPT`](super::KEPT). This host manages it by that record (its
+    /// data is here) until a move or a person says otherwise.
+    pub fn set_kept(&self, service: &str, peer: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO desired (service, state, source, since_usec, peer, detail)
+                 VALUES (?1, 'running', 'migrate', ?2, ?3, ?4)
+                 ON CONFLICT (service) DO UPDATE SET
+                     since_usec = excluded.since_usec,
+                     state = 'running',
+                     source = 'migrate',
+                     peer = excluded.peer,
+                     detail = excluded.detail",
+                params![service, now_usec(), peer, super::KEPT],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Puts back a desired state read earlier (`None`: none was stored),
     /// as it was, time and peer included.
     pub fn restore_desired(

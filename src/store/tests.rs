@@ -991,6 +991,39 @@ fn a_move_is_stored_with_its_peer_and_kept_through_a_later_user_decision() {
 }
 
 #[test]
+fn a_kept_service_is_wanted_running_here_with_the_host_it_did_not_reach() {
+    let store = Store::open_in_memory().unwrap();
+    store
+        .set_desired("db", DesiredState::Running, DesiredSource::User)
+        .unwrap();
+    store.set_kept("db", "b").unwrap();
+    let kept = store.desired("db").unwrap().unwrap();
+    assert_eq!(
+        (
+            kept.state,
+            kept.source,
+            kept.peer.as_deref(),
+            kept.detail.as_deref()
+        ),
+        (
+            DesiredState::Running,
+            DesiredSource::Migrate,
+            Some("b"),
+            Some(super::KEPT)
+        )
+    );
+    assert!(kept.is_decision() && !kept.in_doubt());
+    assert_eq!(kept.describe_source(), "kept here: its move to b failed");
+    // The move that later succeeds clears the mark.
+    store.set_moved("db", DesiredState::Stopped, "b").unwrap();
+    let moved = store.desired("db").unwrap().unwrap();
+    assert_eq!(
+        (moved.detail, moved.describe_source()),
+        (None, "migrate to b".to_string())
+    );
+}
+
+#[test]
 fn a_version_1_database_keeps_its_desired_states() {
     let dir = temp();
     {

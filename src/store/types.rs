@@ -168,6 +168,9 @@ impl Desired {
             (DesiredSource::Migrate, Some(peer)) if self.in_doubt() => {
                 format!("migrate to {peer} ({IN_DOUBT})")
             }
+            (DesiredSource::Migrate, Some(peer)) if self.detail.as_deref() == Some(KEPT) => {
+                format!("kept here: its move to {peer} failed")
+            }
             (DesiredSource::Migrate, Some(peer)) => match self.state {
                 DesiredState::Running => format!("migrate from {peer}"),
                 DesiredState::Stopped => format!("migrate to {peer}"),
@@ -179,6 +182,11 @@ impl Desired {
 
 /// `Desired::detail` of a move in doubt.
 pub const IN_DOUBT: &str = "in doubt";
+
+/// `Desired::detail` of a service kept running where it was: a move that
+/// `apply --all-hosts` asked (its placement changed) failed before the
+/// target started it, and its data is here (see `Store::set_kept`).
+pub const KEPT: &str = "kept";
 
 /// What `create_task` needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -364,6 +364,23 @@ impl Net {
         ip(&["-n", &self.switch.name, "link", "set", port, "up"]);
     }
 
+    /// Slows what reaches `name` to `rate` (tc's words, e.g. "64mbit") with
+    /// a token bucket on its switch port (`sch_tbf`; `tc netem` needs
+    /// `sch_netem`, which kernels may lack); `None` lifts it.
+    #[track_caller]
+    pub fn throttle(&self, name: &str, rate: Option<&str>) {
+        let port = &self.host(name).port;
+        let ns = &self.switch.name;
+        let args: Vec<&str> = match rate {
+            Some(r) => vec![
+                "-n", ns, "qdisc", "replace", "dev", port, "root", "tbf", "rate", r, "burst",
+                "64kb", "latency", "200ms",
+            ],
+            None => vec!["-n", ns, "qdisc", "del", "dev", port, "root"],
+        };
+        run(Command::new("tc").args(&args), COMMAND_TIMEOUT).expect_success();
+    }
+
     /// A sampler of where `projects` run, every 100 ms, on every host.
     pub fn sampler(&self, projects: &[&str]) -> Sampler {
         let sockets: Vec<(String, PathBuf)> = self
