@@ -60,10 +60,12 @@ impl Control {
         if leaving {
             leaving_only(&mut plan, |n| self.shared.runs_here(n));
         } else {
-            // Stopping what no longer runs is nothing to show.
-            plan.stops.retain(|a| {
-                a.reason() != reconcile::NO_LONGER_ASSIGNED || self.shared.runs_here(a.service())
-            });
+            // Stopping what no longer runs is nothing to show: neither a
+            // service that left this host nor one whose containers all
+            // exited 0 (which the planner counts as a finished job, so a
+            // stopped service that exits 0 on SIGTERM would be listed as
+            // a stop at every dry run).
+            plan.stops.retain(|a| self.shared.runs_here(a.service()));
         }
         plan.stops.iter().chain(plan.deploys()).map(step).collect()
     }

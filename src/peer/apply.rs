@@ -171,7 +171,7 @@ async fn carry(
         ),
     };
     Err(format!(
-        "{from}: moving {name} to {to} with its named volumes failed: {why}; {name} runs on {from} again with its data and is kept there, {held}; once the cause is fixed: `stackctl migrate {name} {to} --with-volumes` on {from}"
+        "{from}: moving {name} to {to} with its named volumes failed: {why}; {from} keeps it where its data is (desired \"kept here: its move to {to} failed\"), {held}; once the cause is fixed: `stackctl migrate {name} {to} --with-volumes` on {from}"
     ))
 }
 
