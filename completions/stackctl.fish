@@ -307,7 +307,7 @@ json\t''"
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s H -l host -d 'Act on HOST of the cluster file: the local daemon relays the call to HOST\'s peer endpoint with its own token (stackctl reads neither the token nor the cluster file)' -r
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -s c -l config -d 'The cluster file `config push` sends [default: the daemon\'s]' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l force -d 'Also stop services no longer assigned to this host when they are more than reload_guard of them (else refused)'
-complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l all-hosts -d 'Every host of the cluster file (-c), over the peer endpoint: a service whose placement changed is stopped on the hosts it leaves (after a preflight where it goes) and only then started where it goes, dependencies first; then every host applies the rest'
+complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l all-hosts -d 'Every host of the cluster file (-c), over the peer endpoint: a service whose placement changed is stopped on the hosts it leaves (after a preflight where it goes) and only then started where it goes, dependencies first; then every host applies the rest. One with handoff_volumes is moved with its named volumes instead'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l dry-run -d 'With --all-hosts: list the plan, host by host, and do nothing'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l user -d 'Talk to the daemon of the calling user on the session bus'
 complete -c stackctl -n "__fish_stackctl_using_subcommand apply" -l no-block -d 'Queue the task and print its id instead of waiting for it'
