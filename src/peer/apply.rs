@@ -192,9 +192,16 @@ pub(super) async fn migrate(
         ),
         None => format!("peer:{}", peer.ip()),
     };
+    // A well-formed request naming a target this host's cluster file
+    // cannot move the service to: the two files disagree (409), as for
+    // a move's other steps, not a malformed request.
     let task = control
         .migrate_leaving(name, &ask.to, ask.force, ask.volumes, &origin)
-        .await?;
+        .await
+        .map_err(|e| match e {
+            ControlError::InvalidArgument(m) => ControlError::Conflict(m),
+            e => e,
+        })?;
     info!(stackd_service = %name, stackd_task = task.id, "{peer} asks to move {name} to {}", ask.to);
     Ok(Task::from_record(&task, None))
 }
