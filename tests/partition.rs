@@ -731,14 +731,23 @@ fn docker_a_cut_in_the_middle_of_a_volume_leaves_the_data_on_the_source() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (name, volume) = ("mt", "mt_data");
     let mib = 48;
-    let Some(net) = world_with(
-        "mt",
-        &carried(name, false),
-        &[(name, keeper_of(mib))],
-        |net| {
-            conf_dirs(net, &[name]);
-        },
-    ) else {
+    // On a the volume keeps its data in a directory of its own (local
+    // driver, driver_opts type=none o=bind): options the move does not
+    // carry, and says so.
+    let store = std::env::temp_dir().join(format!("stackd-mt-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store);
+    std::fs::create_dir_all(&store).expect("the volume's directory");
+    let compose = keeper_of(mib).replace(
+        "  data: {}\n",
+        &format!(
+            "  data:\n    driver_opts: {{type: none, o: bind, device: {}}}\n",
+            store.display()
+        ),
+    );
+    assert!(compose.contains("driver_opts"));
+    let Some(net) = world_with("mt", &carried(name, false), &[(name, compose)], |net| {
+        conf_dirs(net, &[name]);
+    }) else {
         return;
     };
     let (a, b) = (net.host("a"), net.host("b"));
@@ -774,6 +783,13 @@ fn docker_a_cut_in_the_middle_of_a_volume_leaves_the_data_on_the_source() {
     assert!(
         text.contains("not carried: bind"),
         "names the bind mount: {out}"
+    );
+    assert!(
+        text.contains(&format!(
+            "not carried: the driver_opts of volume mt_data (device={}, o=bind, type=none); b makes it with driver local alone",
+            store.display()
+        )),
+        "names the options left behind: {out}"
     );
     assert!(
         text.contains("carrying volume mt_data to b failed"),
@@ -853,6 +869,8 @@ fn docker_a_cut_in_the_middle_of_a_volume_leaves_the_data_on_the_source() {
         twice.len()
     );
     assert!(twice.is_empty(), "ran on two hosts at once: {twice:?}");
+    drop(net);
+    let _ = std::fs::remove_dir_all(&store);
 }
 
 /// Issue 15, items 2 and 3 together: `apply --all-hosts` after the
