@@ -351,8 +351,8 @@ impl Control {
         origin: &str,
     ) -> Result<TaskRecord, ControlError> {
         let cfg = self.config();
-        let svc = match self.shared.local_service(&cfg, name) {
-            Ok(s) => s.clone(),
+        let (svc, placed_elsewhere) = match self.shared.local_service(&cfg, name) {
+            Ok(s) => (s.clone(), false),
             Err(not_here) => {
                 let Some(s) = cfg.service(name) else {
                     return Err(not_here);
@@ -366,11 +366,37 @@ impl Control {
                         cfg.host
                     )));
                 }
-                s.clone()
+                (s.clone(), true)
             }
         };
-        self.migrate_checked(&cfg, svc, to, (force, volumes, true), origin)
+        let refused = match self
+            .migrate_checked(&cfg, svc, to, (force, volumes, true), origin)
             .await
+        {
+            Ok(task) => return Ok(task),
+            Err(e) => e,
+        };
+        // Refused at once, nothing changed: a service the file placed
+        // elsewhere keeps running here, where its data is, and this host
+        // keeps it, so that no apply stops it (as when the move fails
+        // later, see `start_again`). Unless the target runs it already:
+        // then it is there, and this copy is the one to go.
+        let target_runs = matches!(&refused, ControlError::Conflict(_)) && !self.queue().busy(name);
+        if placed_elsewhere && !target_runs {
+            match self.shared.store.set_kept(name, to) {
+                Ok(()) => {
+                    let _ = self.shared.events.send(Event::ServicesReloaded);
+                    return Err(noted(refused, &format!(
+                        "{name} keeps running on {}, where its data is (desired \"kept here: its move to {to} failed\")",
+                        cfg.host
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(stackd_service = name, "cannot store the desired state: {e}");
+                }
+            }
+        }
+        Err(refused)
     }
 
     /// The checks of a move that refuse at once, then the `migrate` task.
@@ -777,6 +803,20 @@ impl Control {
                 "rule": "the newer claim wins; ties: the smaller host name",
             }),
         );
+    }
+}
+
+/// `e` with `note` after its message.
+fn noted(e: ControlError, note: &str) -> ControlError {
+    let add = |m: String| format!("{m}; {note}");
+    match e {
+        ControlError::NoSuchService(m) => ControlError::NoSuchService(add(m)),
+        ControlError::InvalidArgument(m) => ControlError::InvalidArgument(add(m)),
+        ControlError::Conflict(m) => ControlError::Conflict(add(m)),
+        ControlError::PreflightFailed(m) => ControlError::PreflightFailed(add(m)),
+        ControlError::DockerUnavailable(m) => ControlError::DockerUnavailable(add(m)),
+        ControlError::PeerUnreachable(m) => ControlError::PeerUnreachable(add(m)),
+        e => e,
     }
 }
 
