@@ -945,26 +945,9 @@ fn a_move_hands_the_service_over_and_the_hand_off_rule_guards_starts() {
 }
 
 /// Microseconds since the epoch of an RFC 3339 UTC time as Docker writes
-/// it ("2026-11-25T20:10:11.123456789Z").
-fn unix_usec(t: &str) -> i64 {
-    let t = t.trim().trim_end_matches('Z');
-    let (date, time) = t.split_once('T').expect("RFC 3339 time");
-    let n = |s: &str| s.parse::<i64>().unwrap_or_else(|_| panic!("bad time {t}"));
-    let d: Vec<i64> = date.split('-').map(n).collect();
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let h: Vec<i64> = hms.split(':').map(n).collect();
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, m) = if d[1] <= 2 {
-        (d[0] - 1, d[1])
-    } else {
-        (d[0], d[1])
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d[2] - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    let micros = n(&format!("{:0<6}", &frac[..frac.len().min(6)]));
-    ((days * 24 + h[0]) * 60 + h[1]) * 60_000_000 + h[2] * 1_000_000 + micros
+/// it ("2026-11-25T20:10:11.123456789Z"), read by stackd's own parser.
+fn unix_usec(t: &str) -> u64 {
+    stackd::time::parse_rfc3339_usec(t.trim()).unwrap_or_else(|| panic!("bad time {t}"))
 }
 
 #[test]
@@ -1082,7 +1065,7 @@ fn failed_moves_leave_the_source_running_and_overlap_starts_the_target_first() {
             .any(|l| l.as_str().unwrap().contains("healthy")),
         "{body}"
     );
-    let healthy_usec = task["finished_usec"].as_i64().unwrap();
+    let healthy_usec = task["finished_usec"].as_u64().unwrap();
     let a_id = common::containers(&ov)
         .into_iter()
         .find(|c| c.service == "main_a")

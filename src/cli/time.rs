@@ -1,24 +1,16 @@
 //! Timestamps as systemctl prints them, without a time-zone database:
 //! "Wed 2026-11-25 17:02:03 UTC" and "5min 3s ago".
 
-use crate::time::civil;
 pub(super) use crate::time::now_usec;
 
 pub(super) fn timestamp(usec: u64) -> String {
     if usec == 0 {
         return "n/a".to_string();
     }
-    let secs = (usec / 1_000_000) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil(days);
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
-        [usize::try_from(days.rem_euclid(7)).unwrap_or(0)];
+    let t = crate::time::utc(usec);
     format!(
-        "{weekday} {y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{} {:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.weekday, t.year, t.month, t.day, t.hour, t.minute, t.second
     )
 }
 
