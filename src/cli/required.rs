@@ -57,7 +57,7 @@ pub(super) async fn run(
             })
             .collect();
         if !startable.is_empty() {
-            code = super::ops(client, args, "StartService", &startable, false).await?;
+            code = super::ops::queue(client, args, "StartService", &startable, false).await?;
         }
         rows = bus.required(operation).await?;
     }
