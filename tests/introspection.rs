@@ -21,6 +21,9 @@ use common::{busctl, which, Bus, Daemon, TestEnv, COMMAND_TIMEOUT};
 
 /// Setting this to 1 rewrites `dbus/org.stackd1.xml` from the running daemon.
 const WRITE_XML: &str = "STACKD_WRITE_XML";
+/// The image of the one configured service, which these tests never start
+/// (`auto_start = false`): they need no Docker and no test image.
+const NEVER_STARTED: &str = "stackd-test/never-started:0";
 const INTERFACES: [&str; 3] = [
     "org.stackd1.Manager",
     "org.stackd1.Service",
@@ -182,8 +185,9 @@ fn served_document() -> Option<String> {
     }
     let env = TestEnv::new("introspection");
     // The daemon needs no Docker for this: the service is known from the
-    // config, and Apply queues a reconcile task whatever Docker says.
-    let service = env.add_project("web", &common::sleeper_compose(common::ensure_image()));
+    // config, and Apply queues a reconcile task whatever Docker says; its
+    // image is never asked for.
+    let service = env.add_project("web", &common::sleeper_compose(NEVER_STARTED));
     env.write_config(&format!("[services.{service}]\nauto_start = false\n"));
     let bus = Bus::start(env.dir());
     let _daemon = Daemon::start(&env, &bus);
@@ -352,7 +356,7 @@ fn the_bus_policy_lets_everyone_ask_and_the_daemon_decide() {
         return;
     }
     let env = TestEnv::new("policy");
-    let service = env.add_project("web", &common::sleeper_compose(common::ensure_image()));
+    let service = env.add_project("web", &common::sleeper_compose(NEVER_STARTED));
     env.write_config(&format!("[services.{service}]\nauto_start = false\n"));
     let bus_dir = env.dir().join("system-bus");
     fs::create_dir(&bus_dir).expect("bus dir");

@@ -155,7 +155,7 @@ impl Cluster {
 }
 
 #[test]
-fn three_hosts_over_the_peer_endpoint() {
+fn docker_three_hosts_over_the_peer_endpoint() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -347,7 +347,7 @@ fn three_hosts_over_the_peer_endpoint() {
 }
 
 #[test]
-fn a_token_file_others_may_read_stops_the_start() {
+fn docker_a_token_file_others_may_read_stops_the_start() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -423,7 +423,7 @@ fn with_trust(c: &Cluster, original: &str, trust: &str) {
 }
 
 #[test]
-fn tls_with_a_ca_or_a_pinned_certificate() {
+fn docker_tls_with_a_ca_or_a_pinned_certificate() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -517,7 +517,7 @@ fn cluster_files(c: &Cluster) -> Vec<String> {
 }
 
 #[test]
-fn config_push_is_checked_everywhere_before_it_is_written() {
+fn docker_config_push_is_checked_everywhere_before_it_is_written() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -671,7 +671,7 @@ fn wait_peer_event(c: &Cluster, after: u64, kind: &str, host: &str) -> (serde_js
 }
 
 #[test]
-fn a_peer_that_stops_answering_is_lost_then_back() {
+fn docker_a_peer_that_stops_answering_is_lost_then_back() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -739,7 +739,7 @@ fn a_peer_that_stops_answering_is_lost_then_back() {
 /// stackd.socket): it serves the socket it was passed in LISTEN_FDS, and
 /// never binds `peer.listen` (an address this machine does not have).
 #[test]
-fn a_socket_passed_by_systemd_is_served() {
+fn docker_a_socket_passed_by_systemd_is_served() {
     let activate = which("systemd-socket-activate");
     if !have_docker()
         || !have_bus()
@@ -844,7 +844,7 @@ fn runs(project: &str, svc: &str) -> bool {
 }
 
 #[test]
-fn a_move_hands_the_service_over_and_the_hand_off_rule_guards_starts() {
+fn docker_a_move_hands_the_service_over_and_the_hand_off_rule_guards_starts() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -951,7 +951,7 @@ fn unix_usec(t: &str) -> u64 {
 }
 
 #[test]
-fn failed_moves_leave_the_source_running_and_overlap_starts_the_target_first() {
+fn docker_failed_moves_leave_the_source_running_and_overlap_starts_the_target_first() {
     if !have_docker() || !have_bus() {
         return;
     }

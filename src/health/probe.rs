@@ -781,7 +781,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn container_command_probe() {
+    async fn docker_container_command_probe() {
         use crate::engine::testing::{self, Project};
         let (Some(docker), Some(compose)) = (testing::docker().await, testing::compose().await)
         else {
