@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::dbus::client::{Client, ClientError, Target};
+use crate::dbus::client::{Client, ClientError, ServiceOp, Target};
 pub use args::{
     command, Args, Command, CompleteWhat, ConfigAction, NotifyAction, Output, TopOrder,
 };
@@ -168,14 +168,16 @@ async fn run(args: &Args) -> Result<u8> {
             force: true,
             wait,
             ..
-        } => ops::forced(&client, args, "StartServiceMode", names, *wait).await,
+        } => ops::forced(&client, args, ServiceOp::Start, names, *wait).await,
         Command::Start { names, wait, .. } => {
-            ops::queue(&client, args, "StartService", names, *wait).await
+            ops::queue(&client, args, ServiceOp::Start, names, *wait).await
         }
         Command::Stop { names, force: true } => {
-            ops::forced(&client, args, "StopServiceMode", names, false).await
+            ops::forced(&client, args, ServiceOp::Stop, names, false).await
         }
-        Command::Stop { names, .. } => ops::queue(&client, args, "StopService", names, false).await,
+        Command::Stop { names, .. } => {
+            ops::queue(&client, args, ServiceOp::Stop, names, false).await
+        }
         Command::Migrate {
             name,
             to,
@@ -189,13 +191,13 @@ async fn run(args: &Args) -> Result<u8> {
             ops::follow_task(&client, args, id, name).await
         }
         Command::Restart { names, wait } => {
-            ops::queue(&client, args, "RestartService", names, *wait).await
+            ops::queue(&client, args, ServiceOp::Restart, names, *wait).await
         }
         Command::Update { names, wait } => {
-            ops::queue(&client, args, "UpdateService", names, *wait).await
+            ops::queue(&client, args, ServiceOp::Update, names, *wait).await
         }
-        Command::Pull { names } => ops::queue(&client, args, "PullService", names, false).await,
-        Command::Down { names } => ops::queue(&client, args, "DownService", names, false).await,
+        Command::Pull { names } => ops::queue(&client, args, ServiceOp::Pull, names, false).await,
+        Command::Down { names } => ops::queue(&client, args, ServiceOp::Down, names, false).await,
         Command::Prune {
             images,
             containers,
@@ -211,7 +213,7 @@ async fn run(args: &Args) -> Result<u8> {
         Command::Rollback { names } => {
             let bus = client.bus()?;
             ops::submit_each(&client, args, names, false, |name| async move {
-                Ok(bus.service_op("Rollback", name).await?)
+                Ok(bus.service_op(ServiceOp::Rollback, name).await?)
             })
             .await
         }

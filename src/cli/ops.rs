@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use super::args::Args;
 use super::remote::Conn;
 use super::{exit, logs_denied, Failed, Result};
-use crate::dbus::client::{Client, TaskInfo};
+use crate::dbus::client::{Client, JobMode, ServiceOp, TaskInfo};
 
-/// One Manager method (`StartService`, ...) per name; with `wait`, the
-/// same operation as `QueueAndWait`, so the task ends when the service is ready.
+/// `op` on each name; with `wait`, through `QueueAndWait`, so the task
+/// ends when the service is ready.
 pub(super) async fn queue(
     client: &Conn,
     args: &Args,
-    method: &str,
+    op: ServiceOp,
     names: &[String],
     wait: bool,
 ) -> Result<u8> {
@@ -24,29 +24,20 @@ pub(super) async fn queue(
         if wait {
             Ok(client
                 .bus()?
-                .queue_and_wait(name, waited_op(method), "fail")
+                .queue_and_wait(name, op, JobMode::Fail)
                 .await?)
         } else {
-            client.service_op(method, name).await
+            client.service_op(op, name).await
         }
     })
     .await
-}
-
-/// QueueAndWait's operation for a Manager method.
-fn waited_op(method: &str) -> &'static str {
-    match method {
-        "RestartService" => "restart",
-        "UpdateService" => "update",
-        _ => "start",
-    }
 }
 
 /// Start or stop with mode "replace": what stands in the way stops first.
 pub(super) async fn forced(
     client: &Conn,
     args: &Args,
-    method: &str,
+    op: ServiceOp,
     names: &[String],
     wait: bool,
 ) -> Result<u8> {
@@ -54,10 +45,10 @@ pub(super) async fn forced(
         if wait {
             Ok(client
                 .bus()?
-                .queue_and_wait(name, waited_op(method), "replace")
+                .queue_and_wait(name, op, JobMode::Replace)
                 .await?)
         } else {
-            client.service_op_mode(method, name, "replace").await
+            client.service_op_mode(op, name, JobMode::Replace).await
         }
     })
     .await

@@ -18,6 +18,84 @@ const MANAGER: &str = "org.stackd1.Manager";
 const SERVICE: &str = "org.stackd1.Service";
 const TASK: &str = "org.stackd1.Task";
 
+/// An operation on a service that the Manager queues as a task. The CLI
+/// names these, never the Manager's method names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceOp {
+    Start,
+    Stop,
+    Restart,
+    Update,
+    Pull,
+    Down,
+    Rollback,
+}
+
+impl ServiceOp {
+    /// The Manager method that queues it.
+    pub fn method(self) -> &'static str {
+        match self {
+            ServiceOp::Start => "StartService",
+            ServiceOp::Stop => "StopService",
+            ServiceOp::Restart => "RestartService",
+            ServiceOp::Update => "UpdateService",
+            ServiceOp::Pull => "PullService",
+            ServiceOp::Down => "DownService",
+            ServiceOp::Rollback => "Rollback",
+        }
+    }
+
+    /// The method that takes a job mode as well (start and stop only).
+    fn mode_method(self) -> Option<&'static str> {
+        match self {
+            ServiceOp::Start => Some("StartServiceMode"),
+            ServiceOp::Stop => Some("StopServiceMode"),
+            _ => None,
+        }
+    }
+
+    /// The method that relays it to another host of the cluster (start,
+    /// stop, restart and update only).
+    pub fn host_method(self) -> Option<&'static str> {
+        match self {
+            ServiceOp::Start => Some("StartHostService"),
+            ServiceOp::Stop => Some("StopHostService"),
+            ServiceOp::Restart => Some("RestartHostService"),
+            ServiceOp::Update => Some("UpdateHostService"),
+            _ => None,
+        }
+    }
+
+    /// `QueueAndWait`'s operation: restart and update as themselves,
+    /// anything else as a start.
+    fn waited(self) -> &'static str {
+        match self {
+            ServiceOp::Restart => "restart",
+            ServiceOp::Update => "update",
+            _ => "start",
+        }
+    }
+}
+
+/// systemd's job modes, as the Manager's `…Mode` methods take them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobMode {
+    /// Refuse when something stands in the way.
+    Fail,
+    /// Stop what stands in the way first (and start even when a peer
+    /// cannot be asked).
+    Replace,
+}
+
+impl JobMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobMode::Fail => "fail",
+            JobMode::Replace => "replace",
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum ClientError {
     #[error("cannot reach stackd: {0}")]
@@ -295,20 +373,22 @@ impl Client {
         service_info(&self.all(path.as_str(), SERVICE).await?)
     }
 
-    /// `method` is one of StartService, StopService,
-    /// RestartService, UpdateService, PullService, DownService. Returns
-    /// the task id.
-    pub async fn service_op(&self, method: &str, name: &str) -> Result<u64> {
+    /// Queues `op` on `name` (StartService, ...). Returns the task id.
+    pub async fn service_op(&self, op: ServiceOp, name: &str) -> Result<u64> {
+        let method = op.method();
         let path: OwnedObjectPath = self.call(MANAGER_PATH, MANAGER, method, &(name,)).await?;
         path::task_id(path.as_str())
             .ok_or_else(|| ClientError::Protocol(format!("{method} returned {path}, not a task")))
     }
 
-    /// StartServiceMode or StopServiceMode with a job mode ("fail" or
-    /// "replace"). Returns the task id.
-    pub async fn service_op_mode(&self, method: &str, name: &str, mode: &str) -> Result<u64> {
+    /// StartServiceMode or StopServiceMode with a job mode. Returns the
+    /// task id.
+    pub async fn service_op_mode(&self, op: ServiceOp, name: &str, mode: JobMode) -> Result<u64> {
+        let method = op
+            .mode_method()
+            .ok_or_else(|| ClientError::Protocol(format!("{} takes no job mode", op.method())))?;
         let path: OwnedObjectPath = self
-            .call(MANAGER_PATH, MANAGER, method, &(name, mode))
+            .call(MANAGER_PATH, MANAGER, method, &(name, mode.as_str()))
             .await?;
         path::task_id(path.as_str())
             .ok_or_else(|| ClientError::Protocol(format!("{method} returned {path}, not a task")))
@@ -316,13 +396,13 @@ impl Client {
 
     /// QueueAndWait: start, restart or update whose task waits for the
     /// service to be healthy. Returns the task id.
-    pub async fn queue_and_wait(&self, name: &str, operation: &str, mode: &str) -> Result<u64> {
+    pub async fn queue_and_wait(&self, name: &str, op: ServiceOp, mode: JobMode) -> Result<u64> {
         let path: OwnedObjectPath = self
             .call(
                 MANAGER_PATH,
                 MANAGER,
                 "QueueAndWait",
-                &(name, operation, mode),
+                &(name, op.waited(), mode.as_str()),
             )
             .await?;
         path::task_id(path.as_str()).ok_or_else(|| {
@@ -578,17 +658,19 @@ impl Client {
             .await
     }
 
-    /// `op` is start, stop, restart or update; mode "fail" or "replace".
-    /// The task id on that host.
-    pub async fn host_op(&self, host: &str, op: &str, name: &str, mode: &str) -> Result<u64> {
-        let method = match op {
-            "start" => "StartHostService",
-            "stop" => "StopHostService",
-            "restart" => "RestartHostService",
-            "update" => "UpdateHostService",
-            other => return Err(ClientError::Protocol(format!("no host operation {other}"))),
-        };
-        self.call(MANAGER_PATH, MANAGER, method, &(host, name, mode))
+    /// `op` (start, stop, restart or update) on `host`'s service. The
+    /// task id on that host.
+    pub async fn host_op(
+        &self,
+        host: &str,
+        op: ServiceOp,
+        name: &str,
+        mode: JobMode,
+    ) -> Result<u64> {
+        let method = op.host_method().ok_or_else(|| {
+            ClientError::Protocol(format!("no host operation for {}", op.method()))
+        })?;
+        self.call(MANAGER_PATH, MANAGER, method, &(host, name, mode.as_str()))
             .await
     }
 
