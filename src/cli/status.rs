@@ -47,7 +47,7 @@ pub(super) async fn host_status(client: &Conn, json: bool) -> Result<u8> {
         format!("unavailable ({})", m.docker_error)
     };
     println!("      Docker: {docker}");
-    let gib = |k: &str| stats.get(k).map(|v| v / f64::from(1u32 << 30));
+    let bytes = |k: &str| stats.get(k).copied();
     if let (Some(l1), Some(l5), Some(l15)) =
         (stats.get("Load1"), stats.get("Load5"), stats.get("Load15"))
     {
@@ -57,10 +57,11 @@ pub(super) async fn host_status(client: &Conn, json: bool) -> Result<u8> {
             .unwrap_or_default();
         println!("        Load: {cpu}load {l1:.2} {l5:.2} {l15:.2}");
     }
-    if let (Some(total), Some(avail)) = (gib("MemoryTotal"), gib("MemoryAvailable")) {
+    if let (Some(total), Some(avail)) = (bytes("MemoryTotal"), bytes("MemoryAvailable")) {
         println!(
-            "      Memory: {:.1} GiB used of {total:.1} GiB",
-            total - avail
+            "      Memory: {} used of {}",
+            crate::fmt::gib_f64(total - avail),
+            crate::fmt::gib_f64(total)
         );
     }
     if let Some(n) = stats.get("ComposeContainersRunning") {
