@@ -1,7 +1,7 @@
 //! Numbers in words, the one place they are formatted: durations as the
-//! config spells them, sizes in the units each audience reads (binary for
-//! memory and disk space, decimal where Docker prints sizes, systemd-cgtop's
-//! short form in `stackctl top`).
+//! config spells them and spans as systemctl prints them, sizes in the
+//! units each audience reads (binary for memory and disk space, decimal
+//! where Docker prints sizes, systemd-cgtop's short form in `stackctl top`).
 
 use std::time::Duration;
 
@@ -15,6 +15,29 @@ pub fn duration(d: Duration) -> String {
         (0, m, sec) => format!("{m}m{sec}s"),
         (h, m, _) => format!("{h}h{m}m"),
     }
+}
+
+/// "2h 5min", "3s", "350ms": a span of microseconds as systemctl prints
+/// it (its two largest units).
+pub fn span(usec: u64) -> String {
+    let ms = usec / 1000;
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let s = ms / 1000;
+    let units = [(86_400, "d"), (3600, "h"), (60, "min"), (1, "s")];
+    let mut parts = Vec::new();
+    let mut left = s;
+    for (size, name) in units {
+        if left >= size {
+            parts.push(format!("{}{name}", left / size));
+            left %= size;
+        }
+        if parts.len() == 2 {
+            break;
+        }
+    }
+    parts.join(" ")
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -31,7 +54,12 @@ pub fn mib(n: u64) -> String {
 
 /// "3.2 GiB": free disk space.
 pub fn gib(n: u64) -> String {
-    format!("{:.1} GiB", n as f64 / GIB)
+    gib_f64(n as f64)
+}
+
+/// [`gib`] of a figure carried as f64 (the host's memory in `HostStats`).
+pub fn gib_f64(bytes: f64) -> String {
+    format!("{:.1} GiB", bytes / GIB)
 }
 
 /// "12.3 MB", "512 B": decimal units, as Docker prints image sizes.
@@ -87,10 +115,18 @@ mod tests {
     }
 
     #[test]
+    fn spans_as_systemctl_prints_them() {
+        assert_eq!(span(350_000), "350ms");
+        assert_eq!(span(3_000_000), "3s");
+        assert_eq!(span(7_503_000_000), "2h 5min");
+    }
+
+    #[test]
     fn sizes_in_each_audience_units() {
         assert_eq!(mib(48 << 20), "48 MiB");
         assert_eq!(mib(3 << 29), "1.5 GiB");
         assert_eq!(gib(5 << 29), "2.5 GiB");
+        assert_eq!(gib_f64(1.5 * GIB), "1.5 GiB");
         assert_eq!(decimal_bytes(512), "512 B");
         assert_eq!(decimal_bytes(12_345_678), "12.3 MB");
         assert_eq!(short_size(512), "512B");

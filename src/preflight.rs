@@ -766,7 +766,7 @@ services:
     const NO_DISK_LIMIT: Options = Options { min_free_bytes: 0 };
 
     #[tokio::test]
-    async fn a_clean_project_passes() {
+    async fn docker_a_clean_project_passes() {
         let (Some(docker), Some(compose)) = (testing::docker().await, testing::compose().await)
         else {
             return;
@@ -781,7 +781,7 @@ services:
     }
 
     #[tokio::test]
-    async fn missing_bind_source_and_held_port_in_one_report() {
+    async fn docker_missing_bind_source_and_held_port_in_one_report() {
         let (Some(docker), Some(compose)) = (testing::docker().await, testing::compose().await)
         else {
             return;
@@ -821,7 +821,7 @@ services:
     }
 
     #[tokio::test]
-    async fn broken_file_and_missing_image() {
+    async fn docker_broken_file_and_missing_image() {
         let (Some(docker), Some(compose)) = (testing::docker().await, testing::compose().await)
         else {
             return;

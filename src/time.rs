@@ -12,18 +12,47 @@ pub fn now_usec() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// Microseconds since the epoch as RFC 3339 UTC, whole seconds:
-/// "2026-11-25T17:02:03Z".
-pub fn rfc3339(usec: u64) -> String {
+/// A UTC instant in its calendar parts, whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Utc {
+    pub year: i64,
+    /// 1–12.
+    pub month: u32,
+    /// 1–31.
+    pub day: u32,
+    pub hour: i64,
+    pub minute: i64,
+    pub second: i64,
+    /// "Mon" … "Sun".
+    pub weekday: &'static str,
+}
+
+/// Microseconds since the epoch in calendar parts (UTC).
+pub fn utc(usec: u64) -> Utc {
     let secs = i64::try_from(usec / 1_000_000).unwrap_or(i64::MAX);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil(days);
+    let (year, month, day) = civil(days);
+    // 1970-01-01 was a Thursday.
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    Utc {
+        year,
+        month,
+        day,
+        hour: rem / 3600,
+        minute: rem % 3600 / 60,
+        second: rem % 60,
+        weekday: WEEKDAYS[usize::try_from(days.rem_euclid(7)).unwrap_or(0)],
+    }
+}
+
+/// Microseconds since the epoch as RFC 3339 UTC, whole seconds:
+/// "2026-11-25T17:02:03Z".
+pub fn rfc3339(usec: u64) -> String {
+    let t = utc(usec);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
 }
 
@@ -150,6 +179,16 @@ mod tests {
             assert_eq!(rfc3339(usec), want);
             assert_eq!(parse_rfc3339_usec(want), Some(usec / 1_000_000 * 1_000_000));
         }
+    }
+
+    #[test]
+    fn weekdays_and_parts() {
+        let t = utc(1_795_625_793_000_000);
+        assert_eq!(
+            (t.year, t.month, t.day, t.hour, t.minute, t.second, t.weekday),
+            (2026, 11, 25, 16, 56, 33, "Wed")
+        );
+        assert_eq!(utc(0).weekday, "Thu");
     }
 
     #[test]

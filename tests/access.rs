@@ -11,7 +11,7 @@ use common::{
 const NOBODY: u32 = 65534;
 
 #[test]
-fn an_unprivileged_caller_may_read_but_not_start() {
+fn docker_an_unprivileged_caller_may_read_but_not_start() {
     if !have_docker() || !have_bus() || !have_setpriv() {
         return;
     }
@@ -75,7 +75,7 @@ fn stackctl_with_groups(groups: &str, bus: &Bus, args: &[&str]) -> common::Outpu
 /// log lines saying why, while a member of group `adm` reads them, as
 /// `journalctl` would let each of them.
 #[test]
-fn logs_are_kept_from_strangers_and_open_to_adm() {
+fn docker_logs_are_kept_from_strangers_and_open_to_adm() {
     if !have_docker() || !have_bus() || !have_setpriv() {
         return;
     }

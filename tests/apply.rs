@@ -15,7 +15,7 @@ fn config(services: &[(&str, bool)]) -> String {
 }
 
 #[test]
-fn apply_starts_new_services_and_stops_only_removed_ones_it_deployed() {
+fn docker_apply_starts_new_services_and_stops_only_removed_ones_it_deployed() {
     if !(have_docker() && have_bus()) {
         return;
     }
@@ -74,7 +74,7 @@ fn apply_starts_new_services_and_stops_only_removed_ones_it_deployed() {
 }
 
 #[test]
-fn cancel_kills_a_running_compose_command() {
+fn docker_cancel_kills_a_running_compose_command() {
     if !(have_docker() && have_bus()) {
         return;
     }
@@ -129,7 +129,7 @@ fn cancel_kills_a_running_compose_command() {
 }
 
 #[test]
-fn service_changes_are_announced_with_properties_changed() {
+fn docker_service_changes_are_announced_with_properties_changed() {
     if !(have_docker() && have_bus()) {
         return;
     }

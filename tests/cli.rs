@@ -19,7 +19,7 @@ fn probed(name: &str, file: &std::path::Path, extra: &str) -> String {
 }
 
 #[test]
-fn several_names_each_tried_a_refusal_reported_by_name_exit_1() {
+fn docker_several_names_each_tried_a_refusal_reported_by_name_exit_1() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -66,7 +66,7 @@ fn several_names_each_tried_a_refusal_reported_by_name_exit_1() {
 }
 
 #[test]
-fn health_counts_and_exits_1_while_a_wanted_service_is_unhealthy() {
+fn docker_health_counts_and_exits_1_while_a_wanted_service_is_unhealthy() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -160,7 +160,7 @@ fn stackctl_tty(env: &TestEnv, bus: &Bus, columns: &str, args: &[&str]) -> Outpu
 }
 
 #[test]
-fn is_verbs_answer_with_systemctls_exit_codes() {
+fn docker_is_verbs_answer_with_systemctls_exit_codes() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -206,7 +206,7 @@ fn is_verbs_answer_with_systemctls_exit_codes() {
 }
 
 #[test]
-fn systemctl_flags_no_pager_full_lines_quiet_no_legend() {
+fn docker_systemctl_flags_no_pager_full_lines_quiet_no_legend() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -273,7 +273,7 @@ fn systemctl_flags_no_pager_full_lines_quiet_no_legend() {
 }
 
 #[test]
-fn diagnose_speaks_words_and_counts_restarts_as_health_does() {
+fn docker_diagnose_speaks_words_and_counts_restarts_as_health_does() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -340,7 +340,7 @@ fn diagnose_speaks_words_and_counts_restarts_as_health_does() {
 }
 
 #[test]
-fn start_wait_returns_once_the_probe_says_healthy_or_times_out() {
+fn docker_start_wait_returns_once_the_probe_says_healthy_or_times_out() {
     if !have_docker() || !have_bus() {
         return;
     }

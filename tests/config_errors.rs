@@ -208,7 +208,7 @@ fn reload_with_a_bad_file_keeps_the_running_config() {
 /// the reload takes it, and then `apply` asks for `--force` before it stops
 /// the services no longer assigned to this host.
 #[test]
-fn a_truncated_file_is_refused_on_reload_until_forced() {
+fn docker_a_truncated_file_is_refused_on_reload_until_forced() {
     if !common::have_docker() || !have_bus() {
         return;
     }
@@ -369,7 +369,7 @@ fn check_config_refuses_what_the_daemon_would() {
 /// to), says so in its log and as an alert, and a person's `apply --force`
 /// still can.
 #[test]
-fn a_file_truncated_while_stopped_does_not_stop_services_at_start() {
+fn docker_a_file_truncated_while_stopped_does_not_stop_services_at_start() {
     if !common::have_docker() || !have_bus() {
         return;
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 
 #[test]
-fn dependencies_start_in_order_and_guard_stop_and_conflicts() {
+fn docker_dependencies_start_in_order_and_guard_stop_and_conflicts() {
     if !(have_docker() && have_bus()) {
         return;
     }
@@ -65,7 +65,7 @@ fn dependencies_start_in_order_and_guard_stop_and_conflicts() {
 }
 
 #[test]
-fn preflight_lists_every_problem_and_a_held_port_is_not_retried() {
+fn docker_preflight_lists_every_problem_and_a_held_port_is_not_retried() {
     if !(have_docker() && have_bus()) {
         return;
     }
@@ -145,7 +145,7 @@ fn task_of(env: &TestEnv, bus: &Bus, service: &str, kind: Option<&str>) -> (Stri
 }
 
 #[test]
-fn a_start_waits_for_healthy_dependencies_and_force_clears_the_way() {
+fn docker_a_start_waits_for_healthy_dependencies_and_force_clears_the_way() {
     if !(have_docker() && have_bus()) {
         return;
     }
@@ -275,7 +275,7 @@ fn a_start_waits_for_healthy_dependencies_and_force_clears_the_way() {
 }
 
 #[test]
-fn a_port_held_by_a_container_is_named_by_check() {
+fn docker_a_port_held_by_a_container_is_named_by_check() {
     if !(have_docker() && have_bus()) {
         return;
     }

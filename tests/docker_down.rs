@@ -34,7 +34,7 @@ fn docker_connected(bus: &Bus) -> String {
 }
 
 #[test]
-fn without_docker_the_daemon_answers_and_refuses_to_start() {
+fn docker_absent_the_daemon_answers_and_refuses_to_start() {
     if !have_docker() || !have_bus() {
         return;
     }

@@ -18,7 +18,7 @@ use common::*;
 const RESTARTS: usize = 10;
 
 #[test]
-fn ten_engine_restarts_bring_everything_back_and_keep_stops() {
+fn docker_ten_engine_restarts_bring_everything_back_and_keep_stops() {
     if !have_docker() || !have_bus() {
         return;
     }

@@ -58,7 +58,7 @@ fn compose_calls(env: &TestEnv, bus: &Bus, name: &str) -> usize {
 }
 
 #[test]
-fn a_missing_image_waits_and_comes_back_when_it_is_there() {
+fn docker_a_missing_image_waits_and_comes_back_when_it_is_there() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -144,7 +144,7 @@ fn a_missing_image_waits_and_comes_back_when_it_is_there() {
 }
 
 #[test]
-fn a_service_on_a_network_another_creates_comes_up_after_it() {
+fn docker_a_service_on_a_network_another_creates_comes_up_after_it() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -189,7 +189,7 @@ fn a_service_on_a_network_another_creates_comes_up_after_it() {
 }
 
 #[test]
-fn a_held_port_names_its_holder_and_the_service_starts_once_it_is_free() {
+fn docker_a_held_port_names_its_holder_and_the_service_starts_once_it_is_free() {
     if !have_docker() || !have_bus() {
         return;
     }

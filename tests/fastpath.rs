@@ -116,7 +116,7 @@ fn ids(project: &str) -> Vec<String> {
 }
 
 #[test]
-fn a_killed_main_process_comes_back_as_the_same_container_without_compose() {
+fn docker_a_killed_main_process_comes_back_as_the_same_container_without_compose() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -160,7 +160,7 @@ fn a_killed_main_process_comes_back_as_the_same_container_without_compose() {
 }
 
 #[test]
-fn a_service_whose_file_changed_while_down_is_recreated_through_compose() {
+fn docker_a_service_whose_file_changed_while_down_is_recreated_through_compose() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -256,7 +256,7 @@ services:
 }
 
 #[test]
-fn a_reboot_starts_the_exited_containers_through_the_api_and_leaves_a_stopped_one() {
+fn docker_a_reboot_starts_the_exited_containers_through_the_api_and_leaves_a_stopped_one() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -342,7 +342,7 @@ fn two_replicas(image: &str) -> String {
 }
 
 #[test]
-fn replicas_come_back_through_the_api_only_when_all_of_them_exist() {
+fn docker_replicas_come_back_through_the_api_only_when_all_of_them_exist() {
     if !have_docker() || !have_bus() {
         return;
     }

@@ -18,7 +18,7 @@ use common::{
 };
 
 #[test]
-fn image_is_built_once_and_runs_busybox() {
+fn docker_image_is_built_once_and_runs_busybox() {
     if !have_docker() {
         return;
     }
@@ -141,7 +141,7 @@ fn env_has_its_layout_and_a_prefix_of_its_own() {
 }
 
 #[test]
-fn env_drop_removes_its_projects() {
+fn docker_env_drop_removes_its_projects() {
     if !have_docker() {
         return;
     }

@@ -125,7 +125,7 @@ fn volume_exists(name: &str) -> bool {
 }
 
 #[test]
-fn prune_frees_the_oldest_image_keeps_the_previous_and_rollback_brings_it_back() {
+fn docker_prune_frees_the_oldest_image_keeps_the_previous_and_rollback_brings_it_back() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -254,7 +254,7 @@ fn prune_frees_the_oldest_image_keeps_the_previous_and_rollback_brings_it_back()
 }
 
 #[test]
-fn rollback_without_a_previous_image_is_refused_and_prune_needs_the_right_to_change() {
+fn docker_rollback_without_a_previous_image_is_refused_and_prune_needs_the_right_to_change() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -306,7 +306,7 @@ impl Drop for Tmpfs {
 }
 
 #[test]
-fn a_state_directory_below_disk_warning_raises_a_warning_naming_what_prune_frees() {
+fn docker_a_state_directory_below_disk_warning_raises_a_warning_naming_what_prune_frees() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -365,7 +365,7 @@ fn a_state_directory_below_disk_warning_raises_a_warning_naming_what_prune_frees
 }
 
 #[test]
-fn prune_after_twenty_releases_keeps_only_the_current_and_the_previous() {
+fn docker_prune_after_twenty_releases_keeps_only_the_current_and_the_previous() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -404,7 +404,7 @@ fn prune_after_twenty_releases_keeps_only_the_current_and_the_previous() {
 }
 
 #[test]
-fn a_scheduled_prune_runs_by_itself_every_interval() {
+fn docker_a_scheduled_prune_runs_by_itself_every_interval() {
     if !have_docker() || !have_bus() {
         return;
     }

@@ -117,7 +117,7 @@ fn docker_stop_is_a_persons_stop_until_stackctl_start() {
 }
 
 #[test]
-fn a_crash_and_a_docker_restart_by_hand_are_no_stop() {
+fn docker_a_crash_and_a_docker_restart_by_hand_are_no_stop() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -147,7 +147,7 @@ fn a_crash_and_a_docker_restart_by_hand_are_no_stop() {
 }
 
 #[test]
-fn revert_forces_a_service_stopped_outside_back_up() {
+fn docker_revert_forces_a_service_stopped_outside_back_up() {
     if !have_docker() || !have_bus() {
         return;
     }

@@ -13,14 +13,15 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::Duration;
+use std::process::Command;
 
 use common::{busctl, which, Bus, Daemon, TestEnv, COMMAND_TIMEOUT};
 
 /// Setting this to 1 rewrites `dbus/org.stackd1.xml` from the running daemon.
 const WRITE_XML: &str = "STACKD_WRITE_XML";
+/// The image of the one configured service, which these tests never start
+/// (`auto_start = false`): they need no Docker and no test image.
+const NEVER_STARTED: &str = "stackd-test/never-started:0";
 const INTERFACES: [&str; 3] = [
     "org.stackd1.Manager",
     "org.stackd1.Service",
@@ -182,8 +183,9 @@ fn served_document() -> Option<String> {
     }
     let env = TestEnv::new("introspection");
     // The daemon needs no Docker for this: the service is known from the
-    // config, and Apply queues a reconcile task whatever Docker says.
-    let service = env.add_project("web", &common::sleeper_compose(common::ensure_image()));
+    // config, and Apply queues a reconcile task whatever Docker says; its
+    // image is never asked for.
+    let service = env.add_project("web", &common::sleeper_compose(NEVER_STARTED));
     env.write_config(&format!("[services.{service}]\nauto_start = false\n"));
     let bus = Bus::start(env.dir());
     let _daemon = Daemon::start(&env, &bus);
@@ -352,7 +354,7 @@ fn the_bus_policy_lets_everyone_ask_and_the_daemon_decide() {
         return;
     }
     let env = TestEnv::new("policy");
-    let service = env.add_project("web", &common::sleeper_compose(common::ensure_image()));
+    let service = env.add_project("web", &common::sleeper_compose(NEVER_STARTED));
     env.write_config(&format!("[services.{service}]\nauto_start = false\n"));
     let bus_dir = env.dir().join("system-bus");
     fs::create_dir(&bus_dir).expect("bus dir");
@@ -379,41 +381,11 @@ fn the_bus_policy_lets_everyone_ask_and_the_daemon_decide() {
         cmd.arg(format!("--address={}", bus.address())).args(args);
         common::run(&mut cmd, COMMAND_TIMEOUT)
     };
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_stackd"))
-        .arg("--user")
-        .arg("--config")
-        .arg(env.config_path())
-        .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
-        .env("XDG_RUNTIME_DIR", env.run_dir())
-        .env("XDG_STATE_HOME", env.dir().join("xdg-state"))
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("WATCHDOG_USEC")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(env.dir().join("daemon.log")).expect("log"))
-        .spawn()
-        .expect("start stackd");
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let guard = Kill(&mut daemon);
-    let mut waited = Duration::ZERO;
-    while !busctl_at(None, &["status", "org.stackd1"]).success() {
-        if let Ok(Some(status)) = guard.0.try_wait() {
-            panic!(
-                "stackd exited ({status}) on the system-like bus:\n{}",
-                fs::read_to_string(env.dir().join("daemon.log")).unwrap_or_default()
-            );
-        }
-        assert!(waited < common::READY_TIMEOUT, "stackd never took its name");
-        thread::sleep(Duration::from_millis(100));
-        waited += Duration::from_millis(100);
-    }
+    // The harness's daemon, on this bus instead of its permissive one:
+    // READY=1 comes after the name is taken, so it owns org.stackd1 here.
+    let daemon = Daemon::start(&env, &bus);
+    let owner = busctl_at(None, &["status", "org.stackd1"]);
+    assert!(owner.success(), "stackd does not own its name: {owner}");
 
     let nobody = Some(65534);
     let read = busctl_at(
@@ -491,7 +463,7 @@ fn the_bus_policy_lets_everyone_ask_and_the_daemon_decide() {
             || own.contains("not allowed to own"),
         "uid 65534 could ask to own org.stackd1: {own}"
     );
-    drop(guard);
+    drop(daemon);
 }
 
 /// Tries to own org.stackd1 as `uid` (through `dbus-send` to the bus

@@ -175,7 +175,7 @@ fn service_row<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::V
 }
 
 #[test]
-fn stackctl_start_stop_restart_update() {
+fn docker_stackctl_start_stop_restart_update() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -284,7 +284,7 @@ fn stackctl_start_stop_restart_update() {
 }
 
 #[test]
-fn busctl_start_stop_restart_update() {
+fn docker_busctl_start_stop_restart_update() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -388,7 +388,7 @@ fn busctl_start_stop_restart_update() {
 }
 
 #[test]
-fn unknown_service_exits_4_naming_it() {
+fn docker_unknown_service_exits_4_naming_it() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -459,7 +459,7 @@ impl Drop for UnpullableImage {
 }
 
 #[test]
-fn update_with_a_failing_pull_leaves_the_service_as_it_was() {
+fn docker_update_with_a_failing_pull_leaves_the_service_as_it_was() {
     if !have_docker() || !have_bus() {
         return;
     }

@@ -25,7 +25,7 @@ fn have_parts() -> bool {
 }
 
 #[test]
-fn a_failed_task_is_mailed_and_notify_test_reports_each_channel() {
+fn docker_a_failed_task_is_mailed_and_notify_test_reports_each_channel() {
     if !have_parts() {
         return;
     }
@@ -125,7 +125,7 @@ impl FakeNotifications {
 }
 
 #[test]
-fn the_notify_agent_shows_a_failed_task_on_the_desktop() {
+fn docker_the_notify_agent_shows_a_failed_task_on_the_desktop() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -215,7 +215,7 @@ fn the_notify_agent_shows_a_failed_task_on_the_desktop() {
 }
 
 #[test]
-fn a_mail_waits_out_a_dead_smtp_server_and_a_daemon_restart_and_arrives_once() {
+fn docker_a_mail_waits_out_a_dead_smtp_server_and_a_daemon_restart_and_arrives_once() {
     if !have_parts() {
         return;
     }
@@ -285,7 +285,7 @@ min_severity = "warning"
 }
 
 #[test]
-fn a_reboot_with_default_settings_mails_what_came_back_and_what_stayed_stopped() {
+fn docker_a_reboot_with_default_settings_mails_what_came_back_and_what_stayed_stopped() {
     if !have_parts() {
         return;
     }

@@ -128,7 +128,7 @@ fn message_id(mail: &str) -> String {
 }
 
 #[test]
-fn a_full_state_directory_is_said_once_and_nothing_spins_or_repeats() {
+fn docker_a_full_state_directory_is_said_once_and_nothing_spins_or_repeats() {
     if !have_parts()
         || !require(
             "root (to mount a tmpfs)",
@@ -291,7 +291,7 @@ min_severity = "warning"
 /// next daemon sends the mail once more, with the same Message-ID, and no
 /// more than that.
 #[test]
-fn a_crash_before_a_delivery_could_be_recorded_sends_it_again_once_with_the_same_id() {
+fn docker_a_crash_before_a_delivery_could_be_recorded_sends_it_again_once_with_the_same_id() {
     if !have_parts()
         || !require(
             "root (to mount a tmpfs)",
@@ -371,7 +371,7 @@ kinds = ["task-failed"]
 }
 
 #[test]
-fn a_burst_of_alerts_with_smtp_down_and_a_restart_all_reach_the_mailbox() {
+fn docker_a_burst_of_alerts_with_smtp_down_and_a_restart_all_reach_the_mailbox() {
     if !have_parts() {
         return;
     }

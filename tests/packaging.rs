@@ -202,7 +202,7 @@ echo INSTALL-CHECKS-PASSED
 "#;
 
 #[test]
-fn deb_installs_into_a_clean_debian_and_purges_cleanly() {
+fn docker_deb_installs_into_a_clean_debian_and_purges_cleanly() {
     if !common::heavy("the packaging checks")
         || !have_packagers()
         || !require(

@@ -155,7 +155,7 @@ impl Cluster {
 }
 
 #[test]
-fn three_hosts_over_the_peer_endpoint() {
+fn docker_three_hosts_over_the_peer_endpoint() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -347,7 +347,7 @@ fn three_hosts_over_the_peer_endpoint() {
 }
 
 #[test]
-fn a_token_file_others_may_read_stops_the_start() {
+fn docker_a_token_file_others_may_read_stops_the_start() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -423,7 +423,7 @@ fn with_trust(c: &Cluster, original: &str, trust: &str) {
 }
 
 #[test]
-fn tls_with_a_ca_or_a_pinned_certificate() {
+fn docker_tls_with_a_ca_or_a_pinned_certificate() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -517,7 +517,7 @@ fn cluster_files(c: &Cluster) -> Vec<String> {
 }
 
 #[test]
-fn config_push_is_checked_everywhere_before_it_is_written() {
+fn docker_config_push_is_checked_everywhere_before_it_is_written() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -671,7 +671,7 @@ fn wait_peer_event(c: &Cluster, after: u64, kind: &str, host: &str) -> (serde_js
 }
 
 #[test]
-fn a_peer_that_stops_answering_is_lost_then_back() {
+fn docker_a_peer_that_stops_answering_is_lost_then_back() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -739,7 +739,7 @@ fn a_peer_that_stops_answering_is_lost_then_back() {
 /// stackd.socket): it serves the socket it was passed in LISTEN_FDS, and
 /// never binds `peer.listen` (an address this machine does not have).
 #[test]
-fn a_socket_passed_by_systemd_is_served() {
+fn docker_a_socket_passed_by_systemd_is_served() {
     let activate = which("systemd-socket-activate");
     if !have_docker()
         || !have_bus()
@@ -844,7 +844,7 @@ fn runs(project: &str, svc: &str) -> bool {
 }
 
 #[test]
-fn a_move_hands_the_service_over_and_the_hand_off_rule_guards_starts() {
+fn docker_a_move_hands_the_service_over_and_the_hand_off_rule_guards_starts() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -945,30 +945,13 @@ fn a_move_hands_the_service_over_and_the_hand_off_rule_guards_starts() {
 }
 
 /// Microseconds since the epoch of an RFC 3339 UTC time as Docker writes
-/// it ("2026-11-25T20:10:11.123456789Z").
-fn unix_usec(t: &str) -> i64 {
-    let t = t.trim().trim_end_matches('Z');
-    let (date, time) = t.split_once('T').expect("RFC 3339 time");
-    let n = |s: &str| s.parse::<i64>().unwrap_or_else(|_| panic!("bad time {t}"));
-    let d: Vec<i64> = date.split('-').map(n).collect();
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let h: Vec<i64> = hms.split(':').map(n).collect();
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, m) = if d[1] <= 2 {
-        (d[0] - 1, d[1])
-    } else {
-        (d[0], d[1])
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d[2] - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    let micros = n(&format!("{:0<6}", &frac[..frac.len().min(6)]));
-    ((days * 24 + h[0]) * 60 + h[1]) * 60_000_000 + h[2] * 1_000_000 + micros
+/// it ("2026-11-25T20:10:11.123456789Z"), read by stackd's own parser.
+fn unix_usec(t: &str) -> u64 {
+    stackd::time::parse_rfc3339_usec(t.trim()).unwrap_or_else(|| panic!("bad time {t}"))
 }
 
 #[test]
-fn failed_moves_leave_the_source_running_and_overlap_starts_the_target_first() {
+fn docker_failed_moves_leave_the_source_running_and_overlap_starts_the_target_first() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -1082,7 +1065,7 @@ fn failed_moves_leave_the_source_running_and_overlap_starts_the_target_first() {
             .any(|l| l.as_str().unwrap().contains("healthy")),
         "{body}"
     );
-    let healthy_usec = task["finished_usec"].as_i64().unwrap();
+    let healthy_usec = task["finished_usec"].as_u64().unwrap();
     let a_id = common::containers(&ov)
         .into_iter()
         .find(|c| c.service == "main_a")

@@ -65,7 +65,7 @@ fn get(port: u16, path: &str) -> String {
 }
 
 #[test]
-fn schemathesis_finds_nothing_against_the_served_document() {
+fn docker_schemathesis_finds_nothing_against_the_served_document() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -121,7 +121,7 @@ fn schemathesis_finds_nothing_against_the_served_document() {
 }
 
 #[test]
-fn promtool_accepts_the_metrics() {
+fn docker_promtool_accepts_the_metrics() {
     if !have_docker() || !have_bus() {
         return;
     }

@@ -113,7 +113,7 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 }
 
 #[test]
-fn careless_requests_get_the_right_answers() {
+fn docker_careless_requests_get_the_right_answers() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -230,7 +230,7 @@ fn careless_requests_get_the_right_answers() {
 /// naming them, in the check round too, and by `stackctl config push`
 /// with nothing written; forced, it is written.
 #[test]
-fn a_push_that_removes_every_service_needs_force() {
+fn docker_a_push_that_removes_every_service_needs_force() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -291,7 +291,7 @@ fn a_push_that_removes_every_service_needs_force() {
 /// A request announcing a longer body than it sends is closed after the
 /// body timeout instead of holding its connection.
 #[test]
-fn a_body_shorter_than_announced_is_closed() {
+fn docker_a_body_shorter_than_announced_is_closed() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -361,7 +361,7 @@ fn connect_from(from: [u8; 4], to: std::net::SocketAddrV4) -> Option<TcpStream> 
 /// container's main process killed by its host PID) still run, and the
 /// flood is logged in a line per interval, not per connection.
 #[test]
-fn a_connection_flood_leaves_descriptors_for_tasks() {
+fn docker_a_connection_flood_leaves_descriptors_for_tasks() {
     if !have_docker() || !have_bus() {
         return;
     }

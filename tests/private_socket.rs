@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 #[test]
-fn stackctl_works_over_the_private_socket_without_a_bus() {
+fn docker_stackctl_works_over_the_private_socket_without_a_bus() {
     if !have_docker() || !have_bus() {
         return;
     }

@@ -66,7 +66,7 @@ impl Drop for Tried {
 }
 
 #[test]
-fn the_readme_first_command_starts_the_example() {
+fn docker_the_readme_first_command_starts_the_example() {
     if !common::heavy("the quick-start check") || !have_docker() || !have_bus() {
         return;
     }

@@ -73,7 +73,7 @@ impl Drop for AlertMonitor {
 }
 
 #[test]
-fn reboot_recovers_auto_start_services_but_not_user_stopped_ones() {
+fn docker_reboot_recovers_auto_start_services_but_not_user_stopped_ones() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -210,7 +210,7 @@ fn reboot_recovers_auto_start_services_but_not_user_stopped_ones() {
 }
 
 #[test]
-fn sigkill_during_a_task_marks_it_interrupted_and_keeps_the_desired_state() {
+fn docker_sigkill_during_a_task_marks_it_interrupted_and_keeps_the_desired_state() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -264,7 +264,7 @@ fn sigkill_during_a_task_marks_it_interrupted_and_keeps_the_desired_state() {
 }
 
 #[test]
-fn sigterm_stops_the_daemon_and_leaves_containers_running() {
+fn docker_sigterm_stops_the_daemon_and_leaves_containers_running() {
     if !have_docker() || !have_bus() {
         return;
     }

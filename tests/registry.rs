@@ -40,7 +40,7 @@ fn spawn_stackctl(env: &TestEnv, bus: &Bus, args: &[&str]) -> std::process::Chil
 }
 
 #[test]
-fn external_service_is_probed_refused_and_waited_for() {
+fn docker_external_service_is_probed_refused_and_waited_for() {
     if !(have_docker() && have_bus()) {
         return;
     }

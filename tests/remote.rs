@@ -212,7 +212,7 @@ fn tick(line: &str) -> Option<u64> {
 }
 
 #[test]
-fn an_admin_group_member_reaches_other_hosts_without_the_token() {
+fn docker_an_admin_group_member_reaches_other_hosts_without_the_token() {
     if !have_docker() || !have_bus() || !have_setpriv() {
         return;
     }
@@ -339,7 +339,7 @@ fn an_admin_group_member_reaches_other_hosts_without_the_token() {
 /// daemon's own cluster file names the hosts (what the issue saw fail with
 /// "No such file").
 #[test]
-fn user_mode_needs_no_cluster_file_of_its_own() {
+fn docker_user_mode_needs_no_cluster_file_of_its_own() {
     if !have_docker() || !have_bus() || !have_setpriv() {
         return;
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 
 #[test]
-fn a_spinning_container_shows_its_cpu_and_raises_a_spike() {
+fn docker_a_spinning_container_shows_its_cpu_and_raises_a_spike() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -151,7 +151,7 @@ services:
 }
 
 #[test]
-fn a_growing_memory_raises_a_spike_that_ends_when_it_is_freed() {
+fn docker_a_growing_memory_raises_a_spike_that_ends_when_it_is_freed() {
     if !have_docker() || !have_bus() {
         return;
     }

@@ -59,7 +59,7 @@ fn health_json(env: &TestEnv, bus: &Bus, name: &str) -> serde_json::Value {
 }
 
 #[test]
-fn a_crash_loop_is_restarted_then_given_up_with_an_event() {
+fn docker_a_crash_loop_is_restarted_then_given_up_with_an_event() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -124,7 +124,7 @@ fn a_crash_loop_is_restarted_then_given_up_with_an_event() {
 }
 
 #[test]
-fn a_service_a_person_stopped_is_never_restarted() {
+fn docker_a_service_a_person_stopped_is_never_restarted() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -140,7 +140,7 @@ fn a_service_a_person_stopped_is_never_restarted() {
 }
 
 #[test]
-fn a_killed_container_is_back_within_seconds() {
+fn docker_a_killed_container_is_back_within_seconds() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -156,7 +156,7 @@ fn a_killed_container_is_back_within_seconds() {
 }
 
 #[test]
-fn a_container_killed_by_its_memory_limit_is_diagnosed_as_oom() {
+fn docker_a_container_killed_by_its_memory_limit_is_diagnosed_as_oom() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -218,7 +218,7 @@ services:
 }
 
 #[test]
-fn an_http_probe_turns_unhealthy_and_recovery_makes_it_healthy() {
+fn docker_an_http_probe_turns_unhealthy_and_recovery_makes_it_healthy() {
     if !have_docker() || !have_bus() {
         return;
     }
@@ -331,7 +331,7 @@ fn https_server(dir: &std::path::Path) -> Option<(std::process::Child, u16, std:
 }
 
 #[test]
-fn an_https_probe_trusts_its_tls_ca_and_names_an_unknown_issuer() {
+fn docker_an_https_probe_trusts_its_tls_ca_and_names_an_unknown_issuer() {
     if !have_docker() || !have_bus() {
         return;
     }

@@ -6,7 +6,7 @@
 //! reads the token or the cluster file.
 
 use super::{exit, Failed, Result};
-use crate::dbus::client::{Client, ManagerInfo, ServiceInfo, TaskInfo};
+use crate::dbus::client::{Client, JobMode, ManagerInfo, ServiceInfo, ServiceOp, TaskInfo};
 use crate::dbus::types::{ServiceRow, TaskRow};
 
 pub(super) enum Conn {
@@ -18,21 +18,18 @@ pub(super) enum Conn {
     },
 }
 
-/// The operation of a Manager method over the relay: start, stop, restart
-/// or update.
-fn op_name(method: &str) -> Result<&'static str> {
-    Ok(match method {
-        "StartService" | "StartServiceMode" => "start",
-        "StopService" | "StopServiceMode" => "stop",
-        "RestartService" => "restart",
-        "UpdateService" => "update",
-        other => {
-            return Err(Failed(
-                exit::USAGE,
-                format!("{other} is not available with -H; run it on the host"),
-            ))
-        }
-    })
+/// Over the relay only start, stop, restart and update go.
+fn relayed(op: ServiceOp) -> Result<ServiceOp> {
+    match op.host_method() {
+        Some(_) => Ok(op),
+        None => Err(Failed(
+            exit::USAGE,
+            format!(
+                "{} is not available with -H; run it on the host",
+                op.method()
+            ),
+        )),
+    }
 }
 
 impl Conn {
@@ -76,27 +73,29 @@ impl Conn {
         })
     }
 
-    /// Queues `method` ("StartService", ...) and returns the task id.
-    pub(super) async fn service_op(&self, method: &str, name: &str) -> Result<u64> {
-        self.service_op_mode(method, name, "fail").await
+    /// Queues `op` and returns the task id.
+    pub(super) async fn service_op(&self, op: ServiceOp, name: &str) -> Result<u64> {
+        Ok(match self {
+            Conn::Bus(c) => c.service_op(op, name).await?,
+            Conn::Host { host, client } => {
+                client
+                    .host_op(host, relayed(op)?, name, JobMode::Fail)
+                    .await?
+            }
+        })
     }
 
-    /// StartServiceMode/StopServiceMode ("replace": stop what stands in
-    /// the way first, and start even when a peer cannot be asked).
+    /// Start or stop with a job mode (`Replace`: stop what stands in the
+    /// way first, and start even when a peer cannot be asked).
     pub(super) async fn service_op_mode(
         &self,
-        method: &str,
+        op: ServiceOp,
         name: &str,
-        mode: &str,
+        mode: JobMode,
     ) -> Result<u64> {
         Ok(match self {
-            Conn::Bus(c) if method.ends_with("Mode") => {
-                c.service_op_mode(method, name, mode).await?
-            }
-            Conn::Bus(c) => c.service_op(method, name).await?,
-            Conn::Host { host, client } => {
-                client.host_op(host, op_name(method)?, name, mode).await?
-            }
+            Conn::Bus(c) => c.service_op_mode(op, name, mode).await?,
+            Conn::Host { host, client } => client.host_op(host, relayed(op)?, name, mode).await?,
         })
     }
 

@@ -57,7 +57,14 @@ pub(super) async fn run(
             })
             .collect();
         if !startable.is_empty() {
-            code = super::ops(client, args, "StartService", &startable, false).await?;
+            code = super::ops::queue(
+                client,
+                args,
+                crate::dbus::client::ServiceOp::Start,
+                &startable,
+                false,
+            )
+            .await?;
         }
         rows = bus.required(operation).await?;
     }

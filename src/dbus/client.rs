@@ -1,17 +1,21 @@
 //! The client side, for stackctl: typed calls over whichever connection
-//! reaches the daemon, so the CLI never sees zbus.
+//! reaches the daemon, so the CLI never sees zbus. The calls go through
+//! the `#[zbus::proxy]` traits of `proxy.rs`.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use zbus::zvariant::{OwnedFd, OwnedObjectPath, OwnedValue, Value};
+use zbus::proxy::CacheProperties;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 use zbus::Connection;
 
 use super::path::{self, MANAGER_PATH};
+use super::proxy::{ManagerProxy, PropertiesProxy, Props, TaskProxy};
 use super::types::{
     ContainerRow, ContainerStatsRow, DependencyRow, HostRow, PlanRow, ServiceRow, TaskRow,
 };
+pub use super::types::{JobMode, ServiceOp};
 use super::BUS_NAME;
 
 const MANAGER: &str = "org.stackd1.Manager";
@@ -194,6 +198,7 @@ impl Target {
 pub struct Client {
     conn: Connection,
     p2p: bool,
+    manager: ManagerProxy<'static>,
 }
 
 fn prop<T>(map: &HashMap<String, OwnedValue>, key: &str) -> Result<T>
@@ -237,28 +242,28 @@ impl Client {
                 (conn, true)
             }
         };
-        Ok(Client { conn, p2p })
-    }
-
-    async fn call<B, R>(&self, path: &str, iface: &str, method: &str, body: &B) -> Result<R>
-    where
-        B: serde::Serialize + zbus::zvariant::DynamicType,
-        R: for<'d> serde::Deserialize<'d> + zbus::zvariant::Type,
-    {
-        let dest = if self.p2p { None } else { Some(BUS_NAME) };
-        let reply = self
-            .conn
-            .call_method(dest, path, Some(iface), method, body)
+        // No property cache: stackctl reads each object once, and on the
+        // private socket there is no bus to subscribe to changes with.
+        let manager = ManagerProxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
             .await?;
-        reply
-            .body()
-            .deserialize::<R>()
-            .map_err(|e| ClientError::Protocol(format!("{method}: {e}")))
+        Ok(Client { conn, p2p, manager })
     }
 
-    async fn all(&self, path: &str, iface: &str) -> Result<HashMap<String, OwnedValue>> {
-        self.call(path, "org.freedesktop.DBus.Properties", "GetAll", &(iface,))
-            .await
+    async fn all(&self, path: &str, iface: &str) -> Result<Props> {
+        let props = PropertiesProxy::builder(&self.conn)
+            .path(path)?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        Ok(props.get_all(iface).await?)
+    }
+
+    /// A task id from the task path an operation answered with.
+    fn task_id(method: &str, path: &OwnedObjectPath) -> Result<u64> {
+        path::task_id(path.as_str())
+            .ok_or_else(|| ClientError::Protocol(format!("{method} returned {path}, not a task")))
     }
 
     /// Whether the daemon runs now, asked without starting it (a bus may
@@ -281,53 +286,58 @@ impl Client {
     }
 
     pub async fn list_hosts(&self) -> Result<Vec<HostRow>> {
-        self.call(MANAGER_PATH, MANAGER, "ListHosts", &()).await
+        Ok(self.manager.list_hosts().await?)
     }
 
     pub async fn list_services(&self) -> Result<Vec<ServiceRow>> {
-        self.call(MANAGER_PATH, MANAGER, "ListServices", &()).await
+        Ok(self.manager.list_services().await?)
     }
 
     pub async fn service(&self, name: &str) -> Result<ServiceInfo> {
-        let path: OwnedObjectPath = self
-            .call(MANAGER_PATH, MANAGER, "GetService", &(name,))
-            .await?;
+        let path = self.manager.get_service(name).await?;
         service_info(&self.all(path.as_str(), SERVICE).await?)
     }
 
-    /// `method` is one of StartService, StopService,
-    /// RestartService, UpdateService, PullService, DownService. Returns
-    /// the task id.
-    pub async fn service_op(&self, method: &str, name: &str) -> Result<u64> {
-        let path: OwnedObjectPath = self.call(MANAGER_PATH, MANAGER, method, &(name,)).await?;
-        path::task_id(path.as_str())
-            .ok_or_else(|| ClientError::Protocol(format!("{method} returned {path}, not a task")))
+    /// Queues `op` on `name` (StartService, ...). Returns the task id.
+    pub async fn service_op(&self, op: ServiceOp, name: &str) -> Result<u64> {
+        let m = &self.manager;
+        let path = match op {
+            ServiceOp::Start => m.start_service(name).await?,
+            ServiceOp::Stop => m.stop_service(name).await?,
+            ServiceOp::Restart => m.restart_service(name).await?,
+            ServiceOp::Update => m.update_service(name).await?,
+            ServiceOp::Pull => m.pull_service(name).await?,
+            ServiceOp::Down => m.down_service(name).await?,
+            ServiceOp::Rollback => m.rollback(name).await?,
+        };
+        Self::task_id(op.method(), &path)
     }
 
-    /// StartServiceMode or StopServiceMode with a job mode ("fail" or
-    /// "replace"). Returns the task id.
-    pub async fn service_op_mode(&self, method: &str, name: &str, mode: &str) -> Result<u64> {
-        let path: OwnedObjectPath = self
-            .call(MANAGER_PATH, MANAGER, method, &(name, mode))
-            .await?;
-        path::task_id(path.as_str())
-            .ok_or_else(|| ClientError::Protocol(format!("{method} returned {path}, not a task")))
+    /// StartServiceMode or StopServiceMode with a job mode. Returns the
+    /// task id.
+    pub async fn service_op_mode(&self, op: ServiceOp, name: &str, mode: JobMode) -> Result<u64> {
+        let mode = mode.as_str();
+        let path = match op {
+            ServiceOp::Start => self.manager.start_service_mode(name, mode).await?,
+            ServiceOp::Stop => self.manager.stop_service_mode(name, mode).await?,
+            _ => {
+                return Err(ClientError::Protocol(format!(
+                    "{} takes no job mode",
+                    op.method()
+                )))
+            }
+        };
+        Self::task_id(op.mode_method().unwrap_or_default(), &path)
     }
 
     /// QueueAndWait: start, restart or update whose task waits for the
     /// service to be healthy. Returns the task id.
-    pub async fn queue_and_wait(&self, name: &str, operation: &str, mode: &str) -> Result<u64> {
-        let path: OwnedObjectPath = self
-            .call(
-                MANAGER_PATH,
-                MANAGER,
-                "QueueAndWait",
-                &(name, operation, mode),
-            )
+    pub async fn queue_and_wait(&self, name: &str, op: ServiceOp, mode: JobMode) -> Result<u64> {
+        let path = self
+            .manager
+            .queue_and_wait(name, op.waited(), mode.as_str())
             .await?;
-        path::task_id(path.as_str()).ok_or_else(|| {
-            ClientError::Protocol(format!("QueueAndWait returned {path}, not a task"))
-        })
+        Self::task_id("QueueAndWait", &path)
     }
 
     /// `Prune` with the given kinds (none: all) and dry run; the task id.
@@ -349,21 +359,16 @@ impl Client {
                 options.insert(key, Value::from(true));
             }
         }
-        let path: OwnedObjectPath = self
-            .call(MANAGER_PATH, MANAGER, "Prune", &(options,))
-            .await?;
-        path::task_id(path.as_str())
-            .ok_or_else(|| ClientError::Protocol(format!("Prune returned {path}, not a task")))
+        let path = self.manager.prune(&options).await?;
+        Self::task_id("Prune", &path)
     }
 
     pub async fn plan_start(&self, name: &str, mode: &str) -> Result<Vec<PlanRow>> {
-        self.call(MANAGER_PATH, MANAGER, "PlanStart", &(name, mode))
-            .await
+        Ok(self.manager.plan_start(name, mode).await?)
     }
 
     pub async fn dependencies(&self, name: &str, reverse: bool) -> Result<Vec<DependencyRow>> {
-        self.call(MANAGER_PATH, MANAGER, "ListDependencies", &(name, reverse))
-            .await
+        Ok(self.manager.list_dependencies(name, reverse).await?)
     }
 
     /// `MigrateMode` ("replace" when forced), or `MigrateWith` when the
@@ -376,30 +381,19 @@ impl Client {
         with_volumes: bool,
     ) -> Result<u64> {
         let mode = if force { "replace" } else { "fail" };
-        let path: OwnedObjectPath = if with_volumes {
-            self.call(
-                MANAGER_PATH,
-                MANAGER,
-                "MigrateWith",
-                &(name, host, mode, true),
-            )
-            .await?
+        let path = if with_volumes {
+            self.manager.migrate_with(name, host, mode, true).await?
         } else {
-            self.call(MANAGER_PATH, MANAGER, "MigrateMode", &(name, host, mode))
-                .await?
+            self.manager.migrate_mode(name, host, mode).await?
         };
-        path::task_id(path.as_str()).ok_or_else(|| {
-            ClientError::Protocol(format!("MigrateMode returned {path}, not a task"))
-        })
+        Self::task_id("MigrateMode", &path)
     }
 
     /// ApplyMode: "replace" (`force`) also stops more services no longer
     /// assigned to this host than `reload_guard` allows.
     pub async fn apply(&self, force: bool) -> Result<Vec<u64>> {
         let mode = if force { "replace" } else { "fail" };
-        let paths: Vec<OwnedObjectPath> = self
-            .call(MANAGER_PATH, MANAGER, "ApplyMode", &(mode,))
-            .await?;
+        let paths = self.manager.apply_mode(mode).await?;
         Ok(paths
             .iter()
             .filter_map(|p| path::task_id(p.as_str()))
@@ -410,18 +404,21 @@ impl Client {
     /// more services than `reload_guard` allows.
     pub async fn reload(&self, force: bool) -> Result<()> {
         let mode = if force { "replace" } else { "fail" };
-        self.call(MANAGER_PATH, MANAGER, "ReloadMode", &(mode,))
-            .await
+        Ok(self.manager.reload_mode(mode).await?)
     }
 
     pub async fn task(&self, id: u64) -> Result<TaskInfo> {
-        let path: OwnedObjectPath = self.call(MANAGER_PATH, MANAGER, "GetTask", &(id,)).await?;
+        let path = self.manager.get_task(id).await?;
         task_info(&self.all(path.as_str(), TASK).await?)
     }
 
     pub async fn task_log_since(&self, id: u64, skip: u32) -> Result<Vec<String>> {
-        self.call(path::task_path(id).as_str(), TASK, "LogSince", &(skip,))
-            .await
+        let task = TaskProxy::builder(&self.conn)
+            .path(path::task_path(id))?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        Ok(task.log_since(skip).await?)
     }
 
     pub async fn tasks(
@@ -431,15 +428,13 @@ impl Client {
         limit: Option<u32>,
     ) -> Result<Vec<TaskRow>> {
         let filter = task_filter(service, states, limit);
-        self.call(MANAGER_PATH, MANAGER, "ListTasks", &(filter,))
-            .await
+        Ok(self.manager.list_tasks(&filter).await?)
     }
 
     /// Host figures by name (`CpuPercent`, `Load1`, `MemoryTotal`, ...):
     /// numbers as f64.
     pub async fn host_stats(&self) -> Result<std::collections::BTreeMap<String, f64>> {
-        let raw: HashMap<String, OwnedValue> =
-            self.call(MANAGER_PATH, MANAGER, "HostStats", &()).await?;
+        let raw = self.manager.host_stats().await?;
         Ok(raw
             .into_iter()
             .filter_map(|(k, v)| {
@@ -455,19 +450,15 @@ impl Client {
 
     /// Every running container's figures from the daemon's last sample.
     pub async fn container_stats(&self) -> Result<Vec<ContainerStatsRow>> {
-        self.call(MANAGER_PATH, MANAGER, "ListContainerStats", &())
-            .await
+        Ok(self.manager.list_container_stats().await?)
     }
 
     pub async fn check(&self, name: &str) -> Result<Vec<String>> {
-        self.call(MANAGER_PATH, MANAGER, "CheckService", &(name,))
-            .await
+        Ok(self.manager.check_service(name).await?)
     }
 
     pub async fn list_registry(&self) -> Result<Vec<RegistryRow>> {
-        let rows: Vec<(String, String, String, String, Vec<String>)> = self
-            .call(MANAGER_PATH, MANAGER, "ListRegistry", &())
-            .await?;
+        let rows = self.manager.list_registry().await?;
         Ok(rows
             .into_iter()
             .map(
@@ -483,8 +474,7 @@ impl Client {
     }
 
     pub async fn readiness(&self) -> Result<Vec<ReadinessRow>> {
-        let rows: Vec<(String, String, Vec<String>)> =
-            self.call(MANAGER_PATH, MANAGER, "Readiness", &()).await?;
+        let rows = self.manager.readiness().await?;
         Ok(rows
             .into_iter()
             .map(|(name, verdict, problems)| ReadinessRow {
@@ -496,9 +486,7 @@ impl Client {
     }
 
     pub async fn required(&self, operation: &str) -> Result<Vec<RequiredRow>> {
-        let rows: Vec<(String, bool, String, String, bool)> = self
-            .call(MANAGER_PATH, MANAGER, "Required", &(operation,))
-            .await?;
+        let rows = self.manager.required(operation).await?;
         Ok(rows
             .into_iter()
             .map(
@@ -514,44 +502,31 @@ impl Client {
     }
 
     pub async fn diagnose(&self, name: &str) -> Result<Vec<String>> {
-        self.call(MANAGER_PATH, MANAGER, "Diagnose", &(name,)).await
+        Ok(self.manager.diagnose(name).await?)
     }
 
     /// (channel, delivered, error) for each channel tried.
     pub async fn test_notify(&self, channel: Option<&str>) -> Result<Vec<(String, bool, String)>> {
-        self.call(
-            MANAGER_PATH,
-            MANAGER,
-            "TestNotify",
-            &(channel.unwrap_or(""),),
-        )
-        .await
+        Ok(self.manager.test_notify(channel.unwrap_or("")).await?)
     }
 
     pub async fn cancel(&self, id: u64) -> Result<()> {
-        self.call(MANAGER_PATH, MANAGER, "CancelTask", &(id,)).await
+        Ok(self.manager.cancel_task(id).await?)
     }
 
     // Another host of the cluster, through this host's daemon (which
     // holds the peer token); task ids are that host's.
 
     pub async fn host_services(&self, host: &str) -> Result<Vec<ServiceRow>> {
-        self.call(MANAGER_PATH, MANAGER, "ListHostServices", &(host,))
-            .await
+        Ok(self.manager.list_host_services(host).await?)
     }
 
     pub async fn host_service(&self, host: &str, name: &str) -> Result<ServiceInfo> {
-        let m: Props = self
-            .call(MANAGER_PATH, MANAGER, "GetHostService", &(host, name))
-            .await?;
-        service_info(&m)
+        service_info(&self.manager.get_host_service(host, name).await?)
     }
 
     pub async fn host_manager(&self, host: &str) -> Result<ManagerInfo> {
-        let m: Props = self
-            .call(MANAGER_PATH, MANAGER, "GetHostManager", &(host,))
-            .await?;
-        manager_info(&m)
+        manager_info(&self.manager.get_host_manager(host).await?)
     }
 
     pub async fn host_tasks(
@@ -562,34 +537,39 @@ impl Client {
         limit: Option<u32>,
     ) -> Result<Vec<TaskRow>> {
         let filter = task_filter(service, states, limit);
-        self.call(MANAGER_PATH, MANAGER, "ListHostTasks", &(host, filter))
-            .await
+        Ok(self.manager.list_host_tasks(host, &filter).await?)
     }
 
     pub async fn host_task(&self, host: &str, id: u64) -> Result<TaskInfo> {
-        let m: Props = self
-            .call(MANAGER_PATH, MANAGER, "GetHostTask", &(host, id))
-            .await?;
-        task_info(&m)
+        task_info(&self.manager.get_host_task(host, id).await?)
     }
 
     pub async fn host_task_log_since(&self, host: &str, id: u64, skip: u32) -> Result<Vec<String>> {
-        self.call(MANAGER_PATH, MANAGER, "GetHostTaskLog", &(host, id, skip))
-            .await
+        Ok(self.manager.get_host_task_log(host, id, skip).await?)
     }
 
-    /// `op` is start, stop, restart or update; mode "fail" or "replace".
-    /// The task id on that host.
-    pub async fn host_op(&self, host: &str, op: &str, name: &str, mode: &str) -> Result<u64> {
-        let method = match op {
-            "start" => "StartHostService",
-            "stop" => "StopHostService",
-            "restart" => "RestartHostService",
-            "update" => "UpdateHostService",
-            other => return Err(ClientError::Protocol(format!("no host operation {other}"))),
-        };
-        self.call(MANAGER_PATH, MANAGER, method, &(host, name, mode))
-            .await
+    /// `op` (start, stop, restart or update) on `host`'s service. The
+    /// task id on that host.
+    pub async fn host_op(
+        &self,
+        host: &str,
+        op: ServiceOp,
+        name: &str,
+        mode: JobMode,
+    ) -> Result<u64> {
+        let (m, mode) = (&self.manager, mode.as_str());
+        Ok(match op {
+            ServiceOp::Start => m.start_host_service(host, name, mode).await?,
+            ServiceOp::Stop => m.stop_host_service(host, name, mode).await?,
+            ServiceOp::Restart => m.restart_host_service(host, name, mode).await?,
+            ServiceOp::Update => m.update_host_service(host, name, mode).await?,
+            _ => {
+                return Err(ClientError::Protocol(format!(
+                    "no host operation for {}",
+                    op.method()
+                )))
+            }
+        })
     }
 
     /// The read end of a pipe carrying `host`'s service's container logs.
@@ -600,13 +580,9 @@ impl Client {
         lines: u32,
         follow: bool,
     ) -> Result<std::fs::File> {
-        let fd: OwnedFd = self
-            .call(
-                MANAGER_PATH,
-                MANAGER,
-                "HostServiceLogs",
-                &(host, name, lines, follow),
-            )
+        let fd = self
+            .manager
+            .host_service_logs(host, name, lines, follow)
             .await?;
         let fd: std::os::fd::OwnedFd = fd.into();
         Ok(std::fs::File::from(fd))
@@ -623,8 +599,7 @@ impl Client {
         Vec<String>,
         Vec<String>,
     )> {
-        self.call(MANAGER_PATH, MANAGER, "ApplyAllHosts", &(dry_run, force))
-            .await
+        Ok(self.manager.apply_all_hosts(dry_run, force).await?)
     }
 
     /// PushConfig: `text` ("" for the daemon's own cluster file) to every
@@ -634,21 +609,16 @@ impl Client {
         text: &str,
         force: bool,
     ) -> Result<Vec<(String, String, String, String, String)>> {
-        self.call(MANAGER_PATH, MANAGER, "PushConfig", &(text, force))
-            .await
+        Ok(self.manager.push_config(text, force).await?)
     }
 
     /// The read end of a pipe carrying the service's container logs.
     pub async fn logs(&self, name: &str, lines: u32, follow: bool) -> Result<std::fs::File> {
-        let fd: OwnedFd = self
-            .call(MANAGER_PATH, MANAGER, "ServiceLogs", &(name, lines, follow))
-            .await?;
+        let fd = self.manager.service_logs(name, lines, follow).await?;
         let fd: std::os::fd::OwnedFd = fd.into();
         Ok(std::fs::File::from(fd))
     }
 }
-
-type Props = HashMap<String, OwnedValue>;
 
 fn manager_info(m: &Props) -> Result<ManagerInfo> {
     Ok(ManagerInfo {

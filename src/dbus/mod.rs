@@ -12,6 +12,7 @@ mod error;
 mod logs;
 mod manager;
 pub mod path;
+mod proxy;
 mod remote;
 mod service;
 pub mod systemd1;

@@ -248,3 +248,82 @@ pub fn prune_options(
         dry_run,
     })
 }
+
+/// An operation on a service that the Manager queues as a task, with the
+/// Manager methods that queue it: the client calls by these, so stackctl
+/// never names a method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceOp {
+    Start,
+    Stop,
+    Restart,
+    Update,
+    Pull,
+    Down,
+    Rollback,
+}
+
+impl ServiceOp {
+    /// The Manager method that queues it.
+    pub fn method(self) -> &'static str {
+        match self {
+            ServiceOp::Start => "StartService",
+            ServiceOp::Stop => "StopService",
+            ServiceOp::Restart => "RestartService",
+            ServiceOp::Update => "UpdateService",
+            ServiceOp::Pull => "PullService",
+            ServiceOp::Down => "DownService",
+            ServiceOp::Rollback => "Rollback",
+        }
+    }
+
+    /// The method that takes a job mode as well (start and stop only).
+    pub(crate) fn mode_method(self) -> Option<&'static str> {
+        match self {
+            ServiceOp::Start => Some("StartServiceMode"),
+            ServiceOp::Stop => Some("StopServiceMode"),
+            _ => None,
+        }
+    }
+
+    /// The method that relays it to another host of the cluster (start,
+    /// stop, restart and update only).
+    pub fn host_method(self) -> Option<&'static str> {
+        match self {
+            ServiceOp::Start => Some("StartHostService"),
+            ServiceOp::Stop => Some("StopHostService"),
+            ServiceOp::Restart => Some("RestartHostService"),
+            ServiceOp::Update => Some("UpdateHostService"),
+            _ => None,
+        }
+    }
+
+    /// `QueueAndWait`'s operation: restart and update as themselves,
+    /// anything else as a start.
+    pub(crate) fn waited(self) -> &'static str {
+        match self {
+            ServiceOp::Restart => "restart",
+            ServiceOp::Update => "update",
+            _ => "start",
+        }
+    }
+}
+
+/// systemd's job modes, as the Manager's `…Mode` methods take them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobMode {
+    /// Refuse when something stands in the way.
+    Fail,
+    /// Stop what stands in the way first (and start even when a peer
+    /// cannot be asked).
+    Replace,
+}
+
+impl JobMode {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            JobMode::Fail => "fail",
+            JobMode::Replace => "replace",
+        }
+    }
+}

@@ -8,6 +8,7 @@
 //! - [`spawn_probes`] runs every service's probe on its interval and sends
 //!   the results into a channel; it knows nothing of the rest of the daemon.
 
+mod http;
 mod machine;
 mod probe;
 mod runner;
