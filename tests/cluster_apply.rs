@@ -61,7 +61,7 @@ fn runs(project: &str, svc: &str) -> bool {
 }
 
 #[test]
-fn a_placement_change_stops_the_old_host_before_the_new_one_starts() {
+fn docker_a_placement_change_stops_the_old_host_before_the_new_one_starts() {
     if !have_docker() || !have_bus() {
         return;
     }

@@ -165,7 +165,7 @@ fn wait_fast(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 #[test]
-fn the_target_cut_in_the_middle_of_a_stop_first_move() {
+fn docker_the_target_cut_in_the_middle_of_a_stop_first_move() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let name = "sf";
     // Healthy 2 s after its start: the window in which b is cut.
@@ -251,7 +251,7 @@ fn the_target_cut_in_the_middle_of_a_stop_first_move() {
 }
 
 #[test]
-fn the_source_cut_during_an_overlap_move() {
+fn docker_the_source_cut_during_an_overlap_move() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let name = "ov";
     let compose = host_sleeper("x", Some(2), None);
@@ -312,7 +312,7 @@ fn the_source_cut_during_an_overlap_move() {
 }
 
 #[test]
-fn a_third_host_cut_while_a_start_asks_the_hand_off_rule() {
+fn docker_a_third_host_cut_while_a_start_asks_the_hand_off_rule() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let name = "hr";
     let compose = host_sleeper("x", None, None);
@@ -393,7 +393,7 @@ fn a_third_host_cut_while_a_start_asks_the_hand_off_rule() {
 }
 
 #[test]
-fn a_move_in_doubt_that_did_not_happen_starts_on_the_source_again_on_heal() {
+fn docker_a_move_in_doubt_that_did_not_happen_starts_on_the_source_again_on_heal() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let name = "nh";
     // On b it never gets healthy: b's own half fails while b is cut off.
@@ -467,7 +467,7 @@ fn unix_usec(t: &str) -> u64 {
 /// their own: `apply --all-hosts` stops the service on the host it
 /// leaves before it starts on the one it goes to, by each host's Docker.
 #[test]
-fn apply_all_hosts_moves_a_changed_placement_stop_first() {
+fn docker_apply_all_hosts_moves_a_changed_placement_stop_first() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (pl, keep) = ("pl", "keep");
     let services = service(pl, "stop-first") + &service(keep, "stop-first");
@@ -583,7 +583,7 @@ fn blob_sha(h: &Host, volume: &str) -> Option<String> {
 }
 
 #[test]
-fn a_move_with_volumes_carries_the_data_and_a_refusal_leaves_it_on_the_source() {
+fn docker_a_move_with_volumes_carries_the_data_and_a_refusal_leaves_it_on_the_source() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let name = "vk";
     let volume = "vk_data";
