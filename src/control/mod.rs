@@ -1106,11 +1106,20 @@ impl Shared {
             sub_state,
             health,
             health_message,
-            state_change_usec: self.world.changed_usec(&svc.name),
+            // A unit service's last change is systemd's (Docker has none);
+            // it has no Compose file either.
+            state_change_usec: match self.units.state(&svc.name) {
+                Some(u) if !svc.is_compose() => u.active_enter_usec.max(u.inactive_enter_usec),
+                _ => self.world.changed_usec(&svc.name),
+            },
             restart_count: containers.iter().map(|c| c.restart_count).sum::<u64>() + recoveries,
             cpu_percent: self.figures.service(&svc.name).cpu_percent,
             memory_bytes: self.figures.service(&svc.name).memory_bytes,
-            compose_file: svc.compose_file.clone(),
+            compose_file: if svc.is_compose() {
+                svc.compose_file.clone()
+            } else {
+                PathBuf::new()
+            },
             containers,
             ready,
             kind: svc.kind.as_str(),
