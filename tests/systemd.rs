@@ -1078,6 +1078,21 @@ fn existing_unit(m: &Machine, hello: &str) {
         "stackctl status {hello} does not show the running {unit}:\n{status}"
     );
     eprintln!("an admin's unit under stackd:\n{status}");
+    // Its journal and its cgroup, as for a transient unit.
+    let logs = m.ok(&format!("stackctl logs {hello}"));
+    assert!(
+        logs.contains(&format!("{unit} | Started {unit}")),
+        "stackctl logs {hello} does not show the unit's journal:\n{logs}"
+    );
+    m.wait_for(
+        Duration::from_secs(30),
+        "memory figures from the admin's unit's cgroup",
+        &format!(
+            "busctl get-property org.stackd1 /org/stackd1/service/{} org.stackd1.Service MemoryBytes",
+            bus_escape(hello)
+        ),
+        |o| o.success() && number(&o.stdout) > 0.0,
+    );
 
     // Restart: a new process.
     let pid = m.prop(unit, "MainPID");

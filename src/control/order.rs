@@ -81,7 +81,7 @@ impl Control {
         super::registry::refuse_external(self.shared.local_service(&cfg, name)?, op)?;
         // Unit services need systemd, not Docker: only a step on a Compose
         // project is refused while Docker is away.
-        let compose = |n: &str| !cfg.service(n).is_some_and(|s| !s.is_compose());
+        let compose = |n: &str| cfg.service(n).map_or(true, |s| s.is_compose());
         if compose(name) && !self.shared.world.docker_connected() {
             return Err(ControlError::DockerUnavailable(
                 self.shared.world.docker_error(),
