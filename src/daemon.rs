@@ -316,7 +316,11 @@ async fn docker_alerts(control: Control, world: Arc<World>) {
                 "Docker is back",
                 "the event stream is followed again and every project was read anew",
             );
-        } else if !world.docker_connected() && !lost && !world.docker_error().is_empty() {
+        } else if !world.docker_connected()
+            && !lost
+            && !world.docker_error().is_empty()
+            && control.uses_docker()
+        {
             lost = true;
             control.alert(
                 Severity::Critical,

@@ -262,7 +262,9 @@ fn seen(control: &Control, service: &str) -> Seen {
         peaks,
         compose_failure: control.board().compose_failure(service),
         reconciling: control.queue().busy(""),
-        docker_up: control.docker().is_some(),
+        // A unit service's engine is systemd: Docker's absence (a
+        // `stackd --user` may have no access to it) is no reason to wait.
+        docker_up: control.docker().is_some() || control.is_unit_service(service),
         outside: control.outside_stop(service),
         desired: control.desired_state(service),
         busy: control.queue().busy(service),
@@ -521,7 +523,7 @@ fn observe(
         || seen.starting
         || seen.reconciling
         || !seen.docker_up
-        || !board.caught_up(control.docker_generation());
+        || (svc.is_compose() && !board.caught_up(control.docker_generation()));
     let ev = evidence(service, &seen, slot);
     drop(slots);
     let ev = enrich(control, ev);
@@ -714,20 +716,22 @@ fn observe(
     let evidence_lines = describe(&ev, &d, kind, delay, attempt, max);
     info!(stackd_service = service, "recovery: {}", d.summary);
     let generation = control.docker_generation();
+    let compose = svc.is_compose();
     let control = control.clone();
     let service = service.to_string();
     let done = done.clone();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         // Docker went away meanwhile (an engine restart): the reconcile
-        // that follows its return decides instead.
+        // that follows its return decides instead. A unit service's
+        // recovery is systemd's business, not Docker's.
         let still_wanted = control
             .service(&service)
             .is_ok_and(|s| s.desired == DesiredState::Running)
             && !control.queue().busy(&service)
             && !control.queue().busy("")
-            && control.docker_generation() == generation
-            && control.docker().is_some();
+            && (!compose
+                || (control.docker_generation() == generation && control.docker().is_some()));
         if still_wanted {
             match control.queue().submit(kind, &service, "recovery") {
                 Ok(task) => {

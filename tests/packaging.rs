@@ -173,6 +173,7 @@ test -f /usr/share/dbus-1/system-services/org.stackd1.service
 test -f /usr/share/polkit-1/actions/org.stackd1.policy
 test -f /usr/lib/systemd/catalog/stackd.catalog
 test -f /usr/lib/systemd/user/stackd-notify-agent.service
+test -f /usr/lib/systemd/user/stackd.service
 test -f /usr/share/bash-completion/completions/stackctl
 getent group stackd
 test "$(stat -c %a /var/lib/stackd)" = 700

@@ -23,7 +23,12 @@
 //! and a person's `systemctl stop` of it left alone until `stackctl start`;
 //! the same step prints the figures of the units bench: a death of the
 //! unit brought back by stackd against systemd's own `Restart=on-failure`
-//! on the same binary.
+//! on the same binary. Also `depends_on` the other way (a unit service
+//! after the Compose service it needs, at boot and on a forced stop), a
+//! unit the admin wrote (`unit = "hello.service"`), `stackctl -H` relayed
+//! from a stackd outside the machine to the machine's peer endpoint, and
+//! `stackd --user` as the packaged user unit of a lingering user, its unit
+//! service in that user's systemd, without Docker.
 //!
 //! The desktop notification path under a real notification daemon is
 //! tests/desktop.rs's (dunst on Xvfb).
@@ -676,6 +681,12 @@ fn the_deb_under_systemd_as_an_admin_sees_it() {
     units(&m, &service, test_image, &prefix);
     step("kind = \"unit\"", &mut t);
 
+    remote(&m, &format!("{prefix}-hello"));
+    step("-H for a unit service", &mut t);
+
+    user_mode(&m, &prefix);
+    step("stackd --user under the user's systemd", &mut t);
+
     eprintln!("TOTAL {:.1?}", total.elapsed());
 }
 
@@ -712,8 +723,23 @@ fn number(busctl: &str) -> f64 {
 fn units(m: &Machine, service: &str, image: &str, prefix: &str) {
     let httpd = format!("{prefix}-httpd");
     let app = format!("{prefix}-app");
+    // A unit service that depends on the Compose service (the other
+    // direction), and one backed by a unit the admin wrote.
+    let late = format!("{prefix}-late");
+    let hello = format!("{prefix}-hello");
     let unit = format!("stackd-{httpd}.service");
+    let late_unit = format!("stackd-{late}.service");
     m.ok("mkdir -p /srv/www && echo 'hello from a unit' >/srv/www/index.html");
+    m.write(
+        "/etc/systemd/system/hello.service",
+        "# An admin's own unit, which stackd is told to manage.\n\
+         [Unit]\n\
+         Description=hello, served by busybox httpd\n\
+         \n\
+         [Service]\n\
+         ExecStart=/usr/bin/busybox httpd -f -p 127.0.0.1:8090 -h /srv/www\n",
+    );
+    m.ok("systemctl daemon-reload");
     m.ok(&format!("mkdir -p /opt/stacks/{app}"));
     m.write(
         &format!("/opt/stacks/{app}/compose.yaml"),
@@ -732,7 +758,18 @@ fn units(m: &Machine, service: &str, image: &str, prefix: &str) {
          restart = {{ max_restarts = 100, backoff = \"100ms\" }}\n\
          \n[services.{app}]\n\
          auto_start = true\n\
-         depends_on = [\"{httpd}\"]\n"
+         depends_on = [\"{httpd}\"]\n\
+         \n[services.{late}]\n\
+         kind = \"unit\"\n\
+         exec = [\"/usr/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"127.0.0.1:8091\", \"-h\", \"/srv/www\"]\n\
+         auto_start = true\n\
+         depends_on = [\"{app}\"]\n\
+         \n[services.{hello}]\n\
+         kind = \"unit\"\n\
+         unit = \"hello.service\"\n\
+         auto_start = true\n\
+         health = {{ http = \"http://127.0.0.1:8090/\", interval = \"1s\", retries = 2 }}\n\
+         restart = {{ max_restarts = 100, backoff = \"100ms\" }}\n"
     );
     m.write(CONFIG, &(config(service, "") + &services));
     m.ok("stackd --check-config");
@@ -761,13 +798,35 @@ fn units(m: &Machine, service: &str, image: &str, prefix: &str) {
     }
     assert_eq!(m.ok("curl -s http://127.0.0.1:8088/"), "hello from a unit");
     assert_eq!(m.prop(&unit, "ActiveState"), "active");
+    // The unit that depends on the Compose service, and the admin's unit.
+    m.ok(&format!("stackctl start {late} {hello}"));
+    for svc in [&late, &hello] {
+        m.wait_for(
+            Duration::from_secs(60),
+            &format!("{svc} to be active"),
+            &active(svc),
+            |o| o.stdout.trim() == "s \"active\"",
+        );
+    }
+    assert_eq!(m.ok("curl -s http://127.0.0.1:8091/"), "hello from a unit");
+    assert_eq!(m.ok("curl -s http://127.0.0.1:8090/"), "hello from a unit");
 
-    // --- a reboot: the unit and the containers are gone ----------------
+    // --- a reboot: the units and the containers are gone ---------------
+    let last_before_reboot: u64 = m
+        .ok("stackctl tasks --no-legend -n 1")
+        .split_whitespace()
+        .next()
+        .and_then(|id| id.parse().ok())
+        .expect("a task id");
     m.ok("systemctl stop stackd");
-    m.ok(&format!("systemctl stop {unit}"));
+    m.ok(&format!(
+        "systemctl stop {unit} {late_unit} hello.service; systemctl reset-failed hello.service || true"
+    ));
     let boot = reboot(m, &app);
+    let reboot_cursor =
+        m.ok("journalctl -u stackd -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p'");
     m.ok("systemctl restart stackd");
-    for svc in [&httpd, &app] {
+    for svc in [&httpd, &app, &late, &hello] {
         m.wait_for(
             Duration::from_secs(120),
             &format!("{svc} to come back after the reboot"),
@@ -796,6 +855,43 @@ fn units(m: &Machine, service: &str, image: &str, prefix: &str) {
         unit_since > 0.0 && unit_since < app_since,
         "{app} started ({app_since} µs) before its dependency {unit} was active ({unit_since} µs)"
     );
+    // The other direction: the unit that depends on the Compose service
+    // started after the container did.
+    let late_since = number(&unit_prop(m, &late_unit, "Unit", "ActiveEnterTimestamp"));
+    assert!(
+        late_since > app_since,
+        "{late_unit} was active ({late_since} µs) before its dependency {app} started ({app_since} µs)"
+    );
+    eprintln!(
+        "boot order: {unit} active at +0, {app} started at +{:.0} ms, {late_unit} active at +{:.0} ms",
+        (app_since - unit_since) / 1000.0,
+        (late_since - unit_since) / 1000.0
+    );
+    // The boot's starts of the units did not meet a missing connection to
+    // systemd (the daemon makes it while the start-up reconcile is queued).
+    for svc in [&httpd, &late, &hello] {
+        let failed = m.ok(&format!(
+            "stackctl tasks --no-legend --service {svc} --state failed -n 100"
+        ));
+        for id in failed
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        {
+            let log = m.ok(&format!("stackctl task {id}"));
+            assert!(
+                id <= last_before_reboot,
+                "task {id} of {svc} failed after the reboot:\n{log}"
+            );
+            eprintln!("before the reboot, task {id} of {svc} failed:\n{log}");
+        }
+    }
+    let since = m.ok(&format!(
+        "journalctl -u stackd --no-pager -o cat --after-cursor '{reboot_cursor}'"
+    ));
+    assert!(
+        !since.contains("not connected yet") && !since.contains("no connection to systemd"),
+        "the boot's unit starts met no connection to systemd:\n{since}"
+    );
     assert_eq!(m.ok("curl -s http://127.0.0.1:8088/"), "hello from a unit");
     // Logs from the journal, status from the unit, resources from its cgroup.
     let logs = m.ok(&format!("stackctl logs {httpd}"));
@@ -815,6 +911,9 @@ fn units(m: &Machine, service: &str, image: &str, prefix: &str) {
         |o| o.success() && number(&o.stdout) > 0.0,
     );
     eprintln!("unit service after the reboot:\n{status}");
+
+    dependents(m, &app, &late, &late_unit);
+    existing_unit(m, &hello);
 
     // --- a crash: the unit's process killed -----------------------------
     let pid = m.prop(&unit, "MainPID");
@@ -866,6 +965,400 @@ fn units(m: &Machine, service: &str, image: &str, prefix: &str) {
     );
 
     bench(m, &unit);
+}
+
+/// The manager's `SystemState` is `running` (or `degraded`) again after
+/// `systemctl restart stackd`: the start-up reconcile is done.
+fn wait_started(m: &Machine) {
+    m.wait_for(
+        Duration::from_secs(120),
+        "stackd's start-up reconcile to finish",
+        "busctl get-property org.stackd1 /org/stackd1 org.stackd1.Manager SystemState",
+        |o| matches!(o.stdout.trim(), "s \"running\"" | "s \"degraded\""),
+    );
+}
+
+/// When systemd last logged "Stopped" for `unit` (µs since the epoch):
+/// a transient unit is collected once it stops, with its timestamps.
+fn stopped_at(m: &Machine, unit: &str) -> f64 {
+    // MESSAGE_ID of systemd's "unit stopped" (SD_MESSAGE_UNIT_STOPPED).
+    let json = m.ok(&format!(
+        "journalctl -o json --no-pager -n 1 UNIT={unit} \
+         MESSAGE_ID=9d1aaa27d60140bd96365438aad20286"
+    ));
+    let entry: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json:?}"));
+    entry["__REALTIME_TIMESTAMP"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no timestamp in {entry}"))
+}
+
+/// `depends_on` from a unit service to a Compose service, on the way
+/// down: stopping the Compose service is refused while the unit that
+/// needs it runs, and `--force` stops the unit first, as it does a
+/// Compose dependent; a start of the unit starts the Compose service
+/// again first.
+fn dependents(m: &Machine, app: &str, late: &str, late_unit: &str) {
+    let refused = m.sh(&format!("stackctl stop {app}"));
+    assert!(
+        !refused.success() && refused.stderr.contains(late),
+        "stopping {app} while {late} needs it was not refused: {refused}"
+    );
+    assert_eq!(m.prop(late_unit, "ActiveState"), "active");
+    assert_eq!(containers(app).len(), 1, "the refused stop stopped {app}");
+    m.ok(&format!("stackctl stop --force {app}"));
+    common::wait_until(Duration::from_secs(60), "app's container to stop", || {
+        containers(app).is_empty()
+    });
+    assert_ne!(m.prop(late_unit, "ActiveState"), "active");
+    let late_stopped = stopped_at(m, late_unit);
+    let id = run(
+        Command::new("docker").args([
+            "ps",
+            "--all",
+            "--quiet",
+            "--filter",
+            &format!("label={}={app}", common::PROJECT_LABEL),
+        ]),
+        Duration::from_secs(30),
+    )
+    .expect_success()
+    .stdout
+    .trim()
+    .to_owned();
+    let finished = run(
+        Command::new("docker").args(["inspect", "-f", "{{.State.FinishedAt}}", &id]),
+        Duration::from_secs(30),
+    )
+    .expect_success()
+    .stdout
+    .trim()
+    .to_owned();
+    let app_stopped: f64 = m
+        .ok(&format!("date -d '{finished}' +%s%6N"))
+        .parse()
+        .expect("microseconds");
+    assert!(
+        late_stopped < app_stopped,
+        "{late_unit} stopped ({late_stopped} µs) after {app} ({app_stopped} µs)"
+    );
+    eprintln!(
+        "stop --force {app}: {late_unit} stopped {:.0} ms before {app}",
+        (app_stopped - late_stopped) / 1000.0
+    );
+    // Starting the unit starts what it depends on first.
+    m.ok(&format!("stackctl start {late}"));
+    m.wait_for(
+        Duration::from_secs(60),
+        &format!("{late} and {app} to run again"),
+        &format!("systemctl show -p ActiveState {late_unit}"),
+        |o| o.stdout.contains("ActiveState=active\n"),
+    );
+    assert_eq!(
+        containers(app).len(),
+        1,
+        "starting {late} did not start {app}"
+    );
+    assert_eq!(m.ok("curl -s http://127.0.0.1:8091/"), "hello from a unit");
+}
+
+/// `unit = "hello.service"`: a unit the admin wrote, managed by stackd:
+/// status, restart, a stop kept across a restart of stackd (and a start
+/// too, without restarting the unit), a kill of its process recovered
+/// from the unit's Result, and a person's `systemctl stop` left alone.
+fn existing_unit(m: &Machine, hello: &str) {
+    let unit = "hello.service";
+    let status = m.ok(&format!("stackctl status {hello}"));
+    assert!(
+        status.contains("active (running)")
+            && status.contains(&format!("Unit: {unit}"))
+            && !status.contains("Compose:")
+            && !status.contains("since n/a"),
+        "stackctl status {hello} does not show the running {unit}:\n{status}"
+    );
+    eprintln!("an admin's unit under stackd:\n{status}");
+    // Its journal and its cgroup, as for a transient unit.
+    let logs = m.ok(&format!("stackctl logs {hello}"));
+    assert!(
+        logs.contains(&format!("{unit} | Started {unit}")),
+        "stackctl logs {hello} does not show the unit's journal:\n{logs}"
+    );
+    m.wait_for(
+        Duration::from_secs(30),
+        "memory figures from the admin's unit's cgroup",
+        &format!(
+            "busctl get-property org.stackd1 /org/stackd1/service/{} org.stackd1.Service MemoryBytes",
+            bus_escape(hello)
+        ),
+        |o| o.success() && number(&o.stdout) > 0.0,
+    );
+
+    // Restart: a new process.
+    let pid = m.prop(unit, "MainPID");
+    m.ok(&format!("stackctl restart {hello}"));
+    let now = m.prop(unit, "MainPID");
+    assert_eq!(m.prop(unit, "ActiveState"), "active");
+    assert!(
+        now != pid && now != "0",
+        "stackctl restart did not restart {unit} (MainPID {pid} → {now})"
+    );
+
+    // A stop is kept across a restart of stackd.
+    m.ok(&format!("stackctl stop {hello}"));
+    assert_ne!(m.prop(unit, "ActiveState"), "active");
+    m.ok("systemctl restart stackd");
+    wait_started(m);
+    thread::sleep(Duration::from_secs(2));
+    assert_ne!(
+        m.prop(unit, "ActiveState"),
+        "active",
+        "a restart of stackd started {unit}, which a person had stopped"
+    );
+    assert_eq!(service_prop(m, hello, "DesiredState"), "s \"stopped\"");
+    let inactive = m.sh(&format!("stackctl status {hello}"));
+    assert_eq!(inactive.code, 3, "status of a stopped service: {inactive}");
+
+    // So is a start, and the running unit is left as it is.
+    m.ok(&format!("stackctl start {hello}"));
+    assert_eq!(m.prop(unit, "ActiveState"), "active");
+    let pid = m.prop(unit, "MainPID");
+    m.ok("systemctl restart stackd");
+    wait_started(m);
+    m.wait_for(
+        Duration::from_secs(30),
+        "stackd to see the admin's unit active",
+        &format!(
+            "busctl get-property org.stackd1 /org/stackd1/service/{} org.stackd1.Service ActiveState",
+            bus_escape(hello)
+        ),
+        |o| o.stdout.trim() == "s \"active\"",
+    );
+    assert_eq!(
+        m.prop(unit, "MainPID"),
+        pid,
+        "a restart of stackd restarted {unit}"
+    );
+
+    // Its process killed: recovered from Result=signal (the unit has no
+    // Restart= of its own).
+    let restarts = number(&service_prop(m, hello, "RestartCount"));
+    m.ok(&format!("kill -9 {pid}"));
+    m.wait_for(
+        Duration::from_secs(60),
+        "stackd to bring the admin's killed unit back",
+        &format!("systemctl show -p MainPID -p ActiveState {unit}"),
+        |o| {
+            o.stdout.contains("ActiveState=active\n")
+                && !o.stdout.contains(&format!("MainPID={pid}\n"))
+                && !o.stdout.contains("MainPID=0\n")
+        },
+    );
+    assert_eq!(m.prop(unit, "NRestarts"), "0");
+    m.wait_for(
+        Duration::from_secs(30),
+        "the recovery of the admin's unit counted in RestartCount",
+        &format!(
+            "busctl get-property org.stackd1 /org/stackd1/service/{} org.stackd1.Service RestartCount",
+            bus_escape(hello)
+        ),
+        |o| o.success() && number(&o.stdout) > restarts,
+    );
+    assert_eq!(m.ok("curl -s http://127.0.0.1:8090/"), "hello from a unit");
+
+    // A person's `systemctl stop hello` stays stopped.
+    m.ok(&format!("systemctl stop {unit}"));
+    m.wait_for(
+        Duration::from_secs(30),
+        "stackd to take systemctl stop hello for a person's",
+        &format!("stackctl status {hello}"),
+        |o| o.stdout.contains("stopped outside stackd (systemctl stop)"),
+    );
+    thread::sleep(Duration::from_secs(3));
+    assert_ne!(
+        m.prop(unit, "ActiveState"),
+        "active",
+        "stackd undid a person's systemctl stop {unit}"
+    );
+    m.ok(&format!("stackctl start {hello}"));
+    assert_eq!(m.prop(unit, "ActiveState"), "active");
+}
+
+/// `stackctl -H sdhost` from another host of the cluster: a stackd of
+/// this test's outside the machine (on a private bus, with its own state
+/// and a cluster file naming both hosts) relays status, stop and start of
+/// the machine's unit service to the machine's peer endpoint
+/// (stackd.socket's port 7780, at the machine's address).
+fn remote(m: &Machine, hello: &str) {
+    if !require(
+        "dbus-daemon",
+        common::have_bus(),
+        "apt-get install dbus-daemon",
+    ) {
+        return;
+    }
+    let ip = run(
+        Command::new("docker").args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &m.name,
+        ]),
+        Duration::from_secs(30),
+    )
+    .expect_success()
+    .stdout
+    .trim()
+    .to_owned();
+    let env = common::TestEnv::new("systemd_remote");
+    let bus = common::Bus::start(env.dir());
+    let token = env.dir().join("peer.token");
+    std::fs::write(&token, m.ok("cat /etc/stackd/peer.token")).expect("token");
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod token");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    env.write_config(&format!(
+        "[peer]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = {}\n\n\
+         [hosts.{}]\npeer = \"http://127.0.0.1:{port}\"\n\n\
+         [hosts.sdhost]\npeer = \"http://{ip}:7780\"\n",
+        common::toml_str(&token.display().to_string()),
+        common::HOST,
+    ));
+    let _outside = common::Daemon::start(&env, &bus);
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["-H", "sdhost"];
+        all.extend_from_slice(args);
+        common::stackctl(&env, &bus, &all)
+    };
+    let status = ctl(&["status", hello]);
+    assert!(
+        status.success() && status.stdout.contains("active (running)"),
+        "stackctl -H sdhost status {hello}: {status}"
+    );
+    let stop = ctl(&["stop", hello]);
+    assert!(stop.success(), "stackctl -H sdhost stop {hello}: {stop}");
+    m.wait_for(
+        Duration::from_secs(30),
+        "the relayed stop to stop hello.service",
+        "systemctl is-active hello.service",
+        |o| o.stdout.trim() != "active",
+    );
+    let status = ctl(&["status", hello]);
+    assert!(
+        !status.success() && status.stdout.contains("inactive"),
+        "stackctl -H sdhost status of the stopped {hello}: {status}"
+    );
+    let start = ctl(&["start", hello]);
+    assert!(start.success(), "stackctl -H sdhost start {hello}: {start}");
+    m.wait_for(
+        Duration::from_secs(30),
+        "the relayed start to start hello.service",
+        "systemctl is-active hello.service",
+        |o| o.stdout.trim() == "active",
+    );
+    assert_eq!(m.ok("curl -s http://127.0.0.1:8090/"), "hello from a unit");
+}
+
+/// `stackd --user` as the package means a user to run it: the user unit
+/// `stackd.service` in a lingering user's systemd (`loginctl
+/// enable-linger` starts user@UID.service and the user's bus). A config of
+/// one unit service, and a user who may not use Docker: the transient
+/// unit runs in the user's manager, is recovered after a kill, and
+/// stops and starts through `stackctl --user`.
+fn user_mode(m: &Machine, prefix: &str) {
+    m.ok("useradd --create-home uma");
+    let uid = m.ok("id -u uma");
+    m.ok("loginctl enable-linger uma");
+    m.wait_for(
+        Duration::from_secs(60),
+        "uma's systemd and session bus",
+        &format!("systemctl is-active user@{uid}.service && test -S /run/user/{uid}/bus"),
+        Output::success,
+    );
+    let as_uma = |cmd: &str| format!("runuser -u uma -- env XDG_RUNTIME_DIR=/run/user/{uid} {cmd}");
+    let svc = format!("{prefix}-mine");
+    let unit = format!("stackd-{svc}.service");
+    let user_show = |prop: &str| {
+        m.ok(&as_uma(&format!(
+            "systemctl --user show -p {prop} --value {unit}"
+        )))
+    };
+    m.ok("mkdir -p /home/uma/.config/stackd /home/uma/stacks");
+    m.write(
+        "/home/uma/.config/stackd/stackd.toml",
+        &format!(
+            "# uma's own stackd (tests/systemd.rs).\n\
+             compose_dir = \"/home/uma/stacks\"\n\
+             \n[services.{svc}]\n\
+             kind = \"unit\"\n\
+             exec = [\"/usr/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"127.0.0.1:8093\", \"-h\", \"/srv/www\"]\n\
+             auto_start = true\n\
+             health = {{ http = \"http://127.0.0.1:8093/\", interval = \"1s\", retries = 2 }}\n\
+             restart = {{ max_restarts = 100, backoff = \"100ms\" }}\n"
+        ),
+    );
+    m.ok("chown -R uma: /home/uma");
+    let docker = m.sh(&as_uma("docker version --format '{{.Server.Version}}'"));
+    eprintln!(
+        "Docker for uma: {}",
+        if docker.success() {
+            "reachable"
+        } else {
+            "not reachable"
+        }
+    );
+    m.ok(&as_uma("stackd --user --check-config"));
+    m.ok(&as_uma("systemctl --user enable --now stackd.service"));
+    m.wait_for(
+        Duration::from_secs(60),
+        "uma's stackd to be active",
+        &as_uma("systemctl --user is-active stackd.service"),
+        |o| o.stdout.trim() == "active",
+    );
+    m.wait_for(
+        Duration::from_secs(60),
+        "uma's unit service to start in uma's systemd",
+        &as_uma(&format!("systemctl --user show -p ActiveState {unit}")),
+        |o| o.stdout.contains("ActiveState=active"),
+    );
+    assert_eq!(m.ok("curl -s http://127.0.0.1:8093/"), "hello from a unit");
+    // The user's manager, not the system's.
+    assert_eq!(m.prop(&unit, "LoadState"), "not-found");
+    let status = m.ok(&as_uma(&format!("stackctl --user status {svc}")));
+    assert!(status.contains("active (running)"), "{status}");
+    eprintln!(
+        "uma's stackd: {}\n{status}",
+        m.ok(&as_uma(
+            "systemctl --user show -p StatusText --value stackd.service"
+        ))
+    );
+
+    // Its process killed: stackd brings it back.
+    let pid = user_show("MainPID");
+    m.ok(&format!("kill -9 {pid}"));
+    m.wait_for(
+        Duration::from_secs(60),
+        "uma's stackd to bring the killed unit back",
+        &as_uma(&format!(
+            "systemctl --user show -p MainPID -p ActiveState {unit}"
+        )),
+        |o| {
+            o.stdout.contains("ActiveState=active\n")
+                && !o.stdout.contains(&format!("MainPID={pid}\n"))
+                && !o.stdout.contains("MainPID=0\n")
+        },
+    );
+
+    // Stop and start through stackctl --user.
+    m.ok(&as_uma(&format!("stackctl --user stop {svc}")));
+    assert_ne!(user_show("ActiveState"), "active");
+    assert!(!m.sh("curl -s http://127.0.0.1:8093/").success());
+    m.ok(&as_uma(&format!("stackctl --user start {svc}")));
+    assert_eq!(user_show("ActiveState"), "active");
+    assert_eq!(m.ok("curl -s http://127.0.0.1:8093/"), "hello from a unit");
 }
 
 /// The units bench, printed: a death of the transient unit → running

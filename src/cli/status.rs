@@ -120,6 +120,8 @@ async fn print_status(
         println!("        Kind: external (probed only; stackd never starts or stops it)");
     } else if !s.compose_file.is_empty() {
         println!("     Compose: {}", s.compose_file);
+    } else if let Some(unit) = s.containers.first().filter(|_| s.kind == "unit") {
+        println!("        Unit: {}", unit.name);
     }
     if !s.category.is_empty() {
         println!("    Category: {}", s.category);

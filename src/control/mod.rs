@@ -610,7 +610,7 @@ impl Control {
         if state != SystemState::Running {
             return state;
         }
-        let degraded = !self.shared.world.docker_connected()
+        let degraded = (self.shared.uses_docker() && !self.shared.world.docker_connected())
             || self
                 .list_services()
                 .iter()
@@ -904,7 +904,7 @@ impl Control {
 
     /// The `STATUS=` line for systemd: "12 running, 1 unhealthy".
     pub fn status_line(&self) -> String {
-        if !self.shared.world.docker_connected() {
+        if self.shared.uses_docker() && !self.shared.world.docker_connected() {
             return "waiting for Docker".to_string();
         }
         let services = self.list_services();
@@ -967,6 +967,13 @@ impl Shared {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Whether this host has a Compose project to manage: only then do a
+    /// plan, the system's state and its status line depend on Docker
+    /// (a config of `kind = "unit"` and external services does not).
+    pub(super) fn uses_docker(&self) -> bool {
+        self.config().local_services().any(|s| s.is_compose())
     }
 
     fn queue(&self) -> &Queue {
@@ -1099,11 +1106,20 @@ impl Shared {
             sub_state,
             health,
             health_message,
-            state_change_usec: self.world.changed_usec(&svc.name),
+            // A unit service's last change is systemd's (Docker has none);
+            // it has no Compose file either.
+            state_change_usec: match self.units.state(&svc.name) {
+                Some(u) if !svc.is_compose() => u.active_enter_usec.max(u.inactive_enter_usec),
+                _ => self.world.changed_usec(&svc.name),
+            },
             restart_count: containers.iter().map(|c| c.restart_count).sum::<u64>() + recoveries,
             cpu_percent: self.figures.service(&svc.name).cpu_percent,
             memory_bytes: self.figures.service(&svc.name).memory_bytes,
-            compose_file: svc.compose_file.clone(),
+            compose_file: if svc.is_compose() {
+                svc.compose_file.clone()
+            } else {
+                PathBuf::new()
+            },
             containers,
             ready,
             kind: svc.kind.as_str(),
@@ -1522,9 +1538,11 @@ impl Shared {
         log: &Log,
         cancel: &CancellationToken,
     ) -> Result<(), Failure> {
-        // The plan needs a complete view of Docker.
+        // The plan needs a complete view of Docker, when it has a Compose
+        // project to plan (a config of unit services alone, as a
+        // `stackd --user` without access to Docker has, does not wait).
         let mut waited = false;
-        while !self.world.docker_connected() {
+        while self.uses_docker() && !self.world.docker_connected() {
             if !waited {
                 log.line("waiting for Docker to answer");
                 systemd::status("waiting for Docker");
@@ -1533,6 +1551,26 @@ impl Shared {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 _ = cancel.cancelled() => return Err(Failure { result: "canceled", message: "cancelled while waiting for Docker".into() }),
+            }
+        }
+        // And a view of systemd's units: one not heard of yet reads as
+        // absent.
+        let units: Vec<String> = self
+            .config()
+            .local_services()
+            .filter(|s| crate::units::UnitSpec::of(s).is_some())
+            .map(|s| s.name.clone())
+            .collect();
+        if !units.is_empty() {
+            let unheard = tokio::select! {
+                u = self.units.wait_known(&units, units::CONNECT_WAIT) => u,
+                _ = cancel.cancelled() => return Err(Failure { result: "canceled", message: "cancelled while waiting for systemd".into() }),
+            };
+            if !unheard.is_empty() {
+                log.line(&format!(
+                    "systemd has said nothing yet about {}; planning without it",
+                    unheard.join(", ")
+                ));
             }
         }
         let boot = task.origin == "boot";

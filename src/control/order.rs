@@ -79,12 +79,20 @@ impl Control {
     ) -> Result<TaskRecord, ControlError> {
         let cfg = self.config();
         super::registry::refuse_external(self.shared.local_service(&cfg, name)?, op)?;
-        if !self.shared.world.docker_connected() {
+        // Unit services need systemd, not Docker: only a step on a Compose
+        // project is refused while Docker is away.
+        let compose = |n: &str| cfg.service(n).map_or(true, |s| s.is_compose());
+        if compose(name) && !self.shared.world.docker_connected() {
             return Err(ControlError::DockerUnavailable(
                 self.shared.world.docker_error(),
             ));
         }
         let steps = self.plan(op, name, force)?;
+        if steps.iter().any(|s| compose(&s.service)) && !self.shared.world.docker_connected() {
+            return Err(ControlError::DockerUnavailable(
+                self.shared.world.docker_error(),
+            ));
+        }
         for step in steps.iter().filter(|s| s.service != name) {
             let (kind, state) = match step.action {
                 StepAction::Start => (TaskKind::Deploy, DesiredState::Running),

@@ -6,6 +6,7 @@
 //! ([`Shared::containers_of`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -16,6 +17,13 @@ use crate::events::Event;
 use crate::store::TaskRecord;
 use crate::tasks::{Failure, Log, TaskKind};
 use crate::units::{UnitManager, UnitSpec};
+
+/// How long a unit service's task, or a reconcile, waits for the daemon's
+/// connection to systemd (made right after start-up, or retried with
+/// backoff when systemd did not answer) before it gives up on it.
+pub(super) const CONNECT_WAIT: Duration = Duration::from_secs(30);
+/// The longest pause between two tries at connecting to systemd.
+const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 impl Shared {
     /// The service's containers as last observed: for a unit service, its
@@ -46,10 +54,23 @@ impl Shared {
         log: &Log,
         cancel: &CancellationToken,
     ) -> Result<(), Failure> {
-        let manager = self
-            .units
-            .manager()
-            .map_err(|e| Failure::failed(e.to_string()))?;
+        // Right after start-up (a boot's recovery, say) the connection to
+        // systemd may still be on its way: wait for it rather than fail.
+        let manager = match self.units.manager() {
+            Ok(m) => m,
+            Err(_) => {
+                log.line("waiting for the connection to systemd");
+                tokio::select! {
+                    m = self.units.wait_manager(CONNECT_WAIT) => {
+                        m.map_err(|e| Failure::failed(e.to_string()))?
+                    }
+                    _ = cancel.cancelled() => return Err(Failure {
+                        result: "canceled",
+                        message: "cancelled while waiting for systemd".into(),
+                    }),
+                }
+            }
+        };
         let unit = spec.unit().to_string();
         let call = match kind {
             TaskKind::Pull => {
@@ -240,6 +261,8 @@ impl Control {
         F: std::future::Future<Output = Result<Arc<dyn UnitManager>, crate::units::UnitError>>,
     {
         let mut rx = self.events().subscribe();
+        let mut backoff = Duration::from_millis(200);
+        let mut said = None;
         loop {
             let specs = self.unit_specs();
             if !specs.is_empty() && self.shared.units.manager().is_err() {
@@ -249,8 +272,17 @@ impl Control {
                         self.shared.units.set_manager(m);
                     }
                     Err(e) => {
-                        warn!("cannot reach systemd for the unit services: {e}");
-                        self.shared.units.set_error(e.to_string());
+                        // Tried again with backoff (a reload of the config
+                        // is no condition): the tasks that need it wait.
+                        let e = e.to_string();
+                        if said.as_ref() != Some(&e) {
+                            warn!("cannot reach systemd for the unit services (trying again): {e}");
+                            said = Some(e.clone());
+                        }
+                        self.shared.units.set_error(e);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(CONNECT_BACKOFF_MAX);
+                        continue;
                     }
                 }
             }
@@ -280,6 +312,12 @@ impl Control {
             door,
             at_usec: at,
         })
+    }
+
+    /// Whether this host has a Compose project to manage (else Docker's
+    /// absence is nothing to wait for or alert about).
+    pub fn uses_docker(&self) -> bool {
+        self.shared.uses_docker()
     }
 
     /// A `kind = "unit"` service: Docker has no say in it.

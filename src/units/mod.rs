@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
@@ -270,6 +271,9 @@ struct Followed {
 #[derive(Default)]
 pub struct Units {
     manager: OnceLock<Arc<dyn UnitManager>>,
+    /// Woken when the manager is set and when a followed unit's state
+    /// first arrives.
+    changed: tokio::sync::Notify,
     followed: Mutex<HashMap<String, Followed>>,
     error: Mutex<Option<String>>,
 }
@@ -282,6 +286,48 @@ impl Units {
     /// The systemd connection, once the daemon has one.
     pub fn set_manager(&self, manager: Arc<dyn UnitManager>) {
         let _ = self.manager.set(manager);
+        self.changed.notify_waiters();
+    }
+
+    /// The systemd connection, waiting up to `timeout` for the daemon to
+    /// make it (right after start-up it may not be up yet, and a task
+    /// that came first must not fail for that).
+    pub async fn wait_manager(&self, timeout: Duration) -> Result<Arc<dyn UnitManager>, UnitError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before the check: a set_manager in between wakes it.
+            let changed = self.changed.notified();
+            if let Some(m) = self.manager.get() {
+                return Ok(m.clone());
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.manager();
+            }
+        }
+    }
+
+    /// Waits up to `timeout` until systemd has said something about the
+    /// unit of each of `services` (a plan made before would read a unit
+    /// that runs as absent). Returns the services still unheard of.
+    pub async fn wait_known(&self, services: &[String], timeout: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            let unheard: Vec<String> = {
+                let f = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+                services
+                    .iter()
+                    .filter(|s| !f.get(*s).is_some_and(|slot| slot.state.is_some()))
+                    .cloned()
+                    .collect()
+            };
+            if unheard.is_empty() {
+                return unheard;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return unheard;
+            }
+        }
     }
 
     /// Why there is no manager (the connection failed), for errors.
@@ -329,10 +375,11 @@ impl Units {
                     let Some(units) = units.upgrade() else {
                         return;
                     };
-                    let changed = {
+                    let (changed, first) = {
                         let mut f = units.followed.lock().unwrap_or_else(|e| e.into_inner());
                         match f.get_mut(&name) {
                             Some(slot) if slot.state.as_ref() != Some(&state) => {
+                                let first = slot.state.is_none();
                                 if state.running() {
                                     slot.ended_cleanly = None;
                                 } else if slot
@@ -344,11 +391,14 @@ impl Units {
                                         Some((crate::time::now_usec(), state.clean_end()));
                                 }
                                 slot.state = Some(state);
-                                true
+                                (true, first)
                             }
-                            _ => false,
+                            _ => (false, false),
                         }
                     };
+                    if first {
+                        units.changed.notify_waiters();
+                    }
                     if changed {
                         let _ = events.send(Event::ServiceChanged {
                             service: name.clone(),
@@ -578,6 +628,60 @@ mod tests {
             .unwrap();
         assert_eq!(c.exit_code, Some(0));
         assert!(!crate::world::any_failed(std::slice::from_ref(&c)));
+    }
+
+    /// A manager that is only ever handed over, never called: what the
+    /// waiting is about is the connection's arrival.
+    struct Connected;
+
+    impl UnitManager for Connected {
+        fn start<'a>(&'a self, _: &'a UnitSpec) -> BoxFuture<'a, Result<(), UnitError>> {
+            unreachable!("not called")
+        }
+        fn stop<'a>(&'a self, _: &'a UnitSpec) -> BoxFuture<'a, Result<(), UnitError>> {
+            unreachable!("not called")
+        }
+        fn restart<'a>(&'a self, _: &'a UnitSpec) -> BoxFuture<'a, Result<(), UnitError>> {
+            unreachable!("not called")
+        }
+        fn state<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<UnitState, UnitError>> {
+            unreachable!("not called")
+        }
+        fn follow(&self, _: String, _: OnChange) -> BoxFuture<'static, ()> {
+            Box::pin(std::future::pending())
+        }
+        fn user(&self) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_before_the_connection_waits_for_it() {
+        let units = Units::new();
+        assert!(units.manager().is_err());
+        let waiting = tokio::spawn({
+            let units = units.clone();
+            async move { units.wait_manager(Duration::from_secs(30)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        units.set_manager(Arc::new(Connected));
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken when the connection came")
+            .unwrap();
+        assert!(got.is_ok());
+        // Connected already: no wait at all.
+        assert!(units.wait_manager(Duration::ZERO).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn without_a_connection_the_wait_ends_with_the_reason() {
+        let units = Units::new();
+        units.set_error("systemd is not running".into());
+        match units.wait_manager(Duration::from_millis(20)).await {
+            Err(UnitError::Unavailable(why)) => assert_eq!(why, "systemd is not running"),
+            other => panic!("{:?}", other.err()),
+        }
     }
 
     #[test]
