@@ -287,7 +287,7 @@ fn containers(project: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_deb_under_systemd_as_an_admin_sees_it() {
+fn docker_the_deb_under_systemd_as_an_admin_sees_it() {
     if !common::heavy("the systemd tier") || !common::have_docker() {
         return;
     }

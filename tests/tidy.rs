@@ -269,12 +269,10 @@ fn tests_start_daemons_only_through_the_fixtures() {
 /// The fast tier is `cargo test -- --skip docker_`: a test of `tests/` that
 /// asks for the Docker engine (`have_docker`, the test image) is named
 /// `docker_*`, so skipping by name leaves out every test that needs it and
-/// no other. Files that other work renames at merge are listed. (This
+/// no other. (This
 /// test's own name must not hold the prefix, or the fast tier skips it.)
 #[test]
 fn tests_that_need_the_engine_carry_its_prefix() {
-    // Renamed when the branches that edit them are merged (issue 14).
-    const PENDING: &[&str] = &["tests/systemd.rs"];
     const NEEDS: &[&str] = &[
         "have_docker()",
         "ensure_image()",
@@ -283,8 +281,7 @@ fn tests_that_need_the_engine_carry_its_prefix() {
     ];
     let mut broken = Vec::new();
     for (rel, text) in test_files() {
-        if rel == "tests/tidy.rs" || PENDING.contains(&rel.as_str()) || rel.starts_with("benches/")
-        {
+        if rel == "tests/tidy.rs" || rel.starts_with("benches/") {
             continue;
         }
         for (name, body) in test_functions(&text) {
