@@ -88,6 +88,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             source,
         })?;
     let store = Arc::new(Store::open(&config.state_dir)?);
+    if let Some(sim) = crate::engine::sim::installed() {
+        let path = crate::engine::sim::control_path(&config.state_dir);
+        match crate::engine::sim::serve_control(sim, &path) {
+            Ok(p) => info!("simulated engine: failure injection on {}", p.display()),
+            Err(e) => warn!("simulated engine: cannot serve {}: {e}", path.display()),
+        }
+    }
     let interrupted = store.interrupt_unfinished()?;
     for t in &interrupted {
         warn!(
