@@ -114,7 +114,11 @@ impl Sim {
             return Err(failed(line));
         }
         let project = inv.project.as_str();
-        for s in &args.services {
+        for s in args
+            .services
+            .iter()
+            .take(if args.sub == "port" { 1 } else { usize::MAX })
+        {
             if model.service(s).is_none() {
                 return Err(failed(format!("no such service: {s}")));
             }
@@ -126,7 +130,7 @@ impl Sim {
                 for svc in model.closure(&args.services, false) {
                     let mut st = self.lock();
                     for id in ids(&st, project, &svc.name) {
-                        self.start_one(&mut st, &id, out);
+                        self.start_one(&mut st, &id, out)?;
                     }
                 }
                 Ok(())
@@ -149,7 +153,7 @@ impl Sim {
                 for svc in model.closure(&args.services, false) {
                     let mut st = self.lock();
                     for id in ids(&st, project, &svc.name) {
-                        self.start_one(&mut st, &id, out);
+                        self.start_one(&mut st, &id, out)?;
                     }
                 }
                 Ok(())
@@ -181,6 +185,31 @@ impl Sim {
                 }
                 Ok(())
             }
+            "port" => {
+                // `port SERVICE CONTAINER_PORT`: where a running container
+                // publishes it.
+                let st = self.lock();
+                let (Some(svc), Some(port)) = (args.services.first(), args.services.get(1)) else {
+                    return Err(failed("port: expected SERVICE PRIVATE_PORT"));
+                };
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| failed(format!("invalid port {port}")))?;
+                let published = ids(&st, project, svc).into_iter().find_map(|id| {
+                    let c = &st.containers[&id];
+                    let running = c.info.state == ContainerState::Running;
+                    c.ports.iter().find(|p| running && p.1 == port).map(|p| p.0)
+                });
+                match published {
+                    Some(host) => {
+                        out.print(&format!("0.0.0.0:{host}"));
+                        Ok(())
+                    }
+                    None => Err(failed(format!(
+                        "no port {port}/tcp for container {project}-{svc}-1"
+                    ))),
+                }
+            }
             "pull" => {
                 let mut st = self.lock();
                 for svc in model.closure(&args.services, false) {
@@ -194,15 +223,20 @@ impl Sim {
         }
     }
 
-    fn start_one(&self, st: &mut State, id: &str, out: &mut Out<'_>) {
+    fn start_one(&self, st: &mut State, id: &str, out: &mut Out<'_>) -> Result<(), ComposeError> {
         let name = st.containers[id].info.name.clone();
         if st.containers[id].info.state == ContainerState::Running {
             out.say(&format!(" Container {name}  Running"));
-            return;
+            return Ok(());
         }
         out.say(&format!(" Container {name}  Starting"));
-        let _ = self.start_ctr(st, id);
+        if let Err(e) = self.start_ctr(st, id) {
+            let line = format!("Error response from daemon: {e}");
+            out.say(&line);
+            return Err(failed(line));
+        }
         out.say(&format!(" Container {name}  Started"));
+        Ok(())
     }
 
     fn stop(&self, project: &str, model: &ProjectModel, services: &[String], out: &mut Out<'_>) {
@@ -311,7 +345,7 @@ impl Sim {
                     }
                 };
                 if start {
-                    self.start_one(&mut st, &id, out);
+                    self.start_one(&mut st, &id, out)?;
                 }
             }
             // Scaled down: the extra containers go.
@@ -419,6 +453,7 @@ fn ids(st: &State, project: &str, service: &str) -> Vec<String> {
 fn pull(st: &mut State, svc: &ServiceModel, out: &mut Out<'_>) {
     out.say(&format!(" {} Pulling", svc.name));
     let id = Sim::registry_id(st, &svc.image);
+    st.removed.remove(&svc.image);
     st.images.insert(svc.image.clone(), id);
     out.say(&format!(" {} Pulled", svc.name));
 }
@@ -533,6 +568,30 @@ mod tests {
             .map(|c| c.id)
             .collect();
         assert_eq!(ids, again);
+    }
+
+    #[tokio::test]
+    async fn published_ports_answer_while_the_container_runs() {
+        let sim = Sim::new();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (_dir, inv) = project(&format!(
+            "services:\n  web:\n    image: nginx\n    ports: [\"127.0.0.1:{port}:80\"]\n"
+        ));
+        run(&sim, &inv, &["up", "-d"]).await.0.unwrap();
+        let (r, lines) = run(&sim, &inv, &["port", "web", "80"]).await;
+        r.unwrap();
+        assert_eq!(lines, [format!("0.0.0.0:{port}")]);
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        assert_eq!(
+            sim.publishing(port).await.unwrap(),
+            ["demo-web-1 (Compose project demo)"]
+        );
+        run(&sim, &inv, &["stop"]).await.0.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     }
 
     #[tokio::test]

@@ -140,7 +140,10 @@ enum Msg {
 struct Ctr {
     info: ContainerInfo,
     healthy_after: Option<Duration>,
-    ports: Vec<u16>,
+    /// Published TCP ports: (host, container).
+    ports: Vec<(u16, u16)>,
+    /// While it runs, what answers on its host ports.
+    listeners: Vec<tokio::task::JoinHandle<()>>,
     /// Bumped at each start: a timer set for an earlier run does nothing.
     epoch: u64,
     /// Stopped or killed through the API: no restart policy applies.
@@ -151,8 +154,11 @@ struct Ctr {
 #[derive(Default)]
 struct State {
     containers: BTreeMap<String, Ctr>,
-    /// Local images: reference → id.
+    /// Local images: reference → id (others are local at the registry's
+    /// id unless removed).
     images: BTreeMap<String, String>,
+    /// References whose image was removed.
+    removed: std::collections::BTreeSet<String>,
     /// What a pull gets: reference → id (else an id made from the name).
     registry: BTreeMap<String, String>,
     networks: BTreeMap<String, NetworkRecord>,
@@ -261,13 +267,17 @@ impl Sim {
         let _ = self.bus.send(Msg::Event(ev));
     }
 
+    /// The local image `reference` (name or id) names. Every image is
+    /// local until it is removed: the simulated host has pulled them all.
     fn image_id_for(st: &State, reference: &str) -> Option<String> {
-        st.images.get(reference).cloned().or_else(|| {
-            st.images
-                .values()
-                .find(|id| id.as_str() == reference)
-                .cloned()
-        })
+        if let Some(id) = st.images.get(reference) {
+            return Some(id.clone());
+        }
+        if let Some(id) = st.images.values().find(|id| id.as_str() == reference) {
+            return Some(id.clone());
+        }
+        let unknown = reference.starts_with("sha256:") || st.removed.contains(reference);
+        (!unknown).then(|| Sim::registry_id(st, reference))
     }
 
     /// The id a pull of `reference` gets.
@@ -325,6 +335,7 @@ impl Sim {
                 info,
                 healthy_after: svc.healthy_after,
                 ports: svc.ports.clone(),
+                listeners: Vec::new(),
                 epoch: 0,
                 manual_stop: false,
                 logs: Vec::new(),
@@ -343,6 +354,7 @@ impl Sim {
         if c.info.state == ContainerState::Running {
             return Ok(());
         }
+        c.listeners = publish(&c.info.name, &c.ports)?;
         c.epoch += 1;
         c.manual_stop = false;
         let now = crate::time::now_usec();
@@ -425,6 +437,9 @@ impl Sim {
             End::Oom => self.emit(&c.info, "oom", None, None),
             End::Crash(_) => {}
         }
+        for l in c.listeners.drain(..) {
+            l.abort();
+        }
         c.info.state = ContainerState::Exited;
         c.info.status = format!("Exited ({code}) Less than a second ago");
         c.info.exit_code = Some(code);
@@ -460,6 +475,9 @@ impl Sim {
 
     fn remove(&self, st: &mut State, id: &str) {
         if let Some(c) = st.containers.remove(id) {
+            for l in &c.listeners {
+                l.abort();
+            }
             self.emit(&c.info, "destroy", None, None);
         }
     }
@@ -497,6 +515,46 @@ impl Sim {
 }
 
 type Call<'a, T> = BoxFuture<'a, Result<T, EngineError>>;
+
+/// Binds a container's published ports on the host, as docker-proxy does,
+/// and answers each connection with a small HTTP 200, so that http and tcp
+/// probes of a simulated service see it up. A port taken is Docker's error.
+fn publish(
+    name: &str,
+    ports: &[(u16, u16)],
+) -> Result<Vec<tokio::task::JoinHandle<()>>, EngineError> {
+    let mut bound = Vec::new();
+    for &(host, _) in ports {
+        let listener = std::net::TcpListener::bind(("0.0.0.0", host))
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|e| EngineError::Api {
+                call: "start container",
+                message: format!(
+                    "driver failed programming external connectivity on endpoint {name}: Bind for 0.0.0.0:{host} failed: {e}"
+                ),
+            })?;
+        bound.push(listener);
+    }
+    Ok(bound
+        .into_iter()
+        .map(|listener| {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt as _;
+                while let Ok((mut conn, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 1024];
+                        let _ = tokio::time::timeout(Duration::from_secs(1), conn.readable()).await;
+                        let _ = conn.try_read(&mut buf);
+                        let _ = conn
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 21\r\nconnection: close\r\n\r\nserved by stackd-sim\n")
+                            .await;
+                    });
+                }
+            })
+        })
+        .collect())
+}
 
 impl ContainerApi for Sim {
     fn address(&self) -> String {
@@ -545,7 +603,9 @@ impl ContainerApi for Sim {
             let mut out: Vec<String> = st
                 .containers
                 .values()
-                .filter(|c| c.info.state == ContainerState::Running && c.ports.contains(&port))
+                .filter(|c| {
+                    c.info.state == ContainerState::Running && c.ports.iter().any(|p| p.0 == port)
+                })
                 .map(|c| format!("{} (Compose project {})", c.info.name, c.info.project))
                 .collect();
             out.sort();
@@ -722,10 +782,18 @@ impl ContainerApi for Sim {
                     ),
                 });
             }
-            let before = st.images.len();
-            st.images.retain(|_, v| v != id);
-            if st.images.len() == before {
+            let refs: Vec<String> = st
+                .images
+                .iter()
+                .filter(|(_, v)| v.as_str() == id)
+                .map(|(k, _)| k.clone())
+                .collect();
+            if refs.is_empty() {
                 return Err(not_found("remove image", id));
+            }
+            for r in refs {
+                st.images.remove(&r);
+                st.removed.insert(r);
             }
             Ok(())
         })

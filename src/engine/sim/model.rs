@@ -33,8 +33,8 @@ pub(crate) struct ServiceModel {
     pub replicas: u32,
     pub restart: String,
     pub memory_limit: Option<u64>,
-    /// TCP host ports published (`ports: ["8080:80"]`).
-    pub ports: Vec<u16>,
+    /// TCP ports published: (host, container) (`ports: ["8080:80"]`).
+    pub ports: Vec<(u16, u16)>,
     /// Compose's `com.docker.compose.config-hash`: sha256 of the service's
     /// configuration as JSON.
     pub config_hash: String,
@@ -191,10 +191,14 @@ fn service(name: &str, svc: &Value) -> Result<ServiceModel, String> {
             list.iter()
                 .filter_map(|p| match p {
                     Value::String(s) => host_port(s),
-                    Value::Mapping(_) => p
-                        .get("published")
-                        .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
-                        .and_then(|n| u16::try_from(n).ok()),
+                    Value::Mapping(_) => {
+                        let port = |key: &str| {
+                            p.get(key)
+                                .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+                                .and_then(|n| u16::try_from(n).ok())
+                        };
+                        Some((port("published")?, port("target")?))
+                    }
                     _ => None,
                 })
                 .collect()
@@ -228,15 +232,18 @@ fn bytes(s: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
-/// "8080:80", "127.0.0.1:8080:80", "8080:80/tcp" → 8080; "80" (no host
-/// port) and UDP → None.
-fn host_port(spec: &str) -> Option<u16> {
+/// "8080:80", "127.0.0.1:8080:80", "8080:80/tcp" → (8080, 80); "80" (no
+/// host port) and UDP → None.
+fn host_port(spec: &str) -> Option<(u16, u16)> {
     if spec.ends_with("/udp") || spec.ends_with("/sctp") {
         return None;
     }
     let spec = spec.trim_end_matches("/tcp");
     let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
-    (parts.len() >= 2).then(|| parts[1].parse().ok()).flatten()
+    if parts.len() < 2 {
+        return None;
+    }
+    Some((parts[1].parse().ok()?, parts[0].parse().ok()?))
 }
 
 /// Dependencies first; a cycle is Compose's error.
@@ -284,7 +291,7 @@ mod tests {
         assert_eq!(names, ["db", "web"]);
         let web = p.service("web").unwrap();
         assert_eq!(web.replicas, 2);
-        assert_eq!(web.ports, [8080]);
+        assert_eq!(web.ports, [(8080, 80)]);
         assert_eq!(web.depends_on["db"], "service_healthy");
         assert_eq!(
             p.service("db").unwrap().healthy_after,
@@ -306,8 +313,8 @@ mod tests {
 
     #[test]
     fn host_ports() {
-        assert_eq!(host_port("8080:80"), Some(8080));
-        assert_eq!(host_port("127.0.0.1:8081:80/tcp"), Some(8081));
+        assert_eq!(host_port("8080:80"), Some((8080, 80)));
+        assert_eq!(host_port("127.0.0.1:8081:80/tcp"), Some((8081, 80)));
         assert_eq!(host_port("80"), None);
         assert_eq!(host_port("53:53/udp"), None);
     }
