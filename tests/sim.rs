@@ -359,3 +359,132 @@ fn an_engine_that_goes_away_and_comes_back_is_resynced() {
         sim.running(&web) == 1 && active(&env, &bus, &web)
     });
 }
+
+/// Two `stackd --sim` hosts, a (127.0.0.1) and b (127.0.0.2), each with its
+/// own simulated engine, bus and state, and one cluster file placing
+/// `name` on a.
+struct Pair {
+    envs: Vec<TestEnv>,
+    buses: Vec<Bus>,
+    daemons: Vec<Daemon>,
+    cluster: PathBuf,
+}
+
+impl Pair {
+    fn start(test: &str, name_env: &TestEnv, name: &str, handoff: &str) -> Pair {
+        use std::os::unix::fs::PermissionsExt;
+        let envs: Vec<TestEnv> = ["a", "b"]
+            .iter()
+            .map(|h| TestEnv::new(&format!("{test}_{h}")))
+            .collect();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let token = envs[0].dir().join("peer.token");
+        std::fs::write(&token, "sim-pair-token-0123456789\n").unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let dir = name_env.compose_dir().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("compose.yaml"), APP).unwrap();
+        let cluster = envs[0].dir().join("cluster.toml");
+        std::fs::write(
+            &cluster,
+            format!(
+                "compose_dir = {}\n\n[peer]\ntoken_file = {}\ntimeout = \"2s\"\n\n\
+                 [hosts.a]\npeer = \"http://127.0.0.1:{port}\"\n[hosts.b]\npeer = \"http://127.0.0.2:{port}\"\n\n\
+                 [services.{name}]\nhost = \"a\"\nauto_start = false\nhandoff = \"{handoff}\"\nstart_timeout = \"10s\"\n",
+                common::toml_str(&name_env.compose_dir().display().to_string()),
+                common::toml_str(&token.display().to_string()),
+            ),
+        )
+        .unwrap();
+        let buses: Vec<Bus> = envs.iter().map(|e| Bus::start(e.dir())).collect();
+        let c = cluster.display().to_string();
+        let daemons = ["a", "b"]
+            .iter()
+            .zip(envs.iter().zip(&buses))
+            .map(|(h, (env, bus))| {
+                Daemon::start_with(
+                    env,
+                    bus,
+                    &[("DOCKER_HOST", NO_DOCKER)],
+                    &["--sim", "--config", &c, "--host", h],
+                )
+            })
+            .collect();
+        Pair {
+            envs,
+            buses,
+            daemons,
+            cluster,
+        }
+    }
+
+    fn ctl(&self, i: usize, args: &[&str]) -> common::Output {
+        let c = self.cluster.display().to_string();
+        let mut all = vec!["-c", c.as_str()];
+        all.extend(args);
+        stackctl(&self.envs[i], &self.buses[i], &all)
+    }
+
+    /// Host `i`'s simulator: its state is under `$XDG_STATE_HOME/stackd`
+    /// (the cluster file names no `state_dir`).
+    fn sim(&self, i: usize) -> SimCtl {
+        SimCtl(self.envs[i].dir().join("xdg-state/stackd/sim.sock"))
+    }
+}
+
+#[test]
+fn a_migrate_hands_the_service_over_and_the_hand_off_rule_guards_starts() {
+    if !have_bus() {
+        return;
+    }
+    let names = TestEnv::new("sim_move_names");
+    let name = names.project("mv");
+    let mut pair = Pair::start("sim_move", &names, &name, "stop-first");
+    pair.ctl(0, &["start", &name]).expect_success();
+    assert_eq!(pair.sim(0).running(&name), 1);
+
+    let out = pair.ctl(0, &["migrate", &name, "b"]).expect_success();
+    for step in [
+        "moving",
+        "b: preflight, then pull",
+        "a: stopping",
+        "b: starting",
+        "runs and is healthy",
+        &format!("{name} moved from a to b"),
+    ] {
+        assert!(out.stdout.contains(step), "no {step:?} in the log: {out}");
+    }
+    assert_eq!(pair.sim(1).running(&name), 1, "b runs it");
+    assert_eq!(pair.sim(0).running(&name), 0, "a stopped it");
+    let a = pair.ctl(0, &["status", &name]);
+    assert!(
+        a.stdout.contains("Desired: stopped (set by migrate to b)"),
+        "{a}"
+    );
+    let b = pair.ctl(1, &["status", &name]).expect_success();
+    assert!(
+        b.stdout
+            .contains("Desired: running (set by migrate from a)"),
+        "{b}"
+    );
+    assert!(b.stdout.contains("Active: active"), "{b}");
+
+    // b runs it: a start on a is refused, naming b.
+    let out = pair.ctl(0, &["start", &name]).expect_failure();
+    assert!(out.stderr.contains("runs on b"), "{out}");
+    assert_eq!(pair.sim(0).running(&name), 0, "the refused start started a");
+
+    // b is gone: refused naming b, unless forced.
+    pair.daemons[1].kill();
+    let out = pair.ctl(0, &["start", &name]).expect_failure();
+    assert!(out.stderr.contains("cannot ask b"), "{out}");
+    pair.ctl(0, &["start", "--force", &name]).expect_success();
+    assert_eq!(pair.sim(0).running(&name), 1);
+    // A move to a host that does not answer is refused and stops nothing.
+    let out = pair.ctl(0, &["migrate", &name, "b"]).expect_failure();
+    assert!(out.stderr.contains("b does not answer"), "{out}");
+    assert_eq!(pair.sim(0).running(&name), 1, "the refused move stopped a");
+}
