@@ -89,10 +89,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         })?;
     let store = Arc::new(Store::open(&config.state_dir)?);
     if let Some(sim) = crate::engine::sim::installed() {
-        let path = crate::engine::sim::control_path(&config.state_dir);
-        match crate::engine::sim::serve_control(sim, &path) {
+        match crate::engine::sim::attach(sim, &config.state_dir, &boot_id) {
             Ok(p) => info!("simulated engine: failure injection on {}", p.display()),
-            Err(e) => warn!("simulated engine: cannot serve {}: {e}", path.display()),
+            Err(e) => warn!("simulated engine: {e}"),
         }
     }
     let interrupted = store.interrupt_unfinished()?;

@@ -488,3 +488,57 @@ fn a_migrate_hands_the_service_over_and_the_hand_off_rule_guards_starts() {
     assert!(out.stderr.contains("b does not answer"), "{out}");
     assert_eq!(pair.sim(0).running(&name), 1, "the refused move stopped a");
 }
+
+#[test]
+fn a_restart_of_stackd_leaves_what_runs_alone_and_a_reboot_brings_it_back() {
+    if !have_bus() {
+        return;
+    }
+    let env = TestEnv::new("sim_restart");
+    let web = env.add_project("web", APP);
+    env.write_config(&format!("[services.{web}]\nauto_start = true\n"));
+    let bus = Bus::start(env.dir());
+    let mut daemon = start(&env, &bus);
+    let sim = SimCtl::of(&env);
+    wait_until(WAIT, "web started at boot", || active(&env, &bus, &web));
+    let before = sim.ps(&web);
+    let tasks_before = common::max_task_id(&env, &bus);
+
+    // stackd dies; the (simulated) engine and its containers do not (it
+    // keeps them in sim-state.json, written a moment after each change).
+    let saved = env.state_dir().join("sim-state.json");
+    wait_until(WAIT, "the engine's state saved", || {
+        std::fs::read_to_string(&saved).is_ok_and(|t| t.contains("\"running\""))
+    });
+    daemon.kill();
+    let mut daemon = start(&env, &bus);
+    wait_until(WAIT, "web active after the restart", || {
+        active(&env, &bus, &web)
+    });
+    assert_eq!(sim.ps(&web), before, "the same container, still running");
+    let deploys: Vec<serde_json::Value> = stackctl_json(&env, &bus, &["tasks", "--service", &web])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["id"].as_u64() > Some(tasks_before))
+        .cloned()
+        .collect();
+    assert!(
+        deploys.is_empty(),
+        "nothing was deployed again: {deploys:?}"
+    );
+
+    // A reboot: the engine finds its containers dead; the boot reconcile
+    // starts web again.
+    daemon.kill();
+    env.new_boot();
+    let _daemon = start(&env, &bus);
+    wait_until(WAIT, "web back after the reboot", || {
+        sim.running(&web) == 1 && active(&env, &bus, &web)
+    });
+    assert_eq!(
+        sim.ps(&web)[0][0],
+        before[0][0],
+        "its container, started again"
+    );
+}

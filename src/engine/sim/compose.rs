@@ -100,6 +100,9 @@ impl Sim {
             tokio::time::sleep(slow).await;
         }
         let args = parse_args(&inv.args);
+        if args.sub != "config" && args.sub != "port" {
+            self.touch();
+        }
         let model = ProjectModel::load(&inv.dir, &inv.file).map_err(failed)?;
         if args.sub == "config" {
             return config(&model, inv, &args, out);

@@ -83,6 +83,7 @@ impl Sim {
                 .map(|t| Target::parse(t))
                 .ok_or_else(|| format!("{verb}: missing TARGET"))
         };
+        self.touch();
         let mut st = self.lock();
         let each = |st: &super::State, t: &Target| {
             let ids = Sim::matching(st, t);

@@ -17,6 +17,11 @@
 //! person's `docker stop`, a Compose command that fails with a given line,
 //! slow calls, and an engine that stops answering and comes back.
 //!
+//! Like Docker, the engine outlives the daemon (`saved.rs`): a restarted
+//! `stackd --sim` finds its containers as they were; a new boot id finds
+//! them stopped. Injected faults and `slow` belong to the process and are
+//! not kept.
+//!
 //! Not modelled: resource figures (a simulated container has no process
 //! or cgroup, so `stackctl top` shows none), volumes (a project mounts
 //! nothing; a hand-off carries no data), logs beyond the simulator's own
@@ -25,6 +30,7 @@
 mod compose;
 mod control;
 mod model;
+mod saved;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -42,6 +48,19 @@ use super::{
     ProjectMounts, ProjectVolume,
 };
 pub use control::serve_control;
+
+/// What `stackd --sim` does once it knows its state directory and boot id:
+/// the engine's state kept in `sim-state.json` there (the engine outlives
+/// the daemon, as Docker does; a new boot id is a reboot), and the control
+/// socket served at [`control_path`].
+pub fn attach(
+    sim: Arc<Sim>,
+    state_dir: &std::path::Path,
+    boot_id: &str,
+) -> std::io::Result<std::path::PathBuf> {
+    sim.persist(&state_dir.join("sim-state.json"), boot_id)?;
+    serve_control(sim, &control_path(state_dir))
+}
 use model::{hex, ServiceModel};
 
 /// The address a simulated engine reports.
@@ -175,6 +194,8 @@ pub struct Sim {
     me: Weak<Sim>,
     state: Mutex<State>,
     bus: broadcast::Sender<Msg>,
+    /// Changed since it was last saved (see `saved.rs`).
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 fn id_of(seed: &str) -> String {
@@ -201,6 +222,7 @@ impl Sim {
             me: me.clone(),
             state: Mutex::new(State::default()),
             bus: broadcast::channel(4096).0,
+            dirty: Default::default(),
         })
     }
 
@@ -264,11 +286,17 @@ impl Sim {
             exit_code: exit,
             time_usec: crate::time::now_usec(),
         };
+        self.touch();
         let _ = self.bus.send(Msg::Event(ev));
     }
 
     /// The local image `reference` (name or id) names. Every image is
     /// local until it is removed: the simulated host has pulled them all.
+    /// Marks the engine changed, to be saved.
+    fn touch(&self) {
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn image_id_for(st: &State, reference: &str) -> Option<String> {
         if let Some(id) = st.images.get(reference) {
             return Some(id.clone());
@@ -369,18 +397,7 @@ impl Sim {
         let (epoch, info, healthy_after) = (c.epoch, c.info.clone(), c.healthy_after);
         self.emit(&info, "start", None, None);
         if let Some(after) = healthy_after {
-            let id = id.to_string();
-            self.after(after, move |sim, st| {
-                if let Some(c) = st.containers.get_mut(&id) {
-                    if c.epoch == epoch
-                        && c.info.state == ContainerState::Running
-                        && c.info.health.as_deref() == Some("starting")
-                    {
-                        c.info.health = Some("healthy".to_string());
-                        sim.emit(&c.info, "health_status", Some("healthy"), None);
-                    }
-                }
-            });
+            self.schedule_healthy(id, epoch, after);
         }
         for (i, f) in faults.iter().enumerate() {
             if !f.target.matches(&info) || f.left == Some(0) {
@@ -406,6 +423,22 @@ impl Sim {
             });
         }
         Ok(())
+    }
+
+    /// The healthcheck says "healthy" `after` a start (of run `epoch`).
+    fn schedule_healthy(&self, id: &str, epoch: u64, after: Duration) {
+        let id = id.to_string();
+        self.after(after, move |sim, st| {
+            if let Some(c) = st.containers.get_mut(&id) {
+                if c.epoch == epoch
+                    && c.info.state == ContainerState::Running
+                    && c.info.health.as_deref() == Some("starting")
+                {
+                    c.info.health = Some("healthy".to_string());
+                    sim.emit(&c.info, "health_status", Some("healthy"), None);
+                }
+            }
+        });
     }
 
     fn set_health(&self, st: &mut State, id: &str, health: &str) {
