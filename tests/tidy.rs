@@ -23,7 +23,7 @@ const RULES: &[Rule] = &[
         allowed: &["dbus/"],
     },
     Rule {
-        what: "HTTP is peer/'s, plus the webhook channel and the http probe",
+        what: "HTTP is peer/'s, plus the webhook channel, the http probe and the simulator's ports",
         marks: &[
             "hyper::",
             "hyper_util",
@@ -31,7 +31,12 @@ const RULES: &[Rule] = &[
             "http_body_util",
             "HTTP/1.1",
         ],
-        allowed: &["peer/", "notify/webhook.rs", "health/probe.rs"],
+        allowed: &[
+            "peer/",
+            "notify/webhook.rs",
+            "health/probe.rs",
+            "engine/sim/ports.rs",
+        ],
     },
     Rule {
         what: "only cli/ and the binaries know the terminal",

@@ -209,7 +209,7 @@ impl Sim {
                 let Some(c) = st.containers.get_mut(&id) else {
                     continue;
                 };
-                c.listeners = super::publish(&c.info.name, &c.ports).unwrap_or_default();
+                c.listeners = super::ports::publish(&c.info.name, &c.ports).unwrap_or_default();
                 if c.info.health.as_deref() == Some("starting") {
                     let (epoch, after) = (c.epoch, c.healthy_after.unwrap_or_default());
                     self.schedule_healthy(&id, epoch, after);
