@@ -88,6 +88,12 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             source,
         })?;
     let store = Arc::new(Store::open(&config.state_dir)?);
+    if let Some(sim) = crate::engine::sim::installed() {
+        match crate::engine::sim::attach(sim, &config.state_dir, &boot_id) {
+            Ok(p) => info!("simulated engine: failure injection on {}", p.display()),
+            Err(e) => warn!("simulated engine: {e}"),
+        }
+    }
     let interrupted = store.interrupt_unfinished()?;
     for t in &interrupted {
         warn!(

@@ -64,6 +64,10 @@ fn main() -> ExitCode {
         };
     }
     init_logging();
+    if args.sim {
+        stackd::engine::sim::install(stackd::engine::sim::Sim::new());
+        tracing::warn!("running on the simulated engine (--sim): nothing here touches Docker");
+    }
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -23,6 +23,12 @@ pub struct DaemonArgs {
     /// Check the configuration, print what is wrong with file:line:col, and exit.
     #[arg(long)]
     pub check_config: bool,
+    /// Run on the in-process simulator instead of Docker and Compose (no
+    /// Docker needed): for trying stackd, tests and benches. Failures are
+    /// injected through the socket sim.sock in the state directory
+    /// ($STACKD_SIM_CONTROL overrides the path).
+    #[arg(long)]
+    pub sim: bool,
 }
 
 /// The clap command of `stackd`, for its manual page.

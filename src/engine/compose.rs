@@ -6,7 +6,10 @@ use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -48,12 +51,45 @@ pub enum ComposeChoice {
     V1,
 }
 
-/// A Compose command that answered `version`.
-#[derive(Debug, Clone)]
+/// A Compose command that answered `version`, or a simulated one.
+#[derive(Clone)]
 pub struct Compose {
     program: Vec<String>,
     flavor: ComposeFlavor,
     version: String,
+    /// Who runs the commands: None for the real CLI as a child process
+    /// (`exec` below), else an in-process implementation (the simulator).
+    runner: Option<Arc<dyn ComposeApi>>,
+}
+
+impl std::fmt::Debug for Compose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compose")
+            .field("program", &self.program)
+            .field("flavor", &self.flavor)
+            .field("version", &self.version)
+            .field("simulated", &self.runner.is_some())
+            .finish()
+    }
+}
+
+/// The seam under [`Compose`]: one Compose command line run to its end.
+/// The real implementation is the CLI as a child process; the simulator
+/// (`engine::sim`) implements it in process. Every helper (`config -q`,
+/// `config --hash '*'`, `config --images`, ...) is a run of this one call,
+/// so an implementation answers the argument vectors Compose v2 answers.
+pub trait ComposeApi: Send + Sync + 'static {
+    /// Runs `program -p PROJECT -f FILE ARGS...`; each output line goes to
+    /// `on_line` with the stream it came from. Errors as the CLI's:
+    /// [`ComposeError::Failed`] with the last line said, `Cancelled`,
+    /// `TimedOut`.
+    fn run<'a>(
+        &'a self,
+        inv: &'a Invocation,
+        on_line: &'a mut (dyn FnMut(Source, &str) + Send),
+        cancel: &'a CancellationToken,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ComposeError>>;
 }
 
 /// One Compose run: `program -p PROJECT -f FILE ARGS...` in `dir`.
@@ -97,15 +133,19 @@ fn describe_exit(code: Option<i32>, signal: Option<i32>) -> String {
 
 /// Which stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
+pub enum Source {
     Stdout,
     Stderr,
 }
 
 impl Compose {
     /// Finds a working Compose command. `Auto` prefers `docker compose` (v2)
-    /// and falls back to `docker-compose`.
+    /// and falls back to `docker-compose`. Under `stackd --sim` it is the
+    /// simulator's, whatever the choice.
     pub async fn detect(choice: ComposeChoice) -> Result<Compose, EngineError> {
+        if let Some(sim) = super::sim::installed() {
+            return Ok(sim.compose());
+        }
         let candidates: &[&[&str]] = match choice {
             ComposeChoice::Auto => &[&["docker", "compose"], &["docker-compose"]],
             ComposeChoice::V2 => &[&["docker", "compose"]],
@@ -125,6 +165,22 @@ impl Compose {
             "{}; install the Docker Compose v2 plugin (package docker-compose-plugin) or docker-compose",
             tried.join("; ")
         )))
+    }
+
+    /// A Compose whose commands `runner` runs, speaking `flavor`; `program`
+    /// and `version` are what [`Compose::describe`] shows.
+    pub fn over(
+        runner: Arc<dyn ComposeApi>,
+        program: &[&str],
+        flavor: ComposeFlavor,
+        version: &str,
+    ) -> Compose {
+        Compose {
+            program: program.iter().map(|p| p.to_string()).collect(),
+            flavor,
+            version: version.to_string(),
+            runner: Some(runner),
+        }
     }
 
     pub fn flavor(&self) -> ComposeFlavor {
@@ -310,6 +366,9 @@ impl Compose {
     ) -> Result<(), ComposeError> {
         if cancel.is_cancelled() {
             return Err(ComposeError::Cancelled);
+        }
+        if let Some(runner) = &self.runner {
+            return runner.run(inv, on_line, cancel, timeout).await;
         }
         let mut cmd = self.command(inv);
         tracing::debug!(project = %inv.project, args = ?inv.args, dir = %inv.dir.display(), "running {}", self.program.join(" "));
@@ -513,6 +572,7 @@ async fn probe(program: &[&str]) -> Result<Compose, String> {
         program: program.iter().map(|p| p.to_string()).collect(),
         flavor,
         version,
+        runner: None,
     })
 }
 
@@ -808,6 +868,7 @@ version: '2.4'
             program: vec!["/nonexistent/docker-compose".into()],
             flavor: ComposeFlavor::V1,
             version: "1.29.2".into(),
+            runner: None,
         };
         let inv = Invocation {
             project: "stackdengspawn".into(),
@@ -1036,6 +1097,7 @@ version: '2.4'
             ],
             flavor: ComposeFlavor::V1,
             version: "1.29.2".into(),
+            runner: None,
         }
     }
 
@@ -1163,6 +1225,7 @@ version: '2.4'
             program: vec!["/nonexistent/docker-compose".into()],
             flavor: ComposeFlavor::V1,
             version: "1.29.2".into(),
+            runner: None,
         };
         let cancel = CancellationToken::new();
         cancel.cancel();

@@ -34,9 +34,11 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 /// How long `connect` waits for the engine's first answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A connection to one Docker engine, with the API version already agreed.
+/// A connection to one Docker engine through bollard, with the API version
+/// already agreed: the real [`ContainerApi`](super::ContainerApi) behind
+/// [`Docker`](super::Docker).
 #[derive(Clone)]
-pub struct Docker {
+pub(crate) struct Bollard {
     pub(super) inner: bollard::Docker,
     address: String,
 }
@@ -158,21 +160,21 @@ pub struct EngineEvent {
     pub time_usec: u64,
 }
 
-impl Docker {
+impl Bollard {
     /// Connects to `DOCKER_HOST` (default `unix:///var/run/docker.sock`) and
     /// agrees on an API version with the engine.
-    pub async fn connect() -> Result<Docker, EngineError> {
+    pub(crate) async fn connect() -> Result<Bollard, EngineError> {
         let address = std::env::var("DOCKER_HOST")
             .ok()
             .filter(|a| !a.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_ADDRESS.to_string());
-        Docker::connect_to(&address).await
+        Bollard::connect_to(&address).await
     }
 
     /// Connects to `address` (`unix:///path` or `tcp://host:port`) and agrees
     /// on an API version: the lower of bollard's and the engine's, so both
     /// API 1.41 engines and current ones work.
-    pub async fn connect_to(address: &str) -> Result<Docker, EngineError> {
+    pub(crate) async fn connect_to(address: &str) -> Result<Bollard, EngineError> {
         let address = address.trim();
         let unavailable = |reason: String| EngineError::Unavailable {
             address: address.to_string(),
@@ -209,23 +211,23 @@ impl Docker {
             }
         };
         tracing::debug!(address, api = %inner.client_version(), "connected to Docker");
-        Ok(Docker {
+        Ok(Bollard {
             inner,
             address: address.to_string(),
         })
     }
 
     /// The address this connection uses, as given.
-    pub fn address(&self) -> &str {
+    pub(crate) fn address(&self) -> &str {
         &self.address
     }
 
     /// The API version this client speaks after negotiation, e.g. "1.41".
-    pub fn api_version(&self) -> String {
+    pub(crate) fn api_version(&self) -> String {
         self.inner.client_version().to_string()
     }
 
-    pub async fn ping(&self) -> Result<(), EngineError> {
+    pub(crate) async fn ping(&self) -> Result<(), EngineError> {
         self.inner
             .ping()
             .await
@@ -233,7 +235,7 @@ impl Docker {
             .map_err(|e| self.error("ping", e))
     }
 
-    pub async fn info(&self) -> Result<EngineInfo, EngineError> {
+    pub(crate) async fn info(&self) -> Result<EngineInfo, EngineError> {
         let info = self.inner.info().await.map_err(|e| self.error("info", e))?;
         let version = self
             .inner
@@ -281,7 +283,7 @@ impl Docker {
     /// Every container (running or not) that belongs to a Compose project,
     /// or to `project` only. Containers that vanish while being listed are
     /// left out.
-    pub async fn list_containers(
+    pub(crate) async fn list_containers(
         &self,
         project: Option<&str>,
     ) -> Result<Vec<ContainerInfo>, EngineError> {
@@ -308,7 +310,7 @@ impl Docker {
 
     /// Running containers (any, not only Compose's) that publish TCP host
     /// `port`: "name" or "name (Compose project P)", sorted.
-    pub async fn publishing(&self, port: u16) -> Result<Vec<String>, EngineError> {
+    pub(crate) async fn publishing(&self, port: u16) -> Result<Vec<String>, EngineError> {
         let summaries = self
             .inner
             .list_containers(Some(ListContainersOptions::<String> {
@@ -341,7 +343,7 @@ impl Docker {
     }
 
     /// One container by id or name; None when it does not exist (any more).
-    pub async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, EngineError> {
+    pub(crate) async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, EngineError> {
         let Some(info) = self.inspect_raw(id).await? else {
             return Ok(None);
         };
@@ -382,7 +384,9 @@ impl Docker {
     /// Container events of Compose projects, as they happen. The stream ends
     /// with an error item when the connection drops; the caller reconnects
     /// and resyncs.
-    pub fn events(&self) -> impl Stream<Item = Result<EngineEvent, EngineError>> + Send + 'static {
+    pub(crate) fn events(
+        &self,
+    ) -> impl Stream<Item = Result<EngineEvent, EngineError>> + Send + 'static {
         let options = EventsOptions::<String> {
             since: None,
             until: None,
@@ -404,7 +408,7 @@ impl Docker {
     /// A container's output (stdout and stderr, without timestamps), one
     /// item per line. `tail` limits to the last lines; `follow` keeps the
     /// stream open while the container runs.
-    pub fn logs(
+    pub(crate) fn logs(
         &self,
         container_id: &str,
         tail: Option<usize>,
@@ -455,7 +459,7 @@ impl Docker {
     /// One stats reading of a container through the engine API (one-shot,
     /// not streamed), as Docker's JSON. stackd itself reads cgroups
     /// (`resources::ContainerSampler`); this is for comparing the two.
-    pub async fn stats_once(&self, id: &str) -> Result<serde_json::Value, EngineError> {
+    pub(crate) async fn stats_once(&self, id: &str) -> Result<serde_json::Value, EngineError> {
         let options = StatsOptions {
             stream: false,
             one_shot: true,
@@ -475,7 +479,7 @@ impl Docker {
     }
 
     /// Whether `image` (name:tag, name@digest or id) exists locally.
-    pub async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
+    pub(crate) async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
         match self.inner.inspect_image(image).await {
             Ok(_) => Ok(true),
             Err(BollardError::DockerResponseServerError {
@@ -487,7 +491,7 @@ impl Docker {
 
     /// The id (`sha256:...`) of the local image `image` (name:tag,
     /// name@digest or id); None when it is not present.
-    pub async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
+    pub(crate) async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
         match self.inner.inspect_image(image).await {
             Ok(i) => Ok(i.id),
             Err(BollardError::DockerResponseServerError {
@@ -499,7 +503,7 @@ impl Docker {
 
     /// Starts an existing container (`docker start`). Starting one that
     /// runs already is not an error.
-    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+    pub(crate) async fn start(&self, id: &str) -> Result<(), EngineError> {
         match self
             .inner
             .start_container(id, None::<StartContainerOptions<String>>)
@@ -516,7 +520,7 @@ impl Docker {
     /// Stops a container (`docker stop -t timeout`): SIGTERM (or its
     /// `stop_signal`), SIGKILL after `timeout`. Stopping a stopped one is
     /// not an error.
-    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), EngineError> {
+    pub(crate) async fn stop(&self, id: &str, timeout: Duration) -> Result<(), EngineError> {
         let t = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
         match self
             .inner
@@ -535,7 +539,7 @@ impl Docker {
     /// its exit code. Output is read and dropped. When `timeout` passes
     /// first the call fails; Docker has no way to kill an exec, so the
     /// command may go on running in the container.
-    pub async fn exec(
+    pub(crate) async fn exec(
         &self,
         container_id: &str,
         argv: &[String],
@@ -821,6 +825,7 @@ mod tests {
 
     use super::*;
     use crate::engine::testing::{self, Project};
+    use crate::engine::Docker;
 
     #[test]
     fn converts_events() {
@@ -900,7 +905,10 @@ mod tests {
         let path = dir.path().join("dead.sock");
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         let address = format!("unix://{}", path.display());
-        let err = Docker::connect_to(&address).await.err().expect("must fail");
+        let err = Bollard::connect_to(&address)
+            .await
+            .err()
+            .expect("must fail");
         assert!(err.is_unavailable(), "{err}");
         assert!(err.to_string().contains(&address), "{err}");
         assert!(err.to_string().to_lowercase().contains("refused"), "{err}");

@@ -11,7 +11,7 @@ use bollard::network::{InspectNetworkOptions, ListNetworksOptions};
 
 use futures_util::StreamExt;
 
-use super::docker::{Docker, PROJECT_LABEL};
+use super::docker::{Bollard, PROJECT_LABEL};
 use super::EngineError;
 
 /// A container of a Compose project with the image it was created from.
@@ -60,11 +60,11 @@ fn bytes(n: Option<i64>) -> u64 {
     n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
 }
 
-impl Docker {
+impl Bollard {
     /// Every container of every Compose project (or of `project` only),
     /// running or not, with the image reference and id each was created
     /// from.
-    pub async fn compose_containers(
+    pub(crate) async fn compose_containers(
         &self,
         project: Option<&str>,
     ) -> Result<Vec<ProjectContainer>, EngineError> {
@@ -107,7 +107,7 @@ impl Docker {
     }
 
     /// Images and container sizes, as `docker system df` computes them.
-    pub async fn disk_usage(&self) -> Result<DiskUsage, EngineError> {
+    pub(crate) async fn disk_usage(&self) -> Result<DiskUsage, EngineError> {
         let df = self.inner.df().await.map_err(|e| self.error("df", e))?;
         let images = df
             .images
@@ -142,7 +142,7 @@ impl Docker {
 
     /// Removes an image by id, never forced: Docker refuses one that a
     /// container uses or that other references still tag.
-    pub async fn remove_image(&self, id: &str) -> Result<(), EngineError> {
+    pub(crate) async fn remove_image(&self, id: &str) -> Result<(), EngineError> {
         self.inner
             .remove_image(
                 id,
@@ -158,7 +158,7 @@ impl Docker {
     }
 
     /// Removes a stopped container, keeping its volumes.
-    pub async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
+    pub(crate) async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
         self.inner
             .remove_container(
                 id,
@@ -173,7 +173,10 @@ impl Docker {
     }
 
     /// The networks Compose created for `project`, with their endpoints.
-    pub async fn project_networks(&self, project: &str) -> Result<Vec<NetworkRecord>, EngineError> {
+    pub(crate) async fn project_networks(
+        &self,
+        project: &str,
+    ) -> Result<Vec<NetworkRecord>, EngineError> {
         let list = self
             .inner
             .list_networks(Some(ListNetworksOptions::<String> {
@@ -209,7 +212,7 @@ impl Docker {
         Ok(out)
     }
 
-    pub async fn remove_network(&self, id: &str) -> Result<(), EngineError> {
+    pub(crate) async fn remove_network(&self, id: &str) -> Result<(), EngineError> {
         self.inner
             .remove_network(id)
             .await
@@ -218,7 +221,7 @@ impl Docker {
 
     /// Tags image `id` as `reference` (`repo[:tag]`, `latest` when no tag
     /// is given), moving the tag if another image held it.
-    pub async fn tag_image(&self, id: &str, reference: &str) -> Result<(), EngineError> {
+    pub(crate) async fn tag_image(&self, id: &str, reference: &str) -> Result<(), EngineError> {
         let (repo, tag) = split_reference(reference).ok_or_else(|| EngineError::Api {
             call: "tag image",
             message: format!("{reference} is pinned by digest and cannot be tagged"),

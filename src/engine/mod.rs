@@ -3,14 +3,21 @@
 //! Architecture invariant: only this module knows bollard and only this module
 //! spawns Compose. Everything above it sees [`Docker`], [`Compose`] and the
 //! plain data types re-exported here.
+//!
+//! Both handles are thin over a trait ([`ContainerApi`], [`ComposeApi`]):
+//! the real implementations (bollard, the Compose CLI) or the in-process
+//! simulator of `sim/`, which `stackd --sim` installs for the whole process.
 
+mod api;
 pub mod compose;
 pub mod docker;
 mod images;
+pub mod sim;
 pub mod volumes;
 
-pub use compose::{Compose, ComposeChoice, ComposeError, ComposeFlavor, Invocation};
-pub use docker::{ContainerInfo, ContainerState, Docker, EngineEvent, EngineInfo};
+pub use api::{ContainerApi, Docker};
+pub use compose::{Compose, ComposeApi, ComposeChoice, ComposeError, ComposeFlavor, Invocation};
+pub use docker::{ContainerInfo, ContainerState, EngineEvent, EngineInfo};
 pub use images::{DiskUsage, ImageRecord, NetworkRecord, ProjectContainer};
 pub use volumes::{ProjectMounts, ProjectVolume};
 

@@ -20,7 +20,7 @@ use bollard::volume::{CreateVolumeOptions, RemoveVolumeOptions};
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 
-use super::docker::{Docker, PROJECT_LABEL};
+use super::docker::{Bollard, PROJECT_LABEL};
 use super::EngineError;
 
 /// The label Compose puts on the volumes it creates: the volume's key in
@@ -58,9 +58,9 @@ pub struct ProjectMounts {
     pub left: Vec<String>,
 }
 
-impl Docker {
+impl Bollard {
     /// The mounts of every container (running or not) of `project`.
-    pub async fn project_mounts(&self, project: &str) -> Result<ProjectMounts, EngineError> {
+    pub(crate) async fn project_mounts(&self, project: &str) -> Result<ProjectMounts, EngineError> {
         let mut out = ProjectMounts::default();
         let mut summaries = self.project_summaries(Some(project)).await?;
         summaries.sort_by(|a, b| a.names.cmp(&b.names));
@@ -123,7 +123,7 @@ impl Docker {
     /// The content of `volume` as a tar stream (entries relative to the
     /// volume's root), read through its container, which should be
     /// stopped so that nothing writes while it is read.
-    pub fn volume_archive(
+    pub(crate) fn volume_archive(
         &self,
         volume: &ProjectVolume,
     ) -> BoxStream<'static, Result<Bytes, EngineError>> {
@@ -143,7 +143,7 @@ impl Docker {
     /// it is removed with the stopped containers of `project` that mount
     /// it; a running container, or another project's, keeps it, and the
     /// answer says which.
-    pub async fn fresh_volume(
+    pub(crate) async fn fresh_volume(
         &self,
         project: &str,
         name: &str,
@@ -224,7 +224,7 @@ impl Docker {
     /// Extracts `tar` (entries relative to the volume's root) into volume
     /// `name` through a stopped container of `image` that mounts it,
     /// created for this and removed after (the volume stays).
-    pub async fn fill_volume(
+    pub(crate) async fn fill_volume(
         &self,
         name: &str,
         image: &str,
@@ -300,7 +300,7 @@ impl Docker {
     }
 
     /// Removes volume `name` (after a transfer that did not verify).
-    pub async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
+    pub(crate) async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         self.inner
             .remove_volume(name, Some(RemoveVolumeOptions { force: false }))
             .await
