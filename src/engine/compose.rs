@@ -844,7 +844,7 @@ version: '2.4'
     }
 
     #[tokio::test]
-    async fn detects_compose() {
+    async fn docker_detects_compose() {
         let Some(compose) = testing::compose().await else {
             return;
         };
@@ -894,7 +894,7 @@ version: '2.4'
     }
 
     #[tokio::test]
-    async fn up_streams_output_and_the_container_is_listed() {
+    async fn docker_up_streams_output_and_the_container_is_listed() {
         let (Some(docker), Some(compose)) = (testing::docker().await, testing::compose().await)
         else {
             return;
@@ -942,7 +942,7 @@ version: '2.4'
     }
 
     #[tokio::test]
-    async fn failure_carries_the_last_line() {
+    async fn docker_failure_carries_the_last_line() {
         let Some(compose) = testing::compose().await else {
             return;
         };
@@ -969,7 +969,7 @@ version: '2.4'
     }
 
     #[tokio::test]
-    async fn config_check_and_images() {
+    async fn docker_config_check_and_images() {
         let Some(compose) = testing::compose().await else {
             return;
         };
@@ -1050,7 +1050,7 @@ version: '2.4'
     }
 
     #[tokio::test]
-    async fn cancel_stops_the_whole_process_group() {
+    async fn docker_cancel_stops_the_whole_process_group() {
         let Some((err, took, pid)) = stop_attached_up(
             "cancel",
             Some(Duration::from_millis(200)),
@@ -1070,7 +1070,7 @@ version: '2.4'
     }
 
     #[tokio::test]
-    async fn timeout_stops_the_whole_process_group() {
+    async fn docker_timeout_stops_the_whole_process_group() {
         let Some((err, _, pid)) = stop_attached_up("timeout", None, Duration::from_secs(8)).await
         else {
             return;

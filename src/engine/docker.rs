@@ -858,7 +858,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connects_negotiates_and_reports_info() {
+    async fn docker_connects_negotiates_and_reports_info() {
         let Some(docker) = testing::docker().await else {
             return;
         };
@@ -922,7 +922,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn images_and_gone_containers() {
+    async fn docker_images_and_gone_containers() {
         let Some(docker) = testing::docker().await else {
             return;
         };
@@ -951,7 +951,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn events_report_death_with_exit_code() {
+    async fn docker_events_report_death_with_exit_code() {
         let (Some(docker), Some(compose)) = (testing::docker().await, testing::compose().await)
         else {
             return;
@@ -990,7 +990,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn logs_return_what_the_container_printed() {
+    async fn docker_logs_return_what_the_container_printed() {
         let (Some(docker), Some(compose)) = (testing::docker().await, testing::compose().await)
         else {
             return;
@@ -1045,7 +1045,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn exec_returns_the_exit_code() {
+    async fn docker_exec_returns_the_exit_code() {
         let (Some(docker), Some(compose)) = (testing::docker().await, testing::compose().await)
         else {
             return;
