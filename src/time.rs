@@ -192,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_docker_timestamps() {
+    fn parses_the_engine_s_timestamps() {
         assert_eq!(parse_rfc3339_usec("0001-01-01T00:00:00Z"), None);
         assert_eq!(parse_rfc3339_usec("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(

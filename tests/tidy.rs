@@ -320,6 +320,11 @@ fn tests_that_need_the_engine_carry_its_prefix() {
                     "src/{rel}: {name} needs Docker: call it docker_{name}"
                 ));
             }
+            if !NEEDS_UNIT.iter().any(|m| body.contains(m)) && name.contains("docker_") {
+                broken.push(format!(
+                    "src/{rel}: {name} needs no Docker, but the fast tier skips it by its name"
+                ));
+            }
         }
     }
     assert!(broken.is_empty(), "{}", broken.join("\n"));

@@ -465,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn without_a_probe_docker_and_containers_decide() {
+    fn without_a_probe_the_engine_and_containers_decide() {
         let cfg = config(2, 0, false);
         let steps = [
             (Step::Containers(1, 1), Some(Healthy)),

@@ -446,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn flags_default_to_all_and_sizes_read_as_docker_prints_them() {
+    fn flags_default_to_all_and_sizes_read_as_the_cli_prints_them() {
         assert_eq!(Kinds::from_flags(false, false, false), Kinds::ALL);
         assert!(!Kinds::from_flags(true, false, false).networks);
         assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");

@@ -253,7 +253,7 @@ mod tests {
     }
 
     #[test]
-    fn docker_proxy_cmdline() {
+    fn reads_the_userland_proxy_s_command_line() {
         let cmd = [
             "/usr/bin/docker-proxy",
             "-proto",

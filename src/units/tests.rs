@@ -28,7 +28,7 @@ fn a_running_unit_is_a_running_container_with_its_pid() {
 }
 
 #[test]
-fn a_killed_unit_is_a_failed_container_with_docker_s_exit_code() {
+fn a_killed_unit_is_a_failed_container_with_the_engine_s_exit_code() {
     let c = state("failed", "failed", "signal", CLD_KILLED, 9)
         .container("web", "stackd-web.service")
         .unwrap();

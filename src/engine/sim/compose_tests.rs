@@ -98,7 +98,7 @@ async fn published_ports_answer_while_the_container_runs() {
 }
 
 #[tokio::test]
-async fn stop_sends_docker_events_in_dockers_order() {
+async fn stop_sends_the_engine_events_in_dockers_order() {
     let sim = Sim::new();
     let (_dir, inv) = project("services:\n  app:\n    image: busybox\n");
     run(&sim, &inv, &["up", "-d"]).await.0.unwrap();
