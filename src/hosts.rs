@@ -13,8 +13,9 @@ use std::sync::Mutex;
 /// Failed heartbeats in a row that make a peer lost.
 pub const LOST_AFTER: u32 = 3;
 
-/// One host as this host last saw it.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// One host as this host last saw it; `Manager.ListHosts` sends it as it
+/// is (the field order is the bus row's).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HostStatus {
     pub name: String,
     /// Its peer URL.

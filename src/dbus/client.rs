@@ -125,25 +125,9 @@ pub struct RequiredRow {
     pub running: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TaskInfo {
-    pub id: u64,
-    pub kind: String,
-    pub service: String,
-    pub origin: String,
-    pub state: String,
-    pub result: String,
-    pub created_usec: u64,
-    pub started_usec: u64,
-    pub finished_usec: u64,
-    pub error: String,
-}
-
-impl TaskInfo {
-    pub fn finished(&self) -> bool {
-        matches!(self.state.as_str(), "succeeded" | "failed" | "cancelled")
-    }
-}
+/// A task as the Task object's properties tell it: the peer endpoint's
+/// task (its `log` left out), so a relayed one reads the same.
+pub use crate::peer::types::Task as TaskInfo;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ManagerInfo {
@@ -684,6 +668,7 @@ fn task_info(m: &Props) -> Result<TaskInfo> {
         started_usec: prop(m, "StartedUsec")?,
         finished_usec: prop(m, "FinishedUsec")?,
         error: prop(m, "Error")?,
+        log: None,
     })
 }
 

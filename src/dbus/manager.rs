@@ -187,12 +187,7 @@ impl Manager {
     /// Every host of the cluster file as this host sees it: name, peer URL,
     /// reachable, since (µs), version, 1-minute load, config hash, error.
     async fn list_hosts(&self) -> Vec<HostRow> {
-        self.shared
-            .control
-            .list_hosts()
-            .iter()
-            .map(HostRow::from_status)
-            .collect()
+        self.shared.control.list_hosts()
     }
 
     async fn get_service(&self, name: &str) -> Result<OwnedObjectPath> {

@@ -16,11 +16,10 @@ use futures_util::future::join_all;
 use zbus::zvariant::{OwnedFd, Value};
 
 use super::error::{Error, Result};
-use super::path;
-use super::types::{ContainerRow, ServiceRow, TaskRow};
+use super::types::{ServiceRow, TaskRow};
 use crate::config::{self, Config};
 use crate::control::Control;
-use crate::peer::types::{Container, Task};
+use crate::peer::types::Task;
 use crate::peer::{PeerClient, PeerClientError};
 use crate::store::TaskFilter;
 
@@ -110,32 +109,7 @@ pub(super) async fn list_services(control: &Control, host: &str) -> Result<Vec<S
         .services()
         .await
         .map_err(|e| relayed(host, e))?;
-    Ok(rows
-        .into_iter()
-        .map(|s| ServiceRow {
-            path: path::service_path(&s.name),
-            name: s.name,
-            host: s.host,
-            desired_state: s.desired_state,
-            active_state: s.active_state,
-            sub_state: s.sub_state,
-            health: s.health,
-            containers: s.containers,
-        })
-        .collect())
-}
-
-fn container_row(c: Container) -> ContainerRow {
-    ContainerRow {
-        name: c.name,
-        service: c.service,
-        state: c.state,
-        health: c.health,
-        exit_code: c.exit_code,
-        started_usec: c.started_usec,
-        restart_count: c.restart_count,
-        image: c.image,
-    }
+    Ok(rows.into_iter().map(ServiceRow::from_summary).collect())
 }
 
 /// `GetHostService(s host, s name)`: the Service object's properties as
@@ -145,7 +119,6 @@ pub(super) async fn service(control: &Control, host: &str, name: &str) -> Result
         .service(name)
         .await
         .map_err(|e| relayed(host, e))?;
-    let containers: Vec<ContainerRow> = s.containers.into_iter().map(container_row).collect();
     Ok(HashMap::from([
         ("Name", Value::from(s.name)),
         ("Host", Value::from(s.host)),
@@ -155,7 +128,7 @@ pub(super) async fn service(control: &Control, host: &str, name: &str) -> Result
         ("SubState", Value::from(s.sub_state)),
         ("Health", Value::from(s.health)),
         ("HealthMessage", Value::from(s.health_message)),
-        ("Containers", Value::from(containers)),
+        ("Containers", Value::from(s.containers)),
         ("StateChangeTimestamp", Value::from(s.state_change_usec)),
         ("RestartCount", Value::from(s.restart_count)),
         ("CpuPercent", Value::from(s.cpu_percent)),
@@ -198,16 +171,7 @@ pub(super) async fn tasks(
     Ok(rows
         .into_iter()
         .filter(|t| states.is_empty() || states.contains(&t.state.as_str()))
-        .map(|t| TaskRow {
-            path: path::task_path(t.id),
-            id: t.id,
-            kind: t.kind,
-            service: t.service,
-            state: t.state,
-            result: t.result,
-            origin: t.origin,
-            created_usec: t.created_usec,
-        })
+        .map(TaskRow::from_task)
         .collect())
 }
 

@@ -1,11 +1,11 @@
 //! The JSON shapes of the peer endpoint, shared by the server and the
-//! client so the two cannot drift. Field names match the D-Bus client's
-//! structs (`ServiceInfo`, `TaskInfo`, ...) so stackctl prints both alike.
+//! client so the two cannot drift. Where a shape crosses both wires it is
+//! one type: `Container` is the bus's `ContainerRow`, and the bus client's
+//! `TaskInfo` is `Task`, so stackctl prints both alike.
 
 use serde::{Deserialize, Serialize};
 
 use crate::control::{ManagerInfo, ServiceStatus};
-use crate::engine::ContainerInfo;
 use crate::store::{EventRecord, TaskRecord};
 
 /// One element of `GET /v1/services`.
@@ -36,32 +36,9 @@ impl ServiceSummary {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Container {
-    pub name: String,
-    pub service: String,
-    pub state: String,
-    pub health: String,
-    pub exit_code: i64,
-    pub started_usec: u64,
-    pub restart_count: u64,
-    pub image: String,
-}
-
-impl Container {
-    pub fn from_info(c: &ContainerInfo) -> Container {
-        Container {
-            name: c.name.clone(),
-            service: c.service.clone(),
-            state: c.state.as_str().to_string(),
-            health: c.health.clone().unwrap_or_default(),
-            exit_code: c.exit_code.unwrap_or(-1),
-            started_usec: c.started_at_usec.unwrap_or(0),
-            restart_count: c.restart_count,
-            image: c.image.clone(),
-        }
-    }
-}
+/// One container of a service: the same type as the Service object's
+/// `Containers` property on the bus, so the two wires cannot drift.
+pub use crate::dbus::types::ContainerRow as Container;
 
 /// `GET /v1/services/{name}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -155,6 +132,11 @@ impl Task {
             error: t.error.clone().unwrap_or_default(),
             log,
         }
+    }
+
+    /// Succeeded, failed or cancelled: it will not change again.
+    pub fn finished(&self) -> bool {
+        matches!(self.state.as_str(), "succeeded" | "failed" | "cancelled")
     }
 }
 
