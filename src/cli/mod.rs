@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::dbus::client::{Client, ClientError, ServiceOp, Target};
+use crate::dbus::client::{Client, ClientError, JobMode, ServiceOp, Target};
 pub use args::{
     command, Args, Command, CompleteWhat, ConfigAction, NotifyAction, Output, TopOrder,
 };
@@ -168,12 +168,30 @@ async fn run(args: &Args) -> Result<u8> {
             force: true,
             wait,
             ..
-        } => ops::forced(&client, args, ServiceOp::Start, names, *wait).await,
+        } => {
+            ops::queue_mode(
+                &client,
+                args,
+                ServiceOp::Start,
+                names,
+                *wait,
+                JobMode::Replace,
+            )
+            .await
+        }
         Command::Start { names, wait, .. } => {
             ops::queue(&client, args, ServiceOp::Start, names, *wait).await
         }
         Command::Stop { names, force: true } => {
-            ops::forced(&client, args, ServiceOp::Stop, names, false).await
+            ops::queue_mode(
+                &client,
+                args,
+                ServiceOp::Stop,
+                names,
+                false,
+                JobMode::Replace,
+            )
+            .await
         }
         Command::Stop { names, .. } => {
             ops::queue(&client, args, ServiceOp::Stop, names, false).await

@@ -20,35 +20,27 @@ pub(super) async fn queue(
     names: &[String],
     wait: bool,
 ) -> Result<u8> {
-    submit_each(client, args, names, wait, |name| async move {
-        if wait {
-            Ok(client
-                .bus()?
-                .queue_and_wait(name, op, JobMode::Fail)
-                .await?)
-        } else {
-            client.service_op(op, name).await
-        }
-    })
-    .await
+    queue_mode(client, args, op, names, wait, JobMode::Fail).await
 }
 
-/// Start or stop with mode "replace": what stands in the way stops first.
-pub(super) async fn forced(
+/// `op` on each name with a job mode: "fail" through the plain method
+/// (`StartService`, ...), "replace" (start or stop: what stands in the way
+/// stops first) through its `…Mode` twin.
+pub(super) async fn queue_mode(
     client: &Conn,
     args: &Args,
     op: ServiceOp,
     names: &[String],
     wait: bool,
+    mode: JobMode,
 ) -> Result<u8> {
     submit_each(client, args, names, wait, |name| async move {
         if wait {
-            Ok(client
-                .bus()?
-                .queue_and_wait(name, op, JobMode::Replace)
-                .await?)
+            Ok(client.bus()?.queue_and_wait(name, op, mode).await?)
+        } else if mode == JobMode::Fail {
+            client.service_op(op, name).await
         } else {
-            client.service_op_mode(op, name, JobMode::Replace).await
+            client.service_op_mode(op, name, mode).await
         }
     })
     .await

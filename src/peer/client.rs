@@ -171,17 +171,12 @@ impl PeerClient {
         caller: Option<&str>,
         force: bool,
     ) -> Result<Task> {
-        let body = serde_json::to_vec(&OpRequest {
+        let body = OpRequest {
             caller: caller.map(str::to_string),
             force,
-        })
-        .unwrap_or_default();
-        self.request(
-            Method::POST,
-            &format!("/v1/services/{}/{op}", encode(name)),
-            Body::Json(body),
-        )
-        .await
+        };
+        self.post_json(&service_path(name, op), &body, Duration::ZERO)
+            .await
     }
 
     /// `POST /v1/services/{name}/migrate`: the host moves `name` to `to`
@@ -194,37 +189,26 @@ impl PeerClient {
         caller: Option<&str>,
         force: bool,
     ) -> Result<Task> {
-        let body = serde_json::to_vec(&MigrateRequest {
+        let body = MigrateRequest {
             to: to.to_string(),
             volumes,
             caller: caller.map(str::to_string),
             force,
-        })
-        .unwrap_or_default();
-        self.request(
-            Method::POST,
-            &format!("/v1/services/{}/migrate", encode(name)),
-            Body::Json(body),
-        )
-        .await
+        };
+        self.post_json(&service_path(name, "migrate"), &body, Duration::ZERO)
+            .await
     }
 
     /// `POST /v1/apply`: the host's apply plan, and unless `dry_run` its
     /// apply (with `leaving`, only the stops of what left the host).
     pub async fn apply(&self, leaving: bool, dry_run: bool, force: bool) -> Result<ApplyAnswer> {
-        let body = serde_json::to_vec(&ApplyRequest {
+        let body = ApplyRequest {
             leaving,
             dry_run,
             force,
-        })
-        .unwrap_or_default();
-        self.request_within(
-            Method::POST,
-            "/v1/apply",
-            Body::Json(body),
-            Duration::from_secs(10),
-        )
-        .await
+        };
+        self.post_json("/v1/apply", &body, Duration::from_secs(10))
+            .await
     }
 
     /// The host `from` moves `name` here: preflight, pull what is missing.
@@ -243,18 +227,12 @@ impl PeerClient {
         step: &str,
         from: &str,
     ) -> Result<T> {
-        let body = serde_json::to_vec(&MoveRequest {
+        let body = MoveRequest {
             from: from.to_string(),
-        })
-        .unwrap_or_default();
+        };
         // Preflight runs Compose on the host before it answers.
-        self.request_within(
-            Method::POST,
-            &format!("/v1/services/{}/{step}", encode(name)),
-            Body::Json(body),
-            PREFLIGHT_TIME,
-        )
-        .await
+        self.post_json(&service_path(name, step), &body, PREFLIGHT_TIME)
+            .await
     }
 
     /// `PUT /v1/services/{name}/volumes/{volume}`: streams `tar` (a named
@@ -374,6 +352,19 @@ impl PeerClient {
             .and_then(|(_, t)| t.split('&').next()?.parse::<u64>().ok())
             .unwrap_or(0);
         self.request_within(method, path, body, Duration::from_secs(extra))
+            .await
+    }
+
+    /// `POST path` with `body` as JSON, whose answer may take `extra` on
+    /// top of `[peer] timeout`.
+    async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        extra: Duration,
+    ) -> Result<T> {
+        let body = serde_json::to_vec(body).unwrap_or_default();
+        self.request_within(Method::POST, path, Body::Json(body), extra)
             .await
     }
 
@@ -610,6 +601,11 @@ enum Body {
     Toml(Vec<u8>),
     /// Streamed as it comes (chunked).
     Stream(UnsyncBoxBody<Bytes, std::io::Error>),
+}
+
+/// `/v1/services/{name}/{step}`.
+fn service_path(name: &str, step: &str) -> String {
+    format!("/v1/services/{}/{step}", encode(name))
 }
 
 /// Percent-encodes a path segment or query value.
