@@ -31,6 +31,12 @@ pub enum ClientError {
     Remote { name: String, message: String },
     #[error("{0}")]
     Protocol(String),
+    /// The bus or the connection failed underneath (not an answer of the
+    /// daemon's): zbus's error, kept as it is.
+    #[error(transparent)]
+    Bus(zbus::Error),
+    #[error(transparent)]
+    Fdo(zbus::fdo::Error),
 }
 
 impl ClientError {
@@ -54,9 +60,9 @@ impl From<zbus::Error> for ClientError {
                 zbus::fdo::Error::ServiceUnknown(m) | zbus::fdo::Error::NameHasNoOwner(m) => {
                     ClientError::Connect(format!("stackd is not running on this bus ({m})"))
                 }
-                other => ClientError::Protocol(other.to_string()),
+                other => ClientError::Fdo(other),
             },
-            other => ClientError::Protocol(other.to_string()),
+            other => ClientError::Bus(other),
         }
     }
 }

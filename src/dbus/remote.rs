@@ -81,7 +81,7 @@ fn relayed(host: &str, e: PeerClientError) -> Error {
             _ => Error::Failed(msg),
         },
         PeerClientError::Connect { .. } => Error::PeerUnreachable(msg),
-        PeerClientError::Config(_) => Error::Failed(msg),
+        PeerClientError::Config(_) | PeerClientError::Setup(_) => Error::Failed(msg),
     }
 }
 

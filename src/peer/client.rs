@@ -28,7 +28,14 @@ use crate::control::VolumeOffer;
 #[derive(Debug, Error)]
 pub enum PeerClientError {
     #[error("{url}: {message}")]
-    Connect { url: String, message: String },
+    Connect {
+        url: String,
+        message: String,
+        /// What failed underneath (the socket, TLS, HTTP), when anything
+        /// did; its text is `message`.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The host answered with an error body.
     #[error("{message}")]
     Remote {
@@ -38,6 +45,9 @@ pub enum PeerClientError {
     },
     #[error("{0}")]
     Config(String),
+    /// The token file or the TLS trust of `[peer]` is unusable.
+    #[error(transparent)]
+    Setup(#[from] super::PeerError),
 }
 
 impl PeerClientError {
@@ -79,8 +89,7 @@ pub struct PeerClient {
 impl PeerClient {
     /// A client for `url` with the token and timeout of `[peer]`.
     pub fn new(url: &str, peer: &PeerConfig) -> Result<PeerClient> {
-        let token =
-            Token::load(&peer.token_file).map_err(|e| PeerClientError::Config(e.to_string()))?;
+        let token = Token::load(&peer.token_file)?;
         let trust = match (&peer.tls_pin_sha256, &peer.tls_ca) {
             (Some(pin), _) => Trust::Pin(pin),
             (None, Some(ca)) => Trust::Ca(ca),
@@ -125,8 +134,7 @@ impl PeerClient {
                          one of them is needed to check the host's certificate"
                     )))
                 }
-            }
-            .map_err(|e| PeerClientError::Config(e.to_string()))?;
+            }?;
             let host = authority
                 .rsplit_once(':')
                 .map_or(authority.as_str(), |(h, _)| h)
@@ -387,6 +395,16 @@ impl PeerClient {
         PeerClientError::Connect {
             url: self.base.clone(),
             message,
+            source: None,
+        }
+    }
+
+    /// A connection error that keeps what failed as its source.
+    fn connect_failed(&self, e: impl std::error::Error + Send + Sync + 'static) -> PeerClientError {
+        PeerClientError::Connect {
+            url: self.base.clone(),
+            message: e.to_string(),
+            source: Some(Box::new(e)),
         }
     }
 
@@ -402,7 +420,7 @@ impl PeerClient {
             .into_body()
             .collect()
             .await
-            .map_err(|e| self.connect_error(e.to_string()))?
+            .map_err(|e| self.connect_failed(e))?
             .to_bytes();
         self.answer(path, status, &bytes)
     }
@@ -457,7 +475,7 @@ impl PeerClient {
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| self.connect_error(e.to_string()))?
+                .map_err(|e| self.connect_failed(e))?
                 .to_bytes();
             return Err(self
                 .answer::<serde_json::Value>(&path, status, &bytes)
@@ -471,12 +489,12 @@ impl PeerClient {
     async fn open(&self, method: Method, path: &str, body: Body) -> Result<Response<Incoming>> {
         let tcp = TcpStream::connect(&self.authority)
             .await
-            .map_err(|e| self.connect_error(e.to_string()))?;
+            .map_err(|e| self.connect_failed(e))?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             Some((connector, host)) => {
                 let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
-                    .map_err(|e| self.connect_error(e.to_string()))?;
+                    .map_err(|e| self.connect_failed(e))?;
                 let stream = connector
                     .connect(name, tcp)
                     .await
@@ -499,7 +517,7 @@ impl PeerClient {
     {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| self.connect_error(e.to_string()))?;
+            .map_err(|e| self.connect_failed(e))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -530,13 +548,11 @@ impl PeerClient {
         if !content_type.is_empty() {
             req = req.header(header::CONTENT_TYPE, content_type);
         }
-        let req = req
-            .body(body)
-            .map_err(|e| self.connect_error(e.to_string()))?;
+        let req = req.body(body).map_err(|e| self.connect_failed(e))?;
         sender
             .send_request(req)
             .await
-            .map_err(|e| self.connect_error(e.to_string()))
+            .map_err(|e| self.connect_failed(e))
     }
 }
 
