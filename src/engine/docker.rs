@@ -14,7 +14,7 @@ use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEn
 use bollard::system::EventsOptions;
 use futures_util::stream::{self, BoxStream, Stream, StreamExt};
 
-use super::EngineError;
+use super::{BoxError, EngineError};
 
 /// The label Compose (v1 and v2) puts on every container of a project.
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
@@ -176,9 +176,10 @@ impl Bollard {
     /// API 1.41 engines and current ones work.
     pub(crate) async fn connect_to(address: &str) -> Result<Bollard, EngineError> {
         let address = address.trim();
-        let unavailable = |reason: String| EngineError::Unavailable {
+        let unavailable = |reason: String, source: Option<BollardError>| EngineError::Unavailable {
             address: address.to_string(),
             reason,
+            source: source.map(|e| Box::new(e) as BoxError),
         };
         let client = if let Some(path) = address.strip_prefix("unix://") {
             if path.is_empty() {
@@ -189,25 +190,25 @@ impl Bollard {
                 REQUEST_TIMEOUT_SECS,
                 bollard::API_DEFAULT_VERSION,
             )
-            .map_err(|e| unavailable(describe_transport_error(&e)))?
+            .map_err(|e| unavailable(describe_transport_error(&e), Some(e)))?
         } else if address.starts_with("tcp://") || address.starts_with("http://") {
             bollard::Docker::connect_with_http(
                 address,
                 REQUEST_TIMEOUT_SECS,
                 bollard::API_DEFAULT_VERSION,
             )
-            .map_err(|e| unavailable(e.to_string()))?
+            .map_err(|e| unavailable(e.to_string(), Some(e)))?
         } else {
             return Err(EngineError::BadAddress(address.to_string()));
         };
         let inner = match tokio::time::timeout(CONNECT_TIMEOUT, client.negotiate_version()).await {
             Ok(Ok(inner)) => inner,
-            Ok(Err(e)) => return Err(unavailable(describe_transport_error(&e))),
+            Ok(Err(e)) => return Err(unavailable(describe_transport_error(&e), Some(e))),
             Err(_) => {
-                return Err(unavailable(format!(
-                    "no answer within {}s",
-                    CONNECT_TIMEOUT.as_secs()
-                )))
+                return Err(unavailable(
+                    format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+                    None,
+                ))
             }
         };
         tracing::debug!(address, api = %inner.client_version(), "connected to Docker");
@@ -469,11 +470,13 @@ impl Bollard {
             Some(Ok(stats)) => serde_json::to_value(stats).map_err(|e| EngineError::Api {
                 call: "stats",
                 message: e.to_string(),
+                source: Some(Box::new(e)),
             }),
             Some(Err(e)) => Err(self.error("stats", e)),
             None => Err(EngineError::Api {
                 call: "stats",
                 message: "the engine closed the stats stream without a reading".to_string(),
+                source: None,
             }),
         }
     }
@@ -593,6 +596,7 @@ impl Bollard {
             Err(EngineError::Api {
                 call: "exec inspect",
                 message: "the command ended but Docker reported no exit code".to_string(),
+                source: None,
             })
         };
         match tokio::time::timeout(timeout, run).await {
@@ -603,6 +607,7 @@ impl Bollard {
                     "{:?} in container {container_id} did not finish within {timeout:?}",
                     argv.join(" ")
                 ),
+                source: None,
             }),
         }
     }
@@ -617,16 +622,20 @@ impl Bollard {
                 call,
                 what: message,
             },
-            BollardError::DockerResponseServerError { message, .. } => {
-                EngineError::Api { call, message }
-            }
+            BollardError::DockerResponseServerError { message, .. } => EngineError::Api {
+                call,
+                message,
+                source: None,
+            },
             e if is_transport_error(&e) => EngineError::Unavailable {
                 address: self.address.clone(),
                 reason: describe_transport_error(&e),
+                source: Some(Box::new(e)),
             },
             e => EngineError::Api {
                 call,
                 message: e.to_string(),
+                source: Some(Box::new(e)),
             },
         }
     }

@@ -225,6 +225,7 @@ impl Bollard {
         let (repo, tag) = split_reference(reference).ok_or_else(|| EngineError::Api {
             call: "tag image",
             message: format!("{reference} is pinned by digest and cannot be tagged"),
+            source: None,
         })?;
         self.inner
             .tag_image(id, Some(TagImageOptions { repo, tag }))

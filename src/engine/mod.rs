@@ -22,12 +22,21 @@ pub use images::{DiskUsage, ImageRecord, NetworkRecord, ProjectContainer};
 pub use volumes::{ProjectMounts, ProjectVolume};
 
 /// Something went wrong talking to the Docker engine or finding Compose.
+/// An error kept as the source of an [`EngineError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The engine did not answer at all (no socket, connection refused,
     /// connection dropped, no answer in time).
     #[error("cannot reach Docker at {address}: {reason}; is dockerd running, and may this user open its socket?")]
-    Unavailable { address: String, reason: String },
+    Unavailable {
+        address: String,
+        reason: String,
+        /// The client's error, when one said why.
+        #[source]
+        source: Option<BoxError>,
+    },
 
     /// `DOCKER_HOST` (or the address given) is not one we can use.
     #[error("unsupported Docker address {0:?}: use unix:///path/to/docker.sock or tcp://host:port (TLS and ssh:// are not supported)")]
@@ -35,7 +44,13 @@ pub enum EngineError {
 
     /// The engine answered, but refused or failed the request.
     #[error("Docker {call} failed: {message}")]
-    Api { call: &'static str, message: String },
+    Api {
+        call: &'static str,
+        message: String,
+        /// The client's error, when the failure came from one.
+        #[source]
+        source: Option<BoxError>,
+    },
 
     /// A container or image named in the request does not exist (any more).
     #[error("Docker {call}: no such object {what:?}")]
@@ -176,5 +191,28 @@ pub(crate) mod testing {
                 .stderr(Stdio::null())
                 .status();
         }
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use std::error::Error as _;
+
+    /// An engine that cannot be reached says so in the same words, and
+    /// keeps the client's own error underneath for whoever walks the chain.
+    #[tokio::test]
+    async fn an_unreachable_engine_keeps_the_clients_error() {
+        let Err(e) =
+            super::docker::Bollard::connect_to("unix:///nonexistent/stackd/docker.sock").await
+        else {
+            panic!("a socket that does not exist answered");
+        };
+        assert!(e.is_unavailable(), "{e:?}");
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("cannot reach Docker at unix:///nonexistent/stackd/docker.sock: "),
+            "{shown}"
+        );
+        assert!(e.source().is_some(), "no source kept: {e:?}");
     }
 }

@@ -177,6 +177,7 @@ impl Bollard {
                                 "volume {name} exists here and container {cname} ({}) uses it; it is not replaced",
                                 u.state.as_deref().unwrap_or("?")
                             ),
+                            source: None,
                         });
                     }
                 }

@@ -97,6 +97,7 @@ impl ContainerApi for Sim {
                     let e = EngineError::Api {
                         call: "events",
                         message: format!("the simulated event stream dropped {n} events"),
+                        source: None,
                     };
                     Some((Err(e), None))
                 }
@@ -128,6 +129,7 @@ impl ContainerApi for Sim {
             Err(EngineError::Api {
                 call: "stats",
                 message: "the simulator has no resource figures".to_string(),
+                source: None,
             })
         })
     }
@@ -180,6 +182,7 @@ impl ContainerApi for Sim {
                 return Err(EngineError::Api {
                     call: "exec create",
                     message: format!("container {} is not running", c.info.id),
+                    source: None,
                 });
             }
             // A command probe fails while the container is said unhealthy.
@@ -241,6 +244,7 @@ impl ContainerApi for Sim {
                     message: format!(
                         "conflict: unable to delete {id} - image is being used by a container"
                     ),
+                    source: None,
                 });
             }
             let refs: Vec<String> = st
@@ -269,6 +273,7 @@ impl ContainerApi for Sim {
                 return Err(EngineError::Api {
                     call: "remove container",
                     message: format!("cannot remove running container {id}: stop it first"),
+                    source: None,
                 });
             }
             self.remove(&mut st, &key);
@@ -337,6 +342,7 @@ impl ContainerApi for Sim {
         let e = EngineError::Api {
             call: "archive a volume",
             message: format!("volume {} is not simulated", volume.name),
+            source: None,
         };
         stream::iter([Err(e)]).boxed()
     }

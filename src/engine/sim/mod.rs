@@ -205,6 +205,7 @@ fn unavailable() -> EngineError {
     EngineError::Unavailable {
         address: ADDRESS.to_string(),
         reason: "the simulated engine is not answering (sim: engine down)".to_string(),
+        source: None,
     }
 }
 

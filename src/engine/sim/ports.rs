@@ -25,6 +25,7 @@ pub(super) fn publish(
                 message: format!(
                     "driver failed programming external connectivity on endpoint {name}: Bind for 0.0.0.0:{host} failed: {e}"
                 ),
+                source: Some(Box::new(e)),
             })?;
         bound.push(listener);
     }
