@@ -1101,6 +1101,20 @@ version: '2.4'
         }
     }
 
+    /// How a fake Compose running `script` fails.
+    async fn fake_failure(script: &str) -> ComposeError {
+        fake_compose(script)
+            .run(
+                &fake_invocation(),
+                &|_| {},
+                &CancellationToken::new(),
+                Duration::from_secs(30),
+            )
+            .await
+            .err()
+            .expect("the fake Compose failed")
+    }
+
     fn fake_invocation() -> Invocation {
         Invocation {
             project: "stackdengfake".into(),
@@ -1182,30 +1196,12 @@ version: '2.4'
 
     #[tokio::test]
     async fn exit_code_and_signal_are_reported() {
-        let err = fake_compose("echo out; echo 'it broke' >&2; exit 4")
-            .run(
-                &fake_invocation(),
-                &|_| {},
-                &CancellationToken::new(),
-                Duration::from_secs(30),
-            )
-            .await
-            .err()
-            .unwrap();
+        let err = fake_failure("echo out; echo 'it broke' >&2; exit 4").await;
         assert!(
             matches!(&err, ComposeError::Failed { code: Some(4), signal: None, last_line } if last_line == "it broke"),
             "{err:?}"
         );
-        let err = fake_compose("kill -9 $$")
-            .run(
-                &fake_invocation(),
-                &|_| {},
-                &CancellationToken::new(),
-                Duration::from_secs(30),
-            )
-            .await
-            .err()
-            .unwrap();
+        let err = fake_failure("kill -9 $$").await;
         assert!(
             matches!(
                 &err,
