@@ -1111,8 +1111,7 @@ version: '2.4'
                 Duration::from_secs(30),
             )
             .await
-            .err()
-            .expect("the fake Compose failed")
+            .expect_err("the fake Compose failed")
     }
 
     fn fake_invocation() -> Invocation {

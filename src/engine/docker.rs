@@ -959,6 +959,30 @@ mod tests {
             .unwrap();
     }
 
+    /// Project `name`, one service of the test image running `command` (a
+    /// YAML list), up: the project (removed when dropped) and the id of its
+    /// container.
+    async fn running(
+        docker: &Docker,
+        compose: &crate::engine::Compose,
+        name: &str,
+        command: &str,
+    ) -> (Project, String) {
+        let image = testing::test_image();
+        let project = Project::new(
+            compose,
+            name,
+            &format!(
+                "  main:\n    image: {image}\n    pull_policy: never\n    command: {command}\n    stop_signal: SIGKILL\n"
+            ),
+        );
+        up(compose, &project).await;
+        let id = docker.list_containers(Some(&project.name)).await.unwrap()[0]
+            .id
+            .clone();
+        (project, id)
+    }
+
     #[tokio::test]
     async fn docker_events_report_death_with_exit_code() {
         let (Some(docker), Some(compose)) = (testing::docker().await, testing::compose().await)
@@ -1004,17 +1028,13 @@ mod tests {
         else {
             return;
         };
-        let image = testing::test_image();
-        let project = Project::new(
+        let (_project, id) = running(
+            &docker,
             &compose,
             "logs",
-            &format!(
-                "  talk:\n    image: {image}\n    pull_policy: never\n    command: [\"sh\", \"-c\", \"echo line one; echo line two >&2; echo line three; sleep 600\"]\n    stop_signal: SIGKILL\n"
-            ),
-        );
-        up(&compose, &project).await;
-        let container = docker.list_containers(Some(&project.name)).await.unwrap();
-        let id = container[0].id.clone();
+            r#"["sh", "-c", "echo line one; echo line two >&2; echo line three; sleep 600"]"#,
+        )
+        .await;
         let mut lines = Vec::new();
         for _ in 0..50 {
             lines = docker
@@ -1059,18 +1079,7 @@ mod tests {
         else {
             return;
         };
-        let image = testing::test_image();
-        let project = Project::new(
-            &compose,
-            "exec",
-            &format!(
-                "  box:\n    image: {image}\n    pull_policy: never\n    command: [\"sleep\", \"600\"]\n    stop_signal: SIGKILL\n"
-            ),
-        );
-        up(&compose, &project).await;
-        let id = docker.list_containers(Some(&project.name)).await.unwrap()[0]
-            .id
-            .clone();
+        let (_project, id) = running(&docker, &compose, "exec", r#"["sleep", "600"]"#).await;
         let argv = |s: &[&str]| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         let t = Duration::from_secs(20);
         assert_eq!(docker.exec(&id, &argv(&["true"]), t).await.unwrap(), 0);
