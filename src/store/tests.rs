@@ -31,6 +31,15 @@ fn event(kind: &str, n: u64) -> NewEvent {
 }
 
 /// A raw connection to the same file, to look behind the store's back.
+/// A failed write must not leave the connection at `synchronous=NORMAL`.
+fn assert_synchronous_full(store: &Store) {
+    let sync: i64 = store
+        .conn()
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous should be FULL (2)");
+}
+
 fn raw(dir: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(dir.join(DB_FILE)).expect("raw open")
 }
@@ -286,11 +295,7 @@ fn task_errors() {
     assert_eq!(cancelled.started_usec, None);
     assert!(cancelled.finished_usec.is_some());
     // The failed append above did not leave the connection at NORMAL.
-    let sync: i64 = store
-        .conn()
-        .query_row("PRAGMA synchronous", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(sync, 2, "synchronous should be FULL (2)");
+    assert_synchronous_full(&store);
 }
 
 #[test]
@@ -949,11 +954,7 @@ fn sqlite_errors_name_the_database_file() {
         matches!(task_err, StoreError::Database { .. }),
         "{task_err:?}"
     );
-    let sync: i64 = store
-        .conn()
-        .query_row("PRAGMA synchronous", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(sync, 2, "synchronous should be FULL (2)");
+    assert_synchronous_full(&store);
 }
 
 #[test]
