@@ -215,7 +215,7 @@ struct Shared {
     compose: tokio::sync::Mutex<Option<Compose>>,
     queue: OnceLock<Queue>,
     board: Arc<crate::supervise::Board>,
-    figures: Arc<crate::monitor::Figures>,
+    figures: Arc<crate::resources::Figures>,
     hosts: crate::hosts::HostBoard,
     started_usec: u64,
     boot_id: String,
@@ -264,7 +264,7 @@ impl Control {
             compose: tokio::sync::Mutex::new(None),
             queue: OnceLock::new(),
             board: crate::supervise::Board::new(),
-            figures: crate::monitor::Figures::new(),
+            figures: crate::resources::Figures::new(),
             hosts: crate::hosts::HostBoard::default(),
             started_usec: crate::store::now_usec(),
             boot_id,
@@ -328,7 +328,7 @@ impl Control {
     }
 
     /// The latest resource figures (the monitor writes them).
-    pub fn figures(&self) -> &Arc<crate::monitor::Figures> {
+    pub fn figures(&self) -> &Arc<crate::resources::Figures> {
         &self.shared.figures
     }
 
