@@ -10,8 +10,7 @@
 //! Architecture invariant: the supervisor never runs Compose; it asks the
 //! task queue, like everyone else.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -20,319 +19,13 @@ use tracing::{info, warn};
 use crate::control::Control;
 use crate::engine::ContainerState;
 use crate::events::{Event, Severity};
-use crate::health::{self, Facts, Health, HealthMachine, ProbeResult};
-use crate::recovery::{self, Action, Cause, Diagnosis, Evidence, RestartLimiter};
+use crate::health::{
+    self, evidence, retry_delay, slot_for, Board, Episode, Facts, Health, ProbeResult,
+};
+use crate::recovery::{self, Action, Cause, Diagnosis, Evidence};
 use crate::store::{now_usec, DesiredState};
 use crate::tasks::TaskKind;
 use crate::world;
-
-/// What the supervisor knows of one service.
-struct Slot {
-    machine: HealthMachine,
-    limiter: RestartLimiter,
-    /// Recovery tasks stackd queued (added to Docker's restart counts).
-    recoveries: u64,
-    /// Why it gave up, until a person starts the service again.
-    gave_up: Option<String>,
-    /// A recovery is scheduled or running.
-    pending: bool,
-    /// The cause last announced, so a lasting failure is told once.
-    announced: Option<Cause>,
-    /// Waiting for the surroundings (image, network, port, mount), since
-    /// the first failure of this episode.
-    episode: Option<Episode>,
-    /// A person's operation failed for a reason of its own (preflight, a
-    /// dependency): they were told, and stackd does not retry behind
-    /// them until they act again.
-    hands_off: bool,
-}
-
-/// One stretch of environmental failures: told once when it starts, once
-/// when the service came back.
-#[derive(Clone, Debug)]
-struct Episode {
-    since: Instant,
-    /// Retries queued so far.
-    tries: u32,
-    summary: String,
-    /// The wait before the retry now scheduled.
-    next: Duration,
-}
-
-/// The wait before retry number `tries` (0-based) of an environmental
-/// failure: `interval`, doubling, at most `cap`.
-pub fn retry_delay(interval: Duration, cap: Duration, tries: u32) -> Duration {
-    let factor = 1u32.checked_shl(tries.min(31)).unwrap_or(u32::MAX);
-    interval.saturating_mul(factor).min(cap.max(interval))
-}
-
-/// Shared between the supervisor (writer) and the core (reader, for
-/// `Health`, `HealthMessage`, `RestartCount` and `Diagnose`).
-#[derive(Default)]
-pub struct Board {
-    slots: Mutex<HashMap<String, Slot>>,
-    /// What Compose printed when the service's last Compose call failed
-    /// (cleared by one that succeeds): the evidence of environmental
-    /// failures.
-    failures: Mutex<HashMap<String, String>>,
-    /// The Docker connection the supervisor has caught up with (see
-    /// `World::generation`): until it has, what the world shows is the
-    /// aftermath of an engine restart, for a reconcile to handle.
-    generation: std::sync::atomic::AtomicU64,
-}
-
-/// Health as the supervisor sees it.
-#[derive(Clone, Debug)]
-pub struct Verdict {
-    pub health: &'static str,
-    pub message: String,
-    pub recoveries: u64,
-    pub gave_up: bool,
-    /// Waiting for the surroundings and retrying.
-    pub waiting: bool,
-}
-
-impl Board {
-    pub fn new() -> Arc<Board> {
-        Arc::new(Board::default())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn verdict(&self, service: &str) -> Option<Verdict> {
-        let slots = self.lock();
-        let slot = slots.get(service)?;
-        let (health, message) = slot.machine.current();
-        Some(match (&slot.gave_up, &slot.episode) {
-            (Some(why), _) => Verdict {
-                health: Health::Unhealthy.as_str(),
-                message: format!("gave up: {why}"),
-                recoveries: slot.recoveries,
-                gave_up: true,
-                waiting: false,
-            },
-            (None, Some(ep)) => Verdict {
-                health: Health::Unhealthy.as_str(),
-                message: format!(
-                    "waiting: {}; trying again every {} at most (try {})",
-                    ep.summary,
-                    crate::fmt::duration(ep.next),
-                    ep.tries
-                ),
-                recoveries: slot.recoveries,
-                gave_up: false,
-                waiting: true,
-            },
-            (None, None) => Verdict {
-                health: health.as_str(),
-                message: message.to_string(),
-                recoveries: slot.recoveries,
-                gave_up: false,
-                waiting: false,
-            },
-        })
-    }
-
-    /// What the service's last Compose call said: `Some(output)` when it
-    /// failed, `None` when it succeeded.
-    pub fn note_compose(&self, service: &str, failed: Option<String>) {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match failed {
-            Some(text) => f.insert(service.to_string(), text),
-            None => f.remove(service),
-        };
-    }
-
-    fn caught_up(&self, generation: u64) -> bool {
-        self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation
-    }
-
-    fn set_generation(&self, generation: u64) {
-        self.generation
-            .store(generation, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// What the service's last failed Compose call tells, if it failed.
-    pub fn failure_facts(&self, service: &str) -> Option<recovery::ErrorFacts> {
-        self.compose_failure(service)
-            .map(|t| recovery::ErrorFacts::parse(&t))
-    }
-
-    fn compose_failure(&self, service: &str) -> Option<String> {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(service)
-            .cloned()
-    }
-
-    /// The service waits for its surroundings (its retries skip preflight:
-    /// the evidence is what Compose itself said).
-    pub fn waiting(&self, service: &str) -> bool {
-        self.lock()
-            .get(service)
-            .is_some_and(|s| s.episode.is_some())
-    }
-
-    /// What the rule table says now, without acting.
-    pub fn diagnose(&self, control: &Control, service: &str) -> Option<(Evidence, Diagnosis)> {
-        let cfg = control.config();
-        let svc = cfg.service(service)?;
-        let seen = seen(control, service);
-        let mut slots = self.lock();
-        let slot = slot_for(&mut slots, service, svc);
-        let ev = evidence(service, &seen, slot);
-        drop(slots);
-        let ev = enrich(control, ev);
-        let mut slots = self.lock();
-        let slot = slot_for(&mut slots, service, svc);
-        let d = recovery::diagnose_with(&ev, &svc.restart, &slot.limiter, Instant::now());
-        Some((ev, d))
-    }
-
-    /// A person started, restarted or stopped the service: forget the
-    /// crash-loop budget and the "gave up".
-    pub fn reset(&self, service: &str) {
-        if let Some(slot) = self.lock().get_mut(service) {
-            slot.limiter.reset();
-            slot.gave_up = None;
-            slot.announced = None;
-            slot.episode = None;
-            slot.hands_off = false;
-        }
-    }
-}
-
-fn slot_for<'a>(
-    slots: &'a mut HashMap<String, Slot>,
-    service: &str,
-    svc: &crate::config::ServiceConfig,
-) -> &'a mut Slot {
-    slots.entry(service.to_string()).or_insert_with(|| Slot {
-        machine: HealthMachine::new(svc.health.as_ref()),
-        limiter: RestartLimiter::new(svc.restart.clone()),
-        recoveries: 0,
-        gave_up: None,
-        pending: false,
-        announced: None,
-        episode: None,
-        hands_off: false,
-    })
-}
-
-/// What the supervisor reads from the core before it takes the board's lock
-/// (the core reads the board to answer status questions).
-struct Seen {
-    desired: DesiredState,
-    busy: bool,
-    containers: Vec<crate::engine::ContainerInfo>,
-    retries: u32,
-    starting: bool,
-    /// stackd deployed it (so missing containers went missing, rather than
-    /// never having been made: a new service waits for `apply`).
-    deployed: bool,
-    /// The monitor's highest memory use sampled, per container id.
-    peaks: HashMap<String, u64>,
-    /// What Compose printed when the last Compose call failed.
-    compose_failure: Option<String>,
-    /// A reconcile (boot, engine back, apply) is queued or running.
-    reconciling: bool,
-    docker_up: bool,
-    /// Docker's evidence that a person stopped it (see `world::OutsideStop`).
-    outside: Option<world::OutsideStop>,
-    /// Containers Docker reported an `oom` for.
-    oomed: Vec<String>,
-}
-
-fn seen(control: &Control, service: &str) -> Seen {
-    let cfg = control.config();
-    let containers = control.containers(service);
-    let peaks = containers
-        .iter()
-        .filter_map(|c| Some((c.id.clone(), control.figures().memory_peak(&c.id)?)))
-        .collect();
-    Seen {
-        oomed: containers
-            .iter()
-            .filter(|c| control.oom_seen(&c.id))
-            .map(|c| c.id.clone())
-            .collect(),
-        peaks,
-        compose_failure: control.board().compose_failure(service),
-        reconciling: control.queue().busy(""),
-        // A unit service's engine is systemd: Docker's absence (a
-        // `stackd --user` may have no access to it) is no reason to wait.
-        docker_up: control.docker().is_some() || control.is_unit_service(service),
-        outside: control.outside_stop(service),
-        desired: control.desired_state(service),
-        busy: control.queue().busy(service),
-        containers,
-        retries: cfg
-            .service(service)
-            .and_then(|s| s.health.as_ref())
-            .map_or(1, |h| h.retries.max(1)),
-        starting: control.startup_pending(),
-        deployed: control
-            .store()
-            .deployed()
-            .is_ok_and(|d| d.contains(service)),
-    }
-}
-
-/// The evidence for the rule table, from what was seen and the slot.
-fn evidence(service: &str, seen: &Seen, slot: &Slot) -> Evidence {
-    let mut ev = Evidence::new(service, seen.desired);
-    ev.user_task_active = seen.busy;
-    let containers = &seen.containers;
-    let failed = containers.iter().find(|c| {
-        !c.oneoff
-            && !world::is_complete(c)
-            && matches!(c.state, ContainerState::Exited | ContainerState::Dead)
-    });
-    if let Some(c) = failed {
-        ev.container = Some(c.name.clone());
-        ev.exit_code = c.exit_code;
-        ev.oom_killed = c.oom_killed || seen.oomed.contains(&c.id);
-        ev.memory_limit = c.memory_limit;
-        ev.memory_peak = seen.peaks.get(&c.id).copied();
-    }
-    ev.one_shot = !containers.is_empty() && containers.iter().all(world::is_complete);
-    ev.retries = seen.retries;
-    if world::classify(containers) != world::Observed::Running {
-        ev.stopped_outside = seen.outside.as_ref().map(|o| o.door.to_string());
-    }
-    ev.failed_probes = slot.machine.consecutive_failures();
-    if slot.machine.current().0 == Health::Unhealthy {
-        ev.failed_probes = ev.failed_probes.max(ev.retries);
-    }
-    // No containers while it should run, whether or not stackd made them
-    // before (a boot that never got to create them, a `docker rm`).
-    let _ = seen.deployed;
-    ev.container_missing = seen.desired == DesiredState::Running
-        && world::classify(containers) == world::Observed::Absent;
-    match &seen.compose_failure {
-        Some(text) => ev.with_error_text(text),
-        None => ev,
-    }
-}
-
-/// Evidence that needs a look around, taken without the board's lock: who
-/// holds a port, which configured service creates a missing network.
-fn enrich(control: &Control, mut ev: Evidence) -> Evidence {
-    if let Some(conflict) = ev.port_allocated.as_mut() {
-        if conflict.holder.is_none() {
-            conflict.holder = recovery::port_holders(conflict.port)
-                .ok()
-                .and_then(|h| h.first().map(|h| h.to_string()));
-        }
-    }
-    if let Some(network) = &ev.network_missing {
-        ev.network_creator = control.network_creator(network);
-    }
-    ev
-}
 
 /// Start the probes of every local service that declares one.
 fn start_probes(control: &Control, tx: mpsc::Sender<(String, ProbeResult)>) -> health::ProbeRunner {
@@ -495,7 +188,7 @@ fn observe(
     let Some(svc) = control.local_service(service) else {
         return;
     };
-    let seen = seen(control, service);
+    let seen = control.seen(service);
     if seen.desired == DesiredState::Stopped
         && !seen.busy
         && world::classify(&seen.containers) == world::Observed::Running
@@ -526,7 +219,7 @@ fn observe(
         || (svc.is_compose() && !board.caught_up(control.docker_generation()));
     let ev = evidence(service, &seen, slot);
     drop(slots);
-    let ev = enrich(control, ev);
+    let ev = control.enrich(ev);
     if let Some(change) = change {
         drop_change(control, service, &change);
     }

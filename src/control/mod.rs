@@ -25,6 +25,7 @@ use crate::systemd;
 use crate::tasks::{Failure, Log, Queue, QueueError, RunFuture, Runner, TaskKind};
 use crate::world::{self, Observed, World};
 
+mod diagnose;
 mod fastpath;
 mod order;
 pub use order::TreeRow;
@@ -214,7 +215,7 @@ struct Shared {
     events: EventSender,
     compose: tokio::sync::Mutex<Option<Compose>>,
     queue: OnceLock<Queue>,
-    board: Arc<crate::supervise::Board>,
+    board: Arc<crate::health::Board>,
     figures: Arc<crate::resources::Figures>,
     hosts: crate::hosts::HostBoard,
     started_usec: u64,
@@ -263,7 +264,7 @@ impl Control {
             events: events.clone(),
             compose: tokio::sync::Mutex::new(None),
             queue: OnceLock::new(),
-            board: crate::supervise::Board::new(),
+            board: crate::health::Board::new(),
             figures: crate::resources::Figures::new(),
             hosts: crate::hosts::HostBoard::default(),
             started_usec: crate::store::now_usec(),
@@ -308,7 +309,7 @@ impl Control {
     }
 
     /// What the supervisor knows of each service's health and recoveries.
-    pub fn board(&self) -> &Arc<crate::supervise::Board> {
+    pub fn board(&self) -> &Arc<crate::health::Board> {
         &self.shared.board
     }
 
@@ -476,70 +477,6 @@ impl Control {
         let _ = self.shared.events.send(Event::ServiceChanged {
             service: name.to_string(),
         });
-    }
-
-    /// The evidence and what the rule table would do, without doing it,
-    /// in words a person reads (no debug output). Its "restarts" is the
-    /// status's `RestartCount` (the one `health` and `status` show: Docker's
-    /// restarts of the containers plus stackd's recoveries); the crash-loop
-    /// budget, which a person's start or stop resets and which only counts
-    /// stackd's restarts within `window`, is named as what it is.
-    pub fn diagnose(&self, name: &str) -> Result<Vec<String>, ControlError> {
-        let cfg = self.config();
-        let svc = self.shared.local_service(&cfg, name)?;
-        let policy = svc.restart.clone();
-        let status = self.service(name)?;
-        let Some((ev, d)) = self.shared.board.diagnose(self, name) else {
-            return Err(ControlError::NoSuchService(name.to_string()));
-        };
-        let yes_no = |b: bool| if b { "yes" } else { "no" };
-        let mut lines = vec![format!("summary: {}", d.summary)];
-        lines.push(format!(
-            "cause: {} (outcome: {})",
-            d.cause.as_str(),
-            d.cause.outcome()
-        ));
-        let action = match &d.action {
-            // Already said as the summary: not twice.
-            crate::recovery::Action::None { reason } if *reason == d.summary => {
-                "nothing".to_string()
-            }
-            other => action_words(other),
-        };
-        lines.push(format!("action: {action}"));
-        lines.push(format!("desired state: {}", ev.desired.as_str()));
-        lines.push(format!(
-            "task pending or running: {}",
-            yes_no(ev.user_task_active)
-        ));
-        if let Some(c) = &ev.container {
-            let code = ev.exit_code.map_or("none".to_string(), |c| c.to_string());
-            lines.push(format!(
-                "failed container: {c} (exit code {code}, killed for lack of memory: {})",
-                yes_no(ev.oom_killed)
-            ));
-        }
-        lines.push(format!(
-            "failed probes: {} in a row ({} turn it unhealthy)",
-            ev.failed_probes, ev.retries
-        ));
-        lines.push(format!("restarts: {}", status.restart_count));
-        let next = if ev.budget.backoff.is_zero() {
-            String::new()
-        } else {
-            format!(
-                ", the next after {}",
-                crate::fmt::duration(ev.budget.backoff)
-            )
-        };
-        lines.push(format!(
-            "crash-loop budget: {} of {} restarts used within {}{next}",
-            ev.budget.restarts_in_window,
-            policy.max_restarts,
-            crate::fmt::duration(policy.window),
-        ));
-        lines.extend(d.warnings.iter().map(|w| format!("warning: {w}")));
-        Ok(lines)
     }
 
     pub fn manager(&self) -> ManagerInfo {
@@ -1847,34 +1784,6 @@ fn recovery_summary(
         parts.push(format!("left stopped {}", stopped.join(", ")));
     }
     parts.join("; ")
-}
-
-/// What the rule table would do, as `diagnose` says it.
-fn action_words(action: &crate::recovery::Action) -> String {
-    use crate::fmt::duration as human;
-    use crate::recovery::Action;
-    let after = |d: std::time::Duration| {
-        if d.is_zero() {
-            "now".to_string()
-        } else {
-            format!("in {}", human(d))
-        }
-    };
-    match action {
-        Action::Restart { delay } => format!("restart the containers {}", after(*delay)),
-        Action::Recreate { delay } => {
-            format!("recreate what is missing (up -d) {}", after(*delay))
-        }
-        Action::PullThenRecreate { delay } => {
-            format!("pull the image, then recreate (up -d) {}", after(*delay))
-        }
-        Action::RetryLater => {
-            "wait for the surroundings, then run up -d again on the retry_interval cadence"
-                .to_string()
-        }
-        Action::None { reason } => format!("nothing ({reason})"),
-        Action::GiveUp { reason } => format!("give up until a person acts ({reason})"),
-    }
 }
 
 /// Health as far as containers and Docker's healthchecks tell.
