@@ -168,7 +168,6 @@ const LONG_FILES: &[&str] = &[
     "config/tests.rs",     // 1129, unit tables
     "control/fastpath.rs", // 940
     "control/handoff.rs",  // 1488
-    "control/mod.rs",      // 2012
     "dbus/client.rs",      // 737
     "dbus/manager.rs",     // 843
     "deps.rs",             // 738

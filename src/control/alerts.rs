@@ -1,12 +1,14 @@
 //! Alerts: stored as events, written to the journal with their fields,
 //! and routed to the notification channels.
 
-use super::*;
+use super::{Control, Shared};
+use crate::events::{Alert, Event, Severity};
+use crate::store::{now_usec, NewEvent};
 
 /// The journal fields (`STACKD_TASK`, `STACKD_RECOVERED`, ...) of an
 /// alert, from the structured data stored with its event: lists joined by
 /// ", " ("none" when empty), numbers and booleans as text.
-pub(super) fn journal_fields(data: &serde_json::Value) -> Vec<(String, String)> {
+fn journal_fields(data: &serde_json::Value) -> Vec<(String, String)> {
     let Some(map) = data.as_object() else {
         return Vec::new();
     };

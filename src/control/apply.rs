@@ -1,9 +1,21 @@
 //! The reconcile executor: `apply`, the boot and engine-restart
 //! reconciles: the facts for the planner, its plan run in waves of tasks.
 
-use super::*;
+use std::collections::BTreeSet;
+use std::time::Duration;
 
-pub(super) fn recovery_summary(
+use tokio_util::sync::CancellationToken;
+
+use super::{compose_networks, units, Control, ControlError, Shared};
+use crate::config;
+use crate::events::Severity;
+use crate::reconcile::{self, Action, Facts};
+use crate::store::TaskRecord;
+use crate::systemd;
+use crate::tasks::{Failure, Log, TaskKind};
+use crate::world;
+
+fn recovery_summary(
     recovered: &[String],
     failed: &[(String, String)],
     stopped: &[String],

@@ -3,26 +3,25 @@
 //! D-Bus (and later the peer endpoint) call [`Control`]; it answers from the
 //! config, the store and the world, and turns requests into tasks. It knows
 //! nothing of D-Bus, HTTP or terminals.
+//!
+//! This file is the facade (`Control`, its shared state, the requests);
+//! the rest is split by what it does: `status.rs` projects what the
+//! adapters show, `runner.rs` runs one service task, `apply.rs` runs the
+//! planner's reconciles, `reload.rs` swaps the config, `alerts.rs` and
+//! `diagnose.rs` speak to people; `order.rs`, `fastpath.rs`, `wait.rs`,
+//! `handoff.rs`, `leave.rs`, `registry.rs` and `units.rs` as their heads say.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::Duration;
 
 use futures_util::stream::{self, BoxStream, StreamExt};
 use thiserror::Error;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{self, Config, LoadOptions, ServiceConfig};
-use crate::engine::{Compose, ComposeChoice, ComposeError, ContainerInfo, Invocation};
-use crate::events::{Alert, Event, EventSender, Severity};
-use crate::reconcile::{self, Action, Facts};
-use crate::store::{
-    now_usec, Desired, DesiredState, NewEvent, Store, StoreError, TaskFilter, TaskRecord,
-};
-use crate::systemd;
-use crate::tasks::{Failure, Log, Queue, QueueError, RunFuture, Runner, TaskKind};
+use crate::config::{Config, LoadOptions};
+use crate::engine::{Compose, ContainerInfo};
+use crate::events::{Event, EventSender, Severity};
+use crate::store::{DesiredState, Store, StoreError, TaskFilter, TaskRecord};
+use crate::tasks::{Queue, QueueError, TaskKind};
 use crate::world::{self, Observed, World};
 
 mod alerts;

@@ -1,7 +1,14 @@
 //! Reloading the config: from its file (`reload`) or a new text
 //! (`replace_config`), guarded against removals unless forced.
 
-use super::*;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::{Control, ControlError};
+use crate::config;
+use crate::events::{Event, Severity};
+use crate::systemd;
 
 impl Control {
     /// Re-read the config. A bad file changes nothing and says why; so

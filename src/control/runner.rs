@@ -2,13 +2,24 @@
 //! ...) through preflight, the Docker API's fast path or Compose, and the
 //! [`ComposeRunner`] the queue calls.
 
-use super::*;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{fastpath, Control, Shared};
+use crate::config::{self, Config, ServiceConfig};
+use crate::engine::{Compose, ComposeChoice, ComposeError, Invocation};
+use crate::events::Severity;
+use crate::store::TaskRecord;
+use crate::tasks::{Failure, Log, RunFuture, Runner, TaskKind};
 
 /// Deploys that bring back what ran before and may start existing
 /// containers through the Docker API: the supervisor's, and those of the
 /// boot, start-up, interrupted-task and engine-restart reconciles. A
 /// person's start goes through Compose as it always did.
-pub(super) fn fast_origin(origin: &str) -> bool {
+fn fast_origin(origin: &str) -> bool {
     matches!(
         origin,
         "recovery" | "boot" | "start" | "interrupted" | "engine"
@@ -17,7 +28,7 @@ pub(super) fn fast_origin(origin: &str) -> bool {
 
 /// Below this much free space (Docker's data root, the service's folder) a
 /// deploy is refused by preflight.
-pub(super) const PREFLIGHT_MIN_FREE: u64 = 256 << 20;
+const PREFLIGHT_MIN_FREE: u64 = 256 << 20;
 
 /// The project folder and compose file of `service`. A service this host
 /// did not run when the config was loaded (one moved here since) has its
@@ -57,7 +68,7 @@ pub(super) fn compose_networks(
 }
 
 /// The compose file in a project folder, as the config module finds it.
-pub(super) fn compose_location(dir: &std::path::Path) -> Option<(PathBuf, PathBuf)> {
+fn compose_location(dir: &std::path::Path) -> Option<(PathBuf, PathBuf)> {
     config::COMPOSE_FILE_NAMES
         .iter()
         .map(|name| dir.join(name))

@@ -2,7 +2,16 @@
 //! state, health, figures), the manager's and the hosts', projected from
 //! the config, the store, the world and the supervision board.
 
-use super::*;
+use std::path::PathBuf;
+
+use super::{Control, ControlError, Shared};
+use crate::config::{self, Config, ServiceConfig};
+use crate::engine::ContainerInfo;
+use crate::events::Event;
+use crate::reconcile;
+use crate::store::{Desired, DesiredState};
+use crate::tasks::TaskKind;
+use crate::world::{self, Observed};
 
 /// One figure of `HostStats`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -95,7 +104,7 @@ pub struct ManagerInfo {
 }
 
 /// Health as far as containers and Docker's healthchecks tell.
-pub(super) fn health_of(
+fn health_of(
     containers: &[ContainerInfo],
     observed: Observed,
     desired: DesiredState,
