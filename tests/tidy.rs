@@ -180,7 +180,6 @@ const LONG_FILES: &[&str] = &[
     "preflight.rs",        // 856
     "recovery/mod.rs",     // 797
     "store/tests.rs",      // 1059, unit tables
-    "supervise.rs",        // 947
     "tasks/mod.rs",        // 716
     "world.rs",            // 610
 ];
