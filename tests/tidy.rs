@@ -140,6 +140,47 @@ fn the_architecture_invariants_hold() {
     );
 }
 
+/// The core holds the supervision board (`health/board.rs`) and the
+/// resource figures (`resources/figures.rs`) without knowing who writes
+/// them: `supervise/` and `monitor.rs` depend on `control/`, never the
+/// reverse, and neither `health/` nor `resources/` knows the core (issue 14:
+/// the three used to import each other in a circle).
+#[test]
+fn the_core_sits_below_the_supervisor_and_the_monitor() {
+    const LAYERS: &[(&str, &[&str])] = &[
+        ("control/", &["crate::supervise", "crate::monitor"]),
+        (
+            "health/",
+            &["crate::supervise", "crate::monitor", "crate::control"],
+        ),
+        (
+            "resources/",
+            &["crate::supervise", "crate::monitor", "crate::control"],
+        ),
+    ];
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut broken = Vec::new();
+    for (dir, marks) in LAYERS {
+        let mut files = Vec::new();
+        rust_files(&src.join(dir), &mut files);
+        assert!(!files.is_empty(), "no files under src/{dir}");
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (n, line) in code_lines(&text) {
+                if let Some(mark) = marks.iter().find(|m| line.contains(*m)) {
+                    let rel = file.strip_prefix(&src).unwrap().display().to_string();
+                    broken.push(format!("src/{rel}:{n}: `{mark}`"));
+                }
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "a lower layer names a higher one (see ARCHITECTURE.md, control/):\n{}",
+        broken.join("\n")
+    );
+}
+
 /// The checker itself: a rule fires on code and not on comments.
 #[test]
 fn the_checker_sees_code_and_skips_comments() {
