@@ -208,7 +208,6 @@ const LONG_FILES: &[&str] = &[
     "config/raw.rs",       // 605
     "config/tests.rs",     // 1129, unit tables
     "control/fastpath.rs", // 940
-    "control/handoff.rs",  // 1488
     "dbus/client.rs",      // 737
     "dbus/manager.rs",     // 843
     "deps.rs",             // 738

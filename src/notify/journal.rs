@@ -235,7 +235,26 @@ mod tests {
             ("control/reload.rs", include_str!("../control/reload.rs")),
             ("control/runner.rs", include_str!("../control/runner.rs")),
             ("control/status.rs", include_str!("../control/status.rs")),
-            ("control/handoff.rs", include_str!("../control/handoff.rs")),
+            (
+                "control/diagnose.rs",
+                include_str!("../control/diagnose.rs"),
+            ),
+            (
+                "control/handoff/mod.rs",
+                include_str!("../control/handoff/mod.rs"),
+            ),
+            (
+                "control/handoff/receive.rs",
+                include_str!("../control/handoff/receive.rs"),
+            ),
+            (
+                "control/handoff/send.rs",
+                include_str!("../control/handoff/send.rs"),
+            ),
+            (
+                "control/handoff/settle.rs",
+                include_str!("../control/handoff/settle.rs"),
+            ),
             ("control/order.rs", include_str!("../control/order.rs")),
             ("monitor.rs", include_str!("../monitor.rs")),
             ("supervise/mod.rs", include_str!("../supervise/mod.rs")),
