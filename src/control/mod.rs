@@ -8,8 +8,8 @@
 //! the rest is split by what it does: `status.rs` projects what the
 //! adapters show, `runner.rs` runs one service task, `apply.rs` runs the
 //! planner's reconciles, `reload.rs` swaps the config, `alerts.rs` and
-//! `diagnose.rs` speak to people; `order.rs`, `fastpath.rs`, `wait.rs`,
-//! `handoff.rs`, `leave.rs`, `registry.rs` and `units.rs` as their heads say.
+//! `diagnose.rs` speak to people; `order.rs`, `fastpath/`, `wait.rs`,
+//! `handoff/`, `leave.rs`, `registry.rs` and `units.rs` as their heads say.
 
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 

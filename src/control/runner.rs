@@ -134,7 +134,7 @@ impl Runner for ComposeRunner {
     }
 
     /// A reconcile's or the supervisor's deploy whose containers can be
-    /// started as they are takes no slot (see `fastpath.rs`); the check
+    /// started as they are takes no slot (see `fastpath/`); the check
     /// asks Compose nothing.
     fn takes_slot(&self, task: TaskRecord) -> crate::tasks::SlotFuture {
         let shared = self.shared.clone();
@@ -382,7 +382,7 @@ impl Shared {
         Ok(())
     }
 
-    /// The fast path (`fastpath.rs`) for the tasks that may take it: a
+    /// The fast path (`fastpath/`) for the tasks that may take it: a
     /// restart (stop and start through the API), and the deploys of
     /// recovery, boot, start-up and engine reconciles, which bring back
     /// what ran before. None: this task goes through Compose, unasked.

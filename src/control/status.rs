@@ -51,7 +51,7 @@ pub struct ServiceStatus {
     /// When a person or a move last set the desired state (µs since the
     /// epoch); 0 when it comes from `auto_start`. Two hosts that both
     /// want a service of one host running compare it: the newer claim
-    /// wins (`control/handoff.rs`).
+    /// wins (`control/handoff/settle.rs`).
     pub desired_since_usec: u64,
     pub active_state: &'static str,
     pub sub_state: String,
