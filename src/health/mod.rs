@@ -7,7 +7,11 @@
 //!   overall [`Health`] out, with changes debounced over `retries` probes.
 //! - [`spawn_probes`] runs every service's probe on its interval and sends
 //!   the results into a channel; it knows nothing of the rest of the daemon.
+//! - [`Board`] is what the supervisor knows of each service (machine,
+//!   restart budget, recoveries, waits), held by the core and written by
+//!   `supervise.rs`; the core reads it without knowing the supervisor.
 
+mod board;
 mod http;
 mod machine;
 mod probe;
@@ -15,6 +19,8 @@ mod runner;
 
 use std::time::Duration;
 
+pub(crate) use board::{evidence, slot_for, Episode, Seen};
+pub use board::{retry_delay, Board, Verdict};
 pub use machine::{Change, Facts, Health, HealthMachine};
 pub use probe::{run_probe, ProbeContext};
 pub use runner::{spawn_probes, ProbeRunner};

@@ -230,10 +230,35 @@ mod tests {
     fn only_the_journal_channel_writes_message_ids() {
         let sources = [
             ("control/mod.rs", include_str!("../control/mod.rs")),
-            ("control/handoff.rs", include_str!("../control/handoff.rs")),
+            ("control/alerts.rs", include_str!("../control/alerts.rs")),
+            ("control/apply.rs", include_str!("../control/apply.rs")),
+            ("control/reload.rs", include_str!("../control/reload.rs")),
+            ("control/runner.rs", include_str!("../control/runner.rs")),
+            ("control/status.rs", include_str!("../control/status.rs")),
+            (
+                "control/diagnose.rs",
+                include_str!("../control/diagnose.rs"),
+            ),
+            (
+                "control/handoff/mod.rs",
+                include_str!("../control/handoff/mod.rs"),
+            ),
+            (
+                "control/handoff/receive.rs",
+                include_str!("../control/handoff/receive.rs"),
+            ),
+            (
+                "control/handoff/send.rs",
+                include_str!("../control/handoff/send.rs"),
+            ),
+            (
+                "control/handoff/settle.rs",
+                include_str!("../control/handoff/settle.rs"),
+            ),
             ("control/order.rs", include_str!("../control/order.rs")),
             ("monitor.rs", include_str!("../monitor.rs")),
-            ("supervise.rs", include_str!("../supervise.rs")),
+            ("supervise/mod.rs", include_str!("../supervise/mod.rs")),
+            ("supervise/told.rs", include_str!("../supervise/told.rs")),
             ("world.rs", include_str!("../world.rs")),
             ("daemon.rs", include_str!("../daemon.rs")),
             ("tasks/mod.rs", include_str!("../tasks/mod.rs")),

@@ -12,6 +12,7 @@
 
 mod cgroup;
 mod container;
+mod figures;
 mod handle;
 mod host;
 mod parse;
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 
 pub use cgroup::{read_container, CgroupDriver, CgroupVersion, ContainerReading};
 pub use container::{ContainerSampler, ContainerStats};
+pub use figures::{ContainerFigures, Figures, ServiceFigures};
 pub use host::{DiskUsage, HostSampler, HostStats};
 pub use spike::{Metric, Sample, SpikeDetector, SpikeEvent, SpikeThresholds};
 
