@@ -13,12 +13,9 @@ use crate::control::Control;
 use crate::engine::ContainerState;
 use crate::events::Severity;
 use crate::resources::{
-    ContainerSampler, HostSampler, Metric, Sample, SpikeDetector, SpikeEvent, SpikeThresholds,
+    ContainerFigures, ContainerSampler, HostSampler, Metric, Sample, ServiceFigures, SpikeDetector,
+    SpikeEvent, SpikeThresholds,
 };
-
-/// The figures live in `resources/` (below the core, which holds them);
-/// this path stays for the wire types that still name it.
-pub use crate::resources::{ContainerFigures, ServiceFigures};
 
 /// Run until aborted.
 pub async fn run(control: Control) {

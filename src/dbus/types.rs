@@ -108,7 +108,7 @@ pub struct ContainerStatsRow {
 }
 
 impl ContainerStatsRow {
-    pub fn from_figures(f: &crate::monitor::ContainerFigures) -> ContainerStatsRow {
+    pub fn from_figures(f: &crate::resources::ContainerFigures) -> ContainerStatsRow {
         ContainerStatsRow {
             service: f.service.clone(),
             container: f.name.clone(),
