@@ -219,11 +219,15 @@ fn a_crash_loop_spends_its_budget_then_fails_with_an_alert() {
     assert_eq!(r["active_state"], "failed", "{r}");
     assert_eq!(r["health"], "unhealthy", "{r}");
     // The alert is routed after the status changes: wait for its line.
-    wait_until(WAIT, "the give-up alert is logged with its MESSAGE_ID", || {
-        daemon
-            .stderr()
-            .contains("message_id=7e61e01ca82544a1a645ed81386e1499")
-    });
+    wait_until(
+        WAIT,
+        "the give-up alert is logged with its MESSAGE_ID",
+        || {
+            daemon
+                .stderr()
+                .contains("message_id=7e61e01ca82544a1a645ed81386e1499")
+        },
+    );
     // Nothing more after giving up.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(restart_count(&env, &bus, &app), 2);

@@ -10,7 +10,7 @@ use super::{compose_networks, units, Control, ControlError, Shared};
 use crate::config;
 use crate::events::Severity;
 use crate::reconcile::{self, Action, Facts};
-use crate::store::TaskRecord;
+use crate::store::{TaskRecord, TaskResult};
 use crate::systemd;
 use crate::tasks::{Failure, Log, TaskKind};
 use crate::world;
@@ -141,7 +141,7 @@ impl Shared {
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = cancel.cancelled() => return Err(Failure { result: "canceled", message: "cancelled while waiting for Docker".into() }),
+                _ = cancel.cancelled() => return Err(Failure { result: TaskResult::Canceled, message: "cancelled while waiting for Docker".into() }),
             }
         }
         // And a view of systemd's units: one not heard of yet reads as
@@ -155,7 +155,7 @@ impl Shared {
         if !units.is_empty() {
             let unheard = tokio::select! {
                 u = self.units.wait_known(&units, units::CONNECT_WAIT) => u,
-                _ = cancel.cancelled() => return Err(Failure { result: "canceled", message: "cancelled while waiting for systemd".into() }),
+                _ = cancel.cancelled() => return Err(Failure { result: TaskResult::Canceled, message: "cancelled while waiting for systemd".into() }),
             };
             if !unheard.is_empty() {
                 log.line(&format!(
@@ -210,7 +210,7 @@ impl Shared {
             }
             if cancel.is_cancelled() {
                 return Err(Failure {
-                    result: "canceled",
+                    result: TaskResult::Canceled,
                     message: "cancelled between waves".into(),
                 });
             }
@@ -297,7 +297,7 @@ impl Shared {
             Ok(())
         } else {
             Err(Failure {
-                result: "dependency",
+                result: TaskResult::Dependency,
                 message: format!("{} of {total} tasks failed", failed.len()),
             })
         }

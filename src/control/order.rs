@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Control, ControlError, Op, Shared};
 use crate::config::Config;
 use crate::deps::{Blocked, Graph, Step, StepAction};
-use crate::store::{DesiredSource, DesiredState, TaskFilter, TaskRecord, TaskState};
+use crate::store::{DesiredSource, DesiredState, TaskFilter, TaskRecord, TaskResult, TaskState};
 use crate::tasks::{Failure, Log, TaskKind};
 use crate::world::{self, Observed};
 
@@ -286,7 +286,7 @@ impl Shared {
             // An external service is waited for: nothing could start it.
             if !svc.is_external() && !is_up(self, dep) && !self.queue().busy(dep) {
                 return Err(Failure {
-                    result: "dependency",
+                    result: TaskResult::Dependency,
                     message: format!(
                         "dependency {dep} is not running and no task is starting it ({why}); start {dep} first"
                     ),
@@ -300,7 +300,7 @@ impl Shared {
             }
             if started.elapsed() >= timeout {
                 return Err(Failure {
-                    result: "dependency",
+                    result: TaskResult::Dependency,
                     message: format!(
                         "dependency {dep} was not healthy within {timeout:?} (start_timeout): {why}"
                     ),
@@ -316,7 +316,7 @@ impl Shared {
 
 fn cancelled(waiting_for: &str) -> Failure {
     Failure {
-        result: "canceled",
+        result: TaskResult::Canceled,
         message: format!("cancelled while waiting for {waiting_for}"),
     }
 }

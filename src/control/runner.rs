@@ -12,7 +12,7 @@ use super::{fastpath, Control, Shared};
 use crate::config::{self, Config, ServiceConfig};
 use crate::engine::{Compose, ComposeChoice, ComposeError, Invocation};
 use crate::events::Severity;
-use crate::store::TaskRecord;
+use crate::store::{TaskRecord, TaskResult};
 use crate::tasks::{Failure, Log, RunFuture, Runner, TaskKind};
 
 /// Deploys that bring back what ran before and may start existing
@@ -113,7 +113,10 @@ impl Runner for ComposeRunner {
                         .board
                         .failure_facts(&task.service)
                         .is_some_and(|f| f.environmental());
-                if f.result != "canceled" && task.kind != TaskKind::Reconcile.as_str() && !retried {
+                if f.result != TaskResult::Canceled
+                    && task.kind != TaskKind::Reconcile.as_str()
+                    && !retried
+                {
                     shared.alert(
                         Severity::Warning,
                         "task-failed",
@@ -303,7 +306,7 @@ impl Shared {
                 Ok(())
             }
             Some(Err(fastpath::Miss::Cancelled)) => Err(Failure {
-                result: "canceled",
+                result: TaskResult::Canceled,
                 message: "cancelled by request".into(),
             }),
             Some(Err(fastpath::Miss::Compose(why))) => {
@@ -453,11 +456,11 @@ impl Shared {
                 }
                 return Err(match e {
                     ComposeError::Cancelled => Failure {
-                        result: "canceled",
+                        result: TaskResult::Canceled,
                         message: "cancelled by request".into(),
                     },
                     ComposeError::TimedOut(t) => Failure {
-                        result: "timeout",
+                        result: TaskResult::Timeout,
                         message: format!("{} did not finish within {t:?}", args.join(" ")),
                     },
                     other => Failure::failed(format!("{}: {other}", args.join(" "))),

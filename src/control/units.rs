@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use super::{Control, ControlError, Shared};
 use crate::config::Config;
 use crate::events::Event;
-use crate::store::TaskRecord;
+use crate::store::{TaskRecord, TaskResult};
 use crate::tasks::{Failure, Log, TaskKind};
 use crate::units::{UnitManager, UnitSpec};
 
@@ -65,7 +65,7 @@ impl Shared {
                         m.map_err(|e| Failure::failed(e.to_string()))?
                     }
                     _ = cancel.cancelled() => return Err(Failure {
-                        result: "canceled",
+                        result: TaskResult::Canceled,
                         message: "cancelled while waiting for systemd".into(),
                     }),
                 }
@@ -111,12 +111,12 @@ impl Shared {
             r = tokio::time::timeout(kind.timeout(), job) => match r {
                 Ok(r) => r.map_err(|e| Failure::failed(e.to_string())),
                 Err(_) => Err(Failure {
-                    result: "timeout",
+                    result: TaskResult::Timeout,
                     message: format!("{call} {unit} did not finish within {:?}", kind.timeout()),
                 }),
             },
             _ = cancel.cancelled() => Err(Failure {
-                result: "canceled",
+                result: TaskResult::Canceled,
                 message: "cancelled by request".into(),
             }),
         };

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Control, ControlError, Op, Shared};
 use crate::config::Config;
-use crate::store::TaskRecord;
+use crate::store::{TaskRecord, TaskResult};
 use crate::tasks::{Failure, Log};
 
 const POLL: Duration = Duration::from_millis(250);
@@ -103,7 +103,7 @@ impl Shared {
             }
             if ready_since.is_none() && started.elapsed() >= limit {
                 return Err(Failure {
-                    result: "timeout",
+                    result: TaskResult::Timeout,
                     message: format!(
                         "{} was not running and healthy within start_timeout {} ({now})",
                         svc.name,
@@ -116,7 +116,7 @@ impl Shared {
                 _ = tokio::time::sleep(POLL) => {}
                 _ = cancel.cancelled() => {
                     return Err(Failure {
-                        result: "canceled",
+                        result: TaskResult::Canceled,
                         message: format!("cancelled while waiting for {} to be healthy", svc.name),
                     })
                 }

@@ -21,7 +21,7 @@ use tracing::warn;
 
 use crate::control::{Control, ControlError, Op};
 use crate::engine::{ComposeFlavor, Docker};
-use crate::store::{Store, TaskRecord};
+use crate::store::{Store, TaskRecord, TaskResult};
 use crate::tasks::{Failure, Log, TaskKind};
 
 pub use plan::{short_id, Kinds, Plan};
@@ -201,7 +201,7 @@ pub(crate) async fn prune_task(
     ));
     if cancel.is_cancelled() {
         return Err(Failure {
-            result: "canceled",
+            result: TaskResult::Canceled,
             message: "cancelled by request".into(),
         });
     }

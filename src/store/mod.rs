@@ -38,8 +38,8 @@ pub use error::StoreError;
 pub use health::{WriteFailure, WriteHealth, QUIET_INTERVAL};
 pub use images::{SeenImage, ServiceImage};
 pub use types::{
-    result, Desired, DesiredSource, DesiredState, EventRecord, LogLine, NewEvent, NewTask,
-    OutboxItem, ParseEnumError, TaskFilter, TaskRecord, TaskState, IN_DOUBT, KEPT,
+    Desired, DesiredSource, DesiredState, EventRecord, LogLine, NewEvent, NewTask, OutboxItem,
+    ParseEnumError, TaskFilter, TaskRecord, TaskResult, TaskState, IN_DOUBT, KEPT,
 };
 
 /// The database file's name inside the state directory.

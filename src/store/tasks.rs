@@ -4,7 +4,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use super::{
-    now_usec, result, to_i64, LogLine, NewTask, Store, StoreError, TaskFilter, TaskRecord,
+    now_usec, to_i64, LogLine, NewTask, Store, StoreError, TaskFilter, TaskRecord, TaskResult,
     TaskState,
 };
 
@@ -128,7 +128,7 @@ impl Store {
         &self,
         id: u64,
         state: TaskState,
-        result: &str,
+        result: TaskResult,
         error: Option<&str>,
     ) -> Result<TaskRecord, StoreError> {
         if !state.is_finished() {
@@ -142,7 +142,7 @@ impl Store {
             tx.execute(
                 "UPDATE tasks SET state = ?2, result = ?3, error = ?4, finished_usec = ?5
                  WHERE id = ?1",
-                params![id, state.as_str(), result, error, now_usec()],
+                params![id, state.as_str(), result.as_str(), error, now_usec()],
             )?;
             self.existing_task(tx, id)
         })
@@ -301,7 +301,7 @@ impl Store {
                 tx.execute(
                     "UPDATE tasks SET state = 'failed', result = ?2, error = ?3, finished_usec = ?4
                      WHERE id = ?1",
-                    params![task.id, result::INTERRUPTED, message, now],
+                    params![task.id, TaskResult::Interrupted.as_str(), message, now],
                 )?;
                 append_log(
                     tx,

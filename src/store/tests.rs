@@ -230,7 +230,7 @@ fn task_lifecycle_and_log_order() {
             .unwrap();
     }
     let done = store
-        .finish_task(task.id, TaskState::Succeeded, result::DONE, None)
+        .finish_task(task.id, TaskState::Succeeded, TaskResult::Done, None)
         .unwrap();
     assert_eq!(done.state, TaskState::Succeeded);
     assert_eq!(done.result, "done");
@@ -254,7 +254,7 @@ fn task_lifecycle_and_log_order() {
 
     // Finished is final.
     assert!(matches!(
-        store.finish_task(task.id, TaskState::Failed, result::FAILED, Some("x")),
+        store.finish_task(task.id, TaskState::Failed, TaskResult::Failed, Some("x")),
         Err(StoreError::TaskFinished(id)) if id == task.id
     ));
     assert!(matches!(
@@ -276,7 +276,7 @@ fn task_errors() {
         Err(StoreError::NoSuchTask(42))
     ));
     assert!(matches!(
-        store.finish_task(42, TaskState::Failed, "failed", None),
+        store.finish_task(42, TaskState::Failed, TaskResult::Failed, None),
         Err(StoreError::NoSuchTask(42))
     ));
     assert!(matches!(
@@ -285,12 +285,12 @@ fn task_errors() {
     ));
     let task = store.create_task(&new_task("stop", "web")).unwrap();
     let err = store
-        .finish_task(task.id, TaskState::Running, "", None)
+        .finish_task(task.id, TaskState::Running, TaskResult::Done, None)
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFinalState { .. }), "{err:?}");
     // A pending task may finish without starting (cancelled in the queue).
     let cancelled = store
-        .finish_task(task.id, TaskState::Cancelled, result::CANCELED, None)
+        .finish_task(task.id, TaskState::Cancelled, TaskResult::Canceled, None)
         .unwrap();
     assert_eq!(cancelled.started_usec, None);
     assert!(cancelled.finished_usec.is_some());
@@ -305,7 +305,7 @@ fn task_ids_are_never_reused() {
     for _ in 0..3 {
         let t = store.create_task(&new_task("pull", "web")).unwrap();
         store
-            .finish_task(t.id, TaskState::Succeeded, result::DONE, None)
+            .finish_task(t.id, TaskState::Succeeded, TaskResult::Done, None)
             .unwrap();
         last = t.id;
     }
@@ -326,11 +326,11 @@ fn interrupt_unfinished_fails_pending_and_running_only() {
         let done = store.create_task(&new_task("deploy", "c")).unwrap().id;
         store.start_task(done).unwrap();
         store
-            .finish_task(done, TaskState::Succeeded, result::DONE, None)
+            .finish_task(done, TaskState::Succeeded, TaskResult::Done, None)
             .unwrap();
         let failed = store.create_task(&new_task("deploy", "d")).unwrap().id;
         store
-            .finish_task(failed, TaskState::Failed, result::FAILED, Some("boom"))
+            .finish_task(failed, TaskState::Failed, TaskResult::Failed, Some("boom"))
             .unwrap();
         (pending, running, done, failed)
     };
@@ -383,13 +383,13 @@ fn list_tasks_filters_newest_first() {
         match i {
             0 => {
                 store
-                    .finish_task(t.id, TaskState::Succeeded, result::DONE, None)
+                    .finish_task(t.id, TaskState::Succeeded, TaskResult::Done, None)
                     .unwrap();
             }
             1 | 2 => store.start_task(t.id).unwrap(),
             3 => {
                 store
-                    .finish_task(t.id, TaskState::Failed, result::FAILED, Some("x"))
+                    .finish_task(t.id, TaskState::Failed, TaskResult::Failed, Some("x"))
                     .unwrap();
             }
             _ => {}
@@ -454,7 +454,7 @@ fn prune_tasks_keeps_newest_finished_and_all_unfinished() {
         let id = store.create_task(&new_task("pull", "web")).unwrap().id;
         store.append_task_log(id, &format!("pull {i}")).unwrap();
         store
-            .finish_task(id, TaskState::Succeeded, result::DONE, None)
+            .finish_task(id, TaskState::Succeeded, TaskResult::Done, None)
             .unwrap();
         finished.push(id);
     }
@@ -748,7 +748,7 @@ fn concurrent_use_from_threads() {
                     store.start_task(task.id)?;
                     store.append_task_log(task.id, "one")?;
                     store.append_task_log(task.id, "two")?;
-                    store.finish_task(task.id, TaskState::Succeeded, result::DONE, None)?;
+                    store.finish_task(task.id, TaskState::Succeeded, TaskResult::Done, None)?;
                     let state = if round % 2 == 0 {
                         DesiredState::Running
                     } else {
@@ -826,7 +826,7 @@ fn crash_child_writer() {
                 .unwrap();
         }
         store
-            .finish_task(task.id, TaskState::Succeeded, result::DONE, None)
+            .finish_task(task.id, TaskState::Succeeded, TaskResult::Done, None)
             .unwrap();
         let state = if round % 2 == 0 {
             DesiredState::Running

@@ -114,16 +114,19 @@ impl TaskState {
     }
 }
 
-/// Task results, named as systemd's `JobRemoved` names them. `result` is
-/// the empty string while a task is unfinished.
-pub mod result {
-    pub const DONE: &str = "done";
-    pub const FAILED: &str = "failed";
-    pub const CANCELED: &str = "canceled";
-    pub const TIMEOUT: &str = "timeout";
-    pub const INTERRUPTED: &str = "interrupted";
-    pub const DEPENDENCY: &str = "dependency";
-    pub const SKIPPED: &str = "skipped";
+named_enum! {
+    /// How a task ended, named as systemd's `JobRemoved` names results.
+    /// A task's stored `result` is one of these once it has finished, and
+    /// the empty string before.
+    pub enum TaskResult("task result") {
+        Done = "done",
+        Failed = "failed",
+        Canceled = "canceled",
+        Timeout = "timeout",
+        Interrupted = "interrupted",
+        Dependency = "dependency",
+        Skipped = "skipped",
+    }
 }
 
 /// A service's stored desired state.

@@ -21,7 +21,7 @@ use crate::engine::ContainerState;
 use crate::events::{Event, Severity};
 use crate::health::{self, evidence, retry_delay, slot_for, Board, Episode, Facts, ProbeResult};
 use crate::recovery::{self, Action, Cause};
-use crate::store::{now_usec, DesiredState};
+use crate::store::{now_usec, DesiredState, TaskResult};
 use crate::tasks::TaskKind;
 use crate::world;
 
@@ -75,7 +75,7 @@ pub async fn run(control: Control, board: Arc<Board>) {
                     }
                 }
                 Ok(Event::TaskRemoved { id, service, result })
-                    if !service.is_empty() && result != "done" =>
+                    if !service.is_empty() && result != TaskResult::Done.as_str() =>
                 {
                     // A failed task. A person's that met the surroundings
                     // (a missing image, say) is waited out like any other;

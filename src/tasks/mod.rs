@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::events::{Event, EventSender};
-use crate::store::{NewEvent, NewTask, Store, StoreError, TaskRecord, TaskState};
+use crate::store::{NewEvent, NewTask, Store, StoreError, TaskRecord, TaskResult, TaskState};
 
 /// The operations stackd knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -118,15 +118,15 @@ impl TaskKind {
 /// Why a task did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// systemd-style result: `failed`, `timeout`, `canceled`, `dependency`.
-    pub result: &'static str,
+    /// systemd-style result: failed, timeout, canceled, dependency.
+    pub result: TaskResult,
     pub message: String,
 }
 
 impl Failure {
     pub fn failed(message: impl Into<String>) -> Failure {
         Failure {
-            result: "failed",
+            result: TaskResult::Failed,
             message: message.into(),
         }
     }
@@ -391,7 +391,7 @@ impl Inner {
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn finish(&self, task: &TaskRecord, state: TaskState, result: &str, error: Option<&str>) {
+    fn finish(&self, task: &TaskRecord, state: TaskState, result: TaskResult, error: Option<&str>) {
         if let Some(msg) = error {
             let _ = self
                 .store
@@ -504,7 +504,7 @@ async fn drain(inner: Arc<Inner>, service: String) {
             .prepare(task.clone(), log.clone(), cancel.clone())
             .await
         {
-            let state = if f.result == "canceled" {
+            let state = if f.result == TaskResult::Canceled {
                 TaskState::Cancelled
             } else {
                 TaskState::Failed
@@ -527,11 +527,16 @@ async fn drain(inner: Arc<Inner>, service: String) {
             } else {
                 "cancelled while pending"
             };
-            inner.finish(&task, TaskState::Cancelled, "canceled", Some(why));
+            inner.finish(&task, TaskState::Cancelled, TaskResult::Canceled, Some(why));
             continue;
         }
         if let Err(e) = inner.store.start_task(id) {
-            inner.finish(&task, TaskState::Failed, "failed", Some(&e.to_string()));
+            inner.finish(
+                &task,
+                TaskState::Failed,
+                TaskResult::Failed,
+                Some(&e.to_string()),
+            );
             continue;
         }
         inner.lock().running.insert(id, (kind, service.clone()));
@@ -551,10 +556,13 @@ async fn drain(inner: Arc<Inner>, service: String) {
         let outcome = inner.runner.run(task.clone(), log, cancel.clone()).await;
         drop(permit);
         match outcome {
-            Ok(()) => inner.finish(&task, TaskState::Succeeded, "done", None),
-            Err(f) if f.result == "canceled" => {
-                inner.finish(&task, TaskState::Cancelled, "canceled", Some(&f.message))
-            }
+            Ok(()) => inner.finish(&task, TaskState::Succeeded, TaskResult::Done, None),
+            Err(f) if f.result == TaskResult::Canceled => inner.finish(
+                &task,
+                TaskState::Cancelled,
+                TaskResult::Canceled,
+                Some(&f.message),
+            ),
             Err(f) => inner.finish(&task, TaskState::Failed, f.result, Some(&f.message)),
         }
     }
@@ -587,7 +595,7 @@ mod tests {
                 log.line("working");
                 let r = tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(50)) => Ok(()),
-                    _ = cancel.cancelled() => Err(Failure { result: "canceled", message: "cancelled by request".into() }),
+                    _ = cancel.cancelled() => Err(Failure { result: TaskResult::Canceled, message: "cancelled by request".into() }),
                 };
                 me.now.fetch_sub(1, Ordering::SeqCst);
                 r
@@ -609,7 +617,7 @@ mod tests {
                         Err(Failure::failed("a never ran"))
                     }
                     "never" => Err(Failure {
-                        result: "dependency",
+                        result: TaskResult::Dependency,
                         message: "what it needs is down".into(),
                     }),
                     _ => Ok(()),
@@ -689,7 +697,7 @@ mod tests {
         let n = q.wait(never).await.unwrap();
         assert_eq!(
             (n.state, n.result.as_str()),
-            (TaskState::Failed, "dependency")
+            (TaskState::Failed, TaskResult::Dependency.as_str())
         );
         let order: Vec<String> = runner
             .order
