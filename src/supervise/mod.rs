@@ -10,6 +10,7 @@
 //! Architecture invariant: the supervisor never runs Compose; it asks the
 //! task queue, like everyone else.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ use crate::engine::ContainerState;
 use crate::events::{Event, Severity};
 use crate::health::{self, evidence, retry_delay, slot_for, Board, Episode, Facts, ProbeResult};
 use crate::recovery::{self, Action, Cause};
-use crate::store::{now_usec, DesiredState, TaskResult};
+use crate::store::{now_usec, DesiredState, TaskRecord, TaskResult};
 use crate::tasks::TaskKind;
 use crate::world;
 
@@ -412,43 +413,83 @@ fn observe(
     let generation = control.docker_generation();
     let compose = svc.is_compose();
     let control = control.clone();
+    let name = service.to_string();
+    later(delay, service, done, async move {
+        // Docker went away meanwhile (an engine restart): the reconcile
+        // that follows its return decides instead. A unit service's
+        // recovery is systemd's business, not Docker's.
+        let still = still_wanted(&control, &name)
+            && !control.queue().busy("")
+            && (!compose
+                || (control.docker_generation() == generation && control.docker().is_some()));
+        let Some(task) = still
+            .then(|| submit_recovery(&control, kind, &name, &evidence_lines, "recovery"))
+            .flatten()
+        else {
+            return;
+        };
+        let severity = if d.warnings.is_empty() {
+            Severity::Warning
+        } else {
+            Severity::Critical
+        };
+        control.alert(
+            severity,
+            "recovering",
+            &name,
+            &format!("{} (task {}: {})", d.summary, task.id, kind.as_str()),
+            &d.warnings.join("\n"),
+        );
+        let _ = control.queue().wait(task.id).await;
+    });
+}
+
+/// Whether `service` is still to be brought back when its turn comes:
+/// wanted running, and no task of it pending or running.
+fn still_wanted(control: &Control, service: &str) -> bool {
+    control
+        .service(service)
+        .is_ok_and(|s| s.desired == DesiredState::Running)
+        && !control.queue().busy(service)
+}
+
+/// Queue a `recovery` task of `service` whose log starts with `lines`
+/// (the evidence and the decision); `None`, with a warning naming `what`
+/// could not be queued, when the queue refuses it.
+fn submit_recovery(
+    control: &Control,
+    kind: TaskKind,
+    service: &str,
+    lines: &[String],
+    what: &str,
+) -> Option<TaskRecord> {
+    match control.queue().submit(kind, service, "recovery") {
+        Ok(task) => {
+            for line in lines {
+                let _ = control.store().append_task_log(task.id, line);
+            }
+            Some(task)
+        }
+        Err(e) => {
+            warn!(stackd_service = %service, "cannot queue the {what}: {e}");
+            None
+        }
+    }
+}
+
+/// Run `step` after `delay` in a task of its own, then hand `service` back
+/// to the supervisor's loop through `done`, whatever `step` did.
+fn later(
+    delay: Duration,
+    service: &str,
+    done: &mpsc::Sender<String>,
+    step: impl Future<Output = ()> + Send + 'static,
+) {
     let service = service.to_string();
     let done = done.clone();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        // Docker went away meanwhile (an engine restart): the reconcile
-        // that follows its return decides instead. A unit service's
-        // recovery is systemd's business, not Docker's.
-        let still_wanted = control
-            .service(&service)
-            .is_ok_and(|s| s.desired == DesiredState::Running)
-            && !control.queue().busy(&service)
-            && !control.queue().busy("")
-            && (!compose
-                || (control.docker_generation() == generation && control.docker().is_some()));
-        if still_wanted {
-            match control.queue().submit(kind, &service, "recovery") {
-                Ok(task) => {
-                    for line in &evidence_lines {
-                        let _ = control.store().append_task_log(task.id, line);
-                    }
-                    let severity = if d.warnings.is_empty() {
-                        Severity::Warning
-                    } else {
-                        Severity::Critical
-                    };
-                    control.alert(
-                        severity,
-                        "recovering",
-                        &service,
-                        &format!("{} (task {}: {})", d.summary, task.id, kind.as_str()),
-                        &d.warnings.join("\n"),
-                    );
-                    let _ = control.queue().wait(task.id).await;
-                }
-                Err(e) => warn!(stackd_service = %service, "cannot queue the recovery: {e}"),
-            }
-        }
+        step.await;
         let _ = done.send(service).await;
     });
 }
@@ -462,31 +503,17 @@ fn retry_later(
     done: &mpsc::Sender<String>,
 ) {
     let control = control.clone();
-    let service = service.to_string();
-    let done = done.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        let still_wanted = control
-            .service(&service)
-            .is_ok_and(|s| s.desired == DesiredState::Running)
-            && !control.queue().busy(&service)
+    let name = service.to_string();
+    later(delay, service, done, async move {
+        let still = still_wanted(&control, &name)
             && control.docker().is_some()
-            && control.board().waiting(&service);
-        if still_wanted {
-            match control
-                .queue()
-                .submit(TaskKind::Deploy, &service, "recovery")
-            {
-                Ok(task) => {
-                    for line in &lines {
-                        let _ = control.store().append_task_log(task.id, line);
-                    }
-                    let _ = control.queue().wait(task.id).await;
-                }
-                Err(e) => warn!(stackd_service = %service, "cannot queue the retry: {e}"),
-            }
+            && control.board().waiting(&name);
+        if let Some(task) = still
+            .then(|| submit_recovery(&control, TaskKind::Deploy, &name, &lines, "retry"))
+            .flatten()
+        {
+            let _ = control.queue().wait(task.id).await;
         }
-        let _ = done.send(service).await;
     });
 }
 
@@ -523,24 +550,21 @@ fn confirm_outside_stop(
     done: &mpsc::Sender<String>,
 ) {
     let control = control.clone();
-    let service = service.to_string();
-    let done = done.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(OUTSIDE_GRACE).await;
-        let now = control.outside_stop(&service);
+    let name = service.to_string();
+    later(OUTSIDE_GRACE, service, done, async move {
+        let now = control.outside_stop(&name);
         let still = now.as_ref().is_some_and(|o| o.container == stop.container)
-            && world::classify(&control.containers(&service)) != world::Observed::Running
-            && control.desired_state(&service) == DesiredState::Running;
+            && world::classify(&control.containers(&name)) != world::Observed::Running
+            && control.desired_state(&name) == DesiredState::Running;
         // A unit's stop is systemd's to tell; Docker has no say in it.
         let engine_up = still
-            && (control.is_unit_service(&service)
+            && (control.is_unit_service(&name)
                 || control.docker().is_some() && crate::engine::Docker::connect().await.is_ok());
         if let (true, Some(now)) = (still && engine_up, now) {
-            control.stopped_outside(&service, &now);
+            control.stopped_outside(&name, &now);
         } else if still {
             // The engine is going away: nobody asked for this stop.
-            control.forget_outside_stop(&service);
+            control.forget_outside_stop(&name);
         }
-        let _ = done.send(service).await;
     });
 }

@@ -37,6 +37,14 @@ fn images(id: Option<&str>) -> HashMap<String, Option<String>> {
     HashMap::from([("img:1".to_string(), id.map(str::to_string))])
 }
 
+/// The decision leaves the start to Compose, for a reason that says `want`.
+fn assert_compose(decision: Decision, want: &str) {
+    match decision {
+        Decision::Compose(why) => assert!(why.contains(want), "{why:?} lacks {want:?}"),
+        Decision::Start(_) => panic!("expected Compose ({want})"),
+    }
+}
+
 const FILE: &str = "services:\n  db:\n    image: img:1\n    stop_grace_period: 1m30s\n  web:\n    image: img:1\n    depends_on:\n      db:\n        condition: service_healthy\n    env_file: [a.env]\n  side:\n    image: img:1\n    depends_on: [web]\n";
 
 #[test]
@@ -87,6 +95,9 @@ fn anything_else_goes_to_compose_with_its_reason() {
     let h = hashes(&[("db", "h1"), ("web", "h2")]);
     let ok = images(Some("sha256:aaa"));
     type Images = HashMap<String, Option<String>>;
+    // db stopped as the running config wants it, then web as given.
+    let db_and = |web| vec![c("db", ContainerState::Exited, "h1"), web];
+    let stopped = db_and(c("web", ContainerState::Exited, "h2"));
     let cases: Vec<(Vec<ContainerInfo>, Images, &str)> = vec![
         (vec![], ok.clone(), "no container"),
         (
@@ -95,52 +106,29 @@ fn anything_else_goes_to_compose_with_its_reason() {
             "service web has no container",
         ),
         (
-            vec![
-                c("db", ContainerState::Exited, "h1"),
-                c("web", ContainerState::Exited, "OLD"),
-            ],
+            db_and(c("web", ContainerState::Exited, "OLD")),
             ok.clone(),
             "Compose file changed for service web",
         ),
         (
-            vec![
-                c("db", ContainerState::Exited, "h1"),
-                c("web", ContainerState::Exited, "h2"),
-            ],
+            stopped.clone(),
             images(Some("sha256:bbb")),
             "is not the one",
         ),
+        (stopped.clone(), images(None), "not present"),
         (
-            vec![
-                c("db", ContainerState::Exited, "h1"),
-                c("web", ContainerState::Exited, "h2"),
-            ],
-            images(None),
-            "not present",
-        ),
-        (
-            vec![
-                c("db", ContainerState::Exited, "h1"),
-                c("web", ContainerState::Paused, "h2"),
-            ],
+            db_and(c("web", ContainerState::Paused, "h2")),
             ok.clone(),
             "is paused",
         ),
         (
-            vec![
-                c("db", ContainerState::Exited, "h1"),
-                c("web", ContainerState::Exited, "h2"),
-                c("gone", ContainerState::Exited, "h9"),
-            ],
+            [stopped, vec![c("gone", ContainerState::Exited, "h9")]].concat(),
             ok.clone(),
             "does not deploy",
         ),
     ];
     for (cs, imgs, want) in cases {
-        match decide(&p, &h, &cs, &imgs) {
-            Decision::Compose(why) => assert!(why.contains(want), "{why:?} lacks {want:?}"),
-            Decision::Start(_) => panic!("expected Compose ({want})"),
-        }
+        assert_compose(decide(&p, &h, &cs, &imgs), want);
     }
     let cycle =
         read_project("services:\n  a:\n    depends_on: [b]\n  b:\n    depends_on: [a]\n").unwrap();
@@ -198,10 +186,7 @@ fn replicas_must_all_exist_to_start_through_the_api() {
             "has 4 containers; the Compose file asks for 3",
         ),
     ] {
-        match decide(&p, &h, &cs, &ok) {
-            Decision::Compose(why) => assert!(why.contains(want), "{why:?} lacks {want:?}"),
-            Decision::Start(_) => panic!("expected Compose ({want})"),
-        }
+        assert_compose(decide(&p, &h, &cs, &ok), want);
     }
     let var = read_project("services:\n  web:\n    image: img:1\n    scale: ${N}\n").unwrap();
     assert!(matches!(

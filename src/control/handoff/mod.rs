@@ -13,6 +13,7 @@
 //! task (start, wait until healthy), both asked over the peer endpoint.
 //! This module knows no HTTP: [`Peers`] is implemented by `peer::Cluster`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,9 +21,9 @@ use futures_util::stream::{BoxStream, StreamExt};
 
 use super::{project_paths, Control, ControlError, Op, Shared};
 use crate::config::{Config, HostSelector, PeerConfig, ServiceConfig};
-use crate::events::Event;
+use crate::events::{Event, Severity};
 use crate::store::{DesiredState, TaskRecord};
-use crate::tasks::TaskKind;
+use crate::tasks::{Failure, TaskKind};
 use crate::world::{self, Observed};
 
 mod peers;
@@ -103,6 +104,17 @@ impl Remote {
             Remote::Failed(m) | Remote::Lost(m) => m,
         }
     }
+}
+
+/// The service a move's task works on, with its project's directory and
+/// Compose file; a failure when the configuration no longer has it.
+fn moving(cfg: &Config, name: &str) -> Result<(ServiceConfig, PathBuf, PathBuf), Failure> {
+    let svc = cfg
+        .service(name)
+        .cloned()
+        .ok_or_else(|| Failure::failed(format!("{name} is no longer in the configuration")))?;
+    let (dir, file) = project_paths(cfg, name)?;
+    Ok((svc, dir, file))
 }
 
 /// A task's origin on the host a service moves to.
@@ -340,6 +352,12 @@ fn unreachable(host: &str, e: &PeerFailure, consequence: &str) -> ControlError {
 }
 
 impl Shared {
+    /// The `migrated` alert each host of a move sends when its part
+    /// ended well; `data` names the hosts and the task.
+    fn migrated(&self, name: &str, summary: &str, data: serde_json::Value) {
+        self.alert(Severity::Info, "migrated", name, summary, "", data);
+    }
+
     fn peers(&self) -> Result<&dyn Peers, ControlError> {
         self.peers.get().map(|p| p.as_ref()).ok_or_else(|| {
             ControlError::PeerUnreachable("this stackd has no peer client".to_string())

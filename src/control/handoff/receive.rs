@@ -7,11 +7,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::{
-    origin_from, project_paths, Control, ControlError, Prepared, Shared, VolumeOffer,
-    VolumeReceipt, POLL, SETTLE,
+    moving, origin_from, Control, ControlError, Prepared, Shared, VolumeOffer, VolumeReceipt, POLL,
+    SETTLE,
 };
 use crate::config::{Config, ServiceConfig};
-use crate::events::{Event, Severity};
+use crate::events::Event;
 use crate::store::{DesiredState, TaskRecord};
 use crate::tasks::{Failure, Log, TaskKind};
 use crate::world::{self, Observed};
@@ -191,11 +191,7 @@ impl Shared {
             .unwrap_or("?")
             .to_string();
         let cfg = self.config();
-        let svc = cfg
-            .service(name)
-            .cloned()
-            .ok_or_else(|| Failure::failed(format!("{name} is no longer in the configuration")))?;
-        let (dir, file) = project_paths(&cfg, name)?;
+        let (svc, dir, file) = moving(&cfg, name)?;
         log.line(&format!("{name} moves here from {from}"));
         let deadline = tokio::time::Instant::now() + svc.start_timeout;
         let started = self
@@ -213,12 +209,9 @@ impl Shared {
                 }
                 let summary = format!("{name} moved here from {from}");
                 log.line(&format!("{name} runs and is healthy"));
-                self.alert(
-                    Severity::Info,
-                    "migrated",
+                self.migrated(
                     name,
                     &summary,
-                    "",
                     serde_json::json!({ "from": from, "to": cfg.host, "task": task.id }),
                 );
                 Ok(())

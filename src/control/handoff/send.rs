@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::{
-    doubt_after, project_paths, single_host, ControlError, PeerFailure, PeerService, Peers, Reader,
+    doubt_after, moving, single_host, ControlError, PeerFailure, PeerService, Peers, Reader,
     Remote, Shared, VolumeOffer, POLL,
 };
 use crate::config::{Config, Handoff, PeerConfig, ServiceConfig};
@@ -175,13 +175,9 @@ impl Shared {
         let cfg = self.config();
         let me = cfg.host.clone();
         let failed = |m: String| Failure::failed(m);
-        let svc = cfg
-            .service(name)
-            .cloned()
-            .ok_or_else(|| failed(format!("{name} is no longer in the configuration")))?;
+        let (svc, dir, file) = moving(&cfg, name)?;
         let (peer, url) = self.link(&cfg, &to).map_err(|e| failed(e.to_string()))?;
         let peers = self.peers().map_err(|e| failed(e.to_string()))?;
-        let (dir, file) = project_paths(&cfg, name)?;
         let there = (&peer, url.as_str(), to.as_str());
         let carry = carry || svc.handoff_volumes;
         // The volumes are read while nothing writes them: carrying them
@@ -236,6 +232,18 @@ impl Shared {
             log.line(&format!("{me}: stopping {name}"));
             self.compose_steps(name, &dir, &file, &[&["stop"]], log, cancel, deadline)
         };
+        // A failure after the stop and before the target's start: the
+        // service runs here again, its desired state as it was.
+        let put_back = |why: String| {
+            self.start_again(
+                name,
+                (&dir, &file),
+                (before.as_ref(), &to),
+                why,
+                log,
+                cancel,
+            )
+        };
         match mode {
             Handoff::StopFirst => {
                 // Stored first: the supervisor must not bring it back.
@@ -259,16 +267,7 @@ impl Shared {
                             let why = format!(
                                 "{why}; {name}'s volumes on {me} were only read and are untouched"
                             );
-                            return Err(self
-                                .start_again(
-                                    name,
-                                    (&dir, &file),
-                                    (before.as_ref(), &to),
-                                    why,
-                                    log,
-                                    cancel,
-                                )
-                                .await);
+                            return Err(put_back(why).await);
                         }
                     }
                 }
@@ -277,16 +276,7 @@ impl Shared {
                     return Err(self.in_doubt(task, name, &to, &why, log));
                 }
                 if let Err(Remote::Failed(why)) = handed {
-                    return Err(self
-                        .start_again(
-                            name,
-                            (&dir, &file),
-                            (before.as_ref(), &to),
-                            why,
-                            log,
-                            cancel,
-                        )
-                        .await);
+                    return Err(put_back(why).await);
                 }
             }
             Handoff::Overlap => {
@@ -334,12 +324,9 @@ impl Shared {
                 carried.join(", volume ")
             ));
         }
-        self.alert(
-            Severity::Info,
-            "migrated",
+        self.migrated(
             name,
             &summary,
-            "",
             serde_json::json!({ "from": me, "to": to, "handoff": handoff, "task": task.id }),
         );
         Ok(())
