@@ -865,35 +865,13 @@ fn docker_a_move_hands_the_service_over_and_the_hand_off_rule_guards_starts() {
     assert!(runs(&name, "main_a"));
 
     // The move: one task on a, whose log tells every step.
-    let out = pair.ctl(0, &["migrate", &name, "b"]).expect_success();
-    for step in [
-        "moving",
-        "b: preflight, then pull",
-        "a: stopping",
-        "b: starting",
-        "runs and is healthy",
-        &format!("{name} moved from a to b"),
-    ] {
-        assert!(out.stdout.contains(step), "no {step:?} in the log: {out}");
-    }
+    common::moves::move_a_to_b(|i, args| pair.ctl(i, args), &name);
     assert!(runs(&name, "main_b"), "b's container does not run");
     assert_eq!(
         container_of(&name, "main_a"),
         Some(("exited".to_string(), 0)),
         "a's container did not stop"
     );
-    let a = pair.ctl(0, &["status", &name]);
-    assert!(
-        a.stdout.contains("Desired: stopped (set by migrate to b)"),
-        "{a}"
-    );
-    let b = pair.ctl(1, &["status", &name]).expect_success();
-    assert!(
-        b.stdout
-            .contains("Desired: running (set by migrate from a)"),
-        "{b}"
-    );
-    assert!(b.stdout.contains("Active: active"), "{b}");
     let all = pair.ctl(0, &["list", "--all-hosts"]).expect_success();
     assert!(
         all.stdout.lines().any(|l| {

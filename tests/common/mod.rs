@@ -18,6 +18,7 @@
 
 mod image;
 pub use image::busybox_static;
+pub mod moves;
 
 use std::ffi::OsStr;
 use std::fmt::{self, Write as _};

@@ -1,0 +1,37 @@
+//! What a person sees of a move between two hosts, checked alike on the
+//! simulator (`tests/sim.rs`) and on Docker (`tests/peer.rs`).
+
+use super::Output;
+
+/// Moves `name` from host a to host b with `stackctl migrate` on a, where
+/// `ctl(i, args)` runs `stackctl` against host `i` (0 is a, 1 is b), and
+/// checks what a person sees: every step in the move's task log, and
+/// `status` on both hosts (stopped by the move on a, running and active,
+/// set by the move, on b). Returns the migrate's output.
+#[track_caller]
+pub fn move_a_to_b(ctl: impl Fn(usize, &[&str]) -> Output, name: &str) -> Output {
+    let out = ctl(0, &["migrate", name, "b"]).expect_success();
+    for step in [
+        "moving",
+        "b: preflight, then pull",
+        "a: stopping",
+        "b: starting",
+        "runs and is healthy",
+        &format!("{name} moved from a to b"),
+    ] {
+        assert!(out.stdout.contains(step), "no {step:?} in the log: {out}");
+    }
+    let a = ctl(0, &["status", name]);
+    assert!(
+        a.stdout.contains("Desired: stopped (set by migrate to b)"),
+        "{a}"
+    );
+    let b = ctl(1, &["status", name]).expect_success();
+    assert!(
+        b.stdout
+            .contains("Desired: running (set by migrate from a)"),
+        "{b}"
+    );
+    assert!(b.stdout.contains("Active: active"), "{b}");
+    out
+}
