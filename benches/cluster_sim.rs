@@ -15,18 +15,15 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Bus, Daemon, TestEnv};
+use common::loopback;
 
 const HOSTS: usize = 50;
 const SERVICES_PER_HOST: usize = 2;
 const DOWN: usize = 5;
 const RUNS: usize = 5;
 const PEER_TIMEOUT: &str = "2s";
-const TOKEN: &str = "bench-token-0123456789";
 const NO_DOCKER: &str = "unix:///nonexistent/stackd-bench/docker.sock";
 
 fn main() {
@@ -39,80 +36,34 @@ fn main() {
     cluster();
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn token_file(dir: &Path) -> String {
-    let token = dir.join("peer.token");
-    std::fs::write(&token, TOKEN).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    common::toml_str(&token.display().to_string())
-}
-
 fn host(i: usize) -> String {
     format!("h{i:02}")
 }
 
 fn cluster() {
-    let envs: Vec<TestEnv> = (0..HOSTS)
-        .map(|i| TestEnv::new(&format!("bench_cluster_sim_{i}")))
-        .collect();
-    let port = free_port();
-    let mut text = format!(
-        "host = \"{}\"\ncompose_dir = {}\n\n[peer]\ntoken_file = {}\ntimeout = \"{PEER_TIMEOUT}\"\n\n",
-        host(0),
-        common::toml_str(&envs[0].compose_dir().display().to_string()),
-        token_file(envs[0].dir()),
-    );
-    for i in 0..HOSTS {
-        text.push_str(&format!(
-            "[hosts.{}]\npeer = \"http://127.0.0.{}:{port}\"\n",
-            host(i),
-            i + 1
-        ));
-    }
-    for i in 0..HOSTS {
-        for s in 0..SERVICES_PER_HOST {
-            let svc = envs[0].add_project(
-                &format!("{}s{s}", host(i)),
-                "services:\n  main:\n    image: stackd-sim/app:1\n",
-            );
-            text.push_str(&format!(
-                "[services.{svc}]\nhost = \"{}\"\nauto_start = true\n",
-                host(i)
-            ));
-        }
-    }
-    let file = envs[0].dir().join("cluster.toml");
-    std::fs::write(&file, &text).unwrap();
-    let file_s = file.display().to_string();
-
     let t = Instant::now();
-    let buses: Vec<Bus> = envs.iter().map(|e| Bus::start(e.dir())).collect();
-    let mut daemons: Vec<Daemon> = envs
-        .iter()
-        .zip(&buses)
-        .enumerate()
-        .map(|(i, (env, bus))| {
-            Daemon::start_with(
-                env,
-                bus,
-                &[("RUST_LOG", "warn"), ("DOCKER_HOST", NO_DOCKER)],
-                &["--sim", "--config", &file_s, "--host", &host(i)],
-            )
-        })
-        .collect();
+    let mut cluster = loopback::Cluster::start(&loopback::Spec {
+        name: "bench_cluster_sim",
+        hosts: (0..HOSTS).map(host).collect(),
+        timeout: PEER_TIMEOUT,
+        services_per_host: SERVICES_PER_HOST,
+        compose: "services:\n  main:\n    image: stackd-sim/app:1\n",
+        auto_start: true,
+        env: &[("RUST_LOG", "warn"), ("DOCKER_HOST", NO_DOCKER)],
+        args: &["--sim"],
+    });
     println!(
         "{HOSTS} stackd --sim started (each with its own bus) in {:.1?}",
         t.elapsed()
     );
 
-    let list = || common::stackctl(&envs[0], &buses[0], &["list", "--all-hosts"]);
+    let list = || {
+        common::stackctl(
+            &cluster.envs[0],
+            &cluster.buses[0],
+            &["list", "--all-hosts"],
+        )
+    };
     // Every host answers with its services running before timing starts.
     common::wait_until(
         Duration::from_secs(60),
@@ -156,7 +107,7 @@ fn cluster() {
         HOSTS * SERVICES_PER_HOST,
     );
 
-    let frozen: Vec<i32> = daemons[HOSTS - DOWN..]
+    let frozen: Vec<i32> = cluster.daemons[HOSTS - DOWN..]
         .iter()
         .map(|d| i32::try_from(d.pid()).unwrap())
         .collect();
@@ -168,7 +119,7 @@ fn cluster() {
         &format!("{DOWN} of {HOSTS} hosts frozen (SIGSTOP; peer timeout {PEER_TIMEOUT})"),
         (HOSTS - DOWN) * SERVICES_PER_HOST,
     );
-    for d in daemons.iter_mut().skip(HOSTS - DOWN) {
+    for d in cluster.daemons.iter_mut().skip(HOSTS - DOWN) {
         d.kill();
     }
     time_list(

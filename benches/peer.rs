@@ -16,10 +16,9 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::loopback::{self, TOKEN};
 use common::{Bus, Daemon, TestEnv};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -29,7 +28,6 @@ use hyper_util::rt::TokioIo;
 const CLIENTS: usize = 50;
 const SERVICES: usize = 20;
 const RUN: Duration = Duration::from_secs(5);
-const TOKEN: &str = "bench-token-0123456789";
 const LIST_RUNS: usize = 5;
 
 fn main() {
@@ -45,28 +43,12 @@ fn main() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Writes the token file (0600) in `dir` and returns its path.
-fn token_file(dir: &Path) -> String {
-    let token = dir.join("peer.token");
-    std::fs::write(&token, TOKEN).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    common::toml_str(&token.display().to_string())
-}
-
 fn services_under_load() {
     let env = TestEnv::new("bench_peer");
-    let port = free_port();
+    let port = loopback::free_port();
     let mut extra = format!(
         "[peer]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = {}\n",
-        token_file(env.dir())
+        loopback::token_file(env.dir())
     );
     for i in 0..SERVICES {
         let svc = env.add_project(&format!("s{i}"), "services: {}\n");
@@ -168,51 +150,27 @@ fn report(what: &str, latencies: &[Duration]) {
 
 /// Three daemons on 127.0.0.1-3, then a fourth host that never answers.
 fn list_all_hosts() {
-    const HOSTS: [(&str, &str); 3] = [("a", "127.0.0.1"), ("b", "127.0.0.2"), ("c", "127.0.0.3")];
-    let envs: Vec<TestEnv> = HOSTS
-        .iter()
-        .map(|(h, _)| TestEnv::new(&format!("bench_hosts_{h}")))
-        .collect();
-    let port = free_port();
-    let mut text = format!(
-        "host = \"a\"\ncompose_dir = {}\n\n[peer]\ntoken_file = {}\ntimeout = \"2s\"\n\n",
-        common::toml_str(&envs[0].compose_dir().display().to_string()),
-        token_file(envs[0].dir()),
-    );
-    for (h, ip) in HOSTS {
-        text.push_str(&format!("[hosts.{h}]\npeer = \"http://{ip}:{port}\"\n"));
-    }
-    for (h, _) in HOSTS {
-        for i in 0..5 {
-            let svc = envs[0].add_project(&format!("{h}{i}"), "services: {}\n");
-            text.push_str(&format!(
-                "[services.{svc}]\nhost = \"{h}\"\nauto_start = false\n"
-            ));
-        }
-    }
-    let file = envs[0].dir().join("cluster.toml");
-    std::fs::write(&file, &text).unwrap();
-    let buses: Vec<Bus> = envs.iter().map(|e| Bus::start(e.dir())).collect();
-    let file_s = file.display().to_string();
-    let _daemons: Vec<Daemon> = HOSTS
-        .iter()
-        .zip(envs.iter().zip(&buses))
-        .map(|((h, _), (env, bus))| {
-            Daemon::start_with(
-                env,
-                bus,
-                &[("RUST_LOG", "warn")],
-                &["--config", &file_s, "--host", h],
-            )
-        })
-        .collect();
+    let cluster = loopback::Cluster::start(&loopback::Spec {
+        name: "bench_hosts",
+        hosts: ["a", "b", "c"].map(String::from).to_vec(),
+        timeout: "2s",
+        services_per_host: 5,
+        compose: "services: {}\n",
+        auto_start: false,
+        env: &[("RUST_LOG", "warn")],
+        args: &[],
+    });
     // stackctl asks a's daemon, which asks b and c: the daemon's cluster
     // file names the hosts.
     let time_list = || {
         let mut runs: Vec<Duration> = (0..LIST_RUNS)
             .map(|_| {
                 let t = Instant::now();
-                let _ = common::stackctl(&envs[0], &buses[0], &["list", "--all-hosts"]);
+                let _ = common::stackctl(
+                    &cluster.envs[0],
+                    &cluster.buses[0],
+                    &["list", "--all-hosts"],
+                );
                 t.elapsed()
             })
             .collect();
@@ -232,11 +190,11 @@ fn list_all_hosts() {
     let dead_addr = dead.local_addr().unwrap();
     // Only a reloads the file that names d; b and c keep theirs.
     std::fs::write(
-        &file,
-        format!("{text}[hosts.d]\npeer = \"http://{dead_addr}\"\n"),
+        &cluster.file,
+        format!("{}[hosts.d]\npeer = \"http://{dead_addr}\"\n", cluster.text),
     )
     .unwrap();
-    common::stackctl(&envs[0], &buses[0], &["reload"]).expect_success();
+    common::stackctl(&cluster.envs[0], &cluster.buses[0], &["reload"]).expect_success();
     let runs = time_list();
     println!(
         "stackctl list --all-hosts, 3 hosts + 1 that never answers (peer timeout 2 s), {LIST_RUNS} runs: median {:?}, max {:?}",

@@ -18,6 +18,7 @@
 
 mod image;
 pub use image::busybox_static;
+pub mod loopback;
 pub mod moves;
 
 use std::ffi::OsStr;
