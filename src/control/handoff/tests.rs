@@ -80,3 +80,349 @@ fn doubt_comes_after_the_heartbeat_would_call_the_host_lost() {
     };
     assert_eq!(doubt_after(&peer), Duration::from_secs(17));
 }
+
+// ---------------------------------------------------------------------------
+// The rule and the settling on a real core: an in-memory store, no engine
+// (Docker is away, so whatever passes the hand-off rule stops at that), and
+// the other hosts faked.
+// ---------------------------------------------------------------------------
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::broadcast;
+
+use crate::config::LoadOptions;
+use crate::events::Alert;
+use crate::store::{DesiredSource, Store};
+use crate::world::World;
+
+/// Host a, this one, and b, which the fake answers for; `web` is a's
+/// service of one host, `both` runs on both by design.
+const CLUSTER: &str = r#"host = "a"
+compose_dir = "/nonexistent/stackd-handoff-tests"
+
+[hosts.a]
+peer = "http://127.0.0.1:9"
+[hosts.b]
+peer = "http://127.0.0.2:9"
+
+[peer]
+token_file = "/nonexistent/stackd-handoff-tests/peer.token"
+
+[services.web]
+host = "a"
+
+[services.both]
+host = ["a", "b"]
+"#;
+
+/// Host b as a test wants it: its answer about any service, and how many
+/// times it was asked.
+struct FakeB {
+    answer: Result<Option<PeerService>, PeerFailure>,
+    asked: AtomicUsize,
+}
+
+fn unasked<'a, T: Send + 'a>() -> BoxFuture<'a, Result<T, PeerFailure>> {
+    Box::pin(async { Err(PeerFailure::Unreachable("not in this test".into())) })
+}
+
+impl Peers for FakeB {
+    fn service<'a>(
+        &'a self,
+        _: &'a PeerConfig,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PeerService>, PeerFailure>> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        let answer = self.answer.clone();
+        Box::pin(async move { answer })
+    }
+    fn known_services<'a>(
+        &'a self,
+        _: &'a PeerConfig,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, PeerFailure>> {
+        Box::pin(async { Ok(vec!["web".to_string(), "both".to_string()]) })
+    }
+    fn prepare<'a>(
+        &'a self,
+        _: &'a PeerConfig,
+        _: &'a str,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, PeerFailure>> {
+        unasked()
+    }
+    fn receive<'a>(
+        &'a self,
+        _: &'a PeerConfig,
+        _: &'a str,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<u64, PeerFailure>> {
+        unasked()
+    }
+    fn task<'a>(
+        &'a self,
+        _: &'a PeerConfig,
+        _: &'a str,
+        _: u64,
+    ) -> BoxFuture<'a, Result<RemoteTask, PeerFailure>> {
+        unasked()
+    }
+    fn send_volume<'a>(
+        &'a self,
+        _: &'a PeerConfig,
+        _: &'a str,
+        _: &'a VolumeOffer,
+        _: BoxStream<'static, Result<Bytes, String>>,
+    ) -> BoxFuture<'a, Result<VolumeReceipt, PeerFailure>> {
+        unasked()
+    }
+}
+
+/// What b says of a service: its desired state, active state and since
+/// when it was wanted so.
+fn b_says(
+    desired: &str,
+    active: &str,
+    since_usec: u64,
+) -> Result<Option<PeerService>, PeerFailure> {
+    Ok(Some(PeerService {
+        desired_state: desired.into(),
+        active_state: active.into(),
+        sub_state: if active == "active" {
+            "running"
+        } else {
+            "dead"
+        }
+        .into(),
+        desired_since_usec: since_usec,
+    }))
+}
+
+/// Host a's core, with b answering `answer`; the receiver sees its alerts.
+fn host_a(
+    answer: Result<Option<PeerService>, PeerFailure>,
+) -> (Control, Arc<FakeB>, broadcast::Receiver<Event>) {
+    let cfg = crate::config::parse_str(
+        CLUSTER,
+        Path::new("/cfg/stackd.toml"),
+        &LoadOptions::default(),
+        false,
+    )
+    .unwrap();
+    let events = crate::events::channel();
+    let rx = events.subscribe();
+    let store = Arc::new(Store::open_in_memory().unwrap());
+    let control = Control::new(
+        cfg,
+        LoadOptions::default(),
+        store,
+        World::new(),
+        events,
+        "boot".into(),
+    );
+    let b = Arc::new(FakeB {
+        answer,
+        asked: AtomicUsize::new(0),
+    });
+    control.set_peers(b.clone());
+    (control, b, rx)
+}
+
+/// The alerts of `kind` published so far.
+fn alerts(rx: &mut broadcast::Receiver<Event>, kind: &str) -> Vec<Alert> {
+    let mut out = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        if let Event::Alert(a) = e {
+            if a.kind == kind {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+/// What `stackctl status web` says of its desired state on a.
+fn desired(control: &Control, name: &str) -> String {
+    let s = control.service(name).unwrap();
+    format!("{} (set by {})", s.desired.as_str(), s.desired_source)
+}
+
+#[tokio::test]
+async fn a_start_is_refused_while_a_peer_runs_it_even_forced() {
+    let (a, _, _) = host_a(b_says("running", "active", 1));
+    for force in [false, true] {
+        let e = a
+            .request(Op::Start, "web", "test", force)
+            .await
+            .unwrap_err();
+        let ControlError::Conflict(m) = e else {
+            panic!("expected a conflict, got {e:?}")
+        };
+        assert!(m.contains("web runs on b (desired running, active)"), "{m}");
+    }
+    assert_eq!(a.store().desired("web").unwrap(), None, "nothing stored");
+    // A person's restart and update make it run too.
+    for op in [Op::Restart, Op::Update] {
+        let e = a.request(op, "web", "test", false).await.unwrap_err();
+        assert!(matches!(e, ControlError::Conflict(_)), "{op:?}: {e:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_does_not_answer_blocks_a_start_unless_forced() {
+    let (a, _, _) = host_a(Err(PeerFailure::Unreachable("connection refused".into())));
+    let e = a
+        .request(Op::Start, "web", "test", false)
+        .await
+        .unwrap_err();
+    let ControlError::PeerUnreachable(m) = e else {
+        panic!("expected the peer unreachable, got {e:?}")
+    };
+    assert!(
+        m.contains("cannot ask b (no answer: connection refused) whether it runs web"),
+        "{m}"
+    );
+    // Forced, the rule lets it through: what stops it here is only that
+    // this test has no Docker.
+    let e = a.request(Op::Start, "web", "test", true).await.unwrap_err();
+    assert!(matches!(e, ControlError::DockerUnavailable(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_peer_that_stopped_it_lets_the_start_through() {
+    for there in [b_says("stopped", "inactive", 1), Ok(None)] {
+        let (a, b, _) = host_a(there);
+        let e = a
+            .request(Op::Start, "web", "test", false)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ControlError::DockerUnavailable(_)), "{e:?}");
+        assert_eq!(b.asked.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_service_of_several_hosts_asks_nobody() {
+    let (a, b, _) = host_a(b_says("running", "active", 1));
+    let e = a
+        .request(Op::Start, "both", "test", false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ControlError::DockerUnavailable(_)), "{e:?}");
+    // A stop never asks either.
+    let _ = a.request(Op::Stop, "web", "test", false).await;
+    assert_eq!(b.asked.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_move_that_cannot_be_is_refused_at_once_and_changes_nothing() {
+    let (a, _, _) = host_a(Ok(None));
+    let refused = |r: Result<TaskRecord, ControlError>| match r {
+        Err(ControlError::InvalidArgument(m)) => m,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let m = refused(a.migrate("web", "a", false, "test").await);
+    assert!(m.contains("web is on a already"), "{m}");
+    let m = refused(a.migrate("both", "b", false, "test").await);
+    assert!(m.contains("only a service of one host moves"), "{m}");
+    let m = refused(a.migrate("web", "c", false, "test").await);
+    assert!(
+        m.contains("no host c with a peer URL in [hosts] (others: b)"),
+        "{m}"
+    );
+    let e = a.migrate("web", "b", false, "test").await.unwrap_err();
+    assert!(matches!(e, ControlError::DockerUnavailable(_)), "{e:?}");
+    assert_eq!(a.store().desired("web").unwrap(), None, "nothing stored");
+    assert!(!a.queue().busy("web"), "nothing queued");
+}
+
+#[tokio::test]
+async fn a_move_in_doubt_that_completed_leaves_the_service_stopped_here() {
+    let (a, _, mut rx) = host_a(b_says("running", "active", 1));
+    a.store().set_move_in_doubt("web", "b").unwrap();
+    a.settle("b", false).await;
+    let d = a.store().desired("web").unwrap().unwrap();
+    assert!(!d.in_doubt());
+    assert_eq!(desired(&a, "web"), "stopped (set by migrate to b)");
+    let settled = alerts(&mut rx, "migrate-settled");
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    assert_eq!(
+        settled[0].summary,
+        "web runs on b: its move from a completed"
+    );
+}
+
+#[tokio::test]
+async fn a_move_in_doubt_that_did_not_happen_starts_the_service_here_again() {
+    // b does not manage it (what the peer client makes of NoSuchService),
+    // or handed it back.
+    for not_there in [Ok(None), b_says("stopped", "inactive", 1)] {
+        let (a, _, mut rx) = host_a(not_there);
+        a.store().set_move_in_doubt("web", "b").unwrap();
+        a.settle("b", false).await;
+        let d = a.store().desired("web").unwrap().unwrap();
+        assert!(!d.in_doubt());
+        assert_eq!(desired(&a, "web"), "running (set by migrate from b)");
+        let settled = alerts(&mut rx, "migrate-settled");
+        assert_eq!(settled.len(), 1, "{settled:?}");
+        assert_eq!(settled[0].severity, Severity::Warning);
+        assert_eq!(
+            settled[0].summary,
+            "web's move to b did not happen; it starts on a again"
+        );
+        assert!(settled[0].body.contains("(task "), "{}", settled[0].body);
+    }
+}
+
+#[tokio::test]
+async fn a_move_in_doubt_stays_so_until_the_answer_is_clear() {
+    for unclear in [
+        b_says("running", "activating", 1),
+        Err(PeerFailure::Unreachable("timeout".into())),
+    ] {
+        let (a, _, mut rx) = host_a(unclear);
+        a.store().set_move_in_doubt("web", "b").unwrap();
+        a.settle("b", false).await;
+        assert!(a.store().desired("web").unwrap().unwrap().in_doubt());
+        assert!(alerts(&mut rx, "migrate-settled").is_empty());
+    }
+}
+
+#[tokio::test]
+async fn on_heal_the_older_claim_stops_and_says_who_keeps_it() {
+    // a's claim: a person's start now; b's is newer still.
+    let (a, _, mut rx) = host_a(b_says("running", "active", u64::MAX));
+    a.store()
+        .set_desired("web", DesiredState::Running, DesiredSource::User)
+        .unwrap();
+    // Without a reunion (b had not been lost) nothing is compared.
+    a.settle("b", false).await;
+    assert_eq!(a.desired_state("web"), DesiredState::Running);
+    a.settle("b", true).await;
+    assert_eq!(desired(&a, "web"), "stopped (set by migrate to b)");
+    let conflict = alerts(&mut rx, "handoff-conflict");
+    assert_eq!(conflict.len(), 1, "{conflict:?}");
+    assert_eq!(
+        conflict[0].summary,
+        "web was wanted running on a and on b; b keeps it, a stops it"
+    );
+}
+
+#[tokio::test]
+async fn on_heal_the_newer_claim_keeps_the_service() {
+    // b wants it by its auto_start only: any decision here is newer.
+    let (a, _, mut rx) = host_a(b_says("running", "active", 0));
+    a.store()
+        .set_desired("web", DesiredState::Running, DesiredSource::User)
+        .unwrap();
+    a.settle("b", true).await;
+    assert_eq!(a.desired_state("web"), DesiredState::Running);
+    assert!(alerts(&mut rx, "handoff-conflict").is_empty());
+}
