@@ -113,12 +113,7 @@ impl Control {
         match verdict {
             Verdict::Unknown => {}
             Verdict::Moved => {
-                if let Err(e) = self
-                    .shared
-                    .store
-                    .set_moved(name, DesiredState::Stopped, host)
-                {
-                    tracing::warn!(stackd_service = name, "cannot store the desired state: {e}");
+                if !self.store_moved(name, DesiredState::Stopped, host) {
                     return;
                 }
                 self.shared.alert(
@@ -142,12 +137,7 @@ impl Control {
                     );
                     return;
                 }
-                if let Err(e) = self
-                    .shared
-                    .store
-                    .set_moved(name, DesiredState::Running, host)
-                {
-                    tracing::warn!(stackd_service = name, "cannot store the desired state: {e}");
+                if !self.store_moved(name, DesiredState::Running, host) {
                     return;
                 }
                 let origin = format!("move to {host} did not happen");
@@ -170,6 +160,16 @@ impl Control {
         }
     }
 
+    /// Stores `state` for `name` as set by its move with `host`; false,
+    /// with a warning, when the store refuses (and then nothing follows).
+    fn store_moved(&self, name: &str, state: DesiredState, host: &str) -> bool {
+        let stored = self.shared.store.set_moved(name, state, host);
+        if let Err(e) = &stored {
+            tracing::warn!(stackd_service = name, "cannot store the desired state: {e}");
+        }
+        stored.is_ok()
+    }
+
     /// This host lost a conflict found on heal: it stops `name`, which
     /// `winner` keeps.
     pub(super) fn resolve_conflict(
@@ -181,12 +181,7 @@ impl Control {
         theirs: u64,
     ) {
         let me = cfg.host.as_str();
-        if let Err(e) = self
-            .shared
-            .store
-            .set_moved(name, DesiredState::Stopped, winner)
-        {
-            tracing::warn!(stackd_service = name, "cannot store the desired state: {e}");
+        if !self.store_moved(name, DesiredState::Stopped, winner) {
             return;
         }
         let origin = format!("conflict on heal: {winner} keeps it");
