@@ -1,3 +1,4 @@
+use super::peers::PeerResult;
 use super::settle::{verdict, Verdict};
 use super::*;
 
@@ -91,7 +92,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use crate::config::LoadOptions;
@@ -126,7 +126,7 @@ struct FakeB {
     asked: AtomicUsize,
 }
 
-fn unasked<'a, T: Send + 'a>() -> BoxFuture<'a, Result<T, PeerFailure>> {
+fn unasked<'a, T: Send + 'a>() -> PeerResult<'a, T> {
     Box::pin(async { Err(PeerFailure::Unreachable("not in this test".into())) })
 }
 
@@ -136,16 +136,12 @@ impl Peers for FakeB {
         _: &'a PeerConfig,
         _: &'a str,
         _: &'a str,
-    ) -> BoxFuture<'a, Result<Option<PeerService>, PeerFailure>> {
+    ) -> PeerResult<'a, Option<PeerService>> {
         self.asked.fetch_add(1, Ordering::SeqCst);
         let answer = self.answer.clone();
         Box::pin(async move { answer })
     }
-    fn known_services<'a>(
-        &'a self,
-        _: &'a PeerConfig,
-        _: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<String>, PeerFailure>> {
+    fn known_services<'a>(&'a self, _: &'a PeerConfig, _: &'a str) -> PeerResult<'a, Vec<String>> {
         Box::pin(async { Ok(vec!["web".to_string(), "both".to_string()]) })
     }
     fn prepare<'a>(
@@ -154,7 +150,7 @@ impl Peers for FakeB {
         _: &'a str,
         _: &'a str,
         _: &'a str,
-    ) -> BoxFuture<'a, Result<Option<u64>, PeerFailure>> {
+    ) -> PeerResult<'a, Option<u64>> {
         unasked()
     }
     fn receive<'a>(
@@ -163,15 +159,10 @@ impl Peers for FakeB {
         _: &'a str,
         _: &'a str,
         _: &'a str,
-    ) -> BoxFuture<'a, Result<u64, PeerFailure>> {
+    ) -> PeerResult<'a, u64> {
         unasked()
     }
-    fn task<'a>(
-        &'a self,
-        _: &'a PeerConfig,
-        _: &'a str,
-        _: u64,
-    ) -> BoxFuture<'a, Result<RemoteTask, PeerFailure>> {
+    fn task<'a>(&'a self, _: &'a PeerConfig, _: &'a str, _: u64) -> PeerResult<'a, RemoteTask> {
         unasked()
     }
     fn send_volume<'a>(
@@ -180,7 +171,7 @@ impl Peers for FakeB {
         _: &'a str,
         _: &'a VolumeOffer,
         _: BoxStream<'static, Result<Bytes, String>>,
-    ) -> BoxFuture<'a, Result<VolumeReceipt, PeerFailure>> {
+    ) -> PeerResult<'a, VolumeReceipt> {
         unasked()
     }
 }
@@ -246,6 +237,25 @@ fn alerts(rx: &mut broadcast::Receiver<Event>, kind: &str) -> Vec<Alert> {
         }
     }
     out
+}
+
+/// The one alert of `kind` published so far.
+#[track_caller]
+fn one_alert(rx: &mut broadcast::Receiver<Event>, kind: &str) -> Alert {
+    let mut all = alerts(rx, kind);
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.remove(0)
+}
+
+/// Host a with a move of `web` to b in doubt, settled once b answers
+/// `answer`.
+async fn settled(
+    answer: Result<Option<PeerService>, PeerFailure>,
+) -> (Control, broadcast::Receiver<Event>) {
+    let (a, _, rx) = host_a(answer);
+    a.store().set_move_in_doubt("web", "b").unwrap();
+    a.settle("b", false).await;
+    (a, rx)
 }
 
 /// What `stackctl status web` says of its desired state on a.
@@ -345,18 +355,11 @@ async fn a_move_that_cannot_be_is_refused_at_once_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_move_in_doubt_that_completed_leaves_the_service_stopped_here() {
-    let (a, _, mut rx) = host_a(b_says("running", "active", 1));
-    a.store().set_move_in_doubt("web", "b").unwrap();
-    a.settle("b", false).await;
-    let d = a.store().desired("web").unwrap().unwrap();
-    assert!(!d.in_doubt());
+    let (a, mut rx) = settled(b_says("running", "active", 1)).await;
+    assert!(!a.store().desired("web").unwrap().unwrap().in_doubt());
     assert_eq!(desired(&a, "web"), "stopped (set by migrate to b)");
-    let settled = alerts(&mut rx, "migrate-settled");
-    assert_eq!(settled.len(), 1, "{settled:?}");
-    assert_eq!(
-        settled[0].summary,
-        "web runs on b: its move from a completed"
-    );
+    let alert = one_alert(&mut rx, "migrate-settled");
+    assert_eq!(alert.summary, "web runs on b: its move from a completed");
 }
 
 #[tokio::test]
@@ -364,20 +367,16 @@ async fn a_move_in_doubt_that_did_not_happen_starts_the_service_here_again() {
     // b does not manage it (what the peer client makes of NoSuchService),
     // or handed it back.
     for not_there in [Ok(None), b_says("stopped", "inactive", 1)] {
-        let (a, _, mut rx) = host_a(not_there);
-        a.store().set_move_in_doubt("web", "b").unwrap();
-        a.settle("b", false).await;
-        let d = a.store().desired("web").unwrap().unwrap();
-        assert!(!d.in_doubt());
+        let (a, mut rx) = settled(not_there).await;
+        assert!(!a.store().desired("web").unwrap().unwrap().in_doubt());
         assert_eq!(desired(&a, "web"), "running (set by migrate from b)");
-        let settled = alerts(&mut rx, "migrate-settled");
-        assert_eq!(settled.len(), 1, "{settled:?}");
-        assert_eq!(settled[0].severity, Severity::Warning);
+        let alert = one_alert(&mut rx, "migrate-settled");
+        assert_eq!(alert.severity, Severity::Warning);
         assert_eq!(
-            settled[0].summary,
+            alert.summary,
             "web's move to b did not happen; it starts on a again"
         );
-        assert!(settled[0].body.contains("(task "), "{}", settled[0].body);
+        assert!(alert.body.contains("(task "), "{}", alert.body);
     }
 }
 
@@ -387,9 +386,7 @@ async fn a_move_in_doubt_stays_so_until_the_answer_is_clear() {
         b_says("running", "activating", 1),
         Err(PeerFailure::Unreachable("timeout".into())),
     ] {
-        let (a, _, mut rx) = host_a(unclear);
-        a.store().set_move_in_doubt("web", "b").unwrap();
-        a.settle("b", false).await;
+        let (a, mut rx) = settled(unclear).await;
         assert!(a.store().desired("web").unwrap().unwrap().in_doubt());
         assert!(alerts(&mut rx, "migrate-settled").is_empty());
     }
@@ -407,10 +404,8 @@ async fn on_heal_the_older_claim_stops_and_says_who_keeps_it() {
     assert_eq!(a.desired_state("web"), DesiredState::Running);
     a.settle("b", true).await;
     assert_eq!(desired(&a, "web"), "stopped (set by migrate to b)");
-    let conflict = alerts(&mut rx, "handoff-conflict");
-    assert_eq!(conflict.len(), 1, "{conflict:?}");
     assert_eq!(
-        conflict[0].summary,
+        one_alert(&mut rx, "handoff-conflict").summary,
         "web was wanted running on a and on b; b keeps it, a stops it"
     );
 }
