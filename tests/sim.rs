@@ -536,32 +536,18 @@ fn a_move_that_fails_on_the_target_leaves_the_service_running_here() {
     pair.ctl(0, &["start", &name]).expect_success();
 
     // Stop-first, and b's Compose cannot start it: a starts it again.
-    pair.sim(1)
-        .cmd(&format!("compose-fail {name} no such image here"));
-    let out = pair.ctl(0, &["migrate", &name, "b"]).expect_failure();
-    let text = format!("{}{}", out.stdout, out.stderr);
-    assert!(text.contains("a: stopping"), "{out}");
-    assert!(text.contains("starting on b failed"), "{out}");
-    assert!(text.contains("no such image here"), "{out}");
-    assert!(text.contains(&format!("{name} runs on a again")), "{out}");
+    let sim_b = pair.sim(1);
+    sim_b.cmd(&format!("compose-fail {name} no such image here"));
+    let text = common::moves::failed_move_a_to_b(|i, args| pair.ctl(i, args), &name);
+    assert!(text.contains("starting on b failed"), "{text}");
+    assert!(text.contains("no such image here"), "{text}");
     assert_eq!(pair.sim(0).running(&name), 1, "a did not start it again");
-    pair.sim(1).cmd(&format!("compose-fail {name} clear"));
+    sim_b.cmd(&format!("compose-fail {name} clear"));
 
     // Stop-first, and b's start is never healthy: b stops its attempt, a
-    // starts it again, and both hosts' status say so.
-    pair.sim(1)
-        .cmd(&format!("fault {name} unhealthy after 100"));
-    let out = pair.ctl(0, &["migrate", &name, "b"]).expect_failure();
-    let text = format!("{}{}", out.stdout, out.stderr);
-    assert!(text.contains("a: stopping"), "{out}");
-    assert!(text.contains(&format!("{name} runs on a again")), "{out}");
+    // starts it again.
+    sim_b.cmd(&format!("fault {name} unhealthy after 100"));
+    common::moves::failed_move_a_to_b(|i, args| pair.ctl(i, args), &name);
     assert_eq!(pair.sim(0).running(&name), 1, "a did not start it again");
     assert_eq!(pair.sim(1).running(&name), 0, "b left its attempt running");
-    let a = pair.ctl(0, &["status", &name]).expect_success();
-    assert!(a.stdout.contains("Desired: running (set by user)"), "{a}");
-    let b = pair.ctl(1, &["status", &name]);
-    assert!(
-        b.stdout.contains("Desired: stopped (set by migrate to a)"),
-        "{b}"
-    );
 }

@@ -35,3 +35,24 @@ pub fn move_a_to_b(ctl: impl Fn(usize, &[&str]) -> Output, name: &str) -> Output
     assert!(b.stdout.contains("Active: active"), "{b}");
     out
 }
+
+/// A stop-first move of `name` from a to b that fails after a stopped it
+/// (b could not start it, or it never got healthy there): `stackctl
+/// migrate` fails, its log says a stopped it and runs it again, and
+/// `status` says a runs it as a person wanted while b, which handed it
+/// back, keeps it stopped. Returns the migrate's log and error together.
+#[track_caller]
+pub fn failed_move_a_to_b(ctl: impl Fn(usize, &[&str]) -> Output, name: &str) -> String {
+    let out = ctl(0, &["migrate", name, "b"]).expect_failure();
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("a: stopping"), "{out}");
+    assert!(text.contains(&format!("{name} runs on a again")), "{out}");
+    let a = ctl(0, &["status", name]).expect_success();
+    assert!(a.stdout.contains("Desired: running (set by user)"), "{a}");
+    let b = ctl(1, &["status", name]);
+    assert!(
+        b.stdout.contains("Desired: stopped (set by migrate to a)"),
+        "{b}"
+    );
+    text
+}
