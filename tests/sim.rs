@@ -161,18 +161,25 @@ fn boot_reconcile_starts_what_should_run_and_keeps_a_persons_stop() {
     assert_eq!(sim.running(&c), 0);
 }
 
+/// A `stackd --sim` whose one service, `web`, starts at boot; back once
+/// web is active. Bound in this order, they go away in reverse.
+fn web_at_boot(test: &str) -> (TestEnv, Bus, Daemon, SimCtl, String) {
+    let env = TestEnv::new(test);
+    let web = env.add_project("web", APP);
+    env.write_config(&format!("[services.{web}]\nauto_start = true\n"));
+    let bus = Bus::start(env.dir());
+    let daemon = start(&env, &bus);
+    let sim = SimCtl::of(&env);
+    wait_until(WAIT, "web started at boot", || active(&env, &bus, &web));
+    (env, bus, daemon, sim, web)
+}
+
 #[test]
 fn a_crash_is_restarted_with_its_evidence() {
     if !have_bus() {
         return;
     }
-    let env = TestEnv::new("sim_crash");
-    let web = env.add_project("web", APP);
-    env.write_config(&format!("[services.{web}]\nauto_start = true\n"));
-    let bus = Bus::start(env.dir());
-    let _daemon = start(&env, &bus);
-    let sim = SimCtl::of(&env);
-    wait_until(WAIT, "web started at boot", || active(&env, &bus, &web));
+    let (env, bus, _daemon, sim, web) = web_at_boot("sim_crash");
 
     sim.cmd(&format!("crash {web} 3"));
     wait_until(WAIT, "a recovery task", || {
@@ -268,21 +275,28 @@ fn an_oom_kill_is_diagnosed_and_restarted() {
     wait_until(WAIT, "hog runs again", || sim.running(&hog) == 1);
 }
 
+/// Projects `db`, whose healthcheck runs `test`, and `web`, which depends
+/// on it (with `web_keys` in its section); neither starts by itself.
+fn web_on_db(env: &TestEnv, test: &str, web_keys: &str) -> (String, String) {
+    let db = env.add_project(
+        "db",
+        &format!("services:\n  main:\n    image: stackd-sim/db:1\n    healthcheck:\n      test: {test}\n"),
+    );
+    let web = env.add_project("web", APP);
+    env.write_config(&format!(
+        "[services.{db}]\nauto_start = false\n\n\
+         [services.{web}]\nauto_start = false\ndepends_on = [\"{db}\"]\n{web_keys}"
+    ));
+    (db, web)
+}
+
 #[test]
 fn a_dependency_is_started_first_and_waited_for_until_healthy() {
     if !have_bus() {
         return;
     }
     let env = TestEnv::new("sim_deps");
-    let db = env.add_project(
-        "db",
-        "services:\n  main:\n    image: stackd-sim/db:1\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n      interval: 1s\n",
-    );
-    let web = env.add_project("web", APP);
-    env.write_config(&format!(
-        "[services.{db}]\nauto_start = false\n\n\
-         [services.{web}]\nauto_start = false\ndepends_on = [\"{db}\"]\n"
-    ));
+    let (db, web) = web_on_db(&env, "[\"CMD\", \"true\"]\n      interval: 1s", "");
     let bus = Bus::start(env.dir());
     let _daemon = start(&env, &bus);
     let sim = SimCtl::of(&env);
@@ -309,15 +323,7 @@ fn a_dependency_that_never_gets_healthy_fails_the_start() {
         return;
     }
     let env = TestEnv::new("sim_deps_unhealthy");
-    let db = env.add_project(
-        "db",
-        "services:\n  main:\n    image: stackd-sim/db:1\n    healthcheck:\n      test: [\"CMD\", \"false\"]\n",
-    );
-    let web = env.add_project("web", APP);
-    env.write_config(&format!(
-        "[services.{db}]\nauto_start = false\n\n\
-         [services.{web}]\nauto_start = false\ndepends_on = [\"{db}\"]\nstart_timeout = \"2s\"\n"
-    ));
+    let (db, web) = web_on_db(&env, "[\"CMD\", \"false\"]", "start_timeout = \"2s\"\n");
     let bus = Bus::start(env.dir());
     let _daemon = start(&env, &bus);
     let sim = SimCtl::of(&env);
@@ -339,13 +345,7 @@ fn an_engine_that_goes_away_and_comes_back_is_resynced() {
     if !have_bus() {
         return;
     }
-    let env = TestEnv::new("sim_engine");
-    let web = env.add_project("web", APP);
-    env.write_config(&format!("[services.{web}]\nauto_start = true\n"));
-    let bus = Bus::start(env.dir());
-    let _daemon = start(&env, &bus);
-    let sim = SimCtl::of(&env);
-    wait_until(WAIT, "web started at boot", || active(&env, &bus, &web));
+    let (env, bus, _daemon, sim, web) = web_at_boot("sim_engine");
     let connected = |want: bool| {
         let out = stackctl(&env, &bus, &["--output", "json", "status"]);
         out.stdout.contains(&format!("\"docker_connected\":{want}"))
@@ -476,13 +476,7 @@ fn a_restart_of_stackd_leaves_what_runs_alone_and_a_reboot_brings_it_back() {
     if !have_bus() {
         return;
     }
-    let env = TestEnv::new("sim_restart");
-    let web = env.add_project("web", APP);
-    env.write_config(&format!("[services.{web}]\nauto_start = true\n"));
-    let bus = Bus::start(env.dir());
-    let mut daemon = start(&env, &bus);
-    let sim = SimCtl::of(&env);
-    wait_until(WAIT, "web started at boot", || active(&env, &bus, &web));
+    let (env, bus, mut daemon, sim, web) = web_at_boot("sim_restart");
     let before = sim.ps(&web);
     let tasks_before = common::max_task_id(&env, &bus);
 
