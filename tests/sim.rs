@@ -376,18 +376,12 @@ struct Pair {
 
 impl Pair {
     fn start(test: &str, name_env: &TestEnv, name: &str, handoff: &str) -> Pair {
-        use std::os::unix::fs::PermissionsExt;
         let envs: Vec<TestEnv> = ["a", "b"]
             .iter()
             .map(|h| TestEnv::new(&format!("{test}_{h}")))
             .collect();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let token = envs[0].dir().join("peer.token");
-        std::fs::write(&token, "sim-pair-token-0123456789\n").unwrap();
-        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let port = common::loopback::free_port();
+        let token = common::loopback::token_file(envs[0].dir());
         let dir = name_env.compose_dir().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("compose.yaml"), APP).unwrap();
@@ -399,7 +393,7 @@ impl Pair {
                  [hosts.a]\npeer = \"http://127.0.0.1:{port}\"\n[hosts.b]\npeer = \"http://127.0.0.2:{port}\"\n\n\
                  [services.{name}]\nhost = \"a\"\nauto_start = false\nhandoff = \"{handoff}\"\nstart_timeout = \"10s\"\n",
                 common::toml_str(&name_env.compose_dir().display().to_string()),
-                common::toml_str(&token.display().to_string()),
+                token,
             ),
         )
         .unwrap();

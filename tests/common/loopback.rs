@@ -1,13 +1,14 @@
 //! Many `stackd` processes on one machine, for the benches that time the
-//! peer endpoint across hosts: each host its own temp dir, bus and daemon,
-//! on 127.0.0.1, .2, ... of one port, all reading one cluster file.
+//! peer endpoint across hosts (and the peer token and port of the sim's
+//! two-host tests): each host its own temp dir, bus and daemon, on
+//! 127.0.0.1, .2, ... of one port, all reading one cluster file.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{toml_str, Bus, Daemon, TestEnv};
 
-/// The peer token the benches' hosts share.
+/// The peer token the hosts share.
 pub const TOKEN: &str = "bench-token-0123456789";
 
 /// Writes [`TOKEN`] to `dir/peer.token` (0600); its path as a TOML string.
