@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tracing::{debug, warn};
 
-use crate::engine::{ContainerInfo, ContainerState, Docker};
+use crate::engine::{ContainerInfo, ContainerState, Docker, Engine};
 use crate::events::{Event, EventSender};
 use crate::store::now_usec;
 
@@ -159,15 +159,23 @@ struct State {
 }
 
 /// Shared, cheap to read. Writers are the observer and the task runner
-/// (which refreshes a project right after a Compose command).
-#[derive(Default)]
+/// (which refreshes a project right after a Compose command). `engine` is
+/// what the observer connects to and where the runner finds Compose.
 pub struct World {
     state: RwLock<State>,
+    engine: Engine,
 }
 
 impl World {
-    pub fn new() -> Arc<World> {
-        Arc::new(World::default())
+    pub fn new(engine: Engine) -> Arc<World> {
+        Arc::new(World {
+            state: RwLock::default(),
+            engine,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The connected Docker client, if Docker answers.
@@ -473,7 +481,7 @@ const RECONNECT_MAX: Duration = Duration::from_secs(1);
 pub async fn observe(world: Arc<World>, events: EventSender) {
     let mut backoff = RECONNECT_FIRST;
     loop {
-        let docker = match Docker::connect().await {
+        let docker = match world.engine.connect().await {
             Ok(d) => d,
             Err(e) => {
                 let msg = e.to_string();
@@ -583,7 +591,7 @@ mod tests {
 
     #[test]
     fn a_die_is_seen_with_the_evidence_that_came_before_it() {
-        let w = World::new();
+        let w = World::new(Engine::Docker);
         assert!(!w.die_seen("c1"));
         // An OOM kill: Docker's `oom` comes before the `die`.
         w.note_event(&event("oom", 1_000));

@@ -260,6 +260,11 @@ impl Control {
         self.shared.world.docker()
     }
 
+    /// The engine this core runs on (Docker, or a simulator).
+    pub fn engine(&self) -> &crate::engine::Engine {
+        self.shared.world.engine()
+    }
+
     /// How many times the observer has connected to Docker (see
     /// [`World::generation`]).
     pub fn docker_generation(&self) -> u64 {

@@ -140,12 +140,9 @@ pub enum Source {
 
 impl Compose {
     /// Finds a working Compose command. `Auto` prefers `docker compose` (v2)
-    /// and falls back to `docker-compose`. Under `stackd --sim` it is the
-    /// simulator's, whatever the choice.
+    /// and falls back to `docker-compose`. The core finds it through its
+    /// [`super::Engine`], which may be the simulator's instead.
     pub async fn detect(choice: ComposeChoice) -> Result<Compose, EngineError> {
-        if let Some(sim) = super::sim::installed() {
-            return Ok(sim.compose());
-        }
         let candidates: &[&[&str]] = match choice {
             ComposeChoice::Auto => &[&["docker", "compose"], &["docker-compose"]],
             ComposeChoice::V2 => &[&["docker", "compose"]],
