@@ -41,6 +41,9 @@ mod leave;
 mod registry;
 mod units;
 mod wait;
+
+#[cfg(test)]
+mod tests;
 pub use handoff::{
     claim_wins, PeerFailure, PeerService, Peers, Prepared, RemoteTask, VolumeOffer, VolumeReceipt,
 };

@@ -377,7 +377,7 @@ mod tests {
 
     #[test]
     fn the_oldest_image_goes_the_previous_and_current_stay() {
-        let w = World::new(crate::engine::Engine::Docker);
+        let w = World::new();
         let p = w.plan(Kinds::ALL);
         // a: oldest of web; o: its container goes in the same prune.
         assert_eq!(names(&p.images), ["a", "o"]);
@@ -401,7 +401,7 @@ mod tests {
 
     #[test]
     fn an_image_stays_while_a_container_that_stays_uses_it() {
-        let w = World::new(crate::engine::Engine::Docker);
+        let w = World::new();
         let p = w.plan(Kinds {
             images: true,
             containers: false,
@@ -418,7 +418,7 @@ mod tests {
 
     #[test]
     fn running_containers_and_networks_in_use_stay() {
-        let mut w = World::new(crate::engine::Engine::Docker);
+        let mut w = World::new();
         w.containers[1].running = true;
         w.networks[0].containers = 1;
         let p = w.plan(Kinds::ALL);
@@ -428,7 +428,7 @@ mod tests {
 
     #[test]
     fn a_managed_service_keeps_its_stopped_containers() {
-        let mut w = World::new(crate::engine::Engine::Docker);
+        let mut w = World::new();
         w.containers[0].running = false;
         let p = w.plan(Kinds::ALL);
         assert_eq!(names(&p.containers), ["o1"]);
@@ -436,7 +436,7 @@ mod tests {
 
     #[test]
     fn an_image_someone_else_tagged_stays_and_a_vanished_one_is_forgotten() {
-        let mut w = World::new(crate::engine::Engine::Docker);
+        let mut w = World::new();
         w.images[0].tags = vec!["mine:1".into()];
         w.images.retain(|i| i.id != "o");
         let p = w.plan(Kinds::ALL);
