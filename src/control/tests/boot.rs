@@ -21,6 +21,7 @@ async fn a_reboot_brings_back_what_should_run_and_keeps_a_persons_stop() {
         host.active_state("web").await == "active" && host.active_state("db").await == "active"
     );
     assert_eq!(host.running("tool"), 0, "tool is not auto_start");
+    host.settled().await;
 
     // A person's `docker stop`: stored as the desired state.
     host.sim("stop db");

@@ -267,6 +267,21 @@ impl Host {
             .expect("ListTasks")
     }
 
+    /// Waits until the start-up reconcile is done, and a little past it:
+    /// what Docker does within a few milliseconds of the end of a stackd
+    /// task on a project counts as that task's doing (the world's acting
+    /// tail, 20 ms), so a person's stop has to come later to be one.
+    pub(super) async fn settled(&self) {
+        wait_for!(
+            "the start-up reconcile done",
+            self.all_tasks()
+                .await
+                .iter()
+                .all(|t| !matches!(t.state.as_str(), "pending" | "running"))
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     /// Waits until the newest task of `kind` for `name` has ended.
     pub(super) async fn ended(&self, name: &str, kind: &str) -> TaskRow {
         let until = tokio::time::Instant::now() + WAIT;

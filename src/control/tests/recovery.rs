@@ -17,6 +17,7 @@ async fn one(name: &str, compose: &str, service: &str) -> (tempfile::TempDir, Ho
 async fn a_crash_is_restarted_with_its_evidence() {
     let (_root, host) = one("web", APP, "[services.web]\nauto_start = true\n").await;
     wait_for!("web active", host.active_state("web").await == "active");
+    host.settled().await;
     host.sim("crash web 3");
     wait_for!(
         "web restarted",
@@ -99,6 +100,7 @@ async fn an_oom_kill_is_diagnosed_and_restarted() {
     )
     .await;
     wait_for!("hog active", host.active_state("hog").await == "active");
+    host.settled().await;
     host.sim("oom hog");
     wait_for!(
         "a recovery after the OOM kill",
