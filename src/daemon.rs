@@ -15,13 +15,14 @@ use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
-use crate::config::{self, ConfigError, LoadOptions};
-use crate::control::{Control, SystemState};
+use crate::config::{self, Config, ConfigError, LoadOptions};
+use crate::control::{Control, Peers, SystemState};
 use crate::dbus::{self, DbusError};
+use crate::engine::Engine;
 use crate::events::{self, Event, Severity};
 use crate::notify::{self, NotifyHandle};
 use crate::peer::{self, PeerError};
-use crate::store::{DesiredState, Store, StoreError};
+use crate::store::{DesiredState, Store, StoreError, TaskRecord};
 use crate::systemd;
 use crate::tasks::TaskKind;
 use crate::world::{self, World};
@@ -36,6 +37,8 @@ pub struct Options {
     pub config: PathBuf,
     pub user_mode: bool,
     pub host: Option<String>,
+    /// Docker, or the simulator (`--sim`).
+    pub engine: Engine,
 }
 
 #[derive(Debug, Error)]
@@ -88,8 +91,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             source,
         })?;
     let store = Arc::new(Store::open(&config.state_dir)?);
-    if let Some(sim) = crate::engine::sim::installed() {
-        match crate::engine::sim::attach(sim, &config.state_dir, &boot_id) {
+    if let Some(sim) = opts.engine.sim() {
+        match crate::engine::sim::attach(sim.clone(), &config.state_dir, &boot_id) {
             Ok(p) => info!("simulated engine: failure injection on {}", p.display()),
             Err(e) => warn!("simulated engine: {e}"),
         }
@@ -118,51 +121,17 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
-    let events = events::channel();
-    let world = World::new();
-    let control = Control::new(config, load, store, world.clone(), events.clone(), boot_id);
-    control.set_peers(std::sync::Arc::new(peer::Cluster));
-    let observer = tokio::spawn(world::observe(world.clone(), events.clone()));
-    // Let the observer's first try at Docker conclude (bounded), so that a
-    // request right after READY=1 meets a known Docker state instead of a
-    // spurious "Docker is unavailable" with no reason.
-    let probe_until = tokio::time::Instant::now() + FIRST_DOCKER_PROBE;
-    while !world.docker_connected()
-        && world.docker_error().is_empty()
-        && tokio::time::Instant::now() < probe_until
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::spawn({
-        let control = control.clone();
-        async move { control.detect_compose().await }
-    });
-    // Before anything can raise an alert (the start-up reconcile does).
-    let (stop_notify, notify_stopped) = tokio::sync::oneshot::channel();
-    let notifier = tokio::spawn(notifier(control.clone(), notify_stopped));
-    let docker_watch = tokio::spawn(docker_alerts(control.clone(), world.clone()));
-    let state_watch = tokio::spawn(state_alerts(control.clone()));
-    let supervisor = tokio::spawn(crate::supervise::run(
-        control.clone(),
-        control.board().clone(),
-    ));
-    let monitor = tokio::spawn(crate::monitor::run(control.clone()));
-    let housekeeping = tokio::spawn(crate::housekeeping::run(control.clone()));
-    // `kind = "unit"` services: systemd's manager (the user's with --user),
-    // connected when the config first has one.
-    let units = tokio::spawn({
-        let control = control.clone();
-        let user = opts.user_mode;
-        async move {
-            control
-                .follow_units(|| async move {
-                    dbus::systemd1::Systemd::connect(user)
-                        .await
-                        .map(|s| Arc::new(s) as Arc<dyn crate::units::UnitManager>)
-                })
-                .await
-        }
-    });
+    let core = Core::start(
+        config,
+        load,
+        store,
+        opts.engine.clone(),
+        boot_id,
+        Arc::new(peer::Cluster),
+        opts.user_mode,
+    )
+    .await;
+    let control = core.control().clone();
     let server = dbus::serve(control.clone(), opts.user_mode).await?;
     // The peer endpoint after D-Bus, before READY=1: a bad token file or a
     // taken port stops the start with a clear error.
@@ -176,30 +145,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     systemd::ready("starting");
     info!("ready; bus name org.stackd1 held");
 
-    // A start cut short may have left a project half up (some containers
-    // running, the rest not yet created), which the planner cannot tell from
-    // a complete one: it is done again after the start-up reconcile.
-    let redo: std::collections::BTreeSet<String> = interrupted
-        .iter()
-        .filter(|t| TaskKind::parse(&t.kind).is_some_and(TaskKind::starts))
-        .map(|t| t.service.clone())
-        .collect();
-
-    // Start-up reconcile; the system is "running" once it is done.
-    match control.startup() {
-        Ok(task) => {
-            let c = control.clone();
-            tokio::spawn(async move {
-                let _ = c.queue().wait(task.id).await;
-                redo_interrupted_starts(&c, &redo);
-                c.set_system_state(SystemState::Running);
-            });
-        }
-        Err(e) => {
-            warn!("cannot queue the start-up reconcile: {e}");
-            control.set_system_state(SystemState::Running);
-        }
-    }
+    core.begin(&interrupted);
     let status = tokio::spawn(status_updater(control.clone()));
     let watchdog = systemd::watchdog_interval().map(|every| {
         tokio::spawn(async move {
@@ -230,28 +176,141 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     if let Some(p) = peer_server {
         p.shutdown().await;
     }
-    control.set_system_state(SystemState::Stopping);
-    let left = control.queue().shutdown(SHUTDOWN_GRACE).await;
-    if left > 0 {
-        warn!("{left} tasks were still running after {SHUTDOWN_GRACE:?}; they will be marked interrupted at the next start");
-    }
-    // Alerts of the last tasks are in the outbox now; let a delivery in
-    // flight finish. Undelivered ones wait there for the next start.
-    let _ = stop_notify.send(());
-    let _ = notifier.await;
+    core.stop().await;
     status.abort();
     if let Some(w) = watchdog {
         w.abort();
     }
-    supervisor.abort();
-    docker_watch.abort();
-    state_watch.abort();
-    monitor.abort();
-    housekeeping.abort();
-    units.abort();
-    observer.abort();
     drop(server);
     Ok(())
+}
+
+/// The core as the daemon runs it, without the process around it (signals,
+/// D-Bus, the peer endpoint, systemd's notify socket): the [`Control`] on
+/// its engine and the tasks that feed and watch it (observer, supervisor,
+/// notifications, alerts, resource monitor, housekeeping, unit services).
+/// `run` builds one; the core's tests build several in one process, each
+/// on its own simulator.
+pub struct Core {
+    control: Control,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop_notify: tokio::sync::oneshot::Sender<()>,
+    notifier: tokio::task::JoinHandle<()>,
+}
+
+impl Core {
+    /// Builds the core on `engine` and starts its tasks; returns once the
+    /// observer's first try at the engine has concluded (bounded), so that
+    /// a request right after meets a known engine state instead of a
+    /// spurious "Docker is unavailable" with no reason.
+    pub async fn start(
+        config: Config,
+        load: LoadOptions,
+        store: Arc<Store>,
+        engine: Engine,
+        boot_id: String,
+        peers: Arc<dyn Peers>,
+        user_mode: bool,
+    ) -> Core {
+        let events = events::channel();
+        let world = World::new(engine);
+        let control = Control::new(config, load, store, world.clone(), events.clone(), boot_id);
+        control.set_peers(peers);
+        let mut tasks = vec![tokio::spawn(world::observe(world.clone(), events.clone()))];
+        let probe_until = tokio::time::Instant::now() + FIRST_DOCKER_PROBE;
+        while !world.docker_connected()
+            && world.docker_error().is_empty()
+            && tokio::time::Instant::now() < probe_until
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::spawn({
+            let control = control.clone();
+            async move { control.detect_compose().await }
+        });
+        // Before anything can raise an alert (the start-up reconcile does).
+        let (stop_notify, notify_stopped) = tokio::sync::oneshot::channel();
+        let notifier = tokio::spawn(notifier(control.clone(), notify_stopped));
+        tasks.push(tokio::spawn(docker_alerts(control.clone(), world)));
+        tasks.push(tokio::spawn(state_alerts(control.clone())));
+        tasks.push(tokio::spawn(crate::supervise::run(
+            control.clone(),
+            control.board().clone(),
+        )));
+        tasks.push(tokio::spawn(crate::monitor::run(control.clone())));
+        tasks.push(tokio::spawn(crate::housekeeping::run(control.clone())));
+        // `kind = "unit"` services: systemd's manager (the user's with
+        // --user), connected when the config first has one.
+        tasks.push(tokio::spawn({
+            let control = control.clone();
+            async move {
+                control
+                    .follow_units(|| async move {
+                        dbus::systemd1::Systemd::connect(user_mode)
+                            .await
+                            .map(|s| Arc::new(s) as Arc<dyn crate::units::UnitManager>)
+                    })
+                    .await
+            }
+        }));
+        Core {
+            control,
+            tasks,
+            stop_notify,
+            notifier,
+        }
+    }
+
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// Queues the start-up reconcile (boot recovery when the boot id
+    /// changed); the system is "running" once it is done. `interrupted`:
+    /// the tasks the last run left unfinished. A start cut short may have
+    /// left a project half up (some containers running, the rest not yet
+    /// created), which the planner cannot tell from a complete one: it is
+    /// done again after the reconcile.
+    pub fn begin(&self, interrupted: &[TaskRecord]) {
+        let redo: std::collections::BTreeSet<String> = interrupted
+            .iter()
+            .filter(|t| TaskKind::parse(&t.kind).is_some_and(TaskKind::starts))
+            .map(|t| t.service.clone())
+            .collect();
+        match self.control.startup() {
+            Ok(task) => {
+                let c = self.control.clone();
+                tokio::spawn(async move {
+                    let _ = c.queue().wait(task.id).await;
+                    redo_interrupted_starts(&c, &redo);
+                    c.set_system_state(SystemState::Running);
+                });
+            }
+            Err(e) => {
+                warn!("cannot queue the start-up reconcile: {e}");
+                self.control.set_system_state(SystemState::Running);
+            }
+        }
+    }
+
+    /// Stops taking tasks, lets running Compose commands finish (up to
+    /// [`SHUTDOWN_GRACE`]), lets the notifications in flight go out, then
+    /// ends the core's tasks. Containers are left as they are.
+    pub async fn stop(self) {
+        let control = self.control;
+        control.set_system_state(SystemState::Stopping);
+        let left = control.queue().shutdown(SHUTDOWN_GRACE).await;
+        if left > 0 {
+            warn!("{left} tasks were still running after {SHUTDOWN_GRACE:?}; they will be marked interrupted at the next start");
+        }
+        // Alerts of the last tasks are in the outbox now; let a delivery in
+        // flight finish. Undelivered ones wait there for the next start.
+        let _ = self.stop_notify.send(());
+        let _ = self.notifier.await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
 }
 
 /// Deploy again what an interrupted start left behind, while its desired

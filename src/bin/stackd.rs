@@ -64,10 +64,12 @@ fn main() -> ExitCode {
         };
     }
     init_logging();
-    if args.sim {
-        stackd::engine::sim::install(stackd::engine::sim::Sim::new());
+    let engine = if args.sim {
         tracing::warn!("running on the simulated engine (--sim): nothing here touches Docker");
-    }
+        stackd::engine::Engine::Sim(stackd::engine::sim::Sim::new())
+    } else {
+        stackd::engine::Engine::Docker
+    };
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
                 config: path,
                 user_mode: args.user,
                 host: args.host,
+                engine,
             }))
             .map_err(anyhow::Error::from)
         });

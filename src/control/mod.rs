@@ -41,6 +41,9 @@ mod leave;
 mod registry;
 mod units;
 mod wait;
+
+#[cfg(test)]
+mod tests;
 pub use handoff::{
     claim_wins, PeerFailure, PeerService, Peers, Prepared, RemoteTask, VolumeOffer, VolumeReceipt,
 };
@@ -258,6 +261,11 @@ impl Control {
     /// The connected Docker client, if Docker answers.
     pub fn docker(&self) -> Option<crate::engine::Docker> {
         self.shared.world.docker()
+    }
+
+    /// The engine this core runs on (Docker, or a simulator).
+    pub fn engine(&self) -> &crate::engine::Engine {
+        self.shared.world.engine()
     }
 
     /// How many times the observer has connected to Docker (see

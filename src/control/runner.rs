@@ -170,8 +170,7 @@ impl Shared {
             config::ComposeCommand::V2 => ComposeChoice::V2,
             config::ComposeCommand::V1 => ComposeChoice::V1,
         };
-        let compose = Compose::detect(choice)
-            .await
+        let compose = (self.world.engine().compose(choice).await)
             .map_err(|e| Failure::failed(e.to_string()))?;
         info!("using {}", compose.describe());
         *slot = Some(compose.clone());

@@ -12,7 +12,7 @@ mod error;
 mod logs;
 mod manager;
 pub mod path;
-mod proxy;
+pub(crate) mod proxy;
 mod remote;
 mod service;
 pub mod systemd1;
@@ -484,7 +484,9 @@ impl Drop for Server {
         for t in &self.tasks {
             t.abort();
         }
-        let _ = std::fs::remove_file(&self.private_path);
+        if !self.private_path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.private_path);
+        }
     }
 }
 
@@ -492,17 +494,7 @@ impl Drop for Server {
 /// before the objects answer), then open the private socket.
 pub async fn serve(control: Control, user_mode: bool) -> Result<Server, DbusError> {
     let cfg = control.config();
-    let shared = Shared(Arc::new(Inner {
-        policy: auth::Policy {
-            user_mode,
-            admin_group: cfg.admin_group.clone(),
-        },
-        services: Mutex::new(control.service_names().into_iter().collect()),
-        control,
-        connections: Mutex::new(Vec::new()),
-        next_conn: std::sync::atomic::AtomicU64::new(0),
-        tasks: Mutex::new(HashMap::new()),
-    }));
+    let shared = Shared::new(control, user_mode);
     let bus = if user_mode { "session" } else { "system" };
     let builder = if user_mode {
         zbus::connection::Builder::session()
@@ -534,6 +526,53 @@ pub async fn serve(control: Control, user_mode: bool) -> Result<Server, DbusErro
         _bus: conn,
         tasks,
         private_path,
+    })
+}
+
+impl Shared {
+    fn new(control: Control, user_mode: bool) -> Shared {
+        let admin_group = control.config().admin_group.clone();
+        Shared(Arc::new(Inner {
+            policy: auth::Policy {
+                user_mode,
+                admin_group,
+            },
+            services: Mutex::new(control.service_names().into_iter().collect()),
+            control,
+            connections: Mutex::new(Vec::new()),
+            next_conn: std::sync::atomic::AtomicU64::new(0),
+            tasks: Mutex::new(HashMap::new()),
+        }))
+    }
+}
+
+/// Serves every object on one peer-to-peer connection over `stream` (no
+/// bus, no name), as the private socket does for each of its clients, with
+/// signals and `PropertiesChanged` forwarded: how the core's in-process
+/// tests talk to a core over D-Bus.
+pub async fn serve_stream(
+    control: Control,
+    user_mode: bool,
+    stream: tokio::net::UnixStream,
+) -> Result<Server, DbusError> {
+    let shared = Shared::new(control, user_mode);
+    let connect = |source| DbusError::Connect { bus: "p2p", source };
+    let conn = shared
+        .serve_all(
+            zbus::connection::Builder::unix_stream(stream)
+                .server(zbus::Guid::generate())
+                .map_err(connect)?
+                .p2p(),
+        )
+        .map_err(connect)?
+        .build()
+        .await
+        .map_err(connect)?;
+    shared.add_connection(conn.clone());
+    Ok(Server {
+        _bus: conn,
+        tasks: vec![tokio::spawn(forward(shared))],
+        private_path: PathBuf::new(),
     })
 }
 

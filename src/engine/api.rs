@@ -206,14 +206,11 @@ impl Docker {
         Docker { api }
     }
 
-    /// Connects to the engine this process uses: the simulator when
-    /// `stackd --sim` installed one ([`super::sim::installed`]), else
-    /// `DOCKER_HOST` (default `unix:///var/run/docker.sock`), agreeing on an
-    /// API version with it.
+    /// Connects to Docker at `DOCKER_HOST` (default
+    /// `unix:///var/run/docker.sock`), agreeing on an API version with it.
+    /// The core connects through its [`super::Engine`], which may be the
+    /// simulator instead.
     pub async fn connect() -> Result<Docker, EngineError> {
-        if let Some(sim) = super::sim::installed() {
-            return sim.connect().await;
-        }
         Ok(Docker::over(Arc::new(Bollard::connect().await?)))
     }
 

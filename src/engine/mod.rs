@@ -6,7 +6,10 @@
 //!
 //! Both handles are thin over a trait ([`ContainerApi`], [`ComposeApi`]):
 //! the real implementations (bollard, the Compose CLI) or the in-process
-//! simulator of `sim/`, which `stackd --sim` installs for the whole process.
+//! simulator of `sim/`. Which of the two a core runs on is a value,
+//! [`Engine`], chosen once (by `stackd`'s `--sim`, or a test) and handed to
+//! the core's [`World`](crate::world::World): a process may hold several
+//! cores, each on its own simulator.
 
 mod api;
 pub mod compose;
@@ -20,6 +23,53 @@ pub use compose::{Compose, ComposeApi, ComposeChoice, ComposeError, ComposeFlavo
 pub use docker::{ContainerInfo, ContainerState, EngineEvent, EngineInfo};
 pub use images::{DiskUsage, ImageRecord, NetworkRecord, ProjectContainer};
 pub use volumes::{ProjectMounts, ProjectVolume};
+
+/// The engine a core runs on: where its observer connects and where its
+/// runner finds Compose. Cheap to clone.
+#[derive(Clone)]
+pub enum Engine {
+    /// Docker at `DOCKER_HOST` (bollard) and the Compose CLI on `PATH`.
+    Docker,
+    /// The in-process simulator (`stackd --sim`, the core's tests).
+    Sim(std::sync::Arc<sim::Sim>),
+}
+
+impl Engine {
+    /// Connects to the engine: [`Docker::connect`], or the simulator's
+    /// handle (refused while it is down, as Docker's connect would be).
+    pub async fn connect(&self) -> Result<Docker, EngineError> {
+        match self {
+            Engine::Docker => Docker::connect().await,
+            Engine::Sim(sim) => sim.connect().await,
+        }
+    }
+
+    /// Finds Compose: [`Compose::detect`], or the simulator's whatever the
+    /// choice.
+    pub async fn compose(&self, choice: ComposeChoice) -> Result<Compose, EngineError> {
+        match self {
+            Engine::Docker => Compose::detect(choice).await,
+            Engine::Sim(sim) => Ok(sim.compose()),
+        }
+    }
+
+    /// The simulator, when this engine is one.
+    pub fn sim(&self) -> Option<&std::sync::Arc<sim::Sim>> {
+        match self {
+            Engine::Docker => None,
+            Engine::Sim(sim) => Some(sim),
+        }
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Engine::Docker => "Engine::Docker",
+            Engine::Sim(_) => "Engine::Sim",
+        })
+    }
+}
 
 /// Something went wrong talking to the Docker engine or finding Compose.
 /// An error kept as the source of an [`EngineError`].

@@ -559,7 +559,7 @@ fn confirm_outside_stop(
         // A unit's stop is systemd's to tell; Docker has no say in it.
         let engine_up = still
             && (control.is_unit_service(&name)
-                || control.docker().is_some() && crate::engine::Docker::connect().await.is_ok());
+                || control.docker().is_some() && control.engine().connect().await.is_ok());
         if let (true, Some(now)) = (still && engine_up, now) {
             control.stopped_outside(&name, &now);
         } else if still {

@@ -214,7 +214,7 @@ fn host_a(
         cfg,
         LoadOptions::default(),
         store,
-        World::new(),
+        World::new(crate::engine::Engine::Docker),
         events,
         "boot".into(),
     );

@@ -35,7 +35,7 @@ mod ports;
 mod saved;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -68,15 +68,6 @@ pub const ADDRESS: &str = "sim://stackd";
 /// again by the (simulated) engine.
 const POLICY_RESTART_DELAY: Duration = Duration::from_millis(100);
 
-static INSTALLED: OnceLock<Arc<Sim>> = OnceLock::new();
-
-/// Makes `sim` the engine of this process: [`Docker::connect`] and
-/// [`Compose::detect`] answer with it from now on. False when one was
-/// installed already (the first stays).
-pub fn install(sim: Arc<Sim>) -> bool {
-    INSTALLED.set(sim).is_ok()
-}
-
 /// Where `stackd --sim` serves the control socket: `$STACKD_SIM_CONTROL`,
 /// else `sim.sock` in the state directory.
 pub fn control_path(state_dir: &std::path::Path) -> std::path::PathBuf {
@@ -84,11 +75,6 @@ pub fn control_path(state_dir: &std::path::Path) -> std::path::PathBuf {
         Some(p) if !p.is_empty() => p.into(),
         _ => state_dir.join("sim.sock"),
     }
-}
-
-/// The simulator `stackd --sim` installed, if any.
-pub fn installed() -> Option<Arc<Sim>> {
-    INSTALLED.get().cloned()
 }
 
 /// How a container ends.
@@ -234,7 +220,7 @@ impl Sim {
         self.me.upgrade().expect("a Sim is always in its Arc")
     }
 
-    /// A handle on this engine, as [`Docker::connect`] gives it: refused
+    /// A handle on this engine, as [`Docker::connect`] gives Docker's: refused
     /// while the engine is down.
     pub async fn connect(&self) -> Result<Docker, EngineError> {
         self.gate().await?;
