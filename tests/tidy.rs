@@ -214,7 +214,6 @@ const LONG_FILES: &[&str] = &[
     "peer/client.rs",    // 601
     "preflight.rs",      // 856
     "recovery/mod.rs",   // 797
-    "store/tests.rs",    // 1059, unit tables
     "tasks/mod.rs",      // 716
     "world.rs",          // 610
 ];
