@@ -205,15 +205,12 @@ const MAX_LINES: usize = 600;
 const LONG_FILES: &[&str] = &[
     "dbus/client.rs",    // 737
     "dbus/manager.rs",   // 843
-    "deps.rs",           // 738
     "engine/compose.rs", // 1182
     "engine/docker.rs",  // 1078
     "notify/mod.rs",     // 655
     "notify/router.rs",  // 682
     "notify/worker.rs",  // 616
     "peer/client.rs",    // 601
-    "preflight.rs",      // 856
-    "recovery/mod.rs",   // 797
     "tasks/mod.rs",      // 716
     "world.rs",          // 610
 ];
