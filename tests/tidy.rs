@@ -212,7 +212,6 @@ const LONG_FILES: &[&str] = &[
     "notify/worker.rs",  // 616
     "peer/client.rs",    // 601
     "tasks/mod.rs",      // 716
-    "world.rs",          // 610
 ];
 
 #[test]
