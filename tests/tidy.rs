@@ -207,9 +207,6 @@ const LONG_FILES: &[&str] = &[
     "dbus/manager.rs",   // 843
     "engine/compose.rs", // 1182
     "engine/docker.rs",  // 1078
-    "notify/mod.rs",     // 655
-    "notify/router.rs",  // 682
-    "notify/worker.rs",  // 616
     "peer/client.rs",    // 601
     "tasks/mod.rs",      // 716
 ];
