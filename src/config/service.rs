@@ -207,14 +207,22 @@ impl Default for RestartConfig {
     }
 }
 
-/// `resources = { ... }`: spike thresholds.
-#[derive(Debug, Clone, PartialEq)]
+/// `resources = { ... }`: spike thresholds, as the spike detector takes
+/// them (`resources::SpikeThresholds`). A metric whose threshold is None is
+/// not watched.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ResourcesConfig {
+    /// Per core, like `docker stats` (200 = two cores busy).
     pub cpu_percent: Option<f64>,
+    /// Of the container's memory limit, or of host memory without a limit.
     pub memory_percent: Option<f64>,
+    /// Bytes.
     pub memory: Option<u64>,
+    /// How long a value must stay over the threshold before it counts.
     pub sustain: Duration,
-    /// A spike clears when usage falls below `threshold * clear_ratio`.
+    /// A spike clears when the value falls below `threshold * clear_ratio`.
     pub clear_ratio: f64,
+    /// After an announced spike ends, how long until the same metric of the
+    /// same key is announced again.
     pub cooldown: Duration,
 }
