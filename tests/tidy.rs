@@ -2,8 +2,9 @@
 //! source text, so the map cannot drift from the code unnoticed: which
 //! module may know zbus, HTTP, the terminal and `anyhow`; that no file of
 //! `src/` grows past [`MAX_LINES`] (bar a list of files, each held to the
-//! length it has, that may only shrink); and that `tests/common` is the one fixture builder of `tests/` and
-//! `benches/`. No Docker, no bus: this runs in the fast tier.
+//! length it has, that may only shrink); and that `tests/common` is the
+//! one fixture builder of `tests/` and `benches/`. No Docker, no bus: this
+//! runs in the fast tier.
 //!
 //! A rule names the crate paths or words that mark the knowledge and the
 //! files or folders (under `src/`) allowed to hold it. Comments are not
