@@ -14,7 +14,7 @@ use crate::engine::ContainerState;
 use crate::events::Severity;
 use crate::resources::{
     ContainerFigures, ContainerSampler, HostSampler, Metric, Sample, ServiceFigures, SpikeDetector,
-    SpikeEvent, SpikeThresholds,
+    SpikeEvent,
 };
 
 /// Run until aborted.
@@ -63,7 +63,7 @@ pub async fn run(control: Control) {
                 }
             }
             match svc.resources.as_ref() {
-                Some(r) => spikes.configure(&svc.name, SpikeThresholds::from(r)),
+                Some(r) => spikes.configure(&svc.name, *r),
                 None => spikes.forget(&svc.name),
             }
         }

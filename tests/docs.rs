@@ -10,7 +10,7 @@
 //!   `stackctl __complete`);
 //! - `man/stackd.toml.5` and the packaged default `packaging/stackd.toml`
 //!   mention every key of the cluster file (collected from the serde structs
-//!   in `src/config/raw.rs`), and the page documents no key that does not
+//!   in `src/config/raw/mod.rs`), and the page documents no key that does not
 //!   exist;
 //! - every page renders with `man --warnings` without a warning.
 //!
@@ -363,10 +363,10 @@ struct Key {
 }
 
 /// Every field of every `#[derive(serde::Deserialize)]` struct in
-/// `src/config/raw.rs`, by a plain scan of the source: a struct's fields are
+/// `src/config/raw/mod.rs`, by a plain scan of the source: a struct's fields are
 /// the `pub NAME: TYPE,` lines between its `struct Raw… {` and `}`.
 fn config_keys() -> Vec<Key> {
-    let source = read("src/config/raw.rs");
+    let source = read("src/config/raw/mod.rs");
     let mut keys = Vec::new();
     let mut current: Option<&'static str> = None;
     let mut derive_seen = false;
@@ -383,7 +383,7 @@ fn config_keys() -> Vec<Key> {
                     .iter()
                     .find(|(s, _)| *s == name)
                     .unwrap_or_else(|| {
-                        panic!("src/config/raw.rs: struct {name} reads a table the test does not know: add it to TABLES and document it in man/stackd.toml.5")
+                        panic!("src/config/raw/mod.rs: struct {name} reads a table the test does not know: add it to TABLES and document it in man/stackd.toml.5")
                     })
                     .1;
                 current = Some(table);
@@ -411,7 +411,7 @@ fn config_keys() -> Vec<Key> {
     }
     assert!(
         keys.len() > 40,
-        "found only {} keys in src/config/raw.rs: has its layout changed?",
+        "found only {} keys in src/config/raw/mod.rs: has its layout changed?",
         keys.len()
     );
     keys

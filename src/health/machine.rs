@@ -357,6 +357,13 @@ mod tests {
     #[test]
     fn table() {
         let probe3 = config(3, 30, true);
+        // Healthy, then `retries` failures: where the next two cases start.
+        let gone_unhealthy = [
+            (OK, Some(Healthy)),
+            (FAIL, None),
+            (FAIL, None),
+            (FAIL, Some(Unhealthy)),
+        ];
         type Case<'a> = (&'a str, &'a HealthConfig, Vec<(Step, Option<Health>)>);
         let cases: Vec<Case<'_>> = vec![
             (
@@ -367,13 +374,7 @@ mod tests {
             (
                 "unhealthy only after retries failures",
                 &probe3,
-                vec![
-                    (OK, Some(Healthy)),
-                    (FAIL, None),
-                    (FAIL, None),
-                    (FAIL, Some(Unhealthy)),
-                    (FAIL, None),
-                ],
+                [&gone_unhealthy[..], &[(FAIL, None)]].concat(),
             ),
             (
                 "unhealthy and back within retries raises nothing",
@@ -390,18 +391,18 @@ mod tests {
             (
                 "recovery also needs retries successes",
                 &probe3,
-                vec![
-                    (OK, Some(Healthy)),
-                    (FAIL, None),
-                    (FAIL, None),
-                    (FAIL, Some(Unhealthy)),
-                    (OK, None),
-                    (OK, None),
-                    (FAIL, None),
-                    (OK, None),
-                    (OK, None),
-                    (OK, Some(Healthy)),
-                ],
+                [
+                    &gone_unhealthy[..],
+                    &[
+                        (OK, None),
+                        (OK, None),
+                        (FAIL, None),
+                        (OK, None),
+                        (OK, None),
+                        (OK, Some(Healthy)),
+                    ],
+                ]
+                .concat(),
             ),
             (
                 "failures within start_period show as starting",

@@ -16,7 +16,8 @@
 //!   is delivered from memory ([`Worker::memory`]), with the same delivery
 //!   id it would have had in the outbox;
 //! - the store is written again only after a back-off of its own
-//!   ([`STORE_RETRY_FIRST`] doubling to [`STORE_RETRY_MAX`]), so a full
+//!   ([`STORE_RETRY_FIRST`](super::backoff::STORE_RETRY_FIRST) doubling to
+//!   [`STORE_RETRY_MAX`](super::backoff::STORE_RETRY_MAX)), so a full
 //!   disk costs one write attempt per step, and what waited in memory is
 //!   written then;
 //! - failed writes are logged through [`Store::note_write_error`], at most
@@ -38,6 +39,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::backoff::{Backoff, StoreWait};
 use super::{alert_from_payload, delivery_id, payload, send, Channel, Delivery, Routed};
 use crate::events::Alert;
 use crate::store::{now_usec, OutboxItem, Store, StoreError};
@@ -51,52 +53,12 @@ const KEEP_DELIVERED: usize = 1000;
 const IDLE_POLL: Duration = Duration::from_secs(60);
 /// Shortest pause between passes: whatever goes wrong, never a busy loop.
 const MIN_PAUSE: Duration = Duration::from_millis(50);
-/// The first wait before writing to a store that refused a write.
-pub(super) const STORE_RETRY_FIRST: Duration = Duration::from_secs(1);
-/// The longest wait before writing to a store that refused a write.
-pub(super) const STORE_RETRY_MAX: Duration = Duration::from_secs(60);
 /// A channel's failed deliveries are logged at warn level at most this
 /// often (the first of a spell at once).
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Alerts kept in memory while the store cannot queue them; the oldest go
 /// first beyond it (they were written to the journal when they happened).
 const MEMORY_MAX: usize = 1000;
-
-/// Delay after the n-th failed attempt: `first * 2^(n-1)`, at most `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub first: Duration,
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            first: Duration::from_secs(5),
-            max: Duration::from_secs(600),
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay after `failures` failed attempts (1 for the first).
-    pub fn delay(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(31);
-        self.first
-            .checked_mul(1 << doublings)
-            .unwrap_or(self.max)
-            .min(self.max)
-    }
-
-    /// The time (µs) to try again after `failures` failed attempts.
-    fn next(&self, failures: u32) -> u64 {
-        now_usec().saturating_add(usec(self.delay(failures)))
-    }
-}
-
-fn usec(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
 
 /// What happened to an outbox item that the store could not record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,33 +92,6 @@ enum Source {
     Outbox(u64),
     /// Index into `memory` at the start of the pass.
     Memory(usize),
-}
-
-/// Waiting to write to a store that refused a write.
-#[derive(Debug, Default)]
-struct StoreWait {
-    failures: u32,
-    until: Option<Instant>,
-}
-
-impl StoreWait {
-    fn ready(&self) -> bool {
-        self.until.map_or(true, |t| Instant::now() >= t)
-    }
-
-    fn failed(&mut self) {
-        self.failures = self.failures.saturating_add(1);
-        let delay = Backoff {
-            first: STORE_RETRY_FIRST,
-            max: STORE_RETRY_MAX,
-        }
-        .delay(self.failures);
-        self.until = Some(Instant::now() + delay);
-    }
-
-    fn worked(&mut self) {
-        *self = StoreWait::default();
-    }
 }
 
 pub(super) struct Worker {
@@ -588,29 +523,5 @@ fn job(item: OutboxItem, attempts: u32) -> Job {
         channel: item.channel,
         dedup_key: item.dedup_key,
         attempts,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let b = Backoff::default();
-        let cases = [
-            (0, 5),
-            (1, 5),
-            (2, 10),
-            (3, 20),
-            (4, 40),
-            (7, 320),
-            (8, 600),
-            (30, 600),
-            (u32::MAX, 600),
-        ];
-        for (failures, secs) in cases {
-            assert_eq!(b.delay(failures), Duration::from_secs(secs), "{failures}");
-        }
     }
 }

@@ -5,32 +5,29 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::cgroup::{CgroupDriver, CgroupVersion, ContainerReading, Files};
+use super::cgroup::{ContainerReading, Files};
 use super::{CGROUP_ROOT, PROC_ROOT};
 
-/// One container's figures from one sample.
+/// One container's figures from one sample: what its cgroup files said
+/// (read through `Deref`: `stats.memory`, `stats.pids`, ...) and the CPU
+/// share worked out against the previous sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerStats {
     pub id: String,
     pub pid: u32,
-    pub version: CgroupVersion,
-    pub driver: CgroupDriver,
     /// CPU used since the previous sample, per core as `docker stats`
     /// shows it: 100 is one core busy, and a container on 4 cores may show
     /// up to 400. None the first time a container is seen.
     pub cpu_percent: Option<f64>,
-    /// Total CPU time used since the container started, in ns.
-    pub cpu_usage_ns: u64,
-    /// Bytes in use without the inactive page cache (as `docker stats`).
-    pub memory: u64,
-    /// None: no limit.
-    pub memory_limit: Option<u64>,
-    /// The highest use since the container started, where the kernel
-    /// keeps it (see [`ContainerReading::memory_peak`]).
-    pub memory_peak: Option<u64>,
-    pub pids: Option<u64>,
-    pub net_rx: u64,
-    pub net_tx: u64,
+    pub reading: ContainerReading,
+}
+
+impl std::ops::Deref for ContainerStats {
+    type Target = ContainerReading;
+
+    fn deref(&self) -> &ContainerReading {
+        &self.reading
+    }
 }
 
 impl ContainerStats {
@@ -126,11 +123,16 @@ impl ContainerSampler {
         out.reserve(containers.len());
         for (id, pid) in containers {
             let (id, pid) = (id.as_ref(), *pid);
-            if let Some(reading) = self.sample_one(now, id, pid) {
+            if let Some((reading, cpu_percent)) = self.sample_one(now, id, pid) {
                 let mut owned = self.spare_ids.pop().unwrap_or_default();
                 owned.clear();
                 owned.push_str(id);
-                out.push(stats(owned, pid, reading));
+                out.push(ContainerStats {
+                    id: owned,
+                    pid,
+                    cpu_percent,
+                    reading,
+                });
             }
         }
         if self.entries.len() > out.len() {
@@ -195,25 +197,4 @@ fn cpu_percent(then: Instant, used_then: u64, now: Instant, used_now: u64) -> Op
     let wall = now.checked_duration_since(then)?.as_nanos();
     let used = used_now.checked_sub(used_then)?;
     (wall > 0).then(|| used as f64 * 100.0 / wall as f64)
-}
-
-fn stats(
-    id: String,
-    pid: u32,
-    (r, cpu_percent): (ContainerReading, Option<f64>),
-) -> ContainerStats {
-    ContainerStats {
-        id,
-        pid,
-        version: r.version,
-        driver: r.driver,
-        cpu_percent,
-        cpu_usage_ns: r.cpu_usage_ns,
-        memory: r.memory,
-        memory_limit: r.memory_limit,
-        memory_peak: r.memory_peak,
-        pids: r.pids,
-        net_rx: r.net_rx,
-        net_tx: r.net_tx,
-    }
 }

@@ -17,38 +17,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::config::ResourcesConfig;
-
-/// Thresholds for one key. A metric whose threshold is None is not watched.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SpikeThresholds {
-    /// Per core, like `docker stats` (200 = two cores busy).
-    pub cpu_percent: Option<f64>,
-    /// Of the container's memory limit, or of host memory without a limit.
-    pub memory_percent: Option<f64>,
-    /// Bytes.
-    pub memory: Option<u64>,
-    /// How long a value must stay over the threshold before it counts.
-    pub sustain: Duration,
-    /// A spike clears when the value falls below `threshold * clear_ratio`.
-    pub clear_ratio: f64,
-    /// After an announced spike ends, how long until the same metric of the
-    /// same key is announced again.
-    pub cooldown: Duration,
-}
-
-impl From<&ResourcesConfig> for SpikeThresholds {
-    fn from(c: &ResourcesConfig) -> Self {
-        SpikeThresholds {
-            cpu_percent: c.cpu_percent,
-            memory_percent: c.memory_percent,
-            memory: c.memory,
-            sustain: c.sustain,
-            clear_ratio: c.clear_ratio,
-            cooldown: c.cooldown,
-        }
-    }
-}
+/// Thresholds for one key: the service's validated `resources` table, one
+/// type for both so the two cannot drift apart.
+pub use crate::config::ResourcesConfig as SpikeThresholds;
 
 /// What a spike is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -566,23 +537,5 @@ mod tests {
         assert!(feed_cpu(&mut d, t0, 1040, &[1.0]).is_empty());
         d.forget("web");
         assert_eq!(d.keys().count(), 0);
-    }
-
-    #[test]
-    fn thresholds_from_config() {
-        let c = ResourcesConfig {
-            cpu_percent: Some(90.0),
-            memory_percent: Some(80.0),
-            memory: Some(GIB),
-            sustain: Duration::from_secs(30),
-            clear_ratio: 0.9,
-            cooldown: Duration::from_secs(300),
-        };
-        let t = SpikeThresholds::from(&c);
-        assert_eq!(t.cpu_percent, Some(90.0));
-        assert_eq!(t.memory_percent, Some(80.0));
-        assert_eq!(t.memory, Some(GIB));
-        assert_eq!(t.clear_ratio, 0.9);
-        assert_eq!(t.cooldown, Duration::from_secs(300));
     }
 }

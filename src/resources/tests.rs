@@ -17,9 +17,27 @@ fn fixture(layout: &str) -> PathBuf {
         .join(layout)
 }
 
-fn read(layout: &str, id: &str, pid: u32) -> Result<ContainerReading, ResourceError> {
-    let root = fixture(layout);
+/// Reads one container from the tree at `root` (`sys/fs/cgroup`, `proc`).
+fn read_in(root: &Path, id: &str, pid: u32) -> Result<ContainerReading, ResourceError> {
     read_container(&root.join("sys/fs/cgroup"), &root.join("proc"), id, pid)
+}
+
+fn read(layout: &str, id: &str, pid: u32) -> Result<ContainerReading, ResourceError> {
+    read_in(&fixture(layout), id, pid)
+}
+
+/// The v1 and the v2 systemd-driver fixtures copied into one tree below
+/// `dir` (a test may change it), with its root.
+fn both_systemd(dir: &Path) -> PathBuf {
+    let root = dir.join("a");
+    copy_tree(&fixture("v1-systemd"), &root);
+    copy_tree(&fixture("v2-systemd"), &root);
+    root
+}
+
+/// A sampler over the tree at `root`.
+fn sampler(root: &Path) -> ContainerSampler {
+    ContainerSampler::with_roots(root.join("sys/fs/cgroup"), root.join("proc"))
 }
 
 /// Copies a fixture tree into a temp dir so a test may change it.
@@ -36,58 +54,92 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// Every figure of one container in each fixture layout.
 #[test]
-fn v1_cgroupfs_real_files() {
-    // Copied from a busybox container on Docker 20.10, cgroup v1, cgroupfs
-    // driver, cpu and cpuacct mounted apart, a hybrid `0::` line present.
-    let r = read("v1-cgroupfs", V1_CGROUPFS_ID, 4242).unwrap();
-    assert_eq!(r.version, CgroupVersion::V1);
-    assert_eq!(r.driver, CgroupDriver::Cgroupfs);
-    assert_eq!(r.cpu_usage_ns, 45_684_747_965);
-    // usage_in_bytes 1949696 − total_inactive_file 1605632
-    assert_eq!(r.memory, 344_064);
-    assert_eq!(r.memory_limit, None, "9223372036854771712 means no limit");
-    assert_eq!(r.memory_peak, Some(3_817_472), "memory.max_usage_in_bytes");
-    assert_eq!(r.pids, Some(1));
-    assert_eq!((r.net_rx, r.net_tx), (1016, 0));
-}
-
-#[test]
-fn v1_systemd_driver_with_comounted_cpu_cpuacct() {
-    let r = read("v1-systemd", V1_SYSTEMD_ID, 3170).unwrap();
-    assert_eq!(r.version, CgroupVersion::V1);
-    assert_eq!(r.driver, CgroupDriver::Systemd);
-    assert_eq!(r.cpu_usage_ns, 48_213_377_621);
-    assert_eq!(r.memory, 98_332_672 - 30_543_872);
-    assert_eq!(r.memory_limit, Some(256 << 20));
-    assert_eq!(r.pids, Some(7));
-    assert_eq!((r.net_rx, r.net_tx), (18_734_921, 2_215_310));
-}
-
-#[test]
-fn v2_systemd_driver() {
-    let r = read("v2-systemd", V2_SYSTEMD_ID, 5120).unwrap();
-    assert_eq!(r.version, CgroupVersion::V2);
-    assert_eq!(r.driver, CgroupDriver::Systemd);
-    assert_eq!(r.cpu_usage_ns, 9_137_482_000 * 1000);
-    assert_eq!(r.memory, 75_673_600 - 23_068_672);
-    assert_eq!(r.memory_limit, Some(512 << 20));
-    assert_eq!(r.memory_peak, Some(94 << 20), "memory.peak");
-    assert_eq!(r.pids, Some(12));
-    // eth0 + eth1, lo left out.
-    assert_eq!((r.net_rx, r.net_tx), (5_252_880, 1_050_576));
-}
-
-#[test]
-fn v2_cgroupfs_driver_without_limit() {
-    let r = read("v2-cgroupfs", V2_CGROUPFS_ID, 6001).unwrap();
-    assert_eq!(r.version, CgroupVersion::V2);
-    assert_eq!(r.driver, CgroupDriver::Cgroupfs);
-    assert_eq!(r.cpu_usage_ns, 1_503_211_000);
-    assert_eq!(r.memory, 52_428_800 - 8_388_608);
-    assert_eq!(r.memory_limit, None, "memory.max \"max\"");
-    assert_eq!(r.memory_peak, None, "a kernel without memory.peak");
-    assert_eq!(r.pids, Some(3));
+fn each_layout_reads_every_figure() {
+    use CgroupDriver::{Cgroupfs, Systemd};
+    use CgroupVersion::{V1, V2};
+    let cases = [
+        (
+            // Copied from a busybox container on Docker 20.10, cgroup v1,
+            // cgroupfs driver, cpu and cpuacct mounted apart, a hybrid `0::`
+            // line present.
+            "v1-cgroupfs",
+            V1_CGROUPFS_ID,
+            4242,
+            ContainerReading {
+                version: V1,
+                driver: Cgroupfs,
+                cpu_usage_ns: 45_684_747_965,
+                // usage_in_bytes 1949696 − total_inactive_file 1605632
+                memory: 344_064,
+                // 9223372036854771712 means no limit.
+                memory_limit: None,
+                // memory.max_usage_in_bytes
+                memory_peak: Some(3_817_472),
+                pids: Some(1),
+                net_rx: 1016,
+                net_tx: 0,
+            },
+        ),
+        (
+            // Systemd driver, cpu and cpuacct mounted together.
+            "v1-systemd",
+            V1_SYSTEMD_ID,
+            3170,
+            ContainerReading {
+                version: V1,
+                driver: Systemd,
+                cpu_usage_ns: 48_213_377_621,
+                memory: 98_332_672 - 30_543_872,
+                memory_limit: Some(256 << 20),
+                memory_peak: Some(121_634_816),
+                pids: Some(7),
+                net_rx: 18_734_921,
+                net_tx: 2_215_310,
+            },
+        ),
+        (
+            "v2-systemd",
+            V2_SYSTEMD_ID,
+            5120,
+            ContainerReading {
+                version: V2,
+                driver: Systemd,
+                cpu_usage_ns: 9_137_482_000 * 1000,
+                memory: 75_673_600 - 23_068_672,
+                memory_limit: Some(512 << 20),
+                // memory.peak
+                memory_peak: Some(94 << 20),
+                pids: Some(12),
+                // eth0 + eth1, lo left out.
+                net_rx: 5_252_880,
+                net_tx: 1_050_576,
+            },
+        ),
+        (
+            "v2-cgroupfs",
+            V2_CGROUPFS_ID,
+            6001,
+            ContainerReading {
+                version: V2,
+                driver: Cgroupfs,
+                cpu_usage_ns: 1_503_211_000,
+                memory: 52_428_800 - 8_388_608,
+                // memory.max "max"
+                memory_limit: None,
+                // A kernel without memory.peak.
+                memory_peak: None,
+                pids: Some(3),
+                // eth0 + eth1, as in v2-systemd.
+                net_rx: 5_252_880,
+                net_tx: 1_050_576,
+            },
+        ),
+    ];
+    for (layout, id, pid, want) in cases {
+        assert_eq!(read(layout, id, pid).unwrap(), want, "{layout}");
+    }
 }
 
 #[test]
@@ -96,13 +148,7 @@ fn cgroup_namespace_paths_fall_back_to_the_driver_layouts() {
     let dir = tempfile::tempdir().unwrap();
     copy_tree(&fixture("v2-systemd"), dir.path());
     std::fs::write(dir.path().join("proc/5120/cgroup"), "0::/\n").unwrap();
-    let r = read_container(
-        &dir.path().join("sys/fs/cgroup"),
-        &dir.path().join("proc"),
-        V2_SYSTEMD_ID,
-        5120,
-    )
-    .unwrap();
+    let r = read_in(dir.path(), V2_SYSTEMD_ID, 5120).unwrap();
     assert_eq!(r.pids, Some(12));
 }
 
@@ -116,33 +162,19 @@ fn missing_things_are_named_errors() {
     let dir = tempfile::tempdir().unwrap();
     copy_tree(&fixture("v2-cgroupfs"), dir.path());
     std::fs::write(dir.path().join("proc/6001/cgroup"), "0::/elsewhere\n").unwrap();
-    let err = read_container(
-        &dir.path().join("sys/fs/cgroup"),
-        &dir.path().join("proc"),
-        "nope",
-        6001,
-    )
-    .unwrap_err();
+    let err = read_in(dir.path(), "nope", 6001).unwrap_err();
     assert!(matches!(err, ResourceError::NoCgroup { .. }), "{err}");
     assert!(err.to_string().contains("elsewhere"), "{err}");
     std::fs::write(dir.path().join("proc/6001/cgroup"), "garbage\n").unwrap();
-    let err = read_container(
-        &dir.path().join("sys/fs/cgroup"),
-        &dir.path().join("proc"),
-        "nope",
-        6001,
-    )
-    .unwrap_err();
+    let err = read_in(dir.path(), "nope", 6001).unwrap_err();
     assert!(matches!(err, ResourceError::Format { .. }), "{err}");
 }
 
 #[test]
 fn sampler_computes_cpu_percent_per_core_and_forgets() {
     let dir = tempfile::tempdir().unwrap();
-    copy_tree(&fixture("v1-systemd"), &dir.path().join("a"));
-    copy_tree(&fixture("v2-systemd"), &dir.path().join("a"));
-    let root = dir.path().join("a");
-    let mut s = ContainerSampler::with_roots(root.join("sys/fs/cgroup"), root.join("proc"));
+    let root = both_systemd(dir.path());
+    let mut s = sampler(&root);
     let both = [(V1_SYSTEMD_ID, 3170), (V2_SYSTEMD_ID, 5120)];
     let t0 = Instant::now();
     let first = s.sample_at(t0, &both);
@@ -187,7 +219,7 @@ fn sampler_computes_cpu_percent_per_core_and_forgets() {
 #[test]
 fn a_new_pid_restarts_the_cpu_delta() {
     let root = fixture("v2-cgroupfs");
-    let mut s = ContainerSampler::with_roots(root.join("sys/fs/cgroup"), root.join("proc"));
+    let mut s = sampler(&root);
     let t0 = Instant::now();
     s.sample_at(t0, &[(V2_CGROUPFS_ID, 6001)]);
     let again = s.sample_at(t0 + Duration::from_secs(1), &[(V2_CGROUPFS_ID, 6001)]);
@@ -216,7 +248,7 @@ fn files_are_resolved_once_and_again_for_a_new_id() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     copy_tree(&fixture("v1-cgroupfs"), root);
-    let mut s = ContainerSampler::with_roots(root.join("sys/fs/cgroup"), root.join("proc"));
+    let mut s = sampler(root);
     let t0 = Instant::now();
     let old = [(V1_CGROUPFS_ID, 4242)];
     for i in 0..3 {
@@ -263,10 +295,8 @@ fn files_are_resolved_once_and_again_for_a_new_id() {
 #[test]
 fn a_vanished_file_leaves_only_its_container_out() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("a");
-    copy_tree(&fixture("v1-systemd"), &root);
-    copy_tree(&fixture("v2-systemd"), &root);
-    let mut s = ContainerSampler::with_roots(root.join("sys/fs/cgroup"), root.join("proc"));
+    let root = both_systemd(dir.path());
+    let mut s = sampler(&root);
     let both = [(V1_SYSTEMD_ID, 3170), (V2_SYSTEMD_ID, 5120)];
     let t0 = Instant::now();
     let mut out = Vec::new();

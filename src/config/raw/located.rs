@@ -1,28 +1,17 @@
-//! The cluster file as written: every leaf value remembers where it was
-//! written (file index + byte offset), every table is optional, and later
-//! files merge over earlier ones.
-//!
-//! Tables themselves carry no span: toml gives none for implicit tables
-//! (`[notify.email]` without `[notify]`, dotted keys), so only leaves and map
-//! keys are located.
+//! Located values: where each was written ([`At`], [`Loc`], [`LocMap`]),
+//! and the shapes a value may take (`HostSpec`, `Environment`, numbers,
+//! string lists), each deserialized so that it keeps its place.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::path::PathBuf;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Unexpected, Visitor};
 
 thread_local! {
     /// Index of the file being deserialized; stamped into every [`Loc`].
-    static CURRENT_FILE: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Parses one file's text, stamping `file` into every location.
-pub(crate) fn parse_file(text: &str, file: usize) -> Result<RawFile, toml::de::Error> {
-    CURRENT_FILE.with(|c| c.set(file));
-    toml::from_str(text)
+    pub(super) static CURRENT_FILE: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Where something was written: which source file, which byte offset.
@@ -94,16 +83,6 @@ impl<R> Default for LocMap<R> {
 /// The header of a named table, for error messages.
 pub(crate) trait Section {
     const HEADER: &'static str;
-}
-
-impl Section for RawHost {
-    const HEADER: &'static str = "[hosts.NAME]";
-}
-impl Section for RawService {
-    const HEADER: &'static str = "[services.NAME]";
-}
-impl Section for RawWebhook {
-    const HEADER: &'static str = "[notify.webhook.NAME]";
 }
 
 impl<'de, R: Deserialize<'de> + Section> Deserialize<'de> for LocMap<R> {
@@ -360,246 +339,7 @@ impl std::ops::Deref for Strings {
 }
 
 impl Strings {
-    pub(super) fn values(&self) -> Vec<String> {
+    pub(in crate::config) fn values(&self) -> Vec<String> {
         self.0.iter().map(|l| l.value.clone()).collect()
     }
 }
-
-type L<T> = Option<Loc<T>>;
-type Names = Option<Strings>;
-
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawFile {
-    pub host: L<String>,
-    pub compose_dir: L<PathBuf>,
-    pub state_dir: L<PathBuf>,
-    pub compose_command: L<String>,
-    pub max_parallel: L<Int>,
-    pub sample_interval: L<String>,
-    pub admin_group: L<String>,
-    pub boot_id_file: L<PathBuf>,
-    pub reload_guard: L<StrOrNum>,
-    #[serde(default)]
-    pub hosts: LocMap<RawHost>,
-    pub peer: Option<RawPeer>,
-    #[serde(default)]
-    pub services: LocMap<RawService>,
-    pub resources: Option<RawResources>,
-    pub notify: Option<RawNotify>,
-    pub housekeeping: Option<RawHousekeeping>,
-}
-
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a [housekeeping] table")]
-pub(crate) struct RawHousekeeping {
-    pub prune: L<String>,
-    pub disk_warning: L<StrOrNum>,
-}
-
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a [hosts.NAME] table")]
-pub(crate) struct RawHost {
-    pub peer: L<String>,
-}
-
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a [peer] table")]
-pub(crate) struct RawPeer {
-    pub listen: L<String>,
-    pub token_file: L<PathBuf>,
-    pub tls_cert: L<PathBuf>,
-    pub tls_key: L<PathBuf>,
-    pub tls_ca: L<PathBuf>,
-    pub tls_pin_sha256: L<String>,
-    pub timeout: L<String>,
-    pub heartbeat: L<String>,
-}
-
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a [services.NAME] table")]
-pub(crate) struct RawService {
-    pub host: L<HostSpec>,
-    pub auto_start: L<bool>,
-    pub depends_on: Names,
-    pub conflicts: Names,
-    pub start_order: L<Int>,
-    pub start_timeout: L<String>,
-    pub health: Option<RawHealth>,
-    pub restart: Option<RawRestart>,
-    pub resources: Option<RawResources>,
-    pub handoff: L<String>,
-    pub handoff_volumes: L<bool>,
-    pub kind: L<String>,
-    pub unit: L<String>,
-    pub exec: L<Strings>,
-    pub working_dir: L<PathBuf>,
-    pub environment: L<Environment>,
-    pub user: L<String>,
-    pub description: L<String>,
-    pub category: L<String>,
-    pub required_for: Names,
-}
-
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a health table")]
-pub(crate) struct RawHealth {
-    pub http: L<String>,
-    pub expect_status: L<StrOrInt>,
-    pub body_contains: L<String>,
-    pub tls_ca: L<PathBuf>,
-    pub tcp: L<String>,
-    pub command: L<Strings>,
-    pub container: L<String>,
-    pub file: L<PathBuf>,
-    pub max_age: L<String>,
-    pub interval: L<String>,
-    pub timeout: L<String>,
-    pub retries: L<Int>,
-    pub start_period: L<String>,
-}
-
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a restart table")]
-pub(crate) struct RawRestart {
-    pub on_failure: L<bool>,
-    pub max_restarts: L<Int>,
-    pub window: L<String>,
-    pub backoff: L<String>,
-    pub manual_stop: L<String>,
-    pub retry_interval: L<String>,
-}
-
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a resources table")]
-pub(crate) struct RawResources {
-    pub cpu_percent: L<Num>,
-    pub memory_percent: L<Num>,
-    pub memory: L<StrOrInt>,
-    pub sustain: L<String>,
-    pub clear_ratio: L<Num>,
-    pub cooldown: L<String>,
-}
-
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a [notify] table")]
-pub(crate) struct RawNotify {
-    pub min_severity: L<String>,
-    pub email: Option<RawEmail>,
-    #[serde(default)]
-    pub webhook: LocMap<RawWebhook>,
-    pub desktop: Option<RawDesktop>,
-}
-
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a [notify.email] table")]
-pub(crate) struct RawEmail {
-    pub smtp: L<String>,
-    pub starttls: L<bool>,
-    pub from: L<String>,
-    pub to: L<Strings>,
-    pub username: L<String>,
-    pub password_file: L<PathBuf>,
-    /// Accepted by the parser only to be refused with a useful message.
-    pub password: L<toml::Value>,
-    pub min_severity: L<String>,
-    pub services: Names,
-    pub kinds: Names,
-}
-
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a [notify.webhook.NAME] table")]
-pub(crate) struct RawWebhook {
-    pub url: L<String>,
-    pub format: L<String>,
-    pub secret_file: L<PathBuf>,
-    /// Accepted by the parser only to be refused with a useful message.
-    pub secret: L<toml::Value>,
-    pub min_severity: L<String>,
-    pub services: Names,
-    pub kinds: Names,
-}
-
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a [notify.desktop] table")]
-pub(crate) struct RawDesktop {
-    pub min_severity: L<String>,
-    pub services: Names,
-    pub kinds: Names,
-}
-
-/// Merging a later file over an earlier one: a later leaf replaces an
-/// earlier one, tables merge key by key.
-pub(crate) trait Merge {
-    fn merge(&mut self, later: Self);
-}
-
-impl<R: Merge> Merge for Option<R> {
-    fn merge(&mut self, later: Self) {
-        match (self.as_mut(), later) {
-            (_, None) => {}
-            (None, Some(l)) => *self = Some(l),
-            (Some(e), Some(l)) => e.merge(l),
-        }
-    }
-}
-
-impl<R: Merge> Merge for LocMap<R> {
-    fn merge(&mut self, later: Self) {
-        for (name, (at, value)) in later.0 {
-            match self.0.get_mut(&name) {
-                // The first definition keeps its location: that is where the
-                // table was introduced.
-                Some((_, existing)) => existing.merge(value),
-                None => {
-                    self.0.insert(name, (at, value));
-                }
-            }
-        }
-    }
-}
-
-/// Implements [`Merge`] for a raw struct. The destructuring pattern is
-/// exhaustive, so a field missing from the lists is a compile error.
-macro_rules! merge_struct {
-    ($name:ident; leaves: $($leaf:ident),* ; tables: $($table:ident),* $(,)?) => {
-        impl Merge for $name {
-            fn merge(&mut self, later: Self) {
-                let $name { $($leaf,)* $($table,)* } = later;
-                $( if $leaf.is_some() { self.$leaf = $leaf; } )*
-                $( self.$table.merge($table); )*
-            }
-        }
-    };
-}
-
-merge_struct!(RawFile;
-    leaves: host, compose_dir, state_dir, compose_command, max_parallel, sample_interval,
-        admin_group, boot_id_file, reload_guard;
-    tables: hosts, peer, services, resources, notify, housekeeping);
-merge_struct!(RawHousekeeping; leaves: prune, disk_warning; tables: );
-merge_struct!(RawHost; leaves: peer; tables: );
-merge_struct!(RawPeer;
-    leaves: listen, token_file, tls_cert, tls_key, tls_ca, tls_pin_sha256, timeout, heartbeat;
-    tables: );
-merge_struct!(RawService;
-    leaves: host, auto_start, depends_on, conflicts, start_order, start_timeout, handoff,
-        handoff_volumes, kind, unit, exec, working_dir, environment, user, description, category, required_for;
-    tables: health, restart, resources);
-merge_struct!(RawHealth;
-    leaves: http, expect_status, body_contains, tls_ca, tcp, command, container, file, max_age,
-        interval, timeout, retries, start_period;
-    tables: );
-merge_struct!(RawRestart; leaves: on_failure, max_restarts, window, backoff, manual_stop, retry_interval; tables: );
-merge_struct!(RawResources;
-    leaves: cpu_percent, memory_percent, memory, sustain, clear_ratio, cooldown;
-    tables: );
-merge_struct!(RawNotify; leaves: min_severity; tables: email, webhook, desktop);
-merge_struct!(RawEmail;
-    leaves: smtp, starttls, from, to, username, password_file, password, min_severity,
-        services, kinds;
-    tables: );
-merge_struct!(RawWebhook;
-    leaves: url, format, secret_file, secret, min_severity, services, kinds;
-    tables: );
-merge_struct!(RawDesktop; leaves: min_severity, services, kinds; tables: );
