@@ -207,7 +207,6 @@ const LONG_FILES: &[&str] = &[
     "config/mod.rs",     // 677
     "config/raw.rs",     // 605
     "config/tests.rs",   // 1129, unit tables
-    "dbus/client.rs",    // 737
     "dbus/manager.rs",   // 843
     "deps.rs",           // 738
     "engine/compose.rs", // 1182
@@ -219,7 +218,6 @@ const LONG_FILES: &[&str] = &[
     "preflight.rs",      // 856
     "recovery/mod.rs",   // 797
     "store/tests.rs",    // 1059, unit tables
-    "tasks/mod.rs",      // 716
     "world.rs",          // 610
 ];
 

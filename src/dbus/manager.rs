@@ -19,7 +19,7 @@ use super::types::{
 };
 use super::Shared;
 use crate::control::{ControlError, Op};
-use crate::store::{TaskFilter, TaskRecord, TaskState};
+use crate::store::{Origin, TaskFilter, TaskRecord, TaskState};
 
 pub(super) struct Manager {
     pub(super) shared: Shared,
@@ -34,7 +34,7 @@ impl Manager {
         conn: &Connection,
         header: &Header<'_>,
         mode: &str,
-        queue: impl FnOnce(bool, String) -> F,
+        queue: impl FnOnce(bool, Origin) -> F,
     ) -> Result<OwnedObjectPath>
     where
         F: std::future::Future<Output = std::result::Result<TaskRecord, ControlError>>,
@@ -123,12 +123,9 @@ impl Manager {
     }
 }
 
-/// Who asked, for the task's `origin` ("dbus:1.42" or "private").
-pub(super) fn origin(header: &Header<'_>) -> String {
-    match header.sender() {
-        Some(s) => format!("dbus:{s}"),
-        None => "private".to_string(),
-    }
+/// Who asked, for the task's `origin` ("dbus::1.42" or "private").
+pub(super) fn origin(header: &Header<'_>) -> Origin {
+    Origin::dbus(header.sender().map(|s| s.as_str()))
 }
 
 pub(super) fn parse_filter(filter: HashMap<String, OwnedValue>) -> Result<TaskFilter> {

@@ -19,6 +19,7 @@ mod error;
 mod events;
 mod health;
 mod images;
+mod origin;
 mod outbox;
 mod schema;
 mod tasks;
@@ -37,6 +38,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 pub use error::StoreError;
 pub use health::{WriteFailure, WriteHealth, QUIET_INTERVAL};
 pub use images::{SeenImage, ServiceImage};
+pub use origin::Origin;
 pub use types::{
     Desired, DesiredSource, DesiredState, EventRecord, LogLine, NewEvent, NewTask, OutboxItem,
     ParseEnumError, TaskFilter, TaskRecord, TaskResult, TaskState, IN_DOUBT, KEPT,

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::Origin;
+
 /// A string that is not one of an enum's names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} {value:?} (expected {})", expected.join(", "))]
@@ -198,8 +200,8 @@ pub struct NewTask {
     pub kind: String,
     /// The service, or "" for a task on the host.
     pub service: String,
-    /// Who asked: "dbus:uid=0", "peer:hp", "boot", "health", ...
-    pub origin: String,
+    /// Who asked.
+    pub origin: Origin,
 }
 
 /// A task as stored.
@@ -208,7 +210,7 @@ pub struct TaskRecord {
     pub id: u64,
     pub kind: String,
     pub service: String,
-    pub origin: String,
+    pub origin: Origin,
     pub state: TaskState,
     /// "" while unfinished; then one of [`result`]'s names.
     pub result: String,

@@ -21,7 +21,7 @@ use crate::engine::ContainerState;
 use crate::events::{Event, Severity};
 use crate::health::{self, evidence, retry_delay, slot_for, Board, Episode, Facts, ProbeResult};
 use crate::recovery::{self, Action, Cause};
-use crate::store::{now_usec, DesiredState, TaskResult};
+use crate::store::{now_usec, DesiredState, Origin, TaskResult};
 use crate::tasks::TaskKind;
 use crate::world;
 
@@ -69,7 +69,7 @@ pub async fn run(control: Control, board: Arc<Board>) {
                 Ok(Event::TaskNew { id, service, kind }) => {
                     let by_person = control
                         .task(id)
-                        .is_ok_and(|t| crate::control::by_person(&t.origin));
+                        .is_ok_and(|t| t.origin.by_person());
                     if by_person && kind != TaskKind::Pull.as_str() {
                         board.reset(&service);
                     }
@@ -84,7 +84,7 @@ pub async fn run(control: Control, board: Arc<Board>) {
                     // keeps its hands off until they act again.
                     let by_person = control
                         .task(id)
-                        .is_ok_and(|t| crate::control::by_person(&t.origin));
+                        .is_ok_and(|t| t.origin.by_person());
                     let environmental = board
                         .failure_facts(&service)
                         .is_some_and(|f| f.environmental());
@@ -125,7 +125,7 @@ pub async fn run(control: Control, board: Arc<Board>) {
                     // what its shutdown stopped is brought back like at boot,
                     // in dependency waves, with no restart budget spent.
                     generation = control.docker_generation();
-                    let queued = control.apply("engine", true);
+                    let queued = control.apply(&Origin::Engine, true);
                     // The reconcile is queued before the supervisor looks
                     // again (it stays out of the way while one runs).
                     board.set_generation(generation);
@@ -427,7 +427,7 @@ fn observe(
             && (!compose
                 || (control.docker_generation() == generation && control.docker().is_some()));
         if still_wanted {
-            match control.queue().submit(kind, &service, "recovery") {
+            match control.queue().submit(kind, &service, &Origin::Recovery) {
                 Ok(task) => {
                     for line in &evidence_lines {
                         let _ = control.store().append_task_log(task.id, line);
@@ -475,7 +475,7 @@ fn retry_later(
         if still_wanted {
             match control
                 .queue()
-                .submit(TaskKind::Deploy, &service, "recovery")
+                .submit(TaskKind::Deploy, &service, &Origin::Recovery)
             {
                 Ok(task) => {
                     for line in &lines {

@@ -21,7 +21,7 @@ use futures_util::stream::{BoxStream, StreamExt};
 use super::{project_paths, Control, ControlError, Op, Shared};
 use crate::config::{Config, HostSelector, PeerConfig, ServiceConfig};
 use crate::events::Event;
-use crate::store::{DesiredState, TaskRecord};
+use crate::store::{DesiredState, Origin, TaskRecord};
 use crate::tasks::TaskKind;
 use crate::world::{self, Observed};
 
@@ -105,11 +105,6 @@ impl Remote {
     }
 }
 
-/// A task's origin on the host a service moves to.
-fn origin_from(host: &str) -> String {
-    format!("migrate from {host}")
-}
-
 impl Control {
     /// The other hosts' client; the daemon sets it once at start.
     pub fn set_peers(&self, peers: std::sync::Arc<dyn Peers>) {
@@ -122,7 +117,7 @@ impl Control {
         &self,
         op: Op,
         name: &str,
-        origin: &str,
+        origin: &Origin,
         force: bool,
     ) -> Result<TaskRecord, ControlError> {
         if op.desired() == Some(DesiredState::Running) {
@@ -143,7 +138,7 @@ impl Control {
         name: &str,
         to: &str,
         force: bool,
-        origin: &str,
+        origin: &Origin,
     ) -> Result<TaskRecord, ControlError> {
         self.migrate_with(name, to, force, false, origin).await
     }
@@ -157,7 +152,7 @@ impl Control {
         to: &str,
         force: bool,
         volumes: bool,
-        origin: &str,
+        origin: &Origin,
     ) -> Result<TaskRecord, ControlError> {
         let cfg = self.config();
         let svc = self.shared.local_service(&cfg, name)?.clone();
@@ -177,7 +172,7 @@ impl Control {
         to: &str,
         force: bool,
         volumes: bool,
-        origin: &str,
+        origin: &Origin,
     ) -> Result<TaskRecord, ControlError> {
         let cfg = self.config();
         let (svc, placed_elsewhere) = match self.shared.local_service(&cfg, name) {
@@ -238,7 +233,7 @@ impl Control {
         svc: ServiceConfig,
         to: &str,
         (force, volumes, leaving): (bool, bool, bool),
-        origin: &str,
+        origin: &Origin,
     ) -> Result<TaskRecord, ControlError> {
         let name = svc.name.as_str();
         if to == cfg.host {
