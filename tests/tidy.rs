@@ -214,7 +214,6 @@ const LONG_FILES: &[&str] = &[
     "notify/mod.rs",     // 655
     "notify/router.rs",  // 682
     "notify/worker.rs",  // 616
-    "peer/client.rs",    // 601
     "preflight.rs",      // 856
     "recovery/mod.rs",   // 797
     "store/tests.rs",    // 1059, unit tables

@@ -12,6 +12,7 @@ use crate::dbus::client::ServiceInfo;
 use crate::dbus::types::TaskRow;
 use crate::health::Health;
 use crate::state::ActiveState;
+use crate::store::SetBy;
 
 pub(super) async fn host_status(client: &Conn, json: bool) -> Result<u8> {
     let m = client.manager().await?;
@@ -135,10 +136,9 @@ async fn print_status(
         println!("Required for: {}", s.required_for.join(", "));
     }
     // "stopped (set by user)", "stopped (stopped outside stackd (docker stop))".
-    let who = if s.desired_source.starts_with("stopped outside") {
-        s.desired_source.clone()
-    } else {
-        format!("set by {}", s.desired_source)
+    let who = match &s.desired_source {
+        outside @ SetBy::Outside(_) => outside.to_string(),
+        by => format!("set by {by}"),
     };
     println!("     Desired: {} ({who})", s.desired_state);
     println!(

@@ -10,7 +10,7 @@ use super::{compose_networks, units, Control, ControlError, Shared};
 use crate::config;
 use crate::events::Severity;
 use crate::reconcile::{self, Action, Facts};
-use crate::store::{Origin, TaskRecord, TaskResult};
+use crate::store::{Origin, SetBy, TaskRecord, TaskResult};
 use crate::systemd;
 use crate::tasks::{Failure, Log, TaskKind};
 use crate::world;
@@ -235,9 +235,8 @@ impl Shared {
                     .desired(n)
                     .ok()
                     .flatten()
-                    .map(|d| d.describe_source())
-                    .unwrap_or_else(|| "user".into());
-                if who.starts_with("stopped outside") {
+                    .map_or(SetBy::User, |d| d.set_by());
+                if matches!(who, SetBy::Outside(_)) {
                     format!("{n} ({who})")
                 } else {
                     format!("{n} (set by {who})")

@@ -11,7 +11,7 @@ use crate::events::Event;
 use crate::health::Health;
 use crate::reconcile;
 use crate::state::{ActiveState, SubState};
-use crate::store::{Desired, DesiredState};
+use crate::store::{Desired, DesiredState, SetBy};
 use crate::tasks::TaskKind;
 use crate::world::{self, Observed};
 
@@ -49,7 +49,7 @@ pub struct ServiceStatus {
     pub desired: DesiredState,
     /// "user" when a person said start/stop, "migrate from HOST" or
     /// "migrate to HOST" after a move, else "config" (auto_start).
-    pub desired_source: String,
+    pub desired_source: SetBy,
     /// When a person or a move last set the desired state (µs since the
     /// epoch); 0 when it comes from `auto_start`. Two hosts that both
     /// want a service of one host running compare it: the newer claim
@@ -395,12 +395,12 @@ impl Shared {
     }
 
     /// The effective desired state, and who set it.
-    pub(super) fn desired(svc: &ServiceConfig, said: Option<&Desired>) -> (DesiredState, String) {
+    pub(super) fn desired(svc: &ServiceConfig, said: Option<&Desired>) -> (DesiredState, SetBy) {
         match said.filter(|d| d.is_decision()) {
-            Some(d) => (d.state, d.describe_source()),
+            Some(d) => (d.state, d.set_by()),
             None => (
                 reconcile::effective_desired(svc.auto_start, None),
-                "config".to_string(),
+                SetBy::Config,
             ),
         }
     }

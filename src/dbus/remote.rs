@@ -123,7 +123,7 @@ pub(super) async fn service(control: &Control, host: &str, name: &str) -> Result
         ("Name", Value::from(s.name)),
         ("Host", Value::from(s.host)),
         ("DesiredState", Value::from(s.desired_state)),
-        ("DesiredSource", Value::from(s.desired_source)),
+        ("DesiredSource", Value::from(s.desired_source.to_string())),
         ("ActiveState", Value::from(s.active_state.to_string())),
         ("SubState", Value::from(s.sub_state.to_string())),
         ("Health", Value::from(s.health.as_str())),

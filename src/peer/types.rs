@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::control::{ManagerInfo, ServiceStatus};
 use crate::health::Health;
 use crate::state::{ActiveState, SubState};
-use crate::store::{EventRecord, Origin, TaskRecord};
+use crate::store::{EventRecord, Origin, SetBy, TaskRecord};
 
 /// One element of `GET /v1/services`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,7 +48,7 @@ pub struct Service {
     pub name: String,
     pub host: String,
     pub desired_state: String,
-    pub desired_source: String,
+    pub desired_source: SetBy,
     /// When a person or a move last set the desired state (µs since the
     /// epoch; 0: the cluster file's `auto_start`). Absent from older
     /// hosts' answers.
@@ -82,7 +82,7 @@ impl Service {
             name: s.name.clone(),
             host: s.host.clone(),
             desired_state: s.desired.as_str().to_string(),
-            desired_source: s.desired_source.to_string(),
+            desired_source: s.desired_source.clone(),
             desired_since_usec: s.desired_since_usec,
             active_state: s.active_state.clone(),
             sub_state: s.sub_state.clone(),

@@ -22,6 +22,7 @@ mod images;
 mod origin;
 mod outbox;
 mod schema;
+mod set_by;
 mod tasks;
 mod types;
 
@@ -39,6 +40,7 @@ pub use error::StoreError;
 pub use health::{WriteFailure, WriteHealth, QUIET_INTERVAL};
 pub use images::{SeenImage, ServiceImage};
 pub use origin::Origin;
+pub use set_by::SetBy;
 pub use types::{
     Desired, DesiredSource, DesiredState, EventRecord, LogLine, NewEvent, NewTask, OutboxItem,
     ParseEnumError, TaskFilter, TaskRecord, TaskResult, TaskState, IN_DOUBT, KEPT,

@@ -12,14 +12,14 @@ use crate::dbus::proxy::Props;
 use crate::dbus::types::ContainerRow;
 use crate::health::Health;
 use crate::state::{ActiveState, SubState};
-use crate::store::Origin;
+use crate::store::{Origin, SetBy};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ServiceInfo {
     pub name: String,
     pub host: String,
     pub desired_state: String,
-    pub desired_source: String,
+    pub desired_source: SetBy,
     pub active_state: ActiveState,
     pub sub_state: SubState,
     pub health: Health,
@@ -137,7 +137,7 @@ pub(super) fn service_info(m: &Props) -> Result<ServiceInfo> {
         name: prop(m, "Name")?,
         host: prop(m, "Host")?,
         desired_state: prop(m, "DesiredState")?,
-        desired_source: prop(m, "DesiredSource")?,
+        desired_source: SetBy::parse(&prop::<String>(m, "DesiredSource")?),
         active_state: prop::<String>(m, "ActiveState")?.into(),
         sub_state: prop::<String>(m, "SubState")?.into(),
         health: Health::read(&prop::<String>(m, "Health")?),

@@ -1,0 +1,143 @@
+//! [`SetBy`]: who set a service's desired state, as `stackctl status`
+//! says it ("set by user", "stopped outside stackd (docker stop)"). An
+//! enum where it is made (`Desired::set_by`) and read (the CLI, an
+//! apply's summary); its text is the `DesiredSource` property on D-Bus
+//! and `desired_source` in peer JSON.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::IN_DOUBT;
+
+/// Who set a desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SetBy {
+    /// `auto_start` in the cluster file: "config".
+    Config,
+    /// A person: "user".
+    User,
+    /// A move whose other host is not recorded: "migrate".
+    Migrate,
+    /// Moved here from HOST: "migrate from HOST".
+    MigrateFrom(String),
+    /// Moved away to HOST: "migrate to HOST".
+    MigrateTo(String),
+    /// A move to HOST whose outcome is unknown: "migrate to HOST (in doubt)".
+    InDoubt(String),
+    /// A move to HOST failed before it started there; kept here: "kept
+    /// here: its move to HOST failed".
+    KeptHere(String),
+    /// Stopped through Docker, outside stackd, by DOOR ("docker stop"):
+    /// "stopped outside stackd (DOOR)".
+    Outside(String),
+    /// A word of another version, kept as it came.
+    Other(String),
+}
+
+impl SetBy {
+    /// The text on the wires and in the CLI.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow::{Borrowed, Owned};
+        match self {
+            SetBy::Config => Borrowed("config"),
+            SetBy::User => Borrowed("user"),
+            SetBy::Migrate => Borrowed("migrate"),
+            SetBy::MigrateFrom(h) => Owned(format!("migrate from {h}")),
+            SetBy::MigrateTo(h) => Owned(format!("migrate to {h}")),
+            SetBy::InDoubt(h) => Owned(format!("migrate to {h} ({IN_DOUBT})")),
+            SetBy::KeptHere(h) => Owned(format!("kept here: its move to {h} failed")),
+            SetBy::Outside(door) => Owned(format!("stopped outside stackd ({door})")),
+            SetBy::Other(s) => Borrowed(s),
+        }
+    }
+
+    /// Reads the text back; never fails (see `Other`).
+    pub fn parse(s: &str) -> SetBy {
+        let between = |head: &str, tail: &str| {
+            s.strip_prefix(head)
+                .and_then(|r| r.strip_suffix(tail))
+                .map(str::to_string)
+        };
+        match s {
+            "config" => return SetBy::Config,
+            "user" => return SetBy::User,
+            "migrate" => return SetBy::Migrate,
+            _ => {}
+        }
+        if let Some(door) = between("stopped outside stackd (", ")") {
+            SetBy::Outside(door)
+        } else if let Some(h) = between("kept here: its move to ", " failed") {
+            SetBy::KeptHere(h)
+        } else if let Some(h) = between("migrate to ", &format!(" ({IN_DOUBT})")) {
+            SetBy::InDoubt(h)
+        } else if let Some(h) = between("migrate to ", "") {
+            SetBy::MigrateTo(h)
+        } else if let Some(h) = between("migrate from ", "") {
+            SetBy::MigrateFrom(h)
+        } else {
+            SetBy::Other(s.to_string())
+        }
+    }
+}
+
+impl fmt::Display for SetBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.text())
+    }
+}
+
+impl FromStr for SetBy {
+    type Err = Infallible;
+
+    fn from_str(s: &str) -> Result<SetBy, Infallible> {
+        Ok(SetBy::parse(s))
+    }
+}
+
+impl Serialize for SetBy {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text())
+    }
+}
+
+impl<'de> Deserialize<'de> for SetBy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(SetBy::parse(&String::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_source_is_the_text_shown_today_and_parses_back() {
+        let cases = [
+            (SetBy::Config, "config"),
+            (SetBy::User, "user"),
+            (SetBy::Migrate, "migrate"),
+            (SetBy::MigrateFrom("hosta".into()), "migrate from hosta"),
+            (SetBy::MigrateTo("b".into()), "migrate to b"),
+            (SetBy::InDoubt("b".into()), "migrate to b (in doubt)"),
+            (
+                SetBy::KeptHere("b".into()),
+                "kept here: its move to b failed",
+            ),
+            (
+                SetBy::Outside("docker stop".into()),
+                "stopped outside stackd (docker stop)",
+            ),
+            (SetBy::Other("by a newer host".into()), "by a newer host"),
+        ];
+        for (by, text) in cases {
+            assert_eq!(by.to_string(), text);
+            assert_eq!(SetBy::parse(text), by, "{text}");
+            let json = serde_json::to_string(&by).unwrap();
+            assert_eq!(json, serde_json::to_string(text).unwrap());
+            assert_eq!(serde_json::from_str::<SetBy>(&json).unwrap(), by);
+        }
+    }
+}
