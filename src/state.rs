@@ -224,6 +224,9 @@ mod tests {
             assert_eq!(json, format!("\"{s}\""));
             assert_eq!(&serde_json::from_str::<ActiveState>(&json).unwrap(), s);
         }
+        // The CLI's columns pad them as they padded the text.
+        assert_eq!(format!("{:12}|", ActiveState::Active), "active      |");
+        assert_eq!(format!("{:10}|", Health::Healthy), "healthy   |");
         // systemd's words stackd has no variant for pass through unchanged.
         let odd: ActiveState = "maintenance".parse().unwrap();
         assert_eq!(odd, ActiveState::Other("maintenance".into()));

@@ -254,19 +254,10 @@ pub fn prune_options(
     })
 }
 
-/// An operation on a service that the Manager queues as a task, with the
-/// Manager methods that queue it: the client calls by these, so stackctl
-/// never names a method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServiceOp {
-    Start,
-    Stop,
-    Restart,
-    Update,
-    Pull,
-    Down,
-    Rollback,
-}
+/// An operation on a service that the Manager queues as a task: the
+/// core's own `Op`, with the Manager methods that queue it (below); the
+/// client calls by these, so stackctl never names a method.
+pub use crate::control::Op as ServiceOp;
 
 impl ServiceOp {
     /// The Manager method that queues it.

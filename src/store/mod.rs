@@ -144,6 +144,16 @@ impl Store {
         result
     }
 
+    /// Runs `delete`, a `DELETE` of all but the newest `?1` rows, keeping
+    /// `keep` of them; says at debug level how many `what` went.
+    fn prune_keeping(&self, delete: &str, keep: usize, what: &str) -> Result<usize, StoreError> {
+        let deleted = self.write(|tx| Ok(tx.execute(delete, [to_i64(keep)])?))?;
+        if deleted > 0 {
+            tracing::debug!(deleted, keep, "pruned {what}");
+        }
+        Ok(deleted)
+    }
+
     /// Tells the write-health tracker how a write went.
     fn account<T>(&self, result: &Result<T, StoreError>) {
         match result {

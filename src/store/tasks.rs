@@ -329,19 +329,14 @@ impl Store {
     /// ones with their logs. Unfinished tasks are never deleted. Returns
     /// how many tasks were deleted.
     pub fn prune_tasks(&self, keep: usize) -> Result<usize, StoreError> {
-        let deleted = self.write(|tx| {
-            Ok(tx.execute(
-                &format!(
-                    "DELETE FROM tasks WHERE state IN {FINISHED_STATES} AND id NOT IN (
-                         SELECT id FROM tasks WHERE state IN {FINISHED_STATES}
-                         ORDER BY id DESC LIMIT ?1)"
-                ),
-                [to_i64(keep)],
-            )?)
-        })?;
-        if deleted > 0 {
-            tracing::debug!(deleted, keep, "pruned finished tasks");
-        }
-        Ok(deleted)
+        self.prune_keeping(
+            &format!(
+                "DELETE FROM tasks WHERE state IN {FINISHED_STATES} AND id NOT IN (
+                     SELECT id FROM tasks WHERE state IN {FINISHED_STATES}
+                     ORDER BY id DESC LIMIT ?1)"
+            ),
+            keep,
+            "finished tasks",
+        )
     }
 }
