@@ -204,26 +204,37 @@ impl Default for SubState {
 mod tests {
     use super::*;
 
+    /// `values` are shown as exactly `words` (the text on the wire today),
+    /// and each parses back and goes through JSON as that string.
+    fn words_round_trip<T>(values: &[T], words: &[&str])
+    where
+        T: fmt::Display + fmt::Debug + PartialEq + FromStr + Serialize,
+        T: for<'de> Deserialize<'de>,
+        T::Err: fmt::Debug,
+    {
+        let shown: Vec<String> = values.iter().map(T::to_string).collect();
+        assert_eq!(shown, words);
+        for v in values {
+            assert_eq!(&v.to_string().parse::<T>().unwrap(), v);
+            let json = serde_json::to_string(v).unwrap();
+            assert_eq!(json, format!("\"{v}\""));
+            assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), v);
+        }
+    }
+
     #[test]
     fn active_states_are_systemds_words_and_round_trip() {
-        let words: Vec<&str> = ActiveState::KNOWN.iter().map(|s| s.as_str()).collect();
-        assert_eq!(
-            words,
-            [
+        words_round_trip(
+            ActiveState::KNOWN,
+            &[
                 "active",
                 "reloading",
                 "inactive",
                 "failed",
                 "activating",
-                "deactivating"
-            ]
+                "deactivating",
+            ],
         );
-        for s in ActiveState::KNOWN {
-            assert_eq!(&s.to_string().parse::<ActiveState>().unwrap(), s);
-            let json = serde_json::to_string(s).unwrap();
-            assert_eq!(json, format!("\"{s}\""));
-            assert_eq!(&serde_json::from_str::<ActiveState>(&json).unwrap(), s);
-        }
         // The CLI's columns pad them as they padded the text.
         assert_eq!(format!("{:12}|", ActiveState::Active), "active      |");
         assert_eq!(format!("{:10}|", Health::Healthy), "healthy   |");
@@ -235,10 +246,9 @@ mod tests {
 
     #[test]
     fn sub_states_are_the_words_shown_today_and_round_trip() {
-        let words: Vec<&str> = SubState::KNOWN.iter().map(|s| s.as_str()).collect();
-        assert_eq!(
-            words,
-            [
+        words_round_trip(
+            SubState::KNOWN,
+            &[
                 "running",
                 "exited",
                 "partial",
@@ -247,20 +257,12 @@ mod tests {
                 "gave-up",
                 "waiting",
                 "unhealthy",
-                "probing"
-            ]
+                "probing",
+            ],
         );
-        for s in SubState::KNOWN {
-            assert_eq!(&s.to_string().parse::<SubState>().unwrap(), s);
-            let json = serde_json::to_string(s).unwrap();
-            assert_eq!(json, format!("\"{s}\""));
-            assert_eq!(&serde_json::from_str::<SubState>(&json).unwrap(), s);
-        }
-        for k in TaskKind::ALL {
-            let s = SubState::Task(k);
-            assert_eq!(s.to_string(), k.as_str());
-            assert_eq!(s.to_string().parse::<SubState>().unwrap(), s);
-        }
+        let tasks: Vec<SubState> = TaskKind::ALL.into_iter().map(SubState::Task).collect();
+        let names: Vec<&str> = TaskKind::ALL.iter().map(|k| k.as_str()).collect();
+        words_round_trip(&tasks, &names);
         let unit: SubState = "auto-restart".parse().unwrap();
         assert_eq!(unit, SubState::Other("auto-restart".into()));
         assert_eq!(unit.to_string(), "auto-restart");
@@ -273,18 +275,10 @@ mod tests {
 
     #[test]
     fn health_words_are_the_ones_on_the_wire_and_round_trip() {
-        let words: Vec<&str> = Health::ALL.iter().map(|h| h.as_str()).collect();
-        assert_eq!(words, Health::NAMES);
-        assert_eq!(
-            words,
-            ["unknown", "starting", "healthy", "degraded", "unhealthy"]
+        words_round_trip(
+            &Health::ALL,
+            &["unknown", "starting", "healthy", "degraded", "unhealthy"],
         );
-        for h in Health::ALL {
-            assert_eq!(h.to_string().parse::<Health>(), Ok(h));
-            let json = serde_json::to_string(&h).unwrap();
-            assert_eq!(json, format!("\"{h}\""));
-            assert_eq!(serde_json::from_str::<Health>(&json).unwrap(), h);
-        }
         assert!("sick".parse::<Health>().is_err());
         assert_eq!(Health::read("sick"), Health::Unknown);
         assert_eq!(

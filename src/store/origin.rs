@@ -2,12 +2,6 @@
 //! where the runner decides by it; the text in the store's `origin`
 //! column, on D-Bus (`Task.Origin`), in peer JSON and in the task log.
 
-use std::convert::Infallible;
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 /// Who asked for a task.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Origin {
@@ -130,32 +124,43 @@ impl Origin {
     }
 }
 
-impl fmt::Display for Origin {
-    /// The text, padded as `{:20}` asks (the CLI's columns).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(&self.text())
-    }
-}
+/// `Display` (padded as a column asks), an infallible `FromStr` and serde
+/// as a plain string, for a type with `text()` and `parse(&str)`: the
+/// words that are an enum inside stackd and text on its wires.
+macro_rules! as_text {
+    ($t:ty) => {
+        impl ::std::fmt::Display for $t {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.pad(&self.text())
+            }
+        }
 
-impl FromStr for Origin {
-    type Err = Infallible;
+        impl ::std::str::FromStr for $t {
+            type Err = ::std::convert::Infallible;
 
-    fn from_str(s: &str) -> Result<Origin, Infallible> {
-        Ok(Origin::parse(s))
-    }
-}
+            fn from_str(s: &str) -> Result<$t, ::std::convert::Infallible> {
+                Ok(<$t>::parse(s))
+            }
+        }
 
-impl Serialize for Origin {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text())
-    }
-}
+        impl ::serde::Serialize for $t {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.text())
+            }
+        }
 
-impl<'de> Deserialize<'de> for Origin {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Origin::parse(&String::deserialize(d)?))
-    }
+        impl<'de> ::serde::Deserialize<'de> for $t {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Ok(<$t>::parse(&<String as ::serde::Deserialize>::deserialize(
+                    d,
+                )?))
+            }
+        }
+    };
 }
+pub(super) use as_text;
+
+as_text!(Origin);
 
 #[cfg(test)]
 mod tests {

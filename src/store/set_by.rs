@@ -4,12 +4,6 @@
 //! apply's summary); its text is the `DesiredSource` property on D-Bus
 //! and `desired_source` in peer JSON.
 
-use std::convert::Infallible;
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use super::IN_DOUBT;
 
 /// Who set a desired state.
@@ -83,31 +77,7 @@ impl SetBy {
     }
 }
 
-impl fmt::Display for SetBy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(&self.text())
-    }
-}
-
-impl FromStr for SetBy {
-    type Err = Infallible;
-
-    fn from_str(s: &str) -> Result<SetBy, Infallible> {
-        Ok(SetBy::parse(s))
-    }
-}
-
-impl Serialize for SetBy {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text())
-    }
-}
-
-impl<'de> Deserialize<'de> for SetBy {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(SetBy::parse(&String::deserialize(d)?))
-    }
-}
+super::origin::as_text!(SetBy);
 
 #[cfg(test)]
 mod tests {
