@@ -77,27 +77,33 @@ impl Origin {
         if let Some((_, o)) = fixed.into_iter().find(|(text, _)| *text == s) {
             return o;
         }
-        let between = |head: &str, tail: &str| {
-            s.strip_prefix(head)
-                .and_then(|r| r.strip_suffix(tail))
-                .map(str::to_string)
-        };
-        if let Some(x) = between("dbus:", "") {
-            Origin::Dbus(x)
-        } else if let Some(x) = between("peer:", "") {
-            Origin::Peer(x)
-        } else if let Some(x) = between("migrate from ", "") {
-            Origin::MigrateFrom(x)
-        } else if let Some(x) = between("move to ", " did not happen") {
-            Origin::MoveLost(x)
-        } else if let Some(x) = between("conflict on heal: ", " keeps it") {
-            Origin::HealConflict(x)
-        } else if let Some(x) = between("apply --all-hosts (", ")") {
-            Origin::AllHosts(x)
-        } else {
-            Origin::Other(s.to_string())
-        }
+        read_shaped(
+            s,
+            &[
+                ("dbus:", "", Origin::Dbus),
+                ("peer:", "", Origin::Peer),
+                ("migrate from ", "", Origin::MigrateFrom),
+                ("move to ", " did not happen", Origin::MoveLost),
+                ("conflict on heal: ", " keeps it", Origin::HealConflict),
+                ("apply --all-hosts (", ")", Origin::AllHosts),
+            ],
+        )
+        .unwrap_or_else(|| Origin::Other(s.to_string()))
     }
+}
+
+/// A text with a part that varies: (head, tail, the variant it makes of
+/// what stands between them).
+pub(super) type Shape<T> = (&'static str, &'static str, fn(String) -> T);
+
+/// The first of `shapes` that `s` has, made with what stands between its
+/// head and tail.
+pub(super) fn read_shaped<T>(s: &str, shapes: &[Shape<T>]) -> Option<T> {
+    shapes.iter().find_map(|(head, tail, make)| {
+        s.strip_prefix(head)
+            .and_then(|r| r.strip_suffix(tail))
+            .map(|x| make(x.to_string()))
+    })
 }
 
 impl Origin {

@@ -4,6 +4,7 @@
 //! apply's summary); its text is the `DesiredSource` property on D-Bus
 //! and `desired_source` in peer JSON.
 
+use super::origin::read_shaped;
 use super::IN_DOUBT;
 
 /// Who set a desired state.
@@ -50,30 +51,24 @@ impl SetBy {
 
     /// Reads the text back; never fails (see `Other`).
     pub fn parse(s: &str) -> SetBy {
-        let between = |head: &str, tail: &str| {
-            s.strip_prefix(head)
-                .and_then(|r| r.strip_suffix(tail))
-                .map(str::to_string)
-        };
         match s {
             "config" => return SetBy::Config,
             "user" => return SetBy::User,
             "migrate" => return SetBy::Migrate,
             _ => {}
         }
-        if let Some(door) = between("stopped outside stackd (", ")") {
-            SetBy::Outside(door)
-        } else if let Some(h) = between("kept here: its move to ", " failed") {
-            SetBy::KeptHere(h)
-        } else if let Some(h) = between("migrate to ", &format!(" ({IN_DOUBT})")) {
-            SetBy::InDoubt(h)
-        } else if let Some(h) = between("migrate to ", "") {
-            SetBy::MigrateTo(h)
-        } else if let Some(h) = between("migrate from ", "") {
-            SetBy::MigrateFrom(h)
-        } else {
-            SetBy::Other(s.to_string())
-        }
+        // " (in doubt)" is IN_DOUBT in parentheses; the test pins the text.
+        read_shaped(
+            s,
+            &[
+                ("stopped outside stackd (", ")", SetBy::Outside),
+                ("kept here: its move to ", " failed", SetBy::KeptHere),
+                ("migrate to ", " (in doubt)", SetBy::InDoubt),
+                ("migrate to ", "", SetBy::MigrateTo),
+                ("migrate from ", "", SetBy::MigrateFrom),
+            ],
+        )
+        .unwrap_or_else(|| SetBy::Other(s.to_string()))
     }
 }
 
