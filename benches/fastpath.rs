@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use stackd::engine::{ContainerState, Docker};
+use stackd::store::Origin;
 
 const KILLS: usize = 10;
 const BOOT_ROUNDS: usize = 3;
@@ -464,7 +465,7 @@ fn timeline(env: &TestEnv, service: &str, k: &Kill) {
         .list_tasks(&filter)
         .unwrap_or_default()
         .into_iter()
-        .filter(|t| t.origin == "recovery")
+        .filter(|t| t.origin == Origin::Recovery)
         .max_by_key(|t| t.id)
     else {
         return;
@@ -506,14 +507,14 @@ fn boot_timeline(env: &TestEnv, case: &str, spawned: u64, ready: u64, seen_runni
         .unwrap_or_default();
     let Some(reconcile) = tasks
         .iter()
-        .filter(|t| t.kind == "reconcile" && t.origin == "boot")
+        .filter(|t| t.kind == "reconcile" && t.origin == Origin::Boot)
         .max_by_key(|t| t.id)
     else {
         return;
     };
     let deploys: Vec<_> = tasks
         .iter()
-        .filter(|t| t.id > reconcile.id && t.origin == "boot" && t.kind == "deploy")
+        .filter(|t| t.id > reconcile.id && t.origin == Origin::Boot && t.kind == "deploy")
         .collect();
     #[allow(clippy::cast_precision_loss, reason = "a few seconds in µs")]
     let at = |usec: u64| format!("{:>7.1} ms", usec.saturating_sub(spawned) as f64 / 1000.0);

@@ -22,7 +22,7 @@ use crate::engine::Engine;
 use crate::events::{self, Event, Severity};
 use crate::notify::{self, NotifyHandle};
 use crate::peer::{self, PeerError};
-use crate::store::{DesiredState, Store, StoreError, TaskRecord};
+use crate::store::{DesiredState, Origin, Store, StoreError, TaskRecord};
 use crate::systemd;
 use crate::tasks::TaskKind;
 use crate::world::{self, World};
@@ -325,7 +325,7 @@ fn redo_interrupted_starts(control: &Control, names: &std::collections::BTreeSet
         }
         if let Err(e) = control
             .queue()
-            .submit(TaskKind::Deploy, name, "interrupted")
+            .submit(TaskKind::Deploy, name, &Origin::Interrupted)
         {
             warn!(stackd_service = %name, "cannot redo the interrupted start: {e}");
         }

@@ -30,6 +30,7 @@ pub mod preflight;
 pub mod reconcile;
 pub mod recovery;
 pub mod resources;
+pub mod state;
 pub mod store;
 pub mod supervise;
 pub mod systemd;

@@ -4,6 +4,8 @@
 use super::{dot, exit, print_json, Result};
 use crate::dbus::client::Client;
 use crate::dbus::types::DependencyRow;
+use crate::health::Health;
+use crate::state::ActiveState;
 
 /// `dependencies NAME`: the tree as `systemctl list-dependencies` draws it.
 pub(super) async fn dependencies(
@@ -16,7 +18,15 @@ pub(super) async fn dependencies(
     if json {
         return print_json(&rows);
     }
-    for line in tree_lines(&rows, |r| dot(&r.active_state, &r.health)) {
+    // "remote" and "unknown" (another host's, not configured) read as
+    // states of no colour.
+    let state = |r: &DependencyRow| {
+        dot(
+            &ActiveState::from(r.active_state.as_str()),
+            Health::read(&r.health),
+        )
+    };
+    for line in tree_lines(&rows, state) {
         println!("{line}");
     }
     Ok(exit::OK)

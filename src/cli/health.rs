@@ -12,6 +12,8 @@ use serde::Serialize;
 use super::args::Args;
 use super::{ellipsize, exit, line_width, print_json, Failed, Result};
 use crate::dbus::client::{Client, ServiceInfo};
+use crate::health::Health;
+use crate::state::ActiveState;
 
 /// Clear the screen and go to its top left corner.
 const CLEAR: &str = "\x1b[H\x1b[2J";
@@ -89,14 +91,15 @@ pub(super) async fn health(
         }
     }
     let bad = infos.iter().any(|s| {
-        s.desired_state == "running" && (s.health == "unhealthy" || s.active_state == "failed")
+        s.desired_state == "running"
+            && (s.health == Health::Unhealthy || s.active_state == ActiveState::Failed)
     });
     let code = if bad { exit::FAILURE } else { missing };
     if json {
         #[derive(Serialize)]
         struct Row<'a> {
             name: &'a str,
-            health: &'a str,
+            health: Health,
             message: &'a str,
             restart_count: u64,
         }
@@ -104,7 +107,7 @@ pub(super) async fn health(
             .iter()
             .map(|s| Row {
                 name: &s.name,
-                health: &s.health,
+                health: s.health,
                 message: &s.health_message,
                 restart_count: s.restart_count,
             })
@@ -148,9 +151,9 @@ fn health_counts(infos: &[ServiceInfo]) -> String {
     ];
     let mut counts = [0usize; ORDER.len()];
     for s in infos {
-        let kind = match s.active_state.as_str() {
-            "failed" => "failed",
-            "inactive" | "deactivating" => "not running",
+        let kind = match s.active_state {
+            ActiveState::Failed => "failed",
+            ActiveState::Inactive | ActiveState::Deactivating => "not running",
             _ => s.health.as_str(),
         };
         let i = ORDER.iter().position(|k| *k == kind).unwrap_or(4);

@@ -4,6 +4,8 @@ use super::args::Args;
 use super::remote::Conn;
 use super::{exit, Failed, Result};
 
+use crate::state::ActiveState;
+
 /// Which question an is-* verb asks.
 #[derive(Clone, Copy)]
 pub(super) enum Is {
@@ -23,8 +25,14 @@ pub(super) async fn is_state(client: &Conn, args: &Args, is: Is, names: &[String
         match client.service(name).await {
             Ok(s) => {
                 let (state, hit) = match is {
-                    Is::Active => (s.active_state.as_str(), s.active_state == "active"),
-                    Is::Failed => (s.active_state.as_str(), s.active_state == "failed"),
+                    Is::Active => (
+                        s.active_state.as_str(),
+                        s.active_state == ActiveState::Active,
+                    ),
+                    Is::Failed => (
+                        s.active_state.as_str(),
+                        s.active_state == ActiveState::Failed,
+                    ),
                     Is::Wanted => (s.desired_state.as_str(), s.desired_state == "running"),
                 };
                 yes |= hit;

@@ -8,6 +8,7 @@ use super::remote::Conn;
 use super::{count, ellipsize, exit, line_width, print_json, time, Failed, Result};
 use crate::dbus::client::Client;
 use crate::dbus::types::ServiceRow;
+use crate::state::ActiveState;
 
 /// `list --all-hosts`: every host of the daemon's cluster file at once,
 /// this one directly, the others relayed by it to their peer endpoints
@@ -125,7 +126,7 @@ pub(super) async fn list(client: &Conn, args: &Args, json: bool) -> Result<u8> {
     };
     let words = |name: &str| registry.iter().find(|r| r.name == name);
     if running {
-        rows.retain(|r| r.active_state == "active");
+        rows.retain(|r| r.active_state == ActiveState::Active);
     }
     if let Some(c) = category {
         rows.retain(|r| words(&r.name).is_some_and(|w| w.category == c));

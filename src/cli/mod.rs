@@ -34,6 +34,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::dbus::client::{Client, ClientError, JobMode, ServiceOp, Target};
+use crate::health::Health;
+use crate::state::ActiveState;
 pub use args::{
     command, Args, Command, CompleteWhat, ConfigAction, NotifyAction, Output, TopOrder,
 };
@@ -381,14 +383,16 @@ fn ellipsize(line: &str, width: Option<usize>) -> std::borrow::Cow<'_, str> {
 }
 
 /// A colored dot as systemctl draws it, only on a terminal.
-fn dot(active: &str, health: &str) -> &'static str {
+fn dot(active: &ActiveState, health: Health) -> &'static str {
     if !std::io::stdout().is_terminal() {
         return "●";
     }
     match (active, health) {
-        ("failed", _) | (_, "unhealthy") => "\x1b[0;1;31m●\x1b[0m",
-        ("active", "healthy") => "\x1b[0;1;32m●\x1b[0m",
-        ("active", _) | ("activating", _) | ("deactivating", _) => "\x1b[0;1;33m●\x1b[0m",
+        (ActiveState::Failed, _) | (_, Health::Unhealthy) => "\x1b[0;1;31m●\x1b[0m",
+        (ActiveState::Active, Health::Healthy) => "\x1b[0;1;32m●\x1b[0m",
+        (ActiveState::Active | ActiveState::Activating | ActiveState::Deactivating, _) => {
+            "\x1b[0;1;33m●\x1b[0m"
+        }
         _ => "●",
     }
 }

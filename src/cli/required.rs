@@ -12,6 +12,7 @@ use super::args::Args;
 use super::remote::Conn;
 use super::{exit, print_json, Failed, Result};
 use crate::dbus::client::RequiredRow;
+use crate::state::ActiveState;
 
 pub(super) async fn run(
     client: &Conn,
@@ -38,7 +39,7 @@ pub(super) async fn run(
         // running one is started itself. External ones cannot be started.
         let down: Vec<String> = rows
             .iter()
-            .filter(|r| !r.running && r.active_state != "activating")
+            .filter(|r| !r.running && r.active_state != ActiveState::Activating)
             .filter(|r| {
                 r.direct
                     || !rows

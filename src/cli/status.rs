@@ -10,6 +10,9 @@ use super::remote::Conn;
 use super::{dot, ellipsize, exit, line_width, logs_denied, print_json, time, Result};
 use crate::dbus::client::ServiceInfo;
 use crate::dbus::types::TaskRow;
+use crate::health::Health;
+use crate::state::ActiveState;
+use crate::store::SetBy;
 
 pub(super) async fn host_status(client: &Conn, json: bool) -> Result<u8> {
     let m = client.manager().await?;
@@ -30,10 +33,13 @@ pub(super) async fn host_status(client: &Conn, json: bool) -> Result<u8> {
         });
     }
     let rows = client.list_services().await?;
-    let running = rows.iter().filter(|r| r.active_state == "active").count();
+    let running = rows
+        .iter()
+        .filter(|r| r.active_state == ActiveState::Active)
+        .count();
     let failed = rows
         .iter()
-        .filter(|r| r.active_state == "failed" || r.health == "unhealthy")
+        .filter(|r| r.active_state == ActiveState::Failed || r.health == Health::Unhealthy)
         .count();
     println!("● {}", m.host);
     println!("       State: {}", m.system_state);
@@ -93,7 +99,7 @@ pub(super) async fn status(
             println!();
         }
         print_status(client, s, lines, line_width(args)).await?;
-        if s.active_state != "active" {
+        if s.active_state != ActiveState::Active {
             code = exit::NOT_RUNNING;
         }
     }
@@ -115,7 +121,7 @@ async fn print_status(
             _ => format!("Compose project on {}", s.host),
         }
     };
-    println!("{} {} - {title}", dot(&s.active_state, &s.health), s.name);
+    println!("{} {} - {title}", dot(&s.active_state, s.health), s.name);
     if s.kind == "external" {
         println!("        Kind: external (probed only; stackd never starts or stops it)");
     } else if !s.compose_file.is_empty() {
@@ -130,10 +136,9 @@ async fn print_status(
         println!("Required for: {}", s.required_for.join(", "));
     }
     // "stopped (set by user)", "stopped (stopped outside stackd (docker stop))".
-    let who = if s.desired_source.starts_with("stopped outside") {
-        s.desired_source.clone()
-    } else {
-        format!("set by {}", s.desired_source)
+    let who = match &s.desired_source {
+        outside @ SetBy::Outside(_) => outside.to_string(),
+        by => format!("set by {by}"),
     };
     println!("     Desired: {} ({who})", s.desired_state);
     println!(
@@ -159,12 +164,12 @@ async fn print_status(
             let mut line = format!(
                 "    {} {} ({})",
                 dot(
-                    if c.state == "running" {
-                        "active"
+                    &if c.state == "running" {
+                        ActiveState::Active
                     } else {
-                        "inactive"
+                        ActiveState::Inactive
                     },
-                    &c.health
+                    Health::read(&c.health)
                 ),
                 c.name,
                 c.state

@@ -10,7 +10,7 @@ use super::{compose_networks, units, Control, ControlError, Shared};
 use crate::config;
 use crate::events::Severity;
 use crate::reconcile::{self, Action, Facts};
-use crate::store::{TaskRecord, TaskResult};
+use crate::store::{Origin, SetBy, TaskRecord, TaskResult};
 use crate::systemd;
 use crate::tasks::{Failure, Log, TaskKind};
 use crate::world;
@@ -42,7 +42,7 @@ impl Control {
     /// reconcile task). Unless `force`, refused when it would stop more
     /// of this host's services for being no longer assigned than
     /// `reload_guard` lets a reload remove (see [`Shared::removal_guard`]).
-    pub fn apply(&self, origin: &str, force: bool) -> Result<TaskRecord, ControlError> {
+    pub fn apply(&self, origin: &Origin, force: bool) -> Result<TaskRecord, ControlError> {
         if !force {
             if let Some(why) = self
                 .shared
@@ -164,8 +164,8 @@ impl Shared {
                 ));
             }
         }
-        let boot = task.origin == "boot";
-        if task.origin == "engine" {
+        let boot = task.origin == Origin::Boot;
+        if task.origin == Origin::Engine {
             systemd::status("the Docker engine came back: reconciling");
         }
         let mut plan = reconcile::plan(&self.facts());
@@ -174,7 +174,7 @@ impl Shared {
         // cluster file truncated while stackd was down must not stop this
         // host's services. A
         // person's apply was checked (or forced) when it was asked for.
-        if matches!(task.origin.as_str(), "boot" | "start" | "engine") {
+        if matches!(task.origin, Origin::Boot | Origin::Start | Origin::Engine) {
             if let Some(why) = self.removal_guard(&plan) {
                 log.line(&format!(
                     "not stopping services no longer assigned to this host: {why}; \
@@ -235,16 +235,15 @@ impl Shared {
                     .desired(n)
                     .ok()
                     .flatten()
-                    .map(|d| d.describe_source())
-                    .unwrap_or_else(|| "user".into());
-                if who.starts_with("stopped outside") {
+                    .map_or(SetBy::User, |d| d.set_by());
+                if matches!(who, SetBy::Outside(_)) {
                     format!("{n} ({who})")
                 } else {
                     format!("{n} (set by {who})")
                 }
             })
             .collect();
-        let engine = task.origin == "engine";
+        let engine = task.origin == Origin::Engine;
         let mut summary = recovery_summary(&recovered, &failed, &stopped);
         if engine {
             summary = format!("after the Docker engine came back: {summary}");

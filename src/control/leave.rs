@@ -13,11 +13,8 @@
 use super::{Control, ControlError, Shared};
 use crate::engine::ContainerState;
 use crate::reconcile::{self, Action};
-use crate::store::TaskRecord;
+use crate::store::{Origin, TaskRecord};
 use crate::tasks::TaskKind;
-
-/// The origin of a reconcile that only stops what left this host.
-pub const LEAVING_ORIGIN: &str = "apply --all-hosts (leaving)";
 
 /// One step of an apply's plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,7 +68,7 @@ impl Control {
     }
 
     /// Stops the services that left this host's placement (a reconcile
-    /// task of origin [`LEAVING_ORIGIN`]); None when none did. Refused
+    /// task of origin [`Origin::Leaving`]); None when none did. Refused
     /// as `apply` is when the stops exceed `reload_guard`, unless `force`.
     pub fn apply_leaving(&self, force: bool) -> Result<Option<TaskRecord>, ControlError> {
         let mut plan = reconcile::plan(&self.shared.facts());
@@ -89,7 +86,7 @@ impl Control {
         Ok(Some(self.queue().submit(
             TaskKind::Reconcile,
             "",
-            LEAVING_ORIGIN,
+            &Origin::Leaving,
         )?))
     }
 }
@@ -97,7 +94,7 @@ impl Control {
 impl Shared {
     /// The reconcile task's plan, limited when it is a leaving-only one.
     pub(super) fn limit_plan(&self, task: &TaskRecord, plan: &mut reconcile::Plan) {
-        if task.origin == LEAVING_ORIGIN {
+        if task.origin == Origin::Leaving {
             leaving_only(plan, |n| self.runs_here(n));
         }
     }

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::config::{Config, LoadOptions};
 use crate::engine::{Compose, ContainerInfo};
 use crate::events::{Event, EventSender, Severity};
-use crate::store::{DesiredState, Store, StoreError, TaskFilter, TaskRecord};
+use crate::store::{DesiredState, Origin, Store, StoreError, TaskFilter, TaskRecord};
 use crate::tasks::{Queue, QueueError, TaskKind};
 use crate::world::{self, Observed, World};
 
@@ -31,7 +31,6 @@ mod fastpath;
 mod reload;
 mod runner;
 mod status;
-pub use runner::by_person;
 use runner::{compose_networks, project_paths, ComposeRunner};
 pub use status::{HostValue, ManagerInfo, ServiceStatus, SystemState};
 mod order;
@@ -47,7 +46,7 @@ mod tests;
 pub use handoff::{
     claim_wins, PeerFailure, PeerService, Peers, Prepared, RemoteTask, VolumeOffer, VolumeReceipt,
 };
-pub use leave::{PlanStep, LEAVING_ORIGIN};
+pub use leave::PlanStep;
 pub use registry::{Readiness, Required};
 
 #[derive(Debug, Error)]
@@ -373,7 +372,7 @@ impl Control {
     /// it holds even if the task fails or the host reboots before it runs.
     /// Dependencies that are not running are started first; running
     /// dependents (stop) and conflicts (start) refuse it.
-    pub fn submit(&self, op: Op, name: &str, origin: &str) -> Result<TaskRecord, ControlError> {
+    pub fn submit(&self, op: Op, name: &str, origin: &Origin) -> Result<TaskRecord, ControlError> {
         self.submit_with(op, name, origin, false)
     }
 
@@ -471,10 +470,14 @@ impl Control {
 
     /// Queue the start-up reconcile (boot recovery when the boot id changed).
     pub fn startup(&self) -> Result<TaskRecord, ControlError> {
-        let origin = if self.is_new_boot()? { "boot" } else { "start" };
+        let origin = if self.is_new_boot()? {
+            Origin::Boot
+        } else {
+            Origin::Start
+        };
         // Not forced by a person: the reconcile itself leaves too many
         // removals alone (see `reconcile`).
-        let task = self.apply(origin, true)?;
+        let task = self.apply(&origin, true)?;
         self.shared
             .store
             .set_meta("boot_id", &self.shared.boot_id)?;

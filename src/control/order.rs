@@ -11,7 +11,11 @@ use tokio_util::sync::CancellationToken;
 use super::{Control, ControlError, Op, Shared};
 use crate::config::Config;
 use crate::deps::{Blocked, Graph, Step, StepAction};
-use crate::store::{DesiredSource, DesiredState, TaskFilter, TaskRecord, TaskResult, TaskState};
+use crate::health::Health;
+use crate::state::ActiveState;
+use crate::store::{
+    DesiredSource, DesiredState, Origin, TaskFilter, TaskRecord, TaskResult, TaskState,
+};
 use crate::tasks::{Failure, Log, TaskKind};
 use crate::world::{self, Observed};
 
@@ -74,7 +78,7 @@ impl Control {
         &self,
         op: Op,
         name: &str,
-        origin: &str,
+        origin: &Origin,
         force: bool,
     ) -> Result<TaskRecord, ControlError> {
         let cfg = self.config();
@@ -129,7 +133,7 @@ impl Control {
                         let st = self.shared.status(&cfg, s, said.get(&node));
                         (
                             st.active_state.to_string(),
-                            st.sub_state,
+                            st.sub_state.to_string(),
                             st.health.to_string(),
                         )
                     }
@@ -272,8 +276,8 @@ impl Shared {
                 || self
                     .board
                     .verdict(dep)
-                    .is_some_and(|v| v.health == "healthy");
-            if st.active_state == "active" && st.health == "healthy" && probed {
+                    .is_some_and(|v| v.health == Health::Healthy);
+            if st.active_state == ActiveState::Active && st.health == Health::Healthy && probed {
                 if waited {
                     log.line(&format!(
                         "dependency {dep} is healthy after {:.1}s",

@@ -19,6 +19,8 @@ use std::collections::{BTreeSet, HashMap};
 use super::{Control, ControlError, Op, ServiceStatus, Shared};
 use crate::config::{Config, ServiceConfig};
 use crate::deps::Graph;
+use crate::health::Health;
+use crate::state::{ActiveState, SubState};
 use crate::store::Desired;
 
 /// One row of `stackctl readiness`.
@@ -38,8 +40,8 @@ pub struct Required {
     pub name: String,
     /// Named by `required_for` itself, not only a dependency of one that is.
     pub direct: bool,
-    pub active_state: &'static str,
-    pub health: &'static str,
+    pub active_state: ActiveState,
+    pub health: Health,
     /// ActiveState `active`.
     pub running: bool,
 }
@@ -47,16 +49,16 @@ pub struct Required {
 /// Each external service's last ActiveState and when it was first seen:
 /// its `StateChangeTimestamp` (it has no containers to date it).
 #[derive(Default)]
-pub(super) struct Since(std::sync::Mutex<HashMap<String, (&'static str, u64)>>);
+pub(super) struct Since(std::sync::Mutex<HashMap<String, (ActiveState, u64)>>);
 
 impl Since {
-    fn note(&self, service: &str, state: &'static str) -> u64 {
+    fn note(&self, service: &str, state: &ActiveState) -> u64 {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match map.get(service) {
-            Some((s, usec)) if *s == state => *usec,
+            Some((s, usec)) if s == state => *usec,
             _ => {
                 let now = crate::time::now_usec();
-                map.insert(service.to_string(), (state, now));
+                map.insert(service.to_string(), (state.clone(), now));
                 now
             }
         }
@@ -101,11 +103,11 @@ impl Shared {
             .board
             .verdict(&svc.name)
             .map(|v| (v.health, v.message))
-            .unwrap_or(("unknown", "not probed yet".to_string()));
+            .unwrap_or((Health::Unknown, "not probed yet".to_string()));
         let (active_state, sub_state) = match health {
-            "healthy" => ("active", "running"),
-            "unhealthy" | "degraded" => ("failed", "unhealthy"),
-            _ => ("activating", "probing"),
+            Health::Healthy => (ActiveState::Active, SubState::Running),
+            Health::Unhealthy | Health::Degraded => (ActiveState::Failed, SubState::Unhealthy),
+            Health::Unknown | Health::Starting => (ActiveState::Activating, SubState::Probing),
         };
         ServiceStatus {
             name: svc.name.clone(),
@@ -113,17 +115,17 @@ impl Shared {
             desired,
             desired_source,
             desired_since_usec: 0,
+            state_change_usec: self.external_since.note(&svc.name, &active_state),
             active_state,
-            sub_state: sub_state.to_string(),
+            sub_state,
             health,
             health_message: message,
             containers: Vec::new(),
-            state_change_usec: self.external_since.note(&svc.name, active_state),
             restart_count: 0,
             cpu_percent: 0.0,
             memory_bytes: 0,
             compose_file: std::path::PathBuf::new(),
-            ready: health == "healthy",
+            ready: health == Health::Healthy,
             kind: svc.kind.as_str(),
             description: svc.description.clone().unwrap_or_default(),
             category: svc.category.clone().unwrap_or_default(),
@@ -158,7 +160,7 @@ impl Control {
             let Some(svc) = cfg.service(&name) else {
                 continue;
             };
-            let row = if st.active_state == "active" && (svc.is_external() || st.ready) {
+            let row = if st.active_state == ActiveState::Active && (svc.is_external() || st.ready) {
                 Readiness {
                     name,
                     verdict: "running",
@@ -173,7 +175,7 @@ impl Control {
                         st.health, st.health_message
                     )],
                 }
-            } else if st.active_state == "active" {
+            } else if st.active_state == ActiveState::Active {
                 // Up but not (yet) healthy: it runs, with its health told.
                 Readiness {
                     name,
@@ -238,9 +240,9 @@ impl Control {
                 Some(Required {
                     direct: direct.contains(&n),
                     name: n,
+                    running: st.active_state == ActiveState::Active,
                     active_state: st.active_state,
                     health: st.health,
-                    running: st.active_state == "active",
                 })
             })
             .collect()

@@ -12,17 +12,17 @@ use super::{fastpath, Control, Shared};
 use crate::config::{self, Config, ServiceConfig};
 use crate::engine::{Compose, ComposeChoice, ComposeError, Invocation};
 use crate::events::Severity;
-use crate::store::{TaskRecord, TaskResult};
+use crate::store::{Origin, TaskRecord, TaskResult};
 use crate::tasks::{Failure, Log, RunFuture, Runner, TaskKind};
 
 /// Deploys that bring back what ran before and may start existing
 /// containers through the Docker API: the supervisor's, and those of the
 /// boot, start-up, interrupted-task and engine-restart reconciles. A
 /// person's start goes through Compose as it always did.
-fn fast_origin(origin: &str) -> bool {
+fn fast_origin(origin: &Origin) -> bool {
     matches!(
         origin,
-        "recovery" | "boot" | "start" | "interrupted" | "engine"
+        Origin::Recovery | Origin::Boot | Origin::Start | Origin::Interrupted | Origin::Engine
     )
 }
 
@@ -76,12 +76,6 @@ fn compose_location(dir: &std::path::Path) -> Option<(PathBuf, PathBuf)> {
         .map(|f| (dir.to_path_buf(), f))
 }
 
-/// A person asked for the task (D-Bus, the private socket, a peer), not
-/// stackd itself (boot, start, engine, recovery).
-pub fn by_person(origin: &str) -> bool {
-    origin.starts_with("dbus:") || origin == "private" || origin.starts_with("peer")
-}
-
 /// The task runner the queue uses: Compose for service tasks, the planner
 /// for reconcile tasks.
 pub(super) struct ComposeRunner {
@@ -108,7 +102,7 @@ impl Runner for ComposeRunner {
             if let Err(f) = &outcome {
                 // A failure of the surroundings that stackd itself retries
                 // is told once by the supervisor ("waiting"), not per try.
-                let retried = !by_person(&task.origin)
+                let retried = !task.origin.by_person()
                     && shared
                         .board
                         .failure_facts(&task.service)
@@ -247,15 +241,15 @@ impl Shared {
         // Compose's own words instead.
         let checked = kind.starts()
             && !matches!(
-                task.origin.as_str(),
-                "boot" | "start" | "interrupted" | "engine"
+                task.origin,
+                Origin::Boot | Origin::Start | Origin::Interrupted | Origin::Engine
             )
             && !self.board.waiting(&task.service);
         // The supervisor's restart of containers that exist as the file
         // says is checked only if it has to go through Compose: the start
         // through the API proves what preflight would, and a recovery of an
         // unchanged project runs no Compose at all.
-        let check_later = checked && !by_person(&task.origin);
+        let check_later = checked && !task.origin.by_person();
         if checked && !check_later {
             self.checked(&cfg, &task.service, &log).await?;
         }

@@ -8,8 +8,10 @@ use super::{Control, ControlError, Shared};
 use crate::config::{self, Config, ServiceConfig};
 use crate::engine::ContainerInfo;
 use crate::events::Event;
+use crate::health::Health;
 use crate::reconcile;
-use crate::store::{Desired, DesiredState};
+use crate::state::{ActiveState, SubState};
+use crate::store::{Desired, DesiredState, SetBy};
 use crate::tasks::TaskKind;
 use crate::world::{self, Observed};
 
@@ -47,15 +49,15 @@ pub struct ServiceStatus {
     pub desired: DesiredState,
     /// "user" when a person said start/stop, "migrate from HOST" or
     /// "migrate to HOST" after a move, else "config" (auto_start).
-    pub desired_source: String,
+    pub desired_source: SetBy,
     /// When a person or a move last set the desired state (µs since the
     /// epoch); 0 when it comes from `auto_start`. Two hosts that both
     /// want a service of one host running compare it: the newer claim
     /// wins (`control/handoff/settle.rs`).
     pub desired_since_usec: u64,
-    pub active_state: &'static str,
-    pub sub_state: String,
-    pub health: &'static str,
+    pub active_state: ActiveState,
+    pub sub_state: SubState,
+    pub health: Health,
     pub health_message: String,
     pub containers: Vec<ContainerInfo>,
     pub state_change_usec: u64,
@@ -108,14 +110,14 @@ fn health_of(
     containers: &[ContainerInfo],
     observed: Observed,
     desired: DesiredState,
-) -> (&'static str, String) {
+) -> (Health, String) {
     let live: Vec<&ContainerInfo> = containers.iter().filter(|c| !c.oneoff).collect();
     if let Some(c) = live
         .iter()
         .find(|c| c.health.as_deref() == Some("unhealthy"))
     {
         return (
-            "unhealthy",
+            Health::Unhealthy,
             format!("{} fails its Docker healthcheck", c.name),
         );
     }
@@ -125,16 +127,16 @@ fn health_of(
     match observed {
         Observed::Absent | Observed::Stopped if desired == DesiredState::Running => match bad {
             Some(c) if c.oom_killed => (
-                "unhealthy",
+                Health::Unhealthy,
                 format!("{} was killed for lack of memory", c.name),
             ),
             Some(c) => (
-                "unhealthy",
+                Health::Unhealthy,
                 format!("{} exited with code {}", c.name, c.exit_code.unwrap_or(-1)),
             ),
-            None => ("unknown", "not running".to_string()),
+            None => (Health::Unknown, "not running".to_string()),
         },
-        Observed::Absent | Observed::Stopped => ("unknown", "stopped".to_string()),
+        Observed::Absent | Observed::Stopped => (Health::Unknown, "stopped".to_string()),
         Observed::Partial => {
             let down: Vec<&str> = live
                 .iter()
@@ -143,7 +145,10 @@ fn health_of(
                 })
                 .map(|c| c.name.as_str())
                 .collect();
-            ("degraded", format!("not running: {}", down.join(", ")))
+            (
+                Health::Degraded,
+                format!("not running: {}", down.join(", ")),
+            )
         }
         Observed::Running => {
             if let Some(c) = live
@@ -151,11 +156,11 @@ fn health_of(
                 .find(|c| c.health.as_deref() == Some("starting"))
             {
                 (
-                    "starting",
+                    Health::Starting,
                     format!("{} is starting (Docker healthcheck)", c.name),
                 )
             } else {
-                ("healthy", String::new())
+                (Health::Healthy, String::new())
             }
         }
     }
@@ -269,7 +274,7 @@ impl Control {
             || self
                 .list_services()
                 .iter()
-                .any(|s| s.active_state == "failed" || s.health == "unhealthy");
+                .any(|s| s.active_state == ActiveState::Failed || s.health == Health::Unhealthy);
         if degraded {
             SystemState::Degraded
         } else {
@@ -329,11 +334,11 @@ impl Control {
         let services = self.list_services();
         let running = services
             .iter()
-            .filter(|s| s.active_state == "active")
+            .filter(|s| s.active_state == ActiveState::Active)
             .count();
         let failed = services
             .iter()
-            .filter(|s| s.active_state == "failed" || s.health == "unhealthy")
+            .filter(|s| s.active_state == ActiveState::Failed || s.health == Health::Unhealthy)
             .count();
         let busy = self.queue().running_count();
         let mut line = format!("{running} running");
@@ -390,12 +395,12 @@ impl Shared {
     }
 
     /// The effective desired state, and who set it.
-    pub(super) fn desired(svc: &ServiceConfig, said: Option<&Desired>) -> (DesiredState, String) {
+    pub(super) fn desired(svc: &ServiceConfig, said: Option<&Desired>) -> (DesiredState, SetBy) {
         match said.filter(|d| d.is_decision()) {
-            Some(d) => (d.state, d.describe_source()),
+            Some(d) => (d.state, d.set_by()),
             None => (
                 reconcile::effective_desired(svc.auto_start, None),
-                "config".to_string(),
+                SetBy::Config,
             ),
         }
     }
@@ -415,23 +420,27 @@ impl Shared {
         let running_kind = self.queue().running_kind(&svc.name);
         let failed = world::any_failed(&containers);
         let (active_state, sub_state) = match (running_kind, observed) {
-            (Some(k), _) if k.starts() => ("activating", k.as_str().to_string()),
-            (Some(k), _) if k != TaskKind::Pull => ("deactivating", k.as_str().to_string()),
+            (Some(k), _) if k.starts() => (ActiveState::Activating, SubState::Task(k)),
+            (Some(k), _) if k != TaskKind::Pull => (ActiveState::Deactivating, SubState::Task(k)),
             (_, Observed::Running) => {
                 let long = containers
                     .iter()
                     .any(|c| !c.oneoff && !world::is_complete(c));
                 (
-                    "active",
-                    if long { "running" } else { "exited" }.to_string(),
+                    ActiveState::Active,
+                    if long {
+                        SubState::Running
+                    } else {
+                        SubState::Exited
+                    },
                 )
             }
-            (_, Observed::Partial) => ("active", "partial".to_string()),
+            (_, Observed::Partial) => (ActiveState::Active, SubState::Partial),
             (_, Observed::Stopped) if desired == DesiredState::Running && failed => {
-                ("failed", "failed".to_string())
+                (ActiveState::Failed, SubState::Failed)
             }
-            (_, Observed::Stopped) => ("inactive", "exited".to_string()),
-            (_, Observed::Absent) => ("inactive", "dead".to_string()),
+            (_, Observed::Stopped) => (ActiveState::Inactive, SubState::Exited),
+            (_, Observed::Absent) => (ActiveState::Inactive, SubState::Dead),
         };
         let (mut health, mut health_message) = health_of(&containers, observed, desired);
         let mut recoveries = 0;
@@ -439,35 +448,35 @@ impl Shared {
         let mut probed_healthy = false;
         let mut waiting = false;
         let has_probe = svc.health.as_ref().is_some_and(|h| h.probe.is_some());
-        if has_probe && health == "healthy" {
+        if has_probe && health == Health::Healthy {
             // Containers up is not yet healthy when a probe decides: until
             // the supervisor's view says otherwise, it has not spoken.
-            health = "starting";
+            health = Health::Starting;
             health_message = "waiting for the first probe".to_string();
         }
         if let Some(v) = self.board.verdict(&svc.name) {
-            probed_healthy = v.health == "healthy";
+            probed_healthy = v.health == Health::Healthy;
             recoveries = v.recoveries;
             gave_up = v.gave_up;
             waiting = v.waiting && observed != Observed::Running;
             // The supervisor's view (probes, debounced) wins once it has one.
-            if v.health != "unknown" || gave_up {
+            if v.health != Health::Unknown || gave_up {
                 health = v.health;
                 health_message = v.message;
             }
         }
         let (active_state, sub_state) = if gave_up && running_kind.is_none() {
-            ("failed", "gave-up".to_string())
+            (ActiveState::Failed, SubState::GaveUp)
         } else if waiting && running_kind.is_none() {
             // As systemd's "activating (auto-restart)": it will try again.
-            ("activating", "waiting".to_string())
+            (ActiveState::Activating, SubState::Waiting)
         } else {
             (active_state, sub_state)
         };
         // Not "active": a task that waits for it shows it as activating.
-        let ready = active_state != "failed"
+        let ready = active_state != ActiveState::Failed
             && observed == Observed::Running
-            && health == "healthy"
+            && health == Health::Healthy
             && (!has_probe || probed_healthy);
         ServiceStatus {
             name: svc.name.clone(),

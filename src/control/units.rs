@@ -88,7 +88,7 @@ impl Shared {
             }
         };
         // What a person asks for is checked first, as a Compose deploy is.
-        if call != "stop" && super::by_person(&task.origin) {
+        if call != "stop" && task.origin.by_person() {
             if let Err(ControlError::PreflightFailed(problems)) = self.unit_preflight(&spec) {
                 for p in problems.lines() {
                     log.line(&format!("preflight {p}"));

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Control, ControlError, Op, Shared};
 use crate::config::Config;
-use crate::store::{TaskRecord, TaskResult};
+use crate::store::{Origin, TaskRecord, TaskResult};
 use crate::tasks::{Failure, Log};
 
 const POLL: Duration = Duration::from_millis(250);
@@ -31,7 +31,7 @@ impl Control {
         &self,
         op: Op,
         name: &str,
-        origin: &str,
+        origin: &Origin,
         force: bool,
     ) -> Result<TaskRecord, ControlError> {
         if !matches!(op, Op::Start | Op::Restart | Op::Update) {

@@ -46,7 +46,7 @@ pub(super) fn properties(s: &ServiceStatus) -> HashMap<&'static str, Value<'stat
         ("DesiredState", Value::from(s.desired.as_str().to_string())),
         ("DesiredSource", Value::from(s.desired_source.to_string())),
         ("ActiveState", Value::from(s.active_state.to_string())),
-        ("SubState", Value::from(s.sub_state.clone())),
+        ("SubState", Value::from(s.sub_state.to_string())),
         ("Health", Value::from(s.health.to_string())),
         ("HealthMessage", Value::from(s.health_message.clone())),
         ("Containers", Value::from(containers)),
@@ -128,7 +128,7 @@ impl Service {
 
     #[zbus(property)]
     async fn sub_state(&self) -> zbus::fdo::Result<String> {
-        Ok(self.status()?.sub_state)
+        Ok(self.status()?.sub_state.to_string())
     }
 
     #[zbus(property)]

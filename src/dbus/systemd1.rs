@@ -20,6 +20,7 @@ use zbus::names::InterfaceName;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 use zbus::Connection;
 
+use crate::state::ActiveState;
 use crate::units::{OnChange, UnitError, UnitManager, UnitSpec, UnitState};
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
@@ -178,8 +179,8 @@ impl Systemd {
         let _ = self.manager.reset_failed_unit(unit).await;
         let now = self.read(unit).await?;
         if matches!(
-            now.active_state.as_str(),
-            "active" | "activating" | "reloading"
+            now.active_state,
+            ActiveState::Active | ActiveState::Activating | ActiveState::Reloading
         ) {
             return Ok(());
         }
@@ -246,8 +247,8 @@ fn state_of(u: &HashMap<String, OwnedValue>, s: &HashMap<String, OwnedValue>) ->
     }
     UnitState {
         load_state: text(u, "LoadState"),
-        active_state: text(u, "ActiveState"),
-        sub_state: text(u, "SubState"),
+        active_state: text(u, "ActiveState").into(),
+        sub_state: text(u, "SubState").into(),
         result: text(s, "Result"),
         exec_main_code: int(s, "ExecMainCode"),
         exec_main_status: int(s, "ExecMainStatus"),
@@ -277,11 +278,14 @@ impl UnitManager for Systemd {
         Box::pin(async move {
             let unit = spec.unit();
             let now = self.read(unit).await?;
-            if matches!(now.active_state.as_str(), "inactive" | "failed") {
+            if matches!(
+                now.active_state,
+                ActiveState::Inactive | ActiveState::Failed
+            ) {
                 // Nothing runs: a transient unit that is gone, or one
                 // that ended (a failure is reset: a stop is a person's
                 // word, the evidence is no longer needed).
-                if now.active_state == "failed" {
+                if now.active_state == ActiveState::Failed {
                     let _ = self.manager.reset_failed_unit(unit).await;
                 }
                 return Ok(());

@@ -91,7 +91,7 @@ impl Task {
     /// Who asked for it: "dbus:<sender>", "private", "boot", "start", ...
     #[zbus(property)]
     async fn origin(&self) -> zbus::fdo::Result<String> {
-        Ok(self.record()?.origin)
+        Ok(self.record()?.origin.to_string())
     }
 
     #[zbus(property)]

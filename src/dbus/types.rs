@@ -7,8 +7,10 @@ use zbus::zvariant::{OwnedObjectPath, OwnedValue, Type, Value};
 
 use crate::control::ServiceStatus;
 use crate::engine::ContainerInfo;
+use crate::health::Health;
 use crate::peer::types::{ServiceSummary, Task};
-use crate::store::TaskRecord;
+use crate::state::{ActiveState, SubState};
+use crate::store::{Origin, TaskRecord};
 
 /// One row of `ListServices`: `(ssssssuo)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Type)]
@@ -16,9 +18,9 @@ pub struct ServiceRow {
     pub name: String,
     pub host: String,
     pub desired_state: String,
-    pub active_state: String,
-    pub sub_state: String,
-    pub health: String,
+    pub active_state: ActiveState,
+    pub sub_state: SubState,
+    pub health: Health,
     pub containers: u32,
     pub path: OwnedObjectPath,
 }
@@ -48,6 +50,17 @@ impl ServiceRow {
 /// itself (name, peer URL, reachable, since µs, version, 1-minute load,
 /// config hash, error).
 pub type HostRow = crate::hosts::HostStatus;
+
+// The words of a state cross the bus as their text (`s`), as they do the
+// peer endpoint's JSON: serde writes them as strings.
+macro_rules! as_string {
+    ($($t:ty),+) => {
+        $(impl Type for $t {
+            const SIGNATURE: &'static zbus::zvariant::Signature = <String as Type>::SIGNATURE;
+        })+
+    };
+}
+as_string!(ActiveState, SubState, Health, Origin);
 
 // The board's type crosses the bus as it is; its signature is written
 // here so that only dbus/ knows zbus. The order is its fields' order
@@ -131,7 +144,7 @@ pub struct TaskRow {
     pub service: String,
     pub state: String,
     pub result: String,
-    pub origin: String,
+    pub origin: Origin,
     pub created_usec: u64,
     pub path: OwnedObjectPath,
 }
@@ -241,19 +254,10 @@ pub fn prune_options(
     })
 }
 
-/// An operation on a service that the Manager queues as a task, with the
-/// Manager methods that queue it: the client calls by these, so stackctl
-/// never names a method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServiceOp {
-    Start,
-    Stop,
-    Restart,
-    Update,
-    Pull,
-    Down,
-    Rollback,
-}
+/// An operation on a service that the Manager queues as a task: the
+/// core's own `Op`, with the Manager methods that queue it (below); the
+/// client calls by these, so stackctl never names a method.
+pub use crate::control::Op as ServiceOp;
 
 impl ServiceOp {
     /// The Manager method that queues it.

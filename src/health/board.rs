@@ -74,7 +74,7 @@ pub struct Board {
 /// Health as the supervisor sees it.
 #[derive(Clone, Debug)]
 pub struct Verdict {
-    pub health: &'static str,
+    pub health: Health,
     pub message: String,
     pub recoveries: u64,
     pub gave_up: bool,
@@ -97,14 +97,14 @@ impl Board {
         let (health, message) = slot.machine.current();
         Some(match (&slot.gave_up, &slot.episode) {
             (Some(why), _) => Verdict {
-                health: Health::Unhealthy.as_str(),
+                health: Health::Unhealthy,
                 message: format!("gave up: {why}"),
                 recoveries: slot.recoveries,
                 gave_up: true,
                 waiting: false,
             },
             (None, Some(ep)) => Verdict {
-                health: Health::Unhealthy.as_str(),
+                health: Health::Unhealthy,
                 message: format!(
                     "waiting: {}; trying again every {} at most (try {})",
                     ep.summary,
@@ -116,7 +116,7 @@ impl Board {
                 waiting: true,
             },
             (None, None) => Verdict {
-                health: health.as_str(),
+                health,
                 message: message.to_string(),
                 recoveries: slot.recoveries,
                 gave_up: false,

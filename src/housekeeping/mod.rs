@@ -21,7 +21,7 @@ use tracing::warn;
 
 use crate::control::{Control, ControlError, Op};
 use crate::engine::{ComposeFlavor, Docker};
-use crate::store::{Store, TaskRecord, TaskResult};
+use crate::store::{Origin, Store, TaskRecord, TaskResult};
 use crate::tasks::{Failure, Log, TaskKind};
 
 pub use plan::{short_id, Kinds, Plan};
@@ -49,7 +49,7 @@ impl Pending {
 impl Control {
     /// Queue a prune task. It is host-wide (no service), so it never runs
     /// while a reconcile does.
-    pub fn prune(&self, opts: PruneOptions, origin: &str) -> Result<TaskRecord, ControlError> {
+    pub fn prune(&self, opts: PruneOptions, origin: &Origin) -> Result<TaskRecord, ControlError> {
         // Registered before the task can start: the queue may run it at once.
         let pending = self.housekeeping();
         let mut map = pending.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -70,7 +70,7 @@ impl Control {
 
     /// Queue a rollback of `name` to the image it ran before its last
     /// update. Refused when stackd recorded no such image.
-    pub async fn rollback(&self, name: &str, origin: &str) -> Result<TaskRecord, ControlError> {
+    pub async fn rollback(&self, name: &str, origin: &Origin) -> Result<TaskRecord, ControlError> {
         // The same "no such service" / "not assigned here" answers as status.
         self.service(name)?;
         let images = self.store().service_images(Some(name))?;

@@ -11,7 +11,7 @@ use super::{make_plan, Kinds, PruneOptions};
 use crate::control::Control;
 use crate::events::Severity;
 use crate::fmt::decimal_bytes;
-use crate::store::now_usec;
+use crate::store::{now_usec, Origin};
 
 /// Where the time of the last scheduled prune is kept, so a restart of
 /// stackd neither skips nor repeats one.
@@ -76,7 +76,7 @@ fn schedule(control: &Control, every: Duration) {
         kinds: Kinds::ALL,
         dry_run: false,
     };
-    match control.prune(opts, "schedule") {
+    match control.prune(opts, &Origin::Schedule) {
         Ok(_) => {
             let _ = store.set_meta(LAST_PRUNE_KEY, &now.to_string());
         }

@@ -42,6 +42,8 @@ use super::types::{MigrateRequest, Task};
 use super::PeerClient;
 use crate::config::{Config, HostSelector};
 use crate::control::{Control, ControlError};
+use crate::state::ActiveState;
+use crate::store::Origin;
 
 /// How often a task on a host is looked at while waiting for it.
 const POLL: Duration = Duration::from_millis(250);
@@ -155,7 +157,7 @@ async fn carry(
     let runs_there = src
         .service(name)
         .await
-        .is_ok_and(|s| s.active_state == "active");
+        .is_ok_and(|s| s.active_state == ActiveState::Active);
     if !runs_there {
         return Err(format!(
             "{from}: moving {name} to {to} with its named volumes failed: {why}; it is not started elsewhere (see the migrate task on {from})"
@@ -184,14 +186,7 @@ pub(super) async fn migrate(
     ask: MigrateRequest,
     peer: SocketAddr,
 ) -> Result<Task, ControlError> {
-    let origin = match &ask.caller {
-        Some(c) => format!(
-            "peer:{}:{}",
-            peer.ip(),
-            c.chars().take(64).collect::<String>()
-        ),
-        None => format!("peer:{}", peer.ip()),
-    };
+    let origin = Origin::peer(peer.ip(), ask.caller.as_deref());
     // A well-formed request naming a target this host's cluster file
     // cannot move the service to: the two files disagree (409), as for
     // a move's other steps, not a malformed request.

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::control::Control;
+use crate::health::Health;
+use crate::state::ActiveState;
 use crate::store::TaskState;
 
 /// One metric family: `# HELP` and `# TYPE` written once by [`family`],
@@ -68,9 +70,15 @@ pub(super) fn render(control: &Control) -> String {
         "gauge",
         "Services of this host by active state.",
     );
-    for state in ["active", "activating", "deactivating", "inactive", "failed"] {
+    for state in [
+        ActiveState::Active,
+        ActiveState::Activating,
+        ActiveState::Deactivating,
+        ActiveState::Inactive,
+        ActiveState::Failed,
+    ] {
         let n = services.iter().filter(|s| s.active_state == state).count();
-        f.sample(&[("active_state", state)], n);
+        f.sample(&[("active_state", state.as_str())], n);
     }
 
     let mut f = family(
@@ -83,8 +91,8 @@ pub(super) fn render(control: &Control) -> String {
         f.sample(
             &[
                 ("service", &s.name),
-                ("active_state", s.active_state),
-                ("health", s.health),
+                ("active_state", s.active_state.as_str()),
+                ("health", s.health.as_str()),
             ],
             1,
         );
@@ -96,7 +104,10 @@ pub(super) fn render(control: &Control) -> String {
         "1 while the service is healthy (its containers, Docker healthchecks and probe), else 0.",
     );
     for s in &services {
-        f.sample(&[("service", &s.name)], u8::from(s.health == "healthy"));
+        f.sample(
+            &[("service", &s.name)],
+            u8::from(s.health == Health::Healthy),
+        );
     }
     let mut f = family(
         &mut out,

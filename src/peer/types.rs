@@ -6,7 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::control::{ManagerInfo, ServiceStatus};
-use crate::store::{EventRecord, TaskRecord};
+use crate::health::Health;
+use crate::state::{ActiveState, SubState};
+use crate::store::{EventRecord, Origin, SetBy, TaskRecord};
 
 /// One element of `GET /v1/services`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -14,9 +16,9 @@ pub struct ServiceSummary {
     pub name: String,
     pub host: String,
     pub desired_state: String,
-    pub active_state: String,
-    pub sub_state: String,
-    pub health: String,
+    pub active_state: ActiveState,
+    pub sub_state: SubState,
+    pub health: Health,
     /// Long-running containers (one-off `run` containers not counted).
     pub containers: u32,
 }
@@ -27,9 +29,9 @@ impl ServiceSummary {
             name: s.name.clone(),
             host: s.host.clone(),
             desired_state: s.desired.as_str().to_string(),
-            active_state: s.active_state.to_string(),
+            active_state: s.active_state.clone(),
             sub_state: s.sub_state.clone(),
-            health: s.health.to_string(),
+            health: s.health,
             containers: u32::try_from(s.containers.iter().filter(|c| !c.oneoff).count())
                 .unwrap_or(u32::MAX),
         }
@@ -46,15 +48,15 @@ pub struct Service {
     pub name: String,
     pub host: String,
     pub desired_state: String,
-    pub desired_source: String,
+    pub desired_source: SetBy,
     /// When a person or a move last set the desired state (µs since the
     /// epoch; 0: the cluster file's `auto_start`). Absent from older
     /// hosts' answers.
     #[serde(default)]
     pub desired_since_usec: u64,
-    pub active_state: String,
-    pub sub_state: String,
-    pub health: String,
+    pub active_state: ActiveState,
+    pub sub_state: SubState,
+    pub health: Health,
     pub health_message: String,
     pub containers: Vec<Container>,
     pub state_change_usec: u64,
@@ -80,11 +82,11 @@ impl Service {
             name: s.name.clone(),
             host: s.host.clone(),
             desired_state: s.desired.as_str().to_string(),
-            desired_source: s.desired_source.to_string(),
+            desired_source: s.desired_source.clone(),
             desired_since_usec: s.desired_since_usec,
-            active_state: s.active_state.to_string(),
+            active_state: s.active_state.clone(),
             sub_state: s.sub_state.clone(),
-            health: s.health.to_string(),
+            health: s.health,
             health_message: s.health_message.clone(),
             containers: s.containers.iter().map(Container::from_info).collect(),
             state_change_usec: s.state_change_usec,
@@ -106,7 +108,7 @@ pub struct Task {
     pub id: u64,
     pub kind: String,
     pub service: String,
-    pub origin: String,
+    pub origin: Origin,
     pub state: String,
     pub result: String,
     pub created_usec: u64,

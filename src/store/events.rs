@@ -80,16 +80,11 @@ impl Store {
     /// Keeps the newest `keep` events and deletes the rest. Returns how
     /// many were deleted.
     pub fn prune_events(&self, keep: usize) -> Result<usize, StoreError> {
-        let deleted = self.write(|tx| {
-            Ok(tx.execute(
-                "DELETE FROM events WHERE seq NOT IN (
-                     SELECT seq FROM events ORDER BY seq DESC LIMIT ?1)",
-                [to_i64(keep)],
-            )?)
-        })?;
-        if deleted > 0 {
-            tracing::debug!(deleted, keep, "pruned events");
-        }
-        Ok(deleted)
+        self.prune_keeping(
+            "DELETE FROM events WHERE seq NOT IN (
+                 SELECT seq FROM events ORDER BY seq DESC LIMIT ?1)",
+            keep,
+            "events",
+        )
     }
 }

@@ -19,8 +19,10 @@ mod error;
 mod events;
 mod health;
 mod images;
+mod origin;
 mod outbox;
 mod schema;
+mod set_by;
 mod tasks;
 mod types;
 
@@ -37,6 +39,8 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 pub use error::StoreError;
 pub use health::{WriteFailure, WriteHealth, QUIET_INTERVAL};
 pub use images::{SeenImage, ServiceImage};
+pub use origin::Origin;
+pub use set_by::SetBy;
 pub use types::{
     Desired, DesiredSource, DesiredState, EventRecord, LogLine, NewEvent, NewTask, OutboxItem,
     ParseEnumError, TaskFilter, TaskRecord, TaskResult, TaskState, IN_DOUBT, KEPT,
@@ -138,6 +142,16 @@ impl Store {
         let result = Self::write_on(&mut self.conn(), f).map_err(|e| self.locate(e));
         self.account(&result);
         result
+    }
+
+    /// Runs `delete`, a `DELETE` of all but the newest `?1` rows, keeping
+    /// `keep` of them; says at debug level how many `what` went.
+    fn prune_keeping(&self, delete: &str, keep: usize, what: &str) -> Result<usize, StoreError> {
+        let deleted = self.write(|tx| Ok(tx.execute(delete, [to_i64(keep)])?))?;
+        if deleted > 0 {
+            tracing::debug!(deleted, keep, "pruned {what}");
+        }
+        Ok(deleted)
     }
 
     /// Tells the write-health tracker how a write went.

@@ -4,8 +4,8 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use super::{
-    now_usec, to_i64, LogLine, NewTask, Store, StoreError, TaskFilter, TaskRecord, TaskResult,
-    TaskState,
+    now_usec, to_i64, LogLine, NewTask, Origin, Store, StoreError, TaskFilter, TaskRecord,
+    TaskResult, TaskState,
 };
 
 const TASK_COLUMNS: &str = "id, kind, service, origin, state, result, error, \
@@ -72,7 +72,7 @@ impl Store {
             id: raw.id,
             kind: raw.kind,
             service: raw.service,
-            origin: raw.origin,
+            origin: Origin::parse(&raw.origin),
             state,
             result: raw.result,
             error: raw.error,
@@ -96,7 +96,7 @@ impl Store {
                 "INSERT INTO tasks (kind, service, origin, state, created_usec)
                  VALUES (?1, ?2, ?3, 'pending', ?4)
                  RETURNING id",
-                params![new.kind, new.service, new.origin, now_usec()],
+                params![new.kind, new.service, new.origin.to_string(), now_usec()],
                 |row| row.get(0),
             )?;
             self.existing_task(tx, id)
@@ -329,19 +329,14 @@ impl Store {
     /// ones with their logs. Unfinished tasks are never deleted. Returns
     /// how many tasks were deleted.
     pub fn prune_tasks(&self, keep: usize) -> Result<usize, StoreError> {
-        let deleted = self.write(|tx| {
-            Ok(tx.execute(
-                &format!(
-                    "DELETE FROM tasks WHERE state IN {FINISHED_STATES} AND id NOT IN (
-                         SELECT id FROM tasks WHERE state IN {FINISHED_STATES}
-                         ORDER BY id DESC LIMIT ?1)"
-                ),
-                [to_i64(keep)],
-            )?)
-        })?;
-        if deleted > 0 {
-            tracing::debug!(deleted, keep, "pruned finished tasks");
-        }
-        Ok(deleted)
+        self.prune_keeping(
+            &format!(
+                "DELETE FROM tasks WHERE state IN {FINISHED_STATES} AND id NOT IN (
+                     SELECT id FROM tasks WHERE state IN {FINISHED_STATES}
+                     ORDER BY id DESC LIMIT ?1)"
+            ),
+            keep,
+            "finished tasks",
+        )
     }
 }

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::{Origin, SetBy};
+
 /// A string that is not one of an enum's names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} {value:?} (expected {})", expected.join(", "))]
@@ -152,33 +154,31 @@ impl Desired {
         self.source != DesiredSource::Config
     }
 
-    /// "user", "config", "migrate from HOST", "migrate to HOST" or
-    /// "stopped outside stackd (docker stop)".
     /// A move whose target stopped answering before it confirmed the
     /// start (see `Store::set_move_in_doubt`).
     pub fn in_doubt(&self) -> bool {
         self.source == DesiredSource::Migrate && self.detail.as_deref() == Some(IN_DOUBT)
     }
 
-    pub fn describe_source(&self) -> String {
-        if self.source == DesiredSource::Outside {
-            return format!(
-                "stopped outside stackd ({})",
-                self.detail.as_deref().unwrap_or("docker")
-            );
-        }
+    /// Who set it, as `stackctl status` says: "user", "config", "migrate
+    /// from HOST", "migrate to HOST", "stopped outside stackd (docker
+    /// stop)", ...
+    pub fn set_by(&self) -> SetBy {
         match (self.source, &self.peer) {
-            (DesiredSource::Migrate, Some(peer)) if self.in_doubt() => {
-                format!("migrate to {peer} ({IN_DOUBT})")
+            (DesiredSource::Outside, _) => {
+                SetBy::Outside(self.detail.as_deref().unwrap_or("docker").to_string())
             }
+            (DesiredSource::Migrate, Some(peer)) if self.in_doubt() => SetBy::InDoubt(peer.clone()),
             (DesiredSource::Migrate, Some(peer)) if self.detail.as_deref() == Some(KEPT) => {
-                format!("kept here: its move to {peer} failed")
+                SetBy::KeptHere(peer.clone())
             }
             (DesiredSource::Migrate, Some(peer)) => match self.state {
-                DesiredState::Running => format!("migrate from {peer}"),
-                DesiredState::Stopped => format!("migrate to {peer}"),
+                DesiredState::Running => SetBy::MigrateFrom(peer.clone()),
+                DesiredState::Stopped => SetBy::MigrateTo(peer.clone()),
             },
-            (source, _) => source.as_str().to_string(),
+            (DesiredSource::Config, _) => SetBy::Config,
+            (DesiredSource::User, _) => SetBy::User,
+            (DesiredSource::Migrate, None) => SetBy::Migrate,
         }
     }
 }
@@ -198,8 +198,8 @@ pub struct NewTask {
     pub kind: String,
     /// The service, or "" for a task on the host.
     pub service: String,
-    /// Who asked: "dbus:uid=0", "peer:hp", "boot", "health", ...
-    pub origin: String,
+    /// Who asked.
+    pub origin: Origin,
 }
 
 /// A task as stored.
@@ -208,7 +208,7 @@ pub struct TaskRecord {
     pub id: u64,
     pub kind: String,
     pub service: String,
-    pub origin: String,
+    pub origin: Origin,
     pub state: TaskState,
     /// "" while unfinished; then one of [`result`]'s names.
     pub result: String,

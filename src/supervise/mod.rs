@@ -22,7 +22,7 @@ use crate::engine::ContainerState;
 use crate::events::{Event, Severity};
 use crate::health::{self, evidence, retry_delay, slot_for, Board, Episode, Facts, ProbeResult};
 use crate::recovery::{self, Action, Cause};
-use crate::store::{now_usec, DesiredState, TaskRecord, TaskResult};
+use crate::store::{now_usec, DesiredState, Origin, TaskRecord, TaskResult};
 use crate::tasks::TaskKind;
 use crate::world;
 
@@ -70,7 +70,7 @@ pub async fn run(control: Control, board: Arc<Board>) {
                 Ok(Event::TaskNew { id, service, kind }) => {
                     let by_person = control
                         .task(id)
-                        .is_ok_and(|t| crate::control::by_person(&t.origin));
+                        .is_ok_and(|t| t.origin.by_person());
                     if by_person && kind != TaskKind::Pull.as_str() {
                         board.reset(&service);
                     }
@@ -85,7 +85,7 @@ pub async fn run(control: Control, board: Arc<Board>) {
                     // keeps its hands off until they act again.
                     let by_person = control
                         .task(id)
-                        .is_ok_and(|t| crate::control::by_person(&t.origin));
+                        .is_ok_and(|t| t.origin.by_person());
                     let environmental = board
                         .failure_facts(&service)
                         .is_some_and(|f| f.environmental());
@@ -126,7 +126,7 @@ pub async fn run(control: Control, board: Arc<Board>) {
                     // what its shutdown stopped is brought back like at boot,
                     // in dependency waves, with no restart budget spent.
                     generation = control.docker_generation();
-                    let queued = control.apply("engine", true);
+                    let queued = control.apply(&Origin::Engine, true);
                     // The reconcile is queued before the supervisor looks
                     // again (it stays out of the way while one runs).
                     board.set_generation(generation);
@@ -463,7 +463,7 @@ fn submit_recovery(
     lines: &[String],
     what: &str,
 ) -> Option<TaskRecord> {
-    match control.queue().submit(kind, service, "recovery") {
+    match control.queue().submit(kind, service, &Origin::Recovery) {
         Ok(task) => {
             for line in lines {
                 let _ = control.store().append_task_log(task.id, line);

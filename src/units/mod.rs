@@ -24,6 +24,7 @@ use thiserror::Error;
 use crate::config::{self, ServiceConfig};
 use crate::engine::{ContainerInfo, ContainerState};
 use crate::events::{Event, EventSender};
+use crate::state::{ActiveState, SubState};
 
 /// The prefix of the transient units stackd names after a service.
 pub const TRANSIENT_PREFIX: &str = "stackd-";
@@ -110,8 +111,8 @@ pub struct UnitState {
     /// `LoadState`: "loaded", "not-found" (a transient unit that is gone),
     /// "masked", ...
     pub load_state: String,
-    pub active_state: String,
-    pub sub_state: String,
+    pub active_state: ActiveState,
+    pub sub_state: SubState,
     /// `Result`: "success", "exit-code", "signal", "core-dump",
     /// "oom-kill", "timeout", ...
     pub result: String,
@@ -147,7 +148,10 @@ impl UnitState {
 
     /// Running, as far as a service's health and its dependents care.
     pub fn running(&self) -> bool {
-        matches!(self.active_state.as_str(), "active" | "reloading")
+        matches!(
+            self.active_state,
+            ActiveState::Active | ActiveState::Reloading
+        )
     }
 
     /// Coming from `was`, this state is an end systemd calls a success: a
@@ -159,7 +163,7 @@ impl UnitState {
     pub fn ends_cleanly(&self, was: &UnitState) -> bool {
         was.running()
             && !self.running()
-            && self.active_state != "failed"
+            && self.active_state != ActiveState::Failed
             && (self.result == "success" || self.load_state == "not-found")
     }
 
@@ -181,18 +185,20 @@ impl UnitState {
     /// that was never started or was collected): the service is absent.
     pub fn container(&self, service: &str, unit: &str) -> Option<ContainerInfo> {
         let running = matches!(
-            self.active_state.as_str(),
-            "active" | "reloading" | "deactivating"
+            self.active_state,
+            ActiveState::Active | ActiveState::Reloading | ActiveState::Deactivating
         );
         if self.load_state != "loaded" && !running {
             return None;
         }
-        let state = match self.active_state.as_str() {
-            "active" | "reloading" | "deactivating" => ContainerState::Running,
-            "activating" => ContainerState::Restarting,
-            "failed" => ContainerState::Exited,
-            "inactive" => ContainerState::Exited,
-            _ => ContainerState::Unknown,
+        let state = match self.active_state {
+            ActiveState::Active | ActiveState::Reloading | ActiveState::Deactivating => {
+                ContainerState::Running
+            }
+            ActiveState::Activating => ContainerState::Restarting,
+            ActiveState::Failed => ContainerState::Exited,
+            ActiveState::Inactive => ContainerState::Exited,
+            ActiveState::Other(_) => ContainerState::Unknown,
         };
         let stopped = state != ContainerState::Running;
         // A unit that never ran, or ended as systemd calls a success (a
@@ -228,7 +234,8 @@ impl UnitState {
             finished_at_usec: (stopped && self.inactive_enter_usec > 0)
                 .then_some(self.inactive_enter_usec),
             pid: (self.main_pid > 0).then_some(self.main_pid),
-            error: (self.active_state == "failed").then(|| format!("result {}", self.result)),
+            error: (self.active_state == ActiveState::Failed)
+                .then(|| format!("result {}", self.result)),
         })
     }
 }

@@ -22,7 +22,7 @@ use futures_util::stream::{BoxStream, StreamExt};
 use super::{project_paths, Control, ControlError, Op, Shared};
 use crate::config::{Config, HostSelector, PeerConfig, ServiceConfig};
 use crate::events::{Event, Severity};
-use crate::store::{DesiredState, TaskRecord};
+use crate::store::{DesiredState, Origin, TaskRecord};
 use crate::tasks::{Failure, TaskKind};
 use crate::world::{self, Observed};
 
@@ -117,11 +117,6 @@ fn moving(cfg: &Config, name: &str) -> Result<(ServiceConfig, PathBuf, PathBuf),
     Ok((svc, dir, file))
 }
 
-/// A task's origin on the host a service moves to.
-fn origin_from(host: &str) -> String {
-    format!("migrate from {host}")
-}
-
 impl Control {
     /// The other hosts' client; the daemon sets it once at start.
     pub fn set_peers(&self, peers: std::sync::Arc<dyn Peers>) {
@@ -134,7 +129,7 @@ impl Control {
         &self,
         op: Op,
         name: &str,
-        origin: &str,
+        origin: &Origin,
         force: bool,
     ) -> Result<TaskRecord, ControlError> {
         if op.desired() == Some(DesiredState::Running) {
@@ -155,7 +150,7 @@ impl Control {
         name: &str,
         to: &str,
         force: bool,
-        origin: &str,
+        origin: &Origin,
     ) -> Result<TaskRecord, ControlError> {
         self.migrate_with(name, to, force, false, origin).await
     }
@@ -169,7 +164,7 @@ impl Control {
         to: &str,
         force: bool,
         volumes: bool,
-        origin: &str,
+        origin: &Origin,
     ) -> Result<TaskRecord, ControlError> {
         let cfg = self.config();
         let svc = self.shared.local_service(&cfg, name)?.clone();
@@ -189,7 +184,7 @@ impl Control {
         to: &str,
         force: bool,
         volumes: bool,
-        origin: &str,
+        origin: &Origin,
     ) -> Result<TaskRecord, ControlError> {
         let cfg = self.config();
         let (svc, placed_elsewhere) = match self.shared.local_service(&cfg, name) {
@@ -250,7 +245,7 @@ impl Control {
         svc: ServiceConfig,
         to: &str,
         (force, volumes, leaving): (bool, bool, bool),
-        origin: &str,
+        origin: &Origin,
     ) -> Result<TaskRecord, ControlError> {
         let name = svc.name.as_str();
         if to == cfg.host {

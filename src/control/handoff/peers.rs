@@ -6,14 +6,15 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 
 use crate::config::PeerConfig;
+use crate::state::{ActiveState, SubState};
 
 /// What another host says of a service it manages.
 #[derive(Clone, Debug)]
 pub struct PeerService {
     pub desired_state: String,
-    pub active_state: String,
+    pub active_state: ActiveState,
     /// "running", "exited" (every container completed), "partial", ...
-    pub sub_state: String,
+    pub sub_state: SubState,
     /// When a person or a move set its desired state there (0: the
     /// cluster file's `auto_start`).
     pub desired_since_usec: u64,
@@ -30,8 +31,8 @@ impl PeerService {
 
     /// Something of it runs there now (or is being started).
     pub(super) fn active(&self) -> bool {
-        self.active_state == "activating"
-            || (self.active_state == "active" && self.sub_state != "exited")
+        self.active_state == ActiveState::Activating
+            || (self.active_state == ActiveState::Active && self.sub_state != SubState::Exited)
     }
 }
 

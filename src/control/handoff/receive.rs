@@ -7,12 +7,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::{
-    moving, origin_from, Control, ControlError, Prepared, Shared, VolumeOffer, VolumeReceipt, POLL,
-    SETTLE,
+    moving, Control, ControlError, Prepared, Shared, VolumeOffer, VolumeReceipt, POLL, SETTLE,
 };
 use crate::config::{Config, ServiceConfig};
 use crate::events::Event;
-use crate::store::{DesiredState, TaskRecord};
+use crate::health::Health;
+use crate::store::{DesiredState, Origin, TaskRecord};
 use crate::tasks::{Failure, Log, TaskKind};
 use crate::world::{self, Observed};
 
@@ -41,10 +41,11 @@ impl Control {
             .warnings()
             .any(|p| p.check == crate::preflight::Check::Images);
         let pull = if missing {
-            Some(
-                self.queue()
-                    .submit(TaskKind::Pull, name, &origin_from(from))?,
-            )
+            Some(self.queue().submit(
+                TaskKind::Pull,
+                name,
+                &Origin::MigrateFrom(from.to_string()),
+            )?)
         } else {
             None
         };
@@ -64,10 +65,11 @@ impl Control {
         self.shared
             .store
             .set_moved(name, DesiredState::Running, from)?;
-        let task = match self
-            .queue()
-            .submit(TaskKind::Receive, name, &origin_from(from))
-        {
+        let task = match self.queue().submit(
+            TaskKind::Receive,
+            name,
+            &Origin::MigrateFrom(from.to_string()),
+        ) {
             Ok(t) => t,
             Err(e) => {
                 // Not taken: this host must not start it at its next boot.
@@ -185,11 +187,10 @@ impl Shared {
         cancel: &CancellationToken,
     ) -> Result<(), Failure> {
         let name = task.service.as_str();
-        let from = task
-            .origin
-            .strip_prefix("migrate from ")
-            .unwrap_or("?")
-            .to_string();
+        let from = match &task.origin {
+            Origin::MigrateFrom(host) => host.clone(),
+            _ => "?".to_string(),
+        };
         let cfg = self.config();
         let (svc, dir, file) = moving(&cfg, name)?;
         log.line(&format!("{name} moves here from {from}"));
@@ -264,14 +265,14 @@ impl Shared {
             let observed = world::classify(&status.containers);
             let verdict = self.board.verdict(&svc.name).map(|v| v.health);
             let healthy = observed == Observed::Running
-                && status.health == "healthy"
-                && (!probed || verdict == Some("healthy"));
+                && status.health == Health::Healthy
+                && (!probed || verdict == Some(Health::Healthy));
             let now = tokio::time::Instant::now();
             since = if healthy { since.or(Some(now)) } else { None };
             if since.is_some_and(|t| now.duration_since(t) >= SETTLE) {
                 return Ok(());
             }
-            if status.health == "unhealthy" {
+            if status.health == Health::Unhealthy {
                 return Err(format!(
                     "{} is unhealthy: {}",
                     svc.name, status.health_message

@@ -8,7 +8,8 @@ use tracing::info;
 use super::{single_host, Control, PeerFailure, PeerService, Shared};
 use crate::config::{Config, PeerConfig};
 use crate::events::Severity;
-use crate::store::DesiredState;
+use crate::state::ActiveState;
+use crate::store::{DesiredState, Origin};
 use crate::tasks::TaskKind;
 
 /// How long a host may stay silent while it runs a move's task before the
@@ -32,8 +33,12 @@ pub(super) enum Verdict {
 /// Reads a peer's answer about a service moved to it.
 pub(super) fn verdict(answer: &Result<Option<PeerService>, PeerFailure>) -> Verdict {
     match answer {
-        Ok(Some(s)) if s.desired_state == "running" && s.active_state == "active" => Verdict::Moved,
-        Ok(Some(s)) if s.desired_state == "running" || s.active_state == "activating" => {
+        Ok(Some(s)) if s.desired_state == "running" && s.active_state == ActiveState::Active => {
+            Verdict::Moved
+        }
+        Ok(Some(s))
+            if s.desired_state == "running" || s.active_state == ActiveState::Activating =>
+        {
             Verdict::Unknown
         }
         Ok(_) => Verdict::NotThere,
@@ -140,7 +145,7 @@ impl Control {
                 if !self.store_moved(name, DesiredState::Running, host) {
                     return;
                 }
-                let origin = format!("move to {host} did not happen");
+                let origin = Origin::MoveLost(host.to_string());
                 let task = self.queue().submit(TaskKind::Deploy, name, &origin);
                 self.shared.alert(
                     Severity::Warning,
@@ -184,7 +189,7 @@ impl Control {
         if !self.store_moved(name, DesiredState::Stopped, winner) {
             return;
         }
-        let origin = format!("conflict on heal: {winner} keeps it");
+        let origin = Origin::HealConflict(winner.to_string());
         let task = self.queue().submit(TaskKind::Stop, name, &origin);
         let when = |usec: u64| {
             if usec == 0 {

@@ -196,6 +196,11 @@ fn b_says(
     }))
 }
 
+/// The origin of the requests these tests make.
+fn by_test() -> Origin {
+    Origin::Other("test".into())
+}
+
 /// Host a's core, with b answering `answer`; the receiver sees its alerts.
 fn host_a(
     answer: Result<Option<PeerService>, PeerFailure>,
@@ -269,7 +274,7 @@ async fn a_start_is_refused_while_a_peer_runs_it_even_forced() {
     let (a, _, _) = host_a(b_says("running", "active", 1));
     for force in [false, true] {
         let e = a
-            .request(Op::Start, "web", "test", force)
+            .request(Op::Start, "web", &by_test(), force)
             .await
             .unwrap_err();
         let ControlError::Conflict(m) = e else {
@@ -280,7 +285,7 @@ async fn a_start_is_refused_while_a_peer_runs_it_even_forced() {
     assert_eq!(a.store().desired("web").unwrap(), None, "nothing stored");
     // A person's restart and update make it run too.
     for op in [Op::Restart, Op::Update] {
-        let e = a.request(op, "web", "test", false).await.unwrap_err();
+        let e = a.request(op, "web", &by_test(), false).await.unwrap_err();
         assert!(matches!(e, ControlError::Conflict(_)), "{op:?}: {e:?}");
     }
 }
@@ -289,7 +294,7 @@ async fn a_start_is_refused_while_a_peer_runs_it_even_forced() {
 async fn a_peer_that_does_not_answer_blocks_a_start_unless_forced() {
     let (a, _, _) = host_a(Err(PeerFailure::Unreachable("connection refused".into())));
     let e = a
-        .request(Op::Start, "web", "test", false)
+        .request(Op::Start, "web", &by_test(), false)
         .await
         .unwrap_err();
     let ControlError::PeerUnreachable(m) = e else {
@@ -301,7 +306,10 @@ async fn a_peer_that_does_not_answer_blocks_a_start_unless_forced() {
     );
     // Forced, the rule lets it through: what stops it here is only that
     // this test has no Docker.
-    let e = a.request(Op::Start, "web", "test", true).await.unwrap_err();
+    let e = a
+        .request(Op::Start, "web", &by_test(), true)
+        .await
+        .unwrap_err();
     assert!(matches!(e, ControlError::DockerUnavailable(_)), "{e:?}");
 }
 
@@ -310,7 +318,7 @@ async fn a_peer_that_stopped_it_lets_the_start_through() {
     for there in [b_says("stopped", "inactive", 1), Ok(None)] {
         let (a, b, _) = host_a(there);
         let e = a
-            .request(Op::Start, "web", "test", false)
+            .request(Op::Start, "web", &by_test(), false)
             .await
             .unwrap_err();
         assert!(matches!(e, ControlError::DockerUnavailable(_)), "{e:?}");
@@ -322,12 +330,12 @@ async fn a_peer_that_stopped_it_lets_the_start_through() {
 async fn a_service_of_several_hosts_asks_nobody() {
     let (a, b, _) = host_a(b_says("running", "active", 1));
     let e = a
-        .request(Op::Start, "both", "test", false)
+        .request(Op::Start, "both", &by_test(), false)
         .await
         .unwrap_err();
     assert!(matches!(e, ControlError::DockerUnavailable(_)), "{e:?}");
     // A stop never asks either.
-    let _ = a.request(Op::Stop, "web", "test", false).await;
+    let _ = a.request(Op::Stop, "web", &by_test(), false).await;
     assert_eq!(b.asked.load(Ordering::SeqCst), 0);
 }
 
@@ -338,16 +346,16 @@ async fn a_move_that_cannot_be_is_refused_at_once_and_changes_nothing() {
         Err(ControlError::InvalidArgument(m)) => m,
         other => panic!("expected a refusal, got {other:?}"),
     };
-    let m = refused(a.migrate("web", "a", false, "test").await);
+    let m = refused(a.migrate("web", "a", false, &by_test()).await);
     assert!(m.contains("web is on a already"), "{m}");
-    let m = refused(a.migrate("both", "b", false, "test").await);
+    let m = refused(a.migrate("both", "b", false, &by_test()).await);
     assert!(m.contains("only a service of one host moves"), "{m}");
-    let m = refused(a.migrate("web", "c", false, "test").await);
+    let m = refused(a.migrate("web", "c", false, &by_test()).await);
     assert!(
         m.contains("no host c with a peer URL in [hosts] (others: b)"),
         "{m}"
     );
-    let e = a.migrate("web", "b", false, "test").await.unwrap_err();
+    let e = a.migrate("web", "b", false, &by_test()).await.unwrap_err();
     assert!(matches!(e, ControlError::DockerUnavailable(_)), "{e:?}");
     assert_eq!(a.store().desired("web").unwrap(), None, "nothing stored");
     assert!(!a.queue().busy("web"), "nothing queued");

@@ -46,7 +46,7 @@ async fn a_reboot_brings_back_what_should_run_and_keeps_a_persons_stop() {
         .all_tasks()
         .await
         .into_iter()
-        .filter(|t| t.kind == "reconcile" && t.origin == "boot")
+        .filter(|t| t.kind == "reconcile" && t.origin.to_string() == "boot")
         .collect();
     assert!(!boot.is_empty(), "a boot reconcile ran");
     wait_for!(
@@ -70,7 +70,7 @@ async fn a_reboot_brings_back_what_should_run_and_keeps_a_persons_stop() {
         recovered[0]
     );
     assert_eq!(host.running("db"), 0, "the person's stop is kept");
-    assert_eq!(host.row("db").await.active_state, "inactive");
+    assert_eq!(host.row("db").await.active_state.to_string(), "inactive");
     assert_eq!(host.running("tool"), 0);
     host.stop().await;
 }

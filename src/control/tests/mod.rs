@@ -216,7 +216,7 @@ impl Host {
     }
 
     pub(super) async fn active_state(&self, name: &str) -> String {
-        self.row(name).await.active_state
+        self.row(name).await.active_state.to_string()
     }
 
     /// One property of `org.stackd1.Service` of `name`.
@@ -303,7 +303,7 @@ impl Host {
     /// The service's tasks of one origin, newest first.
     pub(super) async fn tasks_from(&self, name: &str, origin: &str) -> Vec<TaskRow> {
         let mut tasks = self.tasks(name).await;
-        tasks.retain(|t| t.origin == origin);
+        tasks.retain(|t| t.origin.to_string() == origin);
         tasks
     }
 

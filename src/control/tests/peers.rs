@@ -39,13 +39,13 @@ impl FakePeers {
                 name.to_string(),
                 PeerService {
                     desired_state: desired.to_string(),
-                    active_state: active.to_string(),
+                    active_state: active.into(),
                     sub_state: if active == "active" {
                         "running"
                     } else {
                         "dead"
                     }
-                    .to_string(),
+                    .into(),
                     desired_since_usec: 1,
                 },
             );

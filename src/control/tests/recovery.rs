@@ -56,8 +56,8 @@ async fn a_crash_loop_spends_its_budget_then_fails_with_an_alert() {
             .starts_with("gave up")
     );
     let row = host.row("loop").await;
-    assert_eq!(row.active_state, "failed", "{row:?}");
-    assert_eq!(row.health, "unhealthy", "{row:?}");
+    assert_eq!(row.active_state.to_string(), "failed", "{row:?}");
+    assert_eq!(row.health.to_string(), "unhealthy", "{row:?}");
     assert_eq!(host.restart_count("loop").await, 2, "max_restarts is 2");
     wait_for!(
         "the give-up alert",

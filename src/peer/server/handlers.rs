@@ -26,7 +26,7 @@ use crate::peer::types::{
     ApplyAnswer, ConfigPushed, Host, MoveRequest, PrepareAnswer, Service, ServiceSummary, Task,
     VolumeAnswer,
 };
-use crate::store::{TaskFilter, TaskState};
+use crate::store::{Origin, TaskFilter, TaskState};
 
 pub(super) async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp {
     let path = req.uri().path().to_string();
@@ -159,7 +159,7 @@ async fn dispatch(
             } else if ask.leaving {
                 (StatusCode::ACCEPTED, control.apply_leaving(ask.force)?)
             } else {
-                let origin = format!("apply --all-hosts ({peer})");
+                let origin = Origin::AllHosts(peer.to_string());
                 (
                     StatusCode::ACCEPTED,
                     Some(control.apply(&origin, ask.force)?),
@@ -294,14 +294,7 @@ async fn dispatch(
                 }
             };
             let request = op_request(&read_body(req).await?)?;
-            let origin = match request.caller {
-                Some(c) => format!(
-                    "peer:{}:{}",
-                    peer.ip(),
-                    c.chars().take(64).collect::<String>()
-                ),
-                None => format!("peer:{}", peer.ip()),
-            };
+            let origin = Origin::peer(peer.ip(), request.caller.as_deref());
             let task = control.request(op, name, &origin, request.force).await?;
             info!(stackd_service = %name, stackd_task = task.id, "{op:?} requested over the peer endpoint by {peer}");
             json(StatusCode::ACCEPTED, &Task::from_record(&task, None))

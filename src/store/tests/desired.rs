@@ -42,7 +42,7 @@ fn a_stop_outside_stackd_is_stored_with_its_door_and_undone_by_a_start() {
     );
     assert!(web.is_decision());
     assert_eq!(
-        web.describe_source(),
+        web.set_by().to_string(),
         "stopped outside stackd (docker stop)"
     );
     store
@@ -110,7 +110,7 @@ fn a_move_is_stored_with_its_peer_and_kept_through_a_later_user_decision() {
     let moved = store.desired("web").unwrap().unwrap();
     assert_eq!(moved.source, DesiredSource::Migrate);
     assert_eq!(moved.peer.as_deref(), Some("hosta"));
-    assert_eq!(moved.describe_source(), "migrate from hosta");
+    assert_eq!(moved.set_by().to_string(), "migrate from hosta");
     // A person stops it afterwards: their word counts, the peer stays.
     store
         .set_desired("web", DesiredState::Stopped, DesiredSource::User)
@@ -120,12 +120,12 @@ fn a_move_is_stored_with_its_peer_and_kept_through_a_later_user_decision() {
         (said.source, said.peer.as_deref()),
         (DesiredSource::User, Some("hosta"))
     );
-    assert_eq!(said.describe_source(), "user");
+    assert_eq!(said.set_by().to_string(), "user");
     store
         .set_moved("web", DesiredState::Stopped, "hostb")
         .unwrap();
     assert_eq!(
-        store.desired("web").unwrap().unwrap().describe_source(),
+        store.desired("web").unwrap().unwrap().set_by().to_string(),
         "migrate to hostb"
     );
     // Putting back what was read earlier restores it exactly.
@@ -158,11 +158,11 @@ fn a_kept_service_is_wanted_running_here_with_the_host_it_did_not_reach() {
         )
     );
     assert!(kept.is_decision() && !kept.in_doubt());
-    assert_eq!(kept.describe_source(), "kept here: its move to b failed");
+    assert_eq!(kept.set_by().to_string(), "kept here: its move to b failed");
     // The move that later succeeds clears the mark.
     store.set_moved("db", DesiredState::Stopped, "b").unwrap();
     let moved = store.desired("db").unwrap().unwrap();
-    assert_eq!(moved.describe_source(), "migrate to b");
+    assert_eq!(moved.set_by().to_string(), "migrate to b");
     assert_eq!(moved.detail, None);
 }
 

@@ -25,7 +25,7 @@ fn new_task(kind: &str, service: &str) -> NewTask {
     NewTask {
         kind: kind.to_owned(),
         service: service.to_owned(),
-        origin: "test".to_owned(),
+        origin: Origin::Other("test".to_owned()),
     }
 }
 

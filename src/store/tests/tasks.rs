@@ -14,7 +14,7 @@ fn task_lifecycle_and_log_order() {
         (task.kind.as_str(), task.service.as_str()),
         ("deploy", "web")
     );
-    assert_eq!(task.origin, "test");
+    assert_eq!(task.origin.to_string(), "test");
     assert!(task.created_usec >= before);
     assert_eq!((task.started_usec, task.finished_usec), (None, None));
 

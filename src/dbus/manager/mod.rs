@@ -11,166 +11,19 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedFd, OwnedObjectPath, OwnedValue};
 use zbus::{interface, Connection};
 
-use super::error::{Error, Result};
+use super::error::Result;
 use super::path::{service_path, task_path};
 use super::remote::{self, ApplyRow, Properties, PushRow};
-use super::types::{
-    parse_mode, ContainerStatsRow, DependencyRow, HostRow, PlanRow, ServiceRow, TaskRow,
-};
+use super::types::{ContainerStatsRow, DependencyRow, HostRow, PlanRow, ServiceRow, TaskRow};
 use super::Shared;
-use crate::control::{ControlError, Op};
-use crate::store::{TaskFilter, TaskRecord, TaskState};
+use crate::control::Op;
+
+mod calls;
+pub(super) use calls::origin;
+use calls::parse_filter;
 
 pub(super) struct Manager {
     pub(super) shared: Shared,
-}
-
-impl Manager {
-    /// A change a caller asked for, in a job mode ("fail" or "replace"):
-    /// mode checked, caller authorized, then `queue` with (force, origin);
-    /// the task's object is registered before its path is returned.
-    async fn queue<F>(
-        &self,
-        conn: &Connection,
-        header: &Header<'_>,
-        mode: &str,
-        queue: impl FnOnce(bool, String) -> F,
-    ) -> Result<OwnedObjectPath>
-    where
-        F: std::future::Future<Output = std::result::Result<TaskRecord, ControlError>>,
-    {
-        let force = parse_mode(mode).map_err(Error::InvalidArgument)?;
-        self.shared.policy.check(conn, header).await?;
-        let task = queue(force, origin(header)).await?;
-        self.shared.register_task(task.id).await;
-        Ok(task_path(task.id))
-    }
-
-    async fn migrate_as(
-        &self,
-        conn: &Connection,
-        header: &Header<'_>,
-        name: &str,
-        host: &str,
-        mode: &str,
-        volumes: bool,
-    ) -> Result<OwnedObjectPath> {
-        let control = &self.shared.control;
-        self.queue(conn, header, mode, |force, origin| async move {
-            control
-                .migrate_with(name, host, force, volumes, &origin)
-                .await
-        })
-        .await
-    }
-
-    async fn op(
-        &self,
-        conn: &Connection,
-        header: &Header<'_>,
-        op: Op,
-        name: &str,
-        mode: &str,
-    ) -> Result<OwnedObjectPath> {
-        let control = &self.shared.control;
-        self.queue(conn, header, mode, |force, origin| async move {
-            control.request(op, name, &origin, force).await
-        })
-        .await
-    }
-}
-
-impl Manager {
-    async fn apply_as(
-        &self,
-        conn: &Connection,
-        header: &Header<'_>,
-        mode: &str,
-    ) -> Result<Vec<OwnedObjectPath>> {
-        let force = parse_mode(mode).map_err(Error::InvalidArgument)?;
-        self.shared.policy.check(conn, header).await?;
-        let task = self.shared.control.apply(&origin(header), force)?;
-        self.shared.register_task(task.id).await;
-        Ok(vec![task_path(task.id)])
-    }
-
-    async fn reload_as(&self, conn: &Connection, header: &Header<'_>, mode: &str) -> Result<()> {
-        let force = parse_mode(mode).map_err(Error::InvalidArgument)?;
-        self.shared.policy.check(conn, header).await?;
-        let control = self.shared.control.clone();
-        Ok(tokio::task::spawn_blocking(move || control.reload(force))
-            .await
-            .map_err(|e| Error::Failed(e.to_string()))??)
-    }
-}
-
-impl Manager {
-    /// A start, stop, restart or update relayed to `host`, once the caller
-    /// may change state here.
-    async fn host_op(
-        &self,
-        conn: &Connection,
-        header: &Header<'_>,
-        host: &str,
-        name: &str,
-        op: &str,
-        mode: &str,
-    ) -> Result<u64> {
-        let force = parse_mode(mode).map_err(Error::InvalidArgument)?;
-        self.shared.policy.check(conn, header).await?;
-        let caller = format!("{}@{}", origin(header), self.shared.control.manager().host);
-        remote::op(&self.shared.control, host, name, op, force, &caller).await
-    }
-}
-
-/// Who asked, for the task's `origin` ("dbus:1.42" or "private").
-pub(super) fn origin(header: &Header<'_>) -> String {
-    match header.sender() {
-        Some(s) => format!("dbus:{s}"),
-        None => "private".to_string(),
-    }
-}
-
-pub(super) fn parse_filter(filter: HashMap<String, OwnedValue>) -> Result<TaskFilter> {
-    let mut out = TaskFilter::default();
-    for (key, value) in filter {
-        match key.as_str() {
-            "service" => {
-                out.service = Some(String::try_from(value).map_err(|_| bad("service", "a string"))?)
-            }
-            "limit" => {
-                out.limit =
-                    Some(u32::try_from(value).map_err(|_| bad("limit", "a uint32"))? as usize)
-            }
-            "state" => {
-                let states: Vec<String> = match String::try_from(
-                    value
-                        .try_clone()
-                        .map_err(|e| Error::Failed(e.to_string()))?,
-                ) {
-                    Ok(s) => vec![s],
-                    Err(_) => Vec::<String>::try_from(value)
-                        .map_err(|_| bad("state", "a string or an array of strings"))?,
-                };
-                for s in states {
-                    let st: TaskState = s
-                        .parse()
-                        .map_err(|e| Error::InvalidArgument(format!("{e}")))?;
-                    out.states.push(st);
-                }
-            }
-            other => {
-                return Err(Error::InvalidArgument(format!(
-                    "unknown filter key {other:?} (known: service, state, limit)"
-                )))
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn bad(key: &str, want: &str) -> Error {
-    Error::InvalidArgument(format!("filter {key} must be {want}"))
 }
 
 #[interface(name = "org.stackd1.Manager")]
@@ -216,21 +69,8 @@ impl Manager {
         operation: &str,
         mode: &str,
     ) -> Result<OwnedObjectPath> {
-        let op = match operation {
-            "start" => Op::Start,
-            "restart" => Op::Restart,
-            "update" => Op::Update,
-            other => {
-                return Err(Error::InvalidArgument(format!(
-                    "operation {other:?}: expected start, restart or update"
-                )))
-            }
-        };
-        let control = &self.shared.control;
-        self.queue(conn, &header, mode, |force, origin| async move {
-            control.request_and_wait(op, name, &origin, force).await
-        })
-        .await
+        self.queue_and_wait_as(conn, &header, name, operation, mode)
+            .await
     }
 
     /// Move a service to another host of the cluster file: one migrate
@@ -315,26 +155,13 @@ impl Manager {
     /// What StartServiceMode would queue, in order, without queuing it:
     /// (service, "start" or "stop", reason). Fails as the start would.
     async fn plan_start(&self, name: &str, mode: &str) -> Result<Vec<PlanRow>> {
-        let force = parse_mode(mode).map_err(Error::InvalidArgument)?;
-        Ok(self
-            .shared
-            .control
-            .plan(Op::Start, name, force)?
-            .iter()
-            .map(PlanRow::from_step)
-            .collect())
+        calls::plan_start(&self.shared.control, name, mode)
     }
 
     /// The dependency tree of a service in pre-order with each node's
     /// depth and state; with `reverse`, what depends on it.
     async fn list_dependencies(&self, name: &str, reverse: bool) -> Result<Vec<DependencyRow>> {
-        Ok(self
-            .shared
-            .control
-            .dependency_tree(name, reverse)?
-            .iter()
-            .map(DependencyRow::from_tree)
-            .collect())
+        calls::dependencies(&self.shared.control, name, reverse)
     }
 
     async fn restart_service(
@@ -384,12 +211,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         options: HashMap<String, OwnedValue>,
     ) -> Result<OwnedObjectPath> {
-        let opts = super::types::prune_options(options).map_err(Error::InvalidArgument)?;
-        let control = &self.shared.control;
-        self.queue(conn, &header, "fail", |_, origin| async move {
-            control.prune(opts, &origin)
-        })
-        .await
+        self.prune_as(conn, &header, options).await
     }
 
     /// Redeploy a service with the image it ran before its last update.
@@ -399,11 +221,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         name: &str,
     ) -> Result<OwnedObjectPath> {
-        let control = &self.shared.control;
-        self.queue(conn, &header, "fail", |_, origin| async move {
-            control.rollback(name, &origin).await
-        })
-        .await
+        self.rollback_as(conn, &header, name).await
     }
 
     /// Bring the host to its desired state; returns the reconcile task.
@@ -451,14 +269,7 @@ impl Manager {
     }
 
     async fn list_tasks(&self, filter: HashMap<String, OwnedValue>) -> Result<Vec<TaskRow>> {
-        let filter = parse_filter(filter)?;
-        Ok(self
-            .shared
-            .control
-            .list_tasks(&filter)?
-            .iter()
-            .map(TaskRow::from_record)
-            .collect())
+        calls::list_tasks(&self.shared.control, filter)
     }
 
     async fn get_task(&self, id: u64) -> Result<OwnedObjectPath> {
@@ -489,9 +300,7 @@ impl Manager {
         follow: bool,
     ) -> Result<OwnedFd> {
         self.shared.policy.check_logs(conn, &header).await?;
-        let tail = (lines > 0).then_some(lines as usize);
-        let stream = self.shared.control.logs(name, tail, follow)?;
-        super::logs::pipe(stream).map_err(|e| Error::Failed(format!("cannot open a pipe: {e}")))
+        calls::logs(&self.shared.control, name, lines, follow)
     }
 
     /// Preflight only: every problem a deploy would meet. Fails with
@@ -504,64 +313,26 @@ impl Manager {
     /// what blocks it (preflight's problems, a blocked dependency, an
     /// external service's probe): (name, verdict, problems).
     async fn readiness(&self) -> Vec<(String, String, Vec<String>)> {
-        self.shared
-            .control
-            .readiness()
-            .await
-            .into_iter()
-            .map(|r| (r.name, r.verdict.to_string(), r.problems))
-            .collect()
+        calls::readiness(&self.shared.control).await
     }
 
     /// The services whose required_for names `operation`, then their
     /// dependencies: (name, named by required_for itself, ActiveState,
     /// Health, running).
     async fn required(&self, operation: &str) -> Vec<(String, bool, String, String, bool)> {
-        self.shared
-            .control
-            .required(operation)
-            .into_iter()
-            .map(|r| {
-                let (state, health) = (r.active_state.to_string(), r.health.to_string());
-                (r.name, r.direct, state, health, r.running)
-            })
-            .collect()
+        calls::required(&self.shared.control, operation)
     }
 
     /// What the cluster file says of each service of this host: (name,
     /// kind, description, category, required_for).
     async fn list_registry(&self) -> Vec<(String, String, String, String, Vec<String>)> {
-        self.shared
-            .control
-            .local_services()
-            .into_iter()
-            .map(|s| {
-                (
-                    s.name,
-                    s.kind.as_str().to_string(),
-                    s.description.unwrap_or_default(),
-                    s.category.unwrap_or_default(),
-                    s.required_for,
-                )
-            })
-            .collect()
+        calls::registry(&self.shared.control)
     }
 
     /// Host figures from procfs (CPU, load, memory, swap, uptime, disk of
     /// the state dir) and the count of Compose containers.
     async fn host_stats(&self) -> HashMap<String, OwnedValue> {
-        self.shared
-            .control
-            .host_stats()
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    crate::control::HostValue::Int(i) => OwnedValue::from(i),
-                    crate::control::HostValue::Float(f) => OwnedValue::from(f),
-                };
-                (k.to_string(), v)
-            })
-            .collect()
+        calls::host_stats(&self.shared.control)
     }
 
     /// Every running container of this host's services with its figures
@@ -598,18 +369,7 @@ impl Manager {
         channel: &str,
     ) -> Result<Vec<(String, bool, String)>> {
         self.shared.policy.check(conn, &header).await?;
-        let channel = (!channel.is_empty()).then_some(channel);
-        Ok(self
-            .shared
-            .control
-            .notify_test(channel)
-            .await
-            .into_iter()
-            .map(|(name, r)| match r {
-                Ok(()) => (name, true, String::new()),
-                Err(e) => (name, false, e),
-            })
-            .collect())
+        Ok(calls::notify_test(&self.shared.control, channel).await)
     }
 
     // Calls about another host of the cluster, relayed to its peer endpoint
@@ -638,8 +398,7 @@ impl Manager {
         host: &str,
         filter: HashMap<String, OwnedValue>,
     ) -> Result<Vec<TaskRow>> {
-        let filter = parse_filter(filter)?;
-        remote::tasks(&self.shared.control, host, filter).await
+        remote::tasks(&self.shared.control, host, parse_filter(filter)?).await
     }
 
     /// A task of `host` by its id there: its Task properties.
