@@ -154,10 +154,12 @@ fn docker_a_start_waits_for_healthy_dependencies_and_force_clears_the_way() {
     let db = env.add_sleeper("db");
     let web = env.add_sleeper("web");
     let other = env.add_sleeper("other");
-    // db is healthy once its folder holds "ready"; web gives it 10 s.
+    // db is healthy once its folder holds "ready"; web gives it 30 s (a
+    // start of db under Compose v1 on a loaded 2-core machine, health
+    // check included, has taken more than 10).
     env.write_config(&format!(
         "[services.{db}]\nauto_start = false\nhealth = {{ file = \"ready\", interval = \"1s\", retries = 1 }}\nrestart = {{ on_failure = false }}\n\
-         [services.{web}]\nauto_start = false\ndepends_on = [\"{db}\"]\nstart_timeout = \"10s\"\n\
+         [services.{web}]\nauto_start = false\ndepends_on = [\"{db}\"]\nstart_timeout = \"30s\"\n\
          [services.{other}]\nauto_start = false\nconflicts = [\"{web}\"]\n"
     ));
     let bus = Bus::start(env.dir());
@@ -179,7 +181,7 @@ fn docker_a_start_waits_for_healthy_dependencies_and_force_clears_the_way() {
     assert_eq!(late.code, 1, "{late}");
     assert!(
         late.stderr
-            .contains(&format!("dependency {db} was not healthy within 10s")),
+            .contains(&format!("dependency {db} was not healthy within 30s")),
         "{late}"
     );
     assert!(late.stderr.contains("ready does not exist"), "{late}");
@@ -191,7 +193,7 @@ fn docker_a_start_waits_for_healthy_dependencies_and_force_clears_the_way() {
     let ok = stackctl(&env, &bus, &["start", &web]).expect_success();
     assert!(
         ok.stdout.contains(&format!(
-            "waiting up to 10s for dependency {db} to be healthy"
+            "waiting up to 30s for dependency {db} to be healthy"
         )) && ok
             .stdout
             .contains(&format!("dependency {db} is healthy after")),
