@@ -26,8 +26,14 @@ impl Runner for Arc<Sleeper> {
                 .unwrap()
                 .push((task.service.clone(), task.id));
             log.line("working");
+            // "hold" works until it is cancelled, however slow the machine.
+            let work = if task.service == "hold" {
+                Duration::from_secs(3600)
+            } else {
+                Duration::from_millis(50)
+            };
             let r = tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(50)) => Ok(()),
+                _ = tokio::time::sleep(work) => Ok(()),
                 _ = cancel.cancelled() => Err(Failure { result: TaskResult::Canceled, message: "cancelled by request".into() }),
             };
             me.now.fetch_sub(1, Ordering::SeqCst);
@@ -104,10 +110,13 @@ async fn one_task_per_service_and_at_most_max_parallel() {
 
 #[tokio::test]
 async fn cancel_pending_and_running() {
-    let (q, _runner, _store) = queue(1);
-    let running = q.submit(TaskKind::Deploy, "a", &test()).unwrap().id;
-    let pending = q.submit(TaskKind::Deploy, "a", &test()).unwrap().id;
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    let (q, runner, _store) = queue(1);
+    let running = q.submit(TaskKind::Deploy, "hold", &test()).unwrap().id;
+    let pending = q.submit(TaskKind::Deploy, "hold", &test()).unwrap().id;
+    // Cancel the first once it runs (a cancel before would find it pending).
+    while runner.now.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     q.cancel(pending).unwrap();
     q.cancel(running).unwrap();
     let r = q.wait(running).await.unwrap();

@@ -276,8 +276,18 @@ impl Bollard {
     pub(crate) fn events(
         &self,
     ) -> impl Stream<Item = Result<EngineEvent, EngineError>> + Send + 'static {
+        // The request goes out when the stream is first polled, which may
+        // be after the caller's resync (or, in a test, after the `up` whose
+        // events it waits for). Asking for the events since this call makes
+        // the stream start here, so nothing falls in between: Docker
+        // replays what came since from its buffer. Docker's clock is this
+        // machine's.
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
+            .ok();
         let options = EventsOptions::<String> {
-            since: None,
+            since,
             until: None,
             filters: HashMap::from([
                 ("type".to_string(), vec!["container".to_string()]),
