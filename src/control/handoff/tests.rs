@@ -1,4 +1,3 @@
-use super::peers::PeerResult;
 use super::settle::{verdict, Verdict};
 use super::*;
 
@@ -89,12 +88,12 @@ fn doubt_comes_after_the_heartbeat_would_call_the_host_lost() {
 // ---------------------------------------------------------------------------
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
 use crate::config::LoadOptions;
+use crate::control::tests::peers::FakePeers;
 use crate::events::Alert;
 use crate::store::{DesiredSource, Store};
 use crate::world::World;
@@ -119,81 +118,26 @@ host = "a"
 host = ["a", "b"]
 "#;
 
-/// Host b as a test wants it: its answer about any service, and how many
-/// times it was asked.
-struct FakeB {
-    answer: Result<Option<PeerService>, PeerFailure>,
-    asked: AtomicUsize,
-}
+/// b's peer URL in [`CLUSTER`].
+const B: &str = "http://127.0.0.2:9";
 
-fn unasked<'a, T: Send + 'a>() -> PeerResult<'a, T> {
-    Box::pin(async { Err(PeerFailure::Unreachable("not in this test".into())) })
+/// What host b says of `web` when asked.
+enum BSays {
+    /// Wanted `desired` since `since_usec`, and `active`.
+    Wants(&'static str, &'static str, u64),
+    /// It does not manage it.
+    Nothing,
+    /// It does not answer (connection refused).
+    Down,
 }
+use BSays::{Down, Nothing, Wants};
 
-impl Peers for FakeB {
-    fn service<'a>(
-        &'a self,
-        _: &'a PeerConfig,
-        _: &'a str,
-        _: &'a str,
-    ) -> PeerResult<'a, Option<PeerService>> {
-        self.asked.fetch_add(1, Ordering::SeqCst);
-        let answer = self.answer.clone();
-        Box::pin(async move { answer })
-    }
-    fn known_services<'a>(&'a self, _: &'a PeerConfig, _: &'a str) -> PeerResult<'a, Vec<String>> {
-        Box::pin(async { Ok(vec!["web".to_string(), "both".to_string()]) })
-    }
-    fn prepare<'a>(
-        &'a self,
-        _: &'a PeerConfig,
-        _: &'a str,
-        _: &'a str,
-        _: &'a str,
-    ) -> PeerResult<'a, Option<u64>> {
-        unasked()
-    }
-    fn receive<'a>(
-        &'a self,
-        _: &'a PeerConfig,
-        _: &'a str,
-        _: &'a str,
-        _: &'a str,
-    ) -> PeerResult<'a, u64> {
-        unasked()
-    }
-    fn task<'a>(&'a self, _: &'a PeerConfig, _: &'a str, _: u64) -> PeerResult<'a, RemoteTask> {
-        unasked()
-    }
-    fn send_volume<'a>(
-        &'a self,
-        _: &'a PeerConfig,
-        _: &'a str,
-        _: &'a VolumeOffer,
-        _: BoxStream<'static, Result<Bytes, String>>,
-    ) -> PeerResult<'a, VolumeReceipt> {
-        unasked()
-    }
-}
-
-/// What b says of a service: its desired state, active state and since
-/// when it was wanted so.
-fn b_says(
-    desired: &str,
-    active: &str,
-    since_usec: u64,
-) -> Result<Option<PeerService>, PeerFailure> {
-    Ok(Some(PeerService {
-        desired_state: desired.into(),
-        active_state: active.into(),
-        sub_state: if active == "active" {
-            "running"
-        } else {
-            "dead"
-        }
-        .into(),
-        desired_since_usec: since_usec,
-    }))
+/// How many times a asked b about a service.
+fn asked(b: &FakePeers) -> usize {
+    b.calls()
+        .iter()
+        .filter(|c| c.starts_with("service "))
+        .count()
 }
 
 /// The origin of the requests these tests make.
@@ -202,9 +146,7 @@ fn by_test() -> Origin {
 }
 
 /// Host a's core, with b answering `answer`; the receiver sees its alerts.
-fn host_a(
-    answer: Result<Option<PeerService>, PeerFailure>,
-) -> (Control, Arc<FakeB>, broadcast::Receiver<Event>) {
+fn host_a(answer: BSays) -> (Control, Arc<FakePeers>, broadcast::Receiver<Event>) {
     let cfg = crate::config::parse_str(
         CLUSTER,
         Path::new("/cfg/stackd.toml"),
@@ -223,10 +165,12 @@ fn host_a(
         events,
         "boot".into(),
     );
-    let b = Arc::new(FakeB {
-        answer,
-        asked: AtomicUsize::new(0),
-    });
+    let b = FakePeers::new();
+    match answer {
+        Wants(desired, active, since) => b.set_service_since(B, "web", desired, active, since),
+        Nothing => {}
+        Down => b.set_down(B, true),
+    }
     control.set_peers(b.clone());
     (control, b, rx)
 }
@@ -254,9 +198,7 @@ fn one_alert(rx: &mut broadcast::Receiver<Event>, kind: &str) -> Alert {
 
 /// Host a with a move of `web` to b in doubt, settled once b answers
 /// `answer`.
-async fn settled(
-    answer: Result<Option<PeerService>, PeerFailure>,
-) -> (Control, broadcast::Receiver<Event>) {
+async fn settled(answer: BSays) -> (Control, broadcast::Receiver<Event>) {
     let (a, _, rx) = host_a(answer);
     a.store().set_move_in_doubt("web", "b").unwrap();
     a.settle("b", false).await;
@@ -271,7 +213,7 @@ fn desired(control: &Control, name: &str) -> String {
 
 #[tokio::test]
 async fn a_start_is_refused_while_a_peer_runs_it_even_forced() {
-    let (a, _, _) = host_a(b_says("running", "active", 1));
+    let (a, _, _) = host_a(Wants("running", "active", 1));
     for force in [false, true] {
         let e = a
             .request(Op::Start, "web", &by_test(), force)
@@ -292,7 +234,7 @@ async fn a_start_is_refused_while_a_peer_runs_it_even_forced() {
 
 #[tokio::test]
 async fn a_peer_that_does_not_answer_blocks_a_start_unless_forced() {
-    let (a, _, _) = host_a(Err(PeerFailure::Unreachable("connection refused".into())));
+    let (a, _, _) = host_a(Down);
     let e = a
         .request(Op::Start, "web", &by_test(), false)
         .await
@@ -315,20 +257,20 @@ async fn a_peer_that_does_not_answer_blocks_a_start_unless_forced() {
 
 #[tokio::test]
 async fn a_peer_that_stopped_it_lets_the_start_through() {
-    for there in [b_says("stopped", "inactive", 1), Ok(None)] {
+    for there in [Wants("stopped", "inactive", 1), Nothing] {
         let (a, b, _) = host_a(there);
         let e = a
             .request(Op::Start, "web", &by_test(), false)
             .await
             .unwrap_err();
         assert!(matches!(e, ControlError::DockerUnavailable(_)), "{e:?}");
-        assert_eq!(b.asked.load(Ordering::SeqCst), 1);
+        assert_eq!(asked(&b), 1);
     }
 }
 
 #[tokio::test]
 async fn a_service_of_several_hosts_asks_nobody() {
-    let (a, b, _) = host_a(b_says("running", "active", 1));
+    let (a, b, _) = host_a(Wants("running", "active", 1));
     let e = a
         .request(Op::Start, "both", &by_test(), false)
         .await
@@ -336,12 +278,12 @@ async fn a_service_of_several_hosts_asks_nobody() {
     assert!(matches!(e, ControlError::DockerUnavailable(_)), "{e:?}");
     // A stop never asks either.
     let _ = a.request(Op::Stop, "web", &by_test(), false).await;
-    assert_eq!(b.asked.load(Ordering::SeqCst), 0);
+    assert_eq!(asked(&b), 0);
 }
 
 #[tokio::test]
 async fn a_move_that_cannot_be_is_refused_at_once_and_changes_nothing() {
-    let (a, _, _) = host_a(Ok(None));
+    let (a, _, _) = host_a(Nothing);
     let refused = |r: Result<TaskRecord, ControlError>| match r {
         Err(ControlError::InvalidArgument(m)) => m,
         other => panic!("expected a refusal, got {other:?}"),
@@ -363,7 +305,7 @@ async fn a_move_that_cannot_be_is_refused_at_once_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_move_in_doubt_that_completed_leaves_the_service_stopped_here() {
-    let (a, mut rx) = settled(b_says("running", "active", 1)).await;
+    let (a, mut rx) = settled(Wants("running", "active", 1)).await;
     assert!(!a.store().desired("web").unwrap().unwrap().in_doubt());
     assert_eq!(desired(&a, "web"), "stopped (set by migrate to b)");
     let alert = one_alert(&mut rx, "migrate-settled");
@@ -374,7 +316,7 @@ async fn a_move_in_doubt_that_completed_leaves_the_service_stopped_here() {
 async fn a_move_in_doubt_that_did_not_happen_starts_the_service_here_again() {
     // b does not manage it (what the peer client makes of NoSuchService),
     // or handed it back.
-    for not_there in [Ok(None), b_says("stopped", "inactive", 1)] {
+    for not_there in [Nothing, Wants("stopped", "inactive", 1)] {
         let (a, mut rx) = settled(not_there).await;
         assert!(!a.store().desired("web").unwrap().unwrap().in_doubt());
         assert_eq!(desired(&a, "web"), "running (set by migrate from b)");
@@ -390,10 +332,7 @@ async fn a_move_in_doubt_that_did_not_happen_starts_the_service_here_again() {
 
 #[tokio::test]
 async fn a_move_in_doubt_stays_so_until_the_answer_is_clear() {
-    for unclear in [
-        b_says("running", "activating", 1),
-        Err(PeerFailure::Unreachable("timeout".into())),
-    ] {
+    for unclear in [Wants("running", "activating", 1), Down] {
         let (a, mut rx) = settled(unclear).await;
         assert!(a.store().desired("web").unwrap().unwrap().in_doubt());
         assert!(alerts(&mut rx, "migrate-settled").is_empty());
@@ -403,7 +342,7 @@ async fn a_move_in_doubt_stays_so_until_the_answer_is_clear() {
 #[tokio::test]
 async fn on_heal_the_older_claim_stops_and_says_who_keeps_it() {
     // a's claim: a person's start now; b's is newer still.
-    let (a, _, mut rx) = host_a(b_says("running", "active", u64::MAX));
+    let (a, _, mut rx) = host_a(Wants("running", "active", u64::MAX));
     a.store()
         .set_desired("web", DesiredState::Running, DesiredSource::User)
         .unwrap();
@@ -421,7 +360,7 @@ async fn on_heal_the_older_claim_stops_and_says_who_keeps_it() {
 #[tokio::test]
 async fn on_heal_the_newer_claim_keeps_the_service() {
     // b wants it by its auto_start only: any decision here is newer.
-    let (a, _, mut rx) = host_a(b_says("running", "active", 0));
+    let (a, _, mut rx) = host_a(Wants("running", "active", 0));
     a.store()
         .set_desired("web", DesiredState::Running, DesiredSource::User)
         .unwrap();

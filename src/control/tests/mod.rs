@@ -14,7 +14,8 @@ mod alerts;
 mod boot;
 mod deps;
 mod handoff;
-mod peers;
+/// The fake other hosts, shared with `control/handoff/tests.rs`.
+pub(super) mod peers;
 mod recovery;
 
 use std::path::{Path, PathBuf};

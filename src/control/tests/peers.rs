@@ -34,6 +34,19 @@ impl FakePeers {
 
     /// The host at `url` reports `name` as wanted `desired` and `active`.
     pub(crate) fn set_service(&self, url: &str, name: &str, desired: &str, active: &str) {
+        self.set_service_since(url, name, desired, active, 1);
+    }
+
+    /// [`set_service`](Self::set_service), wanted so since `since_usec`
+    /// (0: by the cluster file's `auto_start` there).
+    pub(crate) fn set_service_since(
+        &self,
+        url: &str,
+        name: &str,
+        desired: &str,
+        active: &str,
+        since_usec: u64,
+    ) {
         self.with(url, |r| {
             r.services.insert(
                 name.to_string(),
@@ -46,7 +59,7 @@ impl FakePeers {
                         "dead"
                     }
                     .into(),
-                    desired_since_usec: 1,
+                    desired_since_usec: since_usec,
                 },
             );
         });
