@@ -255,7 +255,8 @@ pub enum Command {
     },
     /// Reload the configuration; a bad file keeps the running one, and so
     /// does one that would remove more than reload_guard of this host's
-    /// services (or every one).
+    /// services (or every one). A reload starts and stops nothing: a
+    /// service it adds waits for apply (or start).
     Reload {
         /// Take a valid file whatever it removes.
         #[arg(long)]

@@ -168,7 +168,17 @@ impl Shared {
         if task.origin == Origin::Engine {
             systemd::status("the Docker engine came back: reconciling");
         }
-        let mut plan = reconcile::plan(&self.facts());
+        let facts = self.facts();
+        self.planned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(
+                facts
+                    .iter()
+                    .filter(|f| f.configured)
+                    .map(|f| f.name.clone()),
+            );
+        let mut plan = reconcile::plan(&facts);
         self.limit_plan(task, &mut plan);
         // The start-up and engine-restart reconciles asked nobody: a
         // cluster file truncated while stackd was down must not stop this

@@ -157,6 +157,10 @@ struct Shared {
     units: Arc<crate::units::Units>,
     /// Each external service's ActiveState and since when (`registry.rs`).
     external_since: registry::Since,
+    /// The services a reconcile (boot, apply, engine back) has planned:
+    /// one a reload adds waits for `apply` before the supervisor brings
+    /// it up (`Seen::applied`).
+    planned: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Cheap to clone.
@@ -197,6 +201,7 @@ impl Control {
             config_cache: crate::preflight::ConfigCache::default(),
             units: crate::units::Units::new(),
             external_since: registry::Since::default(),
+            planned: Mutex::default(),
         });
         let runner = Arc::new(ComposeRunner {
             shared: shared.clone(),

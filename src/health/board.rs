@@ -225,9 +225,11 @@ pub(crate) struct Seen {
     pub(crate) containers: Vec<crate::engine::ContainerInfo>,
     pub(crate) retries: u32,
     pub(crate) starting: bool,
-    /// stackd deployed it (so missing containers went missing, rather than
-    /// never having been made: a new service waits for `apply`).
+    /// stackd deployed it.
     pub(crate) deployed: bool,
+    /// A reconcile planned it, or a person said start or stop: a service a
+    /// reload added and nobody applied yet is not brought up.
+    pub(crate) applied: bool,
     /// The monitor's highest memory use sampled, per container id.
     pub(crate) peaks: HashMap<String, u64>,
     /// What Compose printed when the last Compose call failed.
@@ -268,10 +270,12 @@ pub(crate) fn evidence(service: &str, seen: &Seen, slot: &Slot) -> Evidence {
         ev.failed_probes = ev.failed_probes.max(ev.retries);
     }
     // No containers while it should run, whether or not stackd made them
-    // before (a boot that never got to create them, a `docker rm`).
-    let _ = seen.deployed;
+    // before (a boot that never got to create them, a `docker rm`). One
+    // that a reload added waits for `apply`: a reload alone changes
+    // nothing in Docker.
     ev.container_missing = seen.desired == DesiredState::Running
         && world::classify(containers) == world::Observed::Absent;
+    ev.not_applied = !seen.deployed && !seen.applied;
     match &seen.compose_failure {
         Some(text) => ev.with_error_text(text),
         None => ev,

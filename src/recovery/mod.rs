@@ -81,6 +81,9 @@ pub struct Evidence {
     /// The health config's `retries` (1 when the service has no probe).
     pub retries: u32,
     pub container_missing: bool,
+    /// No reconcile has planned it since a reload added it, stackd never
+    /// deployed it and no person asked for it: it waits for `apply`.
+    pub not_applied: bool,
     pub network_missing: Option<String>,
     pub image_missing: Option<String>,
     /// A pull of the missing image was tried and failed with this error.
@@ -114,6 +117,7 @@ impl Evidence {
             failed_probes: 0,
             retries: 1,
             container_missing: false,
+            not_applied: false,
             network_missing: None,
             image_missing: None,
             pull_failed: None,
@@ -201,6 +205,9 @@ pub enum Cause {
     CrashLoop,
     /// The failure would call for a restart, but `restart.on_failure` is off.
     RestartDisabled,
+    /// Configured by a reload and never planned: `apply` (or a person's
+    /// `start`) brings it up, not the supervisor.
+    NotApplied,
 }
 
 impl Cause {
@@ -222,6 +229,7 @@ impl Cause {
             Cause::Unhealthy => "unhealthy",
             Cause::CrashLoop => "crash-loop",
             Cause::RestartDisabled => "restart-disabled",
+            Cause::NotApplied => "not-applied",
         }
     }
 
@@ -255,7 +263,8 @@ impl Cause {
             | Cause::DesiredStopped
             | Cause::StoppedOutside
             | Cause::UserTaskActive
-            | Cause::RestartDisabled => "ok",
+            | Cause::RestartDisabled
+            | Cause::NotApplied => "ok",
         }
     }
 }
@@ -363,6 +372,12 @@ pub fn diagnose(ev: &Evidence, policy: &RestartConfig) -> Diagnosis {
         return wait(
             Cause::BindSourceMissing,
             format!("{svc}: bind-mount source {path} does not exist (a mount not there yet?). Waiting for it"),
+        );
+    }
+    if ev.container_missing && ev.not_applied {
+        return Diagnosis::none(
+            Cause::NotApplied,
+            format!("{svc} was added by a reload and is not deployed yet; `stackctl apply` or `stackctl start {svc}` brings it up"),
         );
     }
     if ev.container_missing {

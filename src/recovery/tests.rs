@@ -115,6 +115,15 @@ fn rule_table() {
             "recreate",
         ),
         (
+            "missing, never planned since a reload added it → wait for apply",
+            Box::new(|e| {
+                e.container_missing = true;
+                e.not_applied = true;
+            }),
+            Cause::NotApplied,
+            "none",
+        ),
+        (
             "network missing → wait and retry",
             Box::new(|e| e.network_missing = Some("web_default".into())),
             Cause::NetworkMissing,

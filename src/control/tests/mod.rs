@@ -17,6 +17,7 @@ mod handoff;
 /// The fake other hosts, shared with `control/handoff/tests.rs`.
 pub(super) mod peers;
 mod recovery;
+mod reload;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
