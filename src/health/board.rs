@@ -270,11 +270,11 @@ pub(crate) fn evidence(service: &str, seen: &Seen, slot: &Slot) -> Evidence {
         ev.failed_probes = ev.failed_probes.max(ev.retries);
     }
     // No containers while it should run, whether or not stackd made them
-    // before (a boot that never got to create them, a `docker rm`). One
-    // that a reload added waits for `apply`: a reload alone changes
-    // nothing in Docker.
+    // before (a boot that never got to create them, a `docker rm`).
     ev.container_missing = seen.desired == DesiredState::Running
         && world::classify(containers) == world::Observed::Absent;
+    // A service a reload added is not recovered until `apply` or a person
+    // takes it up: a reload alone starts and stops nothing.
     ev.not_applied = !seen.deployed && !seen.applied;
     match &seen.compose_failure {
         Some(text) => ev.with_error_text(text),

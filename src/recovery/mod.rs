@@ -82,7 +82,8 @@ pub struct Evidence {
     pub retries: u32,
     pub container_missing: bool,
     /// No reconcile has planned it since a reload added it, stackd never
-    /// deployed it and no person asked for it: it waits for `apply`.
+    /// deployed it and no person said start or stop: it is not the
+    /// supervisor's until `apply` (or a person) takes it up.
     pub not_applied: bool,
     pub network_missing: Option<String>,
     pub image_missing: Option<String>,
@@ -205,7 +206,7 @@ pub enum Cause {
     CrashLoop,
     /// The failure would call for a restart, but `restart.on_failure` is off.
     RestartDisabled,
-    /// Configured by a reload and never planned: `apply` (or a person's
+    /// Configured by a reload and never taken up: `apply` (or a person's
     /// `start`) brings it up, not the supervisor.
     NotApplied,
 }
@@ -320,6 +321,12 @@ pub fn diagnose(ev: &Evidence, policy: &RestartConfig) -> Diagnosis {
             format!("a task for {svc} is pending or running; recovery waits for it"),
         );
     }
+    if ev.not_applied {
+        return Diagnosis::none(
+            Cause::NotApplied,
+            format!("{svc} was added by a reload and nothing has taken it up yet; `stackctl apply` or `stackctl start {svc}` does"),
+        );
+    }
     if let (Some(door), ManualStop::Respect) = (&ev.stopped_outside, policy.manual_stop) {
         return Diagnosis::none(
             Cause::StoppedOutside,
@@ -372,12 +379,6 @@ pub fn diagnose(ev: &Evidence, policy: &RestartConfig) -> Diagnosis {
         return wait(
             Cause::BindSourceMissing,
             format!("{svc}: bind-mount source {path} does not exist (a mount not there yet?). Waiting for it"),
-        );
-    }
-    if ev.container_missing && ev.not_applied {
-        return Diagnosis::none(
-            Cause::NotApplied,
-            format!("{svc} was added by a reload and is not deployed yet; `stackctl apply` or `stackctl start {svc}` brings it up"),
         );
     }
     if ev.container_missing {

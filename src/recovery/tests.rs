@@ -115,9 +115,10 @@ fn rule_table() {
             "recreate",
         ),
         (
-            "missing, never planned since a reload added it → wait for apply",
+            "added by a reload, never taken up → wait for apply, missing or exited",
             Box::new(|e| {
                 e.container_missing = true;
+                e.exit_code = Some(0);
                 e.not_applied = true;
             }),
             Cause::NotApplied,
