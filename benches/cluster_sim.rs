@@ -12,6 +12,10 @@
 //! --all-targets` runs it) it does nothing; `cargo test --bench cluster_sim
 //! -- --bench` runs it on the debug build.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -26,6 +26,10 @@
 //! --bench` runs it against the debug daemon without a release build.
 //! Without `--bench` it does nothing.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

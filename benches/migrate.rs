@@ -15,6 +15,10 @@
 //! `cargo bench --bench migrate`. Without `--bench` (as `cargo test
 //! --all-targets` runs it) it does nothing.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "../tests/common/engine.rs"]

@@ -10,6 +10,10 @@
 //! Run it with `cargo bench --bench notify`. Without `--bench` (as in
 //! `cargo test --all-targets`) it does nothing.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/common/smtp.rs"]
 mod smtp;
 

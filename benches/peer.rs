@@ -13,6 +13,10 @@
 //! --all-targets` runs it) it does nothing. Part 1's deploy and part 2 need
 //! Docker and are skipped without it.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

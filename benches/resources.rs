@@ -13,6 +13,10 @@
 //!
 //! Run it with `cargo bench --bench resources`. `cargo test --all-targets`
 //! also builds and runs this binary, without `--bench`: then it does nothing.
+
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
 #![allow(
     clippy::cast_possible_truncation,
     reason = "sample counts (a few hundred) divide Durations as u32"

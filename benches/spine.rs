@@ -11,6 +11,10 @@
 //! Run it with `cargo bench --bench spine`. `cargo test --all-targets` also
 //! builds and runs this binary, without `--bench`: then it does nothing.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

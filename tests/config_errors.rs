@@ -3,6 +3,10 @@
 //! refuses to reload a bad file and keeps its configuration, then takes the
 //! fixed one.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs;

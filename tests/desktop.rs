@@ -9,6 +9,10 @@
 //! Needs the Debian packages xvfb, dunst, imagemagick and dbus (for
 //! dbus-monitor); under `CI=true` a missing one fails the test.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,10 @@
 //! unavailable, refuses to start services with a named error, and picks up
 //! by itself once the engine's socket comes alive.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 #[path = "common/http.rs"]
 mod http;

@@ -5,6 +5,10 @@
 //! budget spent), none gives up, and the services a person stopped (with
 //! `stackctl stop`, and with `docker stop` on the engine) stay stopped.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 #[path = "common/engine.rs"]
 mod engine;

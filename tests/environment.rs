@@ -4,6 +4,10 @@
 //! alert; a service on an external network another service's Compose file
 //! creates is started after it, without `depends_on`.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -4,6 +4,10 @@
 //! bounded time: `STACKD_FUZZ_SECONDS` per target (default 2; `scripts/fuzz`
 //! sets 60). Any panic fails the test and prints the input.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,10 @@
 //! bus, the temp env and its cleanup, and the daemon fixture driven by a
 //! stand-in. None of them needs stackd.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::ffi::OsStr;

@@ -13,6 +13,10 @@
 //!   a local change to the conffile survives reinstalling; `dpkg -r` keeps
 //!   /var/lib/stackd and `dpkg -P` deletes it and the unit's enablement.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -19,6 +19,10 @@
 //! Heavy (root, three extra dockerds): `STACKD_HEAVY_TESTS=1`. The tests
 //! run one at a time (a lock), each on its own three hosts.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 #[path = "common/engine.rs"]
 mod engine;

@@ -7,6 +7,10 @@
 //! the same build). It manages the example projects `web` and `hello` on the
 //! machine's engine: do not run it beside a `scripts/try` of your own.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};

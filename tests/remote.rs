@@ -10,6 +10,10 @@
 //! mount namespace with a tmpfs on /run/stackd so its private socket is
 //! its own. Host b runs in `--user` mode on its own bus.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

@@ -7,6 +7,10 @@
 //! budget), a person's stop, dependency order and waits, and an engine that
 //! goes away and comes back.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this takes in the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

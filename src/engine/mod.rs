@@ -123,10 +123,6 @@ impl EngineError {
 /// benches (a path outside `src/`, so there is one recipe, not two).
 #[cfg(test)]
 #[path = "../../tests/common/image.rs"]
-#[allow(
-    unreachable_pub,
-    reason = "written for the test crates, where it is public"
-)]
 mod test_image;
 
 /// Helpers shared by this module's tests. A shared test harness will replace

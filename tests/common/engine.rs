@@ -15,6 +15,8 @@
 //! removes its directories; the containerd namespaces it leaves behind are
 //! empty.
 
+// A fixture module (also included by path): see common/mod.rs.
+#![allow(unreachable_pub, clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::fs;

@@ -3,6 +3,8 @@
 //! `#[path = "common/http.rs"] mod http;` by tests/notify.rs and
 //! tests/docker_down.rs.
 
+// A fixture module (also included by path): see common/mod.rs.
+#![allow(unreachable_pub, clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;

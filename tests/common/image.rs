@@ -16,6 +16,9 @@
 //!
 //! Only std and crates the library already has (`nix`, `sha2`, `tempfile`).
 
+// A fixture module (also included by path): see common/mod.rs.
+#![allow(unreachable_pub, clippy::unwrap_used)]
+
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::{symlink, PermissionsExt};

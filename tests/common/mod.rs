@@ -12,6 +12,9 @@
 //! (the daemon first, the project containers last). Set
 //! `STACKD_TEST_KEEP=1` to keep a failed test's temp dir for a look.
 
+// The fixtures are a test binary's module: `pub` is their surface to the
+// test files, which no other crate sees; and their unwraps are the tests'.
+#![allow(unreachable_pub, clippy::unwrap_used)]
 // Each test binary compiles this whole module but uses only part of it;
 // without this every binary would warn about the helpers it does not call.
 #![allow(dead_code)]

@@ -19,6 +19,8 @@
 //! namespace and with it the veth pair), then the switch namespace. All of
 //! it runs when a test panics too.
 
+// A fixture module (also included by path): see common/mod.rs.
+#![allow(unreachable_pub, clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;

@@ -3,6 +3,8 @@
 //! `#[path = "common/smtp.rs"] mod smtp;` by tests/notify.rs and
 //! benches/notify.rs.
 
+// A fixture module (also included by path): see common/mod.rs.
+#![allow(unreachable_pub, clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
