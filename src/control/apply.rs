@@ -102,6 +102,36 @@ impl Shared {
             .collect()
     }
 
+    /// Records the configured services a reconcile is about to plan: from
+    /// now on they are the supervisor's (see [`Shared::taken_up`]).
+    fn note_planned(&self, facts: &[Facts]) {
+        let names = facts
+            .iter()
+            .filter(|f| f.configured)
+            .map(|f| f.name.clone());
+        self.planned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(names);
+    }
+
+    /// Whether `service` is the supervisor's to recover: a reconcile has
+    /// planned it (at start, an apply, the engine back), or a person said
+    /// start or stop. One a reload added is not, until then: a reload
+    /// alone starts and stops nothing.
+    pub(super) fn taken_up(&self, service: &str) -> bool {
+        self.planned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(service)
+            || self
+                .store
+                .desired(service)
+                .ok()
+                .flatten()
+                .is_some_and(|d| d.is_decision())
+    }
+
     /// Why `plan`'s stops of services no longer assigned to this host are
     /// too many to make without a person's `--force`: every one of the
     /// host's services, or more than the config's `reload_guard` of them.
@@ -169,15 +199,7 @@ impl Shared {
             systemd::status("the Docker engine came back: reconciling");
         }
         let facts = self.facts();
-        self.planned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(
-                facts
-                    .iter()
-                    .filter(|f| f.configured)
-                    .map(|f| f.name.clone()),
-            );
+        self.note_planned(&facts);
         let mut plan = reconcile::plan(&facts);
         self.limit_plan(task, &mut plan);
         // The start-up and engine-restart reconciles asked nobody: a

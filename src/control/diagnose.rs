@@ -119,18 +119,7 @@ impl Control {
                 .map_or(1, |h| h.retries.max(1)),
             starting: self.startup_pending(),
             deployed: self.store().deployed().is_ok_and(|d| d.contains(service)),
-            applied: self
-                .shared
-                .planned
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(service)
-                || self
-                    .store()
-                    .desired(service)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|d| d.is_decision()),
+            applied: self.shared.taken_up(service),
         }
     }
 }

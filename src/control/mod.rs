@@ -157,9 +157,8 @@ struct Shared {
     units: Arc<crate::units::Units>,
     /// Each external service's ActiveState and since when (`registry.rs`).
     external_since: registry::Since,
-    /// The services a reconcile (boot, apply, engine back) has planned:
-    /// one a reload adds waits for `apply` before the supervisor brings
-    /// it up (`Seen::applied`).
+    /// The services a reconcile (at start, an apply, the engine back) has
+    /// planned (`Shared::taken_up`).
     planned: Mutex<std::collections::HashSet<String>>,
 }
 

@@ -119,6 +119,18 @@ impl Host {
     /// with boot id `boot`: its store, its (persisted) simulator, the
     /// start-up reconcile; then connects to it over D-Bus.
     pub(super) async fn start(dir: &Dir, host: &str, boot: &str, peers: Arc<FakePeers>) -> Host {
+        Host::start_with(dir, host, boot, peers, &[]).await
+    }
+
+    /// [`Host::start`] with the simulator told `sim` (failure-injection
+    /// lines) before the start-up reconcile begins.
+    pub(super) async fn start_with(
+        dir: &Dir,
+        host: &str,
+        boot: &str,
+        peers: Arc<FakePeers>,
+        sim: &[&str],
+    ) -> Host {
         let load = LoadOptions {
             user_mode: false,
             host_override: Some(host.to_string()),
@@ -127,14 +139,16 @@ impl Host {
             .unwrap_or_else(|e| panic!("the test's cluster file: {e}"));
         std::fs::create_dir_all(&config.state_dir).expect("state dir");
         let store = Arc::new(Store::open(&config.state_dir).expect("store"));
-        let sim = Sim::new();
-        sim.persist(&dir.sim_state(), boot).expect("sim state");
+        let sim_engine = Sim::new();
+        sim_engine
+            .persist(&dir.sim_state(), boot)
+            .expect("sim state");
         let interrupted = store.interrupt_unfinished().expect("interrupted tasks");
         let core = Core::start(
             config,
             load,
             store,
-            Engine::Sim(sim.clone()),
+            Engine::Sim(sim_engine.clone()),
             boot.to_string(),
             peers.clone(),
             false,
@@ -172,9 +186,14 @@ impl Host {
                 }
             }
         });
+        for line in sim {
+            if let Err(e) = sim_engine.command(line) {
+                panic!("sim {line:?}: {e}");
+            }
+        }
         core.begin(&interrupted);
         Host {
-            sim,
+            sim: sim_engine,
             core: Some(core),
             _server: server.expect("served over D-Bus"),
             conn,

@@ -14,11 +14,10 @@ async fn a_service_a_reload_adds_waits_for_apply() {
     dir.project("web", APP);
     dir.project("added", APP);
     dir.config(WEB);
-    let host = Host::start(&dir, "a", "boot-1", FakePeers::new()).await;
     // Every engine and Compose call is slow, so the start-up reconcile
     // still runs when the reload comes; at its end the supervisor looks
     // at every service the config then names.
-    host.sim("slow 300");
+    let host = Host::start_with(&dir, "a", "boot-1", FakePeers::new(), &["slow 300"]).await;
     dir.config(&format!("{WEB}{ADDED}"));
     host.manager().await.reload_mode("fail").await.unwrap();
     let boot_running = host
